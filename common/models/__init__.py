@@ -1,0 +1,30 @@
+from common.models.accounts import (
+    ApiToken,
+    Invitation,
+    LoginThrottle,
+    Membership,
+    Organisation,
+    PlatformRole,
+    Role,
+    Scope,
+    User,
+)
+from common.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from common.models.work import WorkItem, WorkState
+
+__all__ = [
+    "ApiToken",
+    "AuditChainHead",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "Invitation",
+    "LoginThrottle",
+    "Membership",
+    "Organisation",
+    "PlatformRole",
+    "Role",
+    "Scope",
+    "User",
+    "WorkItem",
+    "WorkState",
+]

@@ -1,0 +1,20 @@
+"""The Celery app: queues ``default``, ``custody`` and ``training``.
+
+Tasks acknowledge late and are rejected (so redelivered) when their worker is
+lost; prefetch is 1 so a long task never holds others hostage. The database
+holds the state of every unit of work; the broker is only a doorbell.
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("sealroom")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue("default"), Queue("custody"), Queue("training")]
+app.conf.task_default_queue = "default"
+app.conf.broker_connection_retry_on_startup = True
+app.autodiscover_tasks()

@@ -1,0 +1,338 @@
+"""Sealroom settings: one module, every value from the environment.
+
+With nothing set it runs embedded on one machine: SQLite under ``var/``, a
+filesystem Celery broker, a local blob directory and a local key directory.
+Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``DJANGO_SECRET_KEY``
+(or ``DJANGO_SECRET_KEY_FILE``), ``DJANGO_ALLOWED_HOSTS`` and
+``DJANGO_DEBUG=false``. ``.env.example`` lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+VAR_DIR = Path(env("SEALROOM_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+# The development secret is public (it is in this file): refuse it when debug
+# is off, so a production deployment cannot start with it by accident.
+DEV_SECRET_KEY = "dev-insecure-sealroom-secret-do-not-use-in-production"  # noqa: S105
+_secret_file = env("DJANGO_SECRET_KEY_FILE")
+if _secret_file:
+    SECRET_KEY = Path(_secret_file).read_text().strip()
+else:
+    SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
+if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is false but DJANGO_SECRET_KEY is the development secret or "
+        "shorter than 50 characters: set DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE."
+    )
+
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "rest_framework",
+    "drf_spectacular",
+    "csp",
+    "common",
+    "custody",
+    "marketplace",
+    "training",
+    "portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "common.middleware.ProblemJsonMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
+                "common.context_processors.sealroom",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# Embedded default: SQLite in WAL mode with a busy timeout and IMMEDIATE
+# transactions, because the web server and the worker write the same file.
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if env("DATABASE_TEST_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": env("DATABASE_TEST_NAME")}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "sealroom.sqlite3"),
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file-backed test database, so a real worker process can share it.
+            "TEST": {"NAME": env("DATABASE_TEST_NAME", str(VAR_DIR / "test-db.sqlite3"))},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (throttling, lockout counters) ----------------------------------
+CACHE_URL = env("CACHE_URL", "")
+if CACHE_URL.startswith("redis"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# --- Auth -------------------------------------------------------------------
+AUTH_USER_MODEL = "common.User"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+LOGIN_URL = "common:login"
+LOGIN_REDIRECT_URL = "common:home"
+LOGOUT_REDIRECT_URL = "common:login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_HASHERS = [
+    h.strip()
+    for h in env(
+        "DJANGO_PASSWORD_HASHERS",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ).split(",")
+]
+# Lockout: this many failed logins within the window lock the account for
+# SEALROOM_LOCKOUT_SECONDS (per username, whether or not the user exists).
+LOCKOUT_FAILURES = env_int("SEALROOM_LOCKOUT_FAILURES", 5)
+LOCKOUT_WINDOW_SECONDS = env_int("SEALROOM_LOCKOUT_WINDOW_SECONDS", 900)
+LOCKOUT_SECONDS = env_int("SEALROOM_LOCKOUT_SECONDS", 900)
+OTP_TOTP_ISSUER = env("SEALROOM_OTP_ISSUER", "Sealroom")
+API_TOKEN_DEFAULT_DAYS = env_int("SEALROOM_API_TOKEN_DEFAULT_DAYS", 90)
+API_TOKEN_MAX_DAYS = env_int("SEALROOM_API_TOKEN_MAX_DAYS", 365)
+INVITATION_DAYS = env_int("SEALROOM_INVITATION_DAYS", 7)
+
+# --- Mail: to files under var/ in the embedded default ----------------------
+EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+EMAIL_HOST = env("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("DJANGO_EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", "sealroom@localhost")
+
+# --- I18N / static ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- Security headers ---------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# --- REST framework -----------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "common.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "common.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "common.api.throttling.TokenRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env("SEALROOM_THROTTLE_TOKEN", "600/min"),
+        "anon": env("SEALROOM_THROTTLE_ANON", "60/min"),
+    },
+    "EXCEPTION_HANDLER": "common.api.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "common.api.schema.ProblemAutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sealroom API",
+    "DESCRIPTION": ("Custody and trading of AI training data. Errors are application/problem+json."),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -------------------------------------------------------------------
+# Embedded default: kombu's filesystem transport under var/, no server needed.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "out"),
+        "data_folder_out": str(BROKER_DIR / "out"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis redelivers an unacknowledged message after the visibility timeout:
+    # it must exceed the longest task (training jobs), or a task runs twice
+    # concurrently. Tasks are idempotent anyway; this keeps it rare.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("SEALROOM_BROKER_VISIBILITY_TIMEOUT", 43200)
+    }
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES_NAMES = ("default", "custody", "training")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+SWEEP_INTERVAL_SECONDS = env_int("SEALROOM_SWEEP_INTERVAL_SECONDS", 30)
+WORK_LEASE_SECONDS = env_int("SEALROOM_WORK_LEASE_SECONDS", 120)
+WORK_MAX_ATTEMPTS = env_int("SEALROOM_WORK_MAX_ATTEMPTS", 5)
+WORK_REQUEUE_AFTER_SECONDS = env_int("SEALROOM_WORK_REQUEUE_AFTER_SECONDS", 300)
+
+# --- Storage and keys -----------------------------------------------------------
+BLOB_BACKEND = env("SEALROOM_BLOB_BACKEND", "local")
+BLOB_DIR = Path(env("SEALROOM_BLOB_DIR", str(VAR_DIR / "blobs")))
+KEY_PROVIDER = env("SEALROOM_KEY_PROVIDER", "local")
+KEY_DIR = Path(env("SEALROOM_KEY_DIR", str(VAR_DIR / "keys")))
+
+# --- Audit ------------------------------------------------------------------------
+AUDIT_CHECKPOINT_EVERY = env_int("SEALROOM_AUDIT_CHECKPOINT_EVERY", 1000)
+AUDIT_CHECKPOINT_SECONDS = env_int("SEALROOM_AUDIT_CHECKPOINT_SECONDS", 300)
+AUDIT_EXPORT_DIR = Path(env("SEALROOM_AUDIT_EXPORT_DIR", str(VAR_DIR / "audit-export")))
+
+# --- Logging: plain lines to stderr; custody records never reach a log ----------
+LOG_LEVEL = env("SEALROOM_LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+SEALROOM_BASE_URL = env("SEALROOM_BASE_URL", "http://127.0.0.1:8000")

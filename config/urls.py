@@ -1,0 +1,19 @@
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from common import health
+
+api_v1: list[URLPattern | URLResolver] = [
+    path("", include("common.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("api/v1/", include(api_v1)),
+    path("", include("common.urls")),
+]
+
+handler404 = "common.views.page_not_found"
+handler500 = "common.views.server_error"

@@ -1,0 +1,127 @@
+"""Shared fixtures: the cast and API clients.
+
+The cast: ``alice`` (admin of the provider Acme Corpora), ``bob`` (admin of the
+trainer Bolt Models), ``carol`` (no access to either), ``ops`` (operator, with
+TOTP), ``audrey`` (auditor). ``acme_member`` and ``acme_viewer`` fill Acme's
+other roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from common import services
+from common.models import Organisation, PlatformRole, User
+from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
+
+TEST_OUTPUT = Path(settings.BASE_DIR) / "var" / "test-output"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords_and_isolated_dirs(settings, tmp_path: Path) -> Iterator[None]:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.BLOB_DIR = tmp_path / "blobs"
+    settings.KEY_DIR = tmp_path / "keys"
+    settings.AUDIT_EXPORT_DIR = tmp_path / "audit-export"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    yield
+
+
+def is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+@pytest.fixture
+def acme(db):
+    return OrganisationFactory(name="Acme Corpora", is_provider=True, is_trainer=False)
+
+
+@pytest.fixture
+def bolt(db):
+    return OrganisationFactory(name="Bolt Models", is_provider=False, is_trainer=True)
+
+
+@pytest.fixture
+def alice(acme):
+    user = UserFactory(username="alice")
+    MembershipFactory(user=user, organisation=acme, role="admin")
+    return user
+
+
+@pytest.fixture
+def acme_member(acme):
+    user = UserFactory(username="mike")
+    MembershipFactory(user=user, organisation=acme, role="member")
+    return user
+
+
+@pytest.fixture
+def acme_viewer(acme):
+    user = UserFactory(username="vera")
+    MembershipFactory(user=user, organisation=acme, role="viewer")
+    return user
+
+
+@pytest.fixture
+def bob(bolt):
+    user = UserFactory(username="bob")
+    MembershipFactory(user=user, organisation=bolt, role="admin")
+    return user
+
+
+@pytest.fixture
+def carol(db):
+    return UserFactory(username="carol")
+
+
+@pytest.fixture
+def ops(db):
+    return UserFactory(username="ops", platform_role=PlatformRole.OPERATOR)
+
+
+@pytest.fixture
+def audrey(db):
+    return UserFactory(username="audrey", platform_role=PlatformRole.AUDITOR)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def make_token(user: User, organisation: Organisation, scopes: list[str] | None = None) -> str:
+    _token, raw = services.api_token_create(
+        user=user, organisation=organisation, name="test", scopes=scopes or ["read"]
+    )
+    return raw
+
+
+@pytest.fixture
+def token_for():
+    """``token_for(user, org, scopes)`` -> an APIClient authenticated with a fresh token."""
+
+    def _make(user: User, organisation: Organisation, scopes: list[str] | None = None) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(user, organisation, scopes)}")
+        return client
+
+    return _make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if is_postgres():
+        return
+    skip = pytest.mark.skip(reason="needs Postgres: set DATABASE_URL=postgres://... (running on SQLite)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""The training runner: runs inside the sandbox, imports no Django."""
