@@ -254,7 +254,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["common.api.parsers.LimitedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "common.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
@@ -270,6 +270,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# JSON request bodies above this answer 413 (uploads stream through their own limits).
+API_MAX_JSON_BYTES = env_int("SEALROOM_API_MAX_JSON_BYTES", 1024 * 1024)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sealroom API",
     "DESCRIPTION": ("Custody and trading of AI training data. Errors are application/problem+json."),

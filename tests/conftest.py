@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from common import services
@@ -34,6 +35,8 @@ def _fast_passwords_and_isolated_dirs(settings, tmp_path: Path) -> Iterator[None
     settings.AUDIT_EXPORT_DIR = tmp_path / "audit-export"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Throttle counters are keyed by token id, and ids repeat after a rollback.
+    cache.clear()
     yield
 
 

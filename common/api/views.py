@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import generics, serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +14,7 @@ from rest_framework.views import APIView
 
 from common import selectors, services
 from common.exceptions import NotPermitted
-from common.models import ApiToken, Role, Scope, User
+from common.models import ApiToken, Membership, Role, Scope, User
 from common.permissions import OrgRoleRequired, ScopeRequired, acting_membership, role_at_least
 
 
@@ -29,6 +30,12 @@ class SealroomApi(APIView):
     """Base for API views: authenticated, token scopes and organisation roles checked."""
 
     permission_classes = [IsAuthenticated, ScopeRequired, OrgRoleRequired]
+
+
+class SealroomListApi(generics.ListAPIView, SealroomApi):
+    """Base for paginated list endpoints (``?page=``, ``?page_size=``)."""
+
+    permission_classes = SealroomApi.permission_classes
 
 
 class OrganisationSerializer(serializers.Serializer):
@@ -94,12 +101,16 @@ def _membership_for(request: Request, org_id: int, needed: str) -> Any:
     return membership
 
 
-class MemberListApi(SealroomApi):
-    @extend_schema(responses=MemberOutSerializer(many=True), summary="Members of an organisation")
-    def get(self, request: Request, org_id: int) -> Response:
-        membership = _membership_for(request, org_id, Role.VIEWER)
-        members = selectors.member_list(organisation=membership.organisation)
-        return Response(MemberOutSerializer(members, many=True).data)
+class MemberListApi(SealroomListApi):
+    serializer_class = MemberOutSerializer
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        membership = _membership_for(self.request, self.kwargs["org_id"], Role.VIEWER)
+        return selectors.member_list(organisation=membership.organisation)
+
+    @extend_schema(summary="Members of an organisation")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
 class MemberDetailApi(SealroomApi):
@@ -178,7 +189,7 @@ class TokenOutSerializer(serializers.Serializer):
     last_used_at = serializers.DateTimeField(allow_null=True)
 
 
-class TokenListCreateApi(SealroomApi):
+class TokenListCreateApi(SealroomListApi):
     required_scopes = {"GET": Scope.READ, "POST": Scope.READ}
 
     class InputSerializer(serializers.Serializer):
@@ -192,10 +203,14 @@ class TokenListCreateApi(SealroomApi):
     class CreatedSerializer(TokenOutSerializer):
         token = serializers.CharField(help_text="The secret: shown this once, never again")
 
-    @extend_schema(responses=TokenOutSerializer(many=True), summary="Your API tokens")
-    def get(self, request: Request) -> Response:
-        tokens = selectors.token_list_for_user(user=request_user(request))
-        return Response(TokenOutSerializer(tokens, many=True).data)
+    serializer_class = TokenOutSerializer
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return selectors.token_list_for_user(user=request_user(self.request))
+
+    @extend_schema(summary="Your API tokens")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(request=InputSerializer, responses={201: CreatedSerializer}, summary="Create an API token")
     def post(self, request: Request) -> Response:

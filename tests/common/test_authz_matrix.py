@@ -1,0 +1,242 @@
+"""The authorization matrix: docs/permissions.md against every URL pattern.
+
+It fails when a route (or a method a class-based view handles) is missing from
+the table, when the table names a route that no longer exists, and when any
+role gets a different status than the table says — for the API also through
+tokens with and without the required scope.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from common import services
+from common.authentication import token_hash
+from common.models import ApiToken, Organisation, Scope, User
+from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
+from tests.helpers import login_with_otp
+
+TABLE = Path(settings.BASE_DIR) / "docs" / "permissions.md"
+ROLES = ("anon", "outsider", "viewer", "member", "admin", "operator", "auditor")
+MEMBER_ROLES = ("viewer", "member", "admin")
+# URL patterns that are not endpoints of ours.
+IGNORED_ROUTES: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Row:
+    route: str
+    method: str
+    expected: dict[str, int]
+    scope: str
+
+    @property
+    def is_api(self) -> bool:
+        return self.route.startswith("api-") and self.route not in ("api-schema", "api-docs")
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.route}"
+
+
+def load_table() -> list[Row]:
+    rows = []
+    for line in TABLE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 + len(ROLES) or cells[0] in ("route", "") or set(cells[0]) <= {"-"}:
+            continue
+        route, method, *statuses, scope = cells
+        rows.append(Row(route, method.upper(), dict(zip(ROLES, map(int, statuses), strict=True)), scope))
+    return rows
+
+
+def walk_patterns(
+    patterns: list[URLPattern | URLResolver], namespace: str = "", prefix: str = ""
+) -> Iterator[tuple[str | None, str, Any]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from walk_patterns(pattern.url_patterns, ns, prefix + str(pattern.pattern))
+        else:
+            name = f"{namespace}{pattern.name}" if pattern.name else None
+            yield name, prefix + str(pattern.pattern), pattern.callback
+
+
+def handled_methods(callback: Any) -> set[str] | None:
+    """The methods a class-based view handles (None for function views)."""
+    view_class = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
+    if view_class is None:
+        return None
+    return {
+        m.upper()
+        for m in view_class.http_method_names
+        if m not in ("options", "head") and hasattr(view_class, m)
+    }
+
+
+ROWS = load_table()
+
+
+class TestTableCoversEveryRoute:
+    def test_every_url_pattern_has_a_name(self):
+        unnamed = [path for name, path, _ in walk_patterns(get_resolver().url_patterns) if name is None]
+        assert unnamed == [], "name these URL patterns so the matrix can list them"
+
+    def test_every_route_and_method_is_in_the_table(self):
+        listed = {(r.route, r.method) for r in ROWS}
+        missing = []
+        for name, path, callback in walk_patterns(get_resolver().url_patterns):
+            if name is None or name in IGNORED_ROUTES:
+                continue
+            methods = handled_methods(callback) or {"GET"}
+            if name == "api-schema" or name == "api-docs":
+                methods = {"GET"}
+            missing += [f"{m} {name} ({path})" for m in sorted(methods) if (name, m) not in listed]
+        assert missing == [], "add rows to docs/permissions.md for: " + ", ".join(missing)
+
+    def test_the_table_names_only_existing_routes(self):
+        names = {name for name, _, _ in walk_patterns(get_resolver().url_patterns)}
+        stale = sorted({r.route for r in ROWS} - names)
+        assert stale == []
+
+
+# --- the world each case runs in ---------------------------------------------------
+
+
+@dataclass
+class World:
+    acme: Organisation
+    users: dict[str, User]
+    target_membership_id: int
+    target_token_id: int
+    invitation_token: str
+
+    def url(self, row: Row) -> str:
+        pattern = next((p for n, p, _ in walk_patterns(get_resolver().url_patterns) if n == row.route), None)
+        assert pattern is not None, f"unknown route {row.route}"
+        kwargs = {}
+        for arg in re.findall(r"<(?:\w+:)?(\w+)>", pattern):
+            kwargs[arg] = self.url_argument(arg)
+        return reverse(row.route, kwargs=kwargs)
+
+    def url_argument(self, arg: str) -> Any:
+        known = {
+            "org_id": self.acme.pk,
+            "membership_id": self.target_membership_id,
+            "token_id": self.target_token_id,
+            "token": self.invitation_token,
+        }
+        if arg not in known:
+            raise AssertionError(f"the matrix does not know URL argument <{arg}>: teach World.url_argument")
+        return known[arg]
+
+    def body(self, row: Row) -> dict[str, Any]:
+        if not row.is_api:
+            return {}
+        bodies: dict[tuple[str, str], dict[str, Any]] = {
+            ("api-member-detail", "PATCH"): {"role": "member"},
+            ("api-invitations", "POST"): {"email": "new-person@example.test", "role": "viewer"},
+            ("api-tokens", "POST"): {"name": "matrix", "organisation_id": self.acme.pk, "scopes": ["read"]},
+        }
+        return bodies.get((row.route, row.method), {})
+
+
+@pytest.fixture
+def world(db) -> World:
+    acme = OrganisationFactory(name="Acme Corpora", is_provider=True)
+    OrganisationFactory(name="Bolt Models", is_provider=False, is_trainer=True)
+    users = {
+        "admin": UserFactory(username="alice"),
+        "member": UserFactory(username="mike"),
+        "viewer": UserFactory(username="vera"),
+        "outsider": UserFactory(username="carol"),
+        "operator": UserFactory(username="ops", platform_role="operator"),
+        "auditor": UserFactory(username="audrey", platform_role="auditor"),
+    }
+    for role in MEMBER_ROLES:
+        MembershipFactory(user=users[role], organisation=acme, role=role)
+    target = MembershipFactory(user=UserFactory(username="tess"), organisation=acme, role="viewer")
+    token, _ = services.api_token_create(user=target.user, organisation=acme, name="t", scopes=["read"])
+    _, invitation = services.invitation_create(
+        actor=users["admin"], organisation=acme, email="invitee@example.test", role="viewer"
+    )
+    return World(acme, users, target.pk, token.pk, invitation)
+
+
+def session_client(world: World, role: str, api: bool) -> Client:
+    client: Client = APIClient() if api else Client()
+    if role == "anon":
+        return client
+    user = world.users[role]
+    if user.is_operator:
+        login_with_otp(client, user)
+    else:
+        client.force_login(user)
+    return client
+
+
+def token_client(world: World, role: str, scopes: list[str]) -> APIClient:
+    raw = f"srk_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
+    ApiToken.objects.create(
+        user=world.users[role],
+        organisation=world.acme,
+        name="matrix",
+        prefix=raw[4:12],
+        secret_hash=token_hash(raw),
+        scopes=scopes,
+        expires_at=timezone.now() + timezone.timedelta(days=1),
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+def send(client: Client, row: Row, world: World) -> int:
+    method = getattr(client, row.method.lower())
+    url = world.url(row)
+    if row.is_api:
+        response = method(url, world.body(row), format="json") if row.method != "GET" else method(url)
+    else:
+        response = method(url, world.body(row)) if row.method != "GET" else method(url)
+    return int(response.status_code)
+
+
+CASES = [pytest.param(row, role, id=f"{row.method}-{row.route}-{role}") for row in ROWS for role in ROLES]
+
+
+@pytest.mark.parametrize(("row", "role"), CASES)
+def test_role_gets_the_status_the_table_says(world, row: Row, role: str):
+    status = send(session_client(world, role, row.is_api), row, world)
+    assert status == row.expected[role], f"{row} as {role}"
+
+
+SCOPED = [
+    pytest.param(row, role, id=f"{row.method}-{row.route}-{role}")
+    for row in ROWS
+    for role in MEMBER_ROLES
+    if row.is_api and row.scope != "-" and row.expected["anon"] == 401
+]
+
+
+@pytest.mark.parametrize(("row", "role"), SCOPED)
+def test_a_token_with_only_the_scope_gets_the_same_status(world, row: Row, role: str):
+    status = send(token_client(world, role, [row.scope]), row, world)
+    assert status == row.expected[role], f"{row} as {role} with scope {row.scope}"
+
+
+@pytest.mark.parametrize(("row", "role"), SCOPED)
+def test_a_token_without_the_scope_is_refused(world, row: Row, role: str):
+    others = [s for s in Scope.values if s != row.scope]
+    status = send(token_client(world, role, others), row, world)
+    assert status == 403, f"{row} as {role} without scope {row.scope}"
