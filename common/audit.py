@@ -20,6 +20,11 @@ from common.models import AuditChainHead, AuditEvent, Organisation, User
 GENESIS_HASH = "0" * 64
 
 
+def format_instant(at: datetime) -> str:
+    """An instant as the hashed and signed bytes spell it: UTC, microseconds, ``Z``."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def canonical_event(
     *,
     seq: int,
@@ -37,7 +42,7 @@ def canonical_event(
     """The exact bytes an event's hash covers (sorted keys, no whitespace, UTC microseconds)."""
     body = {
         "seq": seq,
-        "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "at": format_instant(at),
         "actor_id": actor_id,
         "actor_name": actor_name,
         "organisation_id": organisation_id,
@@ -52,6 +57,7 @@ def canonical_event(
 
 
 def event_hash(event: AuditEvent) -> str:
+    """The SHA-256 (hex) of the event's canonical bytes, as stored in ``AuditEvent.hash``."""
     return hashlib.sha256(
         canonical_event(
             seq=event.seq,
@@ -69,7 +75,8 @@ def event_hash(event: AuditEvent) -> str:
     ).hexdigest()
 
 
-def _lock_head() -> AuditChainHead:
+def chain_head_lock() -> AuditChainHead:
+    """The chain head, created if missing and locked until the caller's transaction ends."""
     head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
     if head is None:
         AuditChainHead.objects.get_or_create(pk=1, defaults={"hash": GENESIS_HASH})
@@ -94,8 +101,10 @@ def audit_record(
     # Round-trip the details through JSON now, so the hash covers exactly what
     # the database will return later (tuples become lists, and so on).
     clean_details = json.loads(json.dumps(details or {}, sort_keys=True, default=str))
-    with transaction.atomic():
-        head = _lock_head()
+    # No savepoint: if the append fails, the caller's whole transaction must
+    # roll back, so an action can never commit without its event.
+    with transaction.atomic(savepoint=False):
+        head = chain_head_lock()
         # Microsecond precision: what every backend stores without rounding.
         at = timezone.now()
         event = AuditEvent(

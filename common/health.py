@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -12,6 +14,8 @@ from django.views.decorators.http import require_GET
 
 from common.blobs import blob_store
 
+BROKER_TIMEOUT_SECONDS = 2
+
 
 def _check_database() -> None:
     with connection.cursor() as cursor:
@@ -19,14 +23,41 @@ def _check_database() -> None:
         cursor.fetchone()
 
 
+def _check_folder_writable(folder: Path) -> None:
+    """:raises OSError: the folder is missing or a probe file cannot be written and removed."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"broker folder {folder} is missing")
+    probe = folder / f".health-{uuid.uuid4().hex}"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+
+
 def _check_broker() -> None:
     from celery import current_app as app
 
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
-        # Opening a channel touches the transport for real (the filesystem
-        # transport's ensure_connection alone never looks at its folders).
-        conn.default_channel  # noqa: B018
+    options = app.conf.broker_transport_options or {}
+    if str(app.conf.broker_url).startswith("filesystem"):
+        # The filesystem transport "connects" without looking at its folders:
+        # what it needs is to write messages into them and take them out.
+        folders = {options.get("data_folder_in"), options.get("data_folder_out")}
+        if options.get("store_processed"):
+            folders.add(options.get("processed_folder"))
+        for folder in sorted(str(f) for f in folders if f):
+            _check_folder_writable(Path(folder))
+        return
+    with app.connection_for_write(
+        # Bounded, so that a broker that drops packets makes /healthz slow, not hung.
+        connect_timeout=BROKER_TIMEOUT_SECONDS,
+        transport_options={
+            "socket_connect_timeout": BROKER_TIMEOUT_SECONDS,
+            "socket_timeout": BROKER_TIMEOUT_SECONDS,
+        },
+    ) as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS)
+        channel = conn.default_channel
+        client = getattr(channel, "client", None)
+        if client is not None and hasattr(client, "ping"):
+            client.ping()  # Redis: a round trip, not just an open socket
 
 
 def _check_blobs() -> None:

@@ -7,11 +7,13 @@ generated on first use in the embedded default.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
@@ -109,6 +111,31 @@ def verify(public_pem: str, message: bytes, signature_b64: str) -> None:
     if not isinstance(public, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     public.verify(base64.b64decode(signature_b64), message)
+
+
+class PublicKeyRing:
+    """Public keys by key id, parsed once, for checking many signatures."""
+
+    def __init__(self, public_pems: dict[str, str]) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for key_id, pem in public_pems.items():
+            public = serialization.load_pem_public_key(pem.encode())
+            if isinstance(public, Ed25519PublicKey):
+                self._keys[key_id] = public
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def verifies(self, key_id: str, message: bytes, signature_b64: str) -> bool:
+        """Whether ``signature_b64`` is the key's valid signature of ``message`` (False for unknown keys)."""
+        public = self._keys.get(key_id)
+        if public is None:
+            return False
+        try:
+            public.verify(base64.b64decode(signature_b64, validate=True), message)
+        except (InvalidSignature, binascii.Error, ValueError):
+            return False
+        return True
 
 
 def signing_key_provider() -> LocalSigningKeyProvider:

@@ -1,3 +1,67 @@
+"""Pages of the foundation, in the ``common`` namespace."""
+
+from django.contrib.auth.views import (
+    PasswordChangeDoneView,
+    PasswordResetCompleteView,
+    PasswordResetDoneView,
+)
+from django.urls import URLPattern, path
+
+from common.otp import otp_exempt, signed_in
+from common.pages import auth, organisations, tokens
+
 app_name = "common"
 
-urlpatterns: list = []
+urlpatterns: list[URLPattern] = [
+    path("", organisations.home_page, name="home"),
+    # Sign-in, sign-up, sign-out
+    path("login/", auth.login_page, name="login"),
+    path("login/verify/", auth.login_verify_page, name="login_verify"),
+    path("login/two-factor/setup/", auth.totp_enroll_page, name="totp_enroll"),
+    path("logout/", auth.logout_page, name="logout"),
+    path("signup/", auth.signup_page, name="signup"),
+    # Account and passwords
+    path("account/", auth.account_page, name="account"),
+    path("account/password/", signed_in(auth.PasswordChangePage.as_view()), name="password_change"),
+    path(
+        "account/password/done/",
+        signed_in(PasswordChangeDoneView.as_view(template_name="registration/password_change_done.html")),
+        name="password_change_done",
+    ),
+    path("password-reset/", otp_exempt(auth.PasswordResetPage.as_view()), name="password_reset"),
+    path(
+        "password-reset/sent/",
+        otp_exempt(PasswordResetDoneView.as_view(template_name="registration/password_reset_done.html")),
+        name="password_reset_done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        otp_exempt(auth.PasswordResetConfirmPage.as_view()),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password-reset/complete/",
+        otp_exempt(
+            PasswordResetCompleteView.as_view(template_name="registration/password_reset_complete.html")
+        ),
+        name="password_reset_complete",
+    ),
+    # Organisations
+    path("organisations/switch/", organisations.org_switch, name="org_switch"),
+    path("organisations/<int:org_id>/", organisations.organisation_page, name="org"),
+    path("organisations/<int:org_id>/invitations/", organisations.org_invite, name="org_invite"),
+    path(
+        "organisations/<int:org_id>/members/<int:membership_id>/role/",
+        organisations.org_member_role,
+        name="org_member_role",
+    ),
+    path(
+        "organisations/<int:org_id>/members/<int:membership_id>/remove/",
+        organisations.org_member_remove,
+        name="org_member_remove",
+    ),
+    path("invitations/<str:token>/", organisations.invitation_page, name="invitation"),
+    # API tokens
+    path("tokens/", tokens.tokens_page, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
+]

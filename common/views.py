@@ -1,4 +1,4 @@
-"""Pages of the foundation: error pages (the rest arrive with the page shell)."""
+"""Error pages (the other pages live in common/pages/)."""
 
 from __future__ import annotations
 

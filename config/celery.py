@@ -14,7 +14,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("sealroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue("default"), Queue("custody"), Queue("training")]
+# Each queue routes by its own name, so a message for one queue can never be
+# bound to another through a shared routing key.
+app.conf.task_queues = [Queue(name, routing_key=name) for name in ("default", "custody", "training")]
 app.conf.task_default_queue = "default"
 app.conf.broker_connection_retry_on_startup = True
 app.autodiscover_tasks()

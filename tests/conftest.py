@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from rest_framework.test import APIClient
 
 from common import services
@@ -42,6 +43,27 @@ def _fast_passwords_and_isolated_dirs(settings, tmp_path: Path) -> Iterator[None
 
 def is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+@pytest.fixture(autouse=True)
+def _audit_log_emptied_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Postgres refuses to TRUNCATE a non-empty audit log: empty it as the owner first.
+
+    Transactional tests (live server, real worker) commit audit events, and
+    Django empties tables with TRUNCATE after them; the append-only trigger
+    would refuse. The owner may bypass triggers with session_replication_role.
+    """
+    transactional = is_postgres() and bool({"transactional_db", "live_server"} & set(request.fixturenames))
+    if transactional:
+        request.getfixturevalue("transactional_db")  # set up first, so this tears down before its flush
+    yield
+    if transactional:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+            try:
+                cursor.execute("DELETE FROM common_auditevent")
+            finally:
+                cursor.execute("SET session_replication_role = DEFAULT")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 from common.exceptions import TooLarge
 
@@ -39,3 +39,29 @@ class LimitedJSONParser(JSONParser):
 def _reject_constant(name: str) -> None:
     # NaN and Infinity are not JSON; Python accepts them unless told not to.
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+class OctetStreamParser(BaseParser):
+    """Raw bytes, read in memory up to ``UPLOAD_PART_MAX_BYTES`` (never spooled to disk)."""
+
+    media_type = "application/octet-stream"
+
+    # DRF's stubs say a parser returns a mapping; request.data is bytes here.
+    def parse(  # type: ignore[override]
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        limit = settings.UPLOAD_PART_MAX_BYTES
+        chunks = []
+        size = 0
+        while stream is not None:
+            chunk = stream.read(min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"A part may be at most {limit} bytes.", code="common.part_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from common.api import views
+from common.api import audit, views
 
 urlpatterns = [
     path("me", views.MeApi.as_view(), name="api-me"),
@@ -17,4 +17,10 @@ urlpatterns = [
     ),
     path("tokens", views.TokenListCreateApi.as_view(), name="api-tokens"),
     path("tokens/<int:token_id>", views.TokenRevokeApi.as_view(), name="api-token-detail"),
+    path("audit/keys", audit.AuditPublicKeysApi.as_view(), name="api-audit-keys"),
+    path(
+        "audit/checkpoints/latest",
+        audit.AuditCheckpointLatestApi.as_view(),
+        name="api-audit-checkpoint-latest",
+    ),
 ]

@@ -13,7 +13,8 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 import pytest
 from django.conf import settings
@@ -24,7 +25,7 @@ from rest_framework.test import APIClient
 
 from common import services
 from common.authentication import token_hash
-from common.models import ApiToken, Organisation, Scope, User
+from common.models import ApiToken, Membership, Organisation, Scope, User
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 from tests.helpers import login_with_otp
 
@@ -136,6 +137,8 @@ class World:
             "membership_id": self.target_membership_id,
             "token_id": self.target_token_id,
             "token": self.invitation_token,
+            # Password-reset confirmation: any uid (base64 of "1"); the token is checked inside.
+            "uidb64": "MQ",
         }
         if arg not in known:
             raise AssertionError(f"the matrix does not know URL argument <{arg}>: teach World.url_argument")
@@ -152,21 +155,27 @@ class World:
         return bodies.get((row.route, row.method), {})
 
 
+def _user(**fields: Any) -> User:
+    return cast(User, UserFactory(**fields))
+
+
 @pytest.fixture
 def world(db) -> World:
-    acme = OrganisationFactory(name="Acme Corpora", is_provider=True)
+    acme = cast(Organisation, OrganisationFactory(name="Acme Corpora", is_provider=True))
     OrganisationFactory(name="Bolt Models", is_provider=False, is_trainer=True)
     users = {
-        "admin": UserFactory(username="alice"),
-        "member": UserFactory(username="mike"),
-        "viewer": UserFactory(username="vera"),
-        "outsider": UserFactory(username="carol"),
-        "operator": UserFactory(username="ops", platform_role="operator"),
-        "auditor": UserFactory(username="audrey", platform_role="auditor"),
+        "admin": _user(username="alice"),
+        "member": _user(username="mike"),
+        "viewer": _user(username="vera"),
+        "outsider": _user(username="carol"),
+        "operator": _user(username="ops", platform_role="operator"),
+        "auditor": _user(username="audrey", platform_role="auditor"),
     }
     for role in MEMBER_ROLES:
         MembershipFactory(user=users[role], organisation=acme, role=role)
-    target = MembershipFactory(user=UserFactory(username="tess"), organisation=acme, role="viewer")
+    target = cast(
+        Membership, MembershipFactory(user=_user(username="tess"), organisation=acme, role="viewer")
+    )
     token, _ = services.api_token_create(user=target.user, organisation=acme, name="t", scopes=["read"])
     _, invitation = services.invitation_create(
         actor=users["admin"], organisation=acme, email="invitee@example.test", role="viewer"
@@ -195,7 +204,7 @@ def token_client(world: World, role: str, scopes: list[str]) -> APIClient:
         prefix=raw[4:12],
         secret_hash=token_hash(raw),
         scopes=scopes,
-        expires_at=timezone.now() + timezone.timedelta(days=1),
+        expires_at=timezone.now() + timedelta(days=1),
     )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")

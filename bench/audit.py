@@ -1,0 +1,225 @@
+"""Audit log throughput: chained appends against plain inserts, and verification speed.
+
+    .venv/bin/python bench/audit.py [--events 2000] [--writers 8] [--verify-events 50000]
+
+Runs on the configured backend (SQLite by default, Postgres with
+DATABASE_URL) in a throwaway database that it creates and drops, with its
+own key and export directories: it never touches the development data.
+
+Prints, from one run:
+- audit appends per second: ``--writers`` threads, each calling
+  ``audit_record`` in its own transaction (head lock, hash, checkpoints);
+- the reference: plain inserts of the same columns and indexes into a table
+  of its own, same threads, one transaction each, no chain;
+- their ratio;
+- verification speed: ``audit_verify`` over a chain of ``--verify-events``.
+
+Figures only: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections, models, transaction  # noqa: E402
+from django.test.utils import setup_databases, teardown_databases  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from common.audit import audit_record, chain_head_lock, event_hash  # noqa: E402
+from common.audit_checkpoints import checkpoint_tick  # noqa: E402
+from common.audit_verify import audit_verify  # noqa: E402
+from common.models import AuditEvent  # noqa: E402
+
+
+class PlainEvent(models.Model):
+    """The reference: the audit event's columns and indexes, without chain or head lock."""
+
+    seq = models.BigIntegerField(unique=True)
+    at = models.DateTimeField()
+    actor_id = models.BigIntegerField(null=True)
+    actor_name = models.CharField(max_length=254)
+    organisation_id = models.BigIntegerField(null=True)
+    organisation_name = models.CharField(max_length=120)
+    action = models.CharField(max_length=80)
+    object_type = models.CharField(max_length=80)
+    object_id = models.CharField(max_length=80)
+    details = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects: models.Manager[PlainEvent] = models.Manager()
+
+    class Meta:
+        app_label = "bench"
+        db_table = "bench_plain_event"
+        managed = False
+        indexes = [
+            models.Index(fields=["organisation_id", "at"], name="bench_plain_org_at"),
+            models.Index(fields=["action", "at"], name="bench_plain_action_at"),
+            models.Index(fields=["actor_id", "at"], name="bench_plain_actor_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action}"
+
+
+def audit_append(writer: int, n: int) -> None:
+    with transaction.atomic():
+        audit_record(
+            action="bench.append",
+            actor_name=f"writer-{writer}",
+            object_type="bench",
+            object_id=n,
+            details={"writer": writer, "n": n},
+        )
+
+
+def plain_insert(writer: int, n: int) -> None:
+    with transaction.atomic():
+        PlainEvent.objects.create(
+            # Unique per writer without coordination: no shared counter to lock.
+            seq=writer * 1_000_000_000 + n,
+            at=timezone.now(),
+            actor_name=f"writer-{writer}",
+            action="bench.append",
+            object_type="bench",
+            object_id=str(n),
+            details={"writer": writer, "n": n},
+            prev_hash="0" * 64,
+            hash="0" * 64,
+        )
+
+
+def run_writers(write: Callable[[int, int], None], *, writers: int, total: int) -> float:
+    """Run ``total`` writes spread over ``writers`` threads; returns the wall seconds."""
+    per_writer = [total // writers + (1 if w < total % writers else 0) for w in range(writers)]
+    start = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def work(writer: int) -> None:
+        try:
+            start.wait()
+            for n in range(per_writer[writer]):
+                write(writer, n)
+        except BaseException as exc:  # noqa: BLE001 - reported below, from the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def extend_chain(total: int) -> None:
+    """Append valid events in bulk until the chain holds ``total`` (a fast way to a long chain)."""
+    with transaction.atomic():
+        head = chain_head_lock()
+        seq, prev_hash, batch = head.seq, head.hash, []
+        while seq < total:
+            seq += 1
+            event = AuditEvent(
+                seq=seq,
+                at=timezone.now(),
+                actor_name="bench",
+                action="bench.bulk",
+                object_type="bench",
+                object_id=str(seq),
+                details={"n": seq},
+                prev_hash=prev_hash,
+            )
+            event.hash = prev_hash = event_hash(event)
+            batch.append(event)
+            if len(batch) == 2000:
+                AuditEvent.objects.bulk_create(batch)
+                batch = []
+        AuditEvent.objects.bulk_create(batch)
+        head.seq, head.hash = seq, prev_hash
+        head.save(update_fields=["seq", "hash"])
+
+
+def bench(events: int, writers: int, verify_events: int) -> int:
+    with connection.schema_editor() as editor:
+        editor.create_model(PlainEvent)
+    # Warm both paths (connections, key generation, statement caches) untimed.
+    run_writers(plain_insert, writers=writers, total=writers)
+    PlainEvent.objects.all().delete()
+    run_writers(audit_append, writers=writers, total=writers)
+
+    plain_s = run_writers(plain_insert, writers=writers, total=events)
+    audit_s = run_writers(audit_append, writers=writers, total=events)
+    plain_rate, audit_rate = events / plain_s, events / audit_s
+
+    extend_chain(max(verify_events, AuditEvent.objects.count()))
+    checkpoint_tick()
+    began = time.perf_counter()
+    report = audit_verify()
+    verify_s = time.perf_counter() - began
+
+    print(f"audit log bench on {connection.vendor} ({writers} writer threads, {events} writes each way)")
+    print(f"  audit appends (chained):     {audit_rate:9.0f} events/s  ({events} in {audit_s:.2f} s)")
+    print(f"  plain inserts (reference):   {plain_rate:9.0f} rows/s    ({events} in {plain_s:.2f} s)")
+    ratio = audit_rate / plain_rate
+    print(f"  ratio audit/plain:           {ratio:9.2f}  ({1 / ratio:.1f}x slower)")
+    print(
+        f"  verification:                {report.events_checked / verify_s:9.0f} events/s  "
+        f"({report.events_checked} events, {report.checkpoints_checked} checkpoints in {verify_s:.2f} s)"
+    )
+    print(f"  verify result:               {report.summary_lines()[-1]}")
+    return 0 if report.ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000, help="writes per variant (default 2000)")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writer threads (default 8)")
+    parser.add_argument(
+        "--verify-events", type=int, default=50_000, help="chain length to verify (default 50000)"
+    )
+    args = parser.parse_args()
+    # Each export logs a line at INFO; the figures are what this prints.
+    logging.getLogger("common.audit_checkpoints").setLevel(logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="sealroom-bench-audit-") as scratch:
+        settings.KEY_DIR = Path(scratch) / "keys"
+        settings.AUDIT_EXPORT_DIR = Path(scratch) / "audit-export"
+        test_settings = connections["default"].settings_dict.setdefault("TEST", {})
+        if connections["default"].vendor == "sqlite":
+            test_settings["NAME"] = str(Path(scratch) / "bench-audit.sqlite3")
+        else:
+            test_settings["NAME"] = f"test_sealroom_bench_audit_{os.getpid()}"
+        old_config = setup_databases(verbosity=0, interactive=False, serialized_aliases=set())
+        try:
+            return bench(args.events, args.writers, args.verify_events)
+        finally:
+            connections.close_all()
+            teardown_databases(old_config, verbosity=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

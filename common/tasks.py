@@ -1,0 +1,47 @@
+"""Celery tasks for common: thin adapters over :mod:`common.work` and the audit checkpoints.
+
+Every task takes ids as keyword arguments and is safe to run twice; the
+database holds the state, the message is only a doorbell. Apps register their
+work handlers (``@work_handler``) in their own ``tasks`` module, which Celery's
+autodiscovery imports in every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from celery import shared_task
+
+from common.work import RunOutcome, work_run, work_sweep
+
+
+def _owner() -> str:
+    """A lease owner name that says which process held it (for people reading the row)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@shared_task(name="common.run_work", ignore_result=True)
+def run_work(*, item_id: int) -> RunOutcome:
+    """Run one work item (claim, handler, complete or fail); a no-op if it cannot be claimed."""
+    return work_run(item_id=item_id, owner=_owner())
+
+
+@shared_task(name="common.sweep_work", ignore_result=True)
+def sweep_work() -> dict[str, list[int]]:
+    """Re-enqueue expired leases and lost doorbells; fail what ran out of attempts (beat)."""
+    return work_sweep().as_dict()
+
+
+@shared_task(name="common.audit_checkpoint_tick", ignore_result=True)
+def audit_checkpoint_tick() -> int | None:
+    """Sign an audit checkpoint if events arrived since the last (beat, every AUDIT_CHECKPOINT_SECONDS).
+
+    Returns the checkpoint's sequence number, or None when nothing was new.
+    """
+    # Imported lazily so that loading the worker's task registry stays light.
+    from common.audit_checkpoints import checkpoint_tick
+
+    checkpoint = checkpoint_tick()
+    return checkpoint.seq if checkpoint is not None else None

@@ -1,0 +1,1 @@
+"""pytest plugins of the suite (load with -p tests.plugins.<name>)."""
