@@ -351,6 +351,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(AUDIT_CHECKPOINT_SECONDS),
         "options": {"queue": "default", "expires": float(AUDIT_CHECKPOINT_SECONDS)},
     },
+    "quarantine-retention": {
+        "task": "custody.quarantine_retention_sweep",
+        "schedule": 3600.0,
+        "options": {"queue": "custody", "expires": 3600.0},
+    },
 }
 
 # --- Logging: plain lines to stderr; custody records never reach a log ----------
@@ -382,3 +387,5 @@ QUARANTINE_RETENTION_DAYS = env_int("SEALROOM_QUARANTINE_RETENTION_DAYS", 14)
 # Uploads up to this size are parsed inside the completing request, so bad input
 # is a 4xx naming the line; larger ones are validated by the ingest worker.
 SYNC_VALIDATE_MAX_BYTES = env_int("SEALROOM_SYNC_VALIDATE_MAX_BYTES", 32 * 1024**2)
+# Seconds a disabled version key waits before it may be destroyed (the crypto-shred's second step).
+SHRED_DELAY_SECONDS = env_int("SEALROOM_SHRED_DELAY_SECONDS", 86400)

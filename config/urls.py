@@ -5,6 +5,7 @@ from common import health
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("common.api.urls")),
+    path("", include("custody.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -12,6 +13,7 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
+    path("data/", include("custody.page_urls")),
     path("", include("common.urls")),
 ]
 

@@ -40,10 +40,29 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
+def blob_seal(*, key: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """Encrypt bytes for the blob store, binding ``aad`` (what and where they are)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def blob_open(*, key: bytes, aad: bytes, blob: bytes, what: str) -> bytes:
+    """:raises IntegrityFailure: altered, truncated, or not the blob ``aad`` names."""
+    if len(blob) < len(MAGIC) + NONCE_BYTES + 16 or not blob.startswith(MAGIC):
+        raise IntegrityFailure(f"{what} is truncated or not a Sealroom blob.", code="custody.shard_corrupt")
+    nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+    try:
+        return AESGCM(key).decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], aad)
+    except InvalidTag:
+        raise IntegrityFailure(
+            f"{what} failed authentication: it was altered, swapped, or belongs elsewhere.",
+            code="custody.shard_tampered",
+        ) from None
+
+
 def shard_seal(*, data_key: bytes, identity: ShardIdentity, plaintext: bytes) -> bytes:
     """Encrypt one shard's bytes under the version's data key."""
-    nonce = os.urandom(NONCE_BYTES)
-    return MAGIC + nonce + AESGCM(data_key).encrypt(nonce, plaintext, identity.associated_data())
+    return blob_seal(key=data_key, aad=identity.associated_data(), plaintext=plaintext)
 
 
 def shard_open(*, data_key: bytes, identity: ShardIdentity, blob: bytes) -> bytes:
@@ -51,20 +70,12 @@ def shard_open(*, data_key: bytes, identity: ShardIdentity, blob: bytes) -> byte
 
     :raises IntegrityFailure: the blob was altered, truncated, or belongs elsewhere.
     """
-    if len(blob) < len(MAGIC) + NONCE_BYTES + 16 or not blob.startswith(MAGIC):
-        raise IntegrityFailure(
-            f"Shard {identity.index} of version {identity.version_id} is truncated or not a shard.",
-            code="custody.shard_corrupt",
-        )
-    nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
-    try:
-        return AESGCM(data_key).decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], identity.associated_data())
-    except InvalidTag:
-        raise IntegrityFailure(
-            f"Shard {identity.index} of version {identity.version_id} failed authentication: "
-            "it was altered, swapped, or belongs to another version or key.",
-            code="custody.shard_tampered",
-        ) from None
+    return blob_open(
+        key=data_key,
+        aad=identity.associated_data(),
+        blob=blob,
+        what=f"Shard {identity.index} of version {identity.version_id}",
+    )
 
 
 def wrap_key(*, wrapping_key: bytes, key: bytes, context: bytes) -> bytes:

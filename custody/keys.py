@@ -1,6 +1,7 @@
 """The key provider: per-version key-encryption keys (KEKs) under versioned master keys.
 
-Hierarchy: master key (versioned, rotated) wraps each dataset version's KEK;
+Hierarchy: master key (versioned, rotated) wraps each named KEK (``version-<id>``
+for a dataset version, ``quarantine-<id>`` for a contribution's raw upload);
 the KEK wraps the version's data key, which the database stores wrapped.
 Destroying a version's KEK file is the crypto-shred: the wrapped data key in
 the database (and in every backup of it) no longer opens. The local provider
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -20,17 +22,20 @@ from django.conf import settings
 from custody.crypto import KEY_BYTES, unwrap_key, wrap_key
 from custody.exceptions import KeyUnavailable
 
+_KEY_NAME = re.compile(r"[a-z]+-[0-9]+")
+
 
 class KekProvider(Protocol):
-    def kek_create(self, *, version_id: int) -> None: ...
-    def wrap_data_key(self, *, version_id: int, data_key: bytes, key_version: int) -> bytes: ...
-    def unwrap_data_key(self, *, version_id: int, wrapped: bytes, key_version: int) -> bytes: ...
-    def kek_disable(self, *, version_id: int) -> None: ...
-    def kek_enable(self, *, version_id: int) -> None: ...
-    def kek_destroy(self, *, version_id: int) -> None: ...
-    def kek_state(self, *, version_id: int) -> str: ...
+    def kek_create(self, *, name: str) -> None: ...
+    def wrap_data_key(self, *, name: str, data_key: bytes, key_version: int) -> bytes: ...
+    def unwrap_data_key(self, *, name: str, wrapped: bytes, key_version: int) -> bytes: ...
+    def kek_disable(self, *, name: str) -> None: ...
+    def kek_enable(self, *, name: str) -> None: ...
+    def kek_destroy(self, *, name: str) -> None: ...
+    def kek_state(self, *, name: str) -> str: ...
+    def kek_master(self, *, name: str) -> int | None: ...
     def master_rotate(self) -> int: ...
-    def kek_rewrap(self, *, version_id: int) -> int: ...
+    def kek_rewrap(self, *, name: str) -> int: ...
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -74,63 +79,69 @@ class LocalKekProvider:
         return number
 
     # --- per-version KEKs --------------------------------------------------------------
-    def _kek_path(self, version_id: int) -> Path:
-        return self._dir() / f"kek-{int(version_id)}.json"
+    def _kek_path(self, name: str) -> Path:
+        if not _KEY_NAME.fullmatch(name):
+            raise ValueError(f"bad key name {name!r}")
+        return self._dir() / f"kek-{name}.json"
 
-    def _kek_record(self, version_id: int) -> dict[str, object]:
-        path = self._kek_path(version_id)
+    def _kek_record(self, name: str) -> dict[str, object]:
+        path = self._kek_path(name)
         if not path.exists():
             raise KeyUnavailable(
-                f"The key of dataset version {version_id} was destroyed or never existed.",
+                f"The key {name} was destroyed or never existed.",
                 code="custody.key_destroyed",
             )
         record: dict[str, object] = json.loads(path.read_text())
         return record
 
-    def _kek(self, version_id: int) -> bytes:
-        record = self._kek_record(version_id)
+    def _kek(self, name: str) -> bytes:
+        record = self._kek_record(name)
         if record["state"] != "active":
-            raise KeyUnavailable(
-                f"The key of dataset version {version_id} is disabled.", code="custody.key_disabled"
-            )
+            raise KeyUnavailable(f"The key {name} is disabled.", code="custody.key_disabled")
         master = int(str(record["master"]))
         return unwrap_key(
             wrapping_key=self._master(master),
             wrapped=bytes.fromhex(str(record["wrapped"])),
-            context=f"sealroom/kek|version={version_id}".encode(),
+            context=f"sealroom/kek|{name}".encode(),
         )
 
-    def _save_kek(self, version_id: int, kek: bytes, master: int, state: str) -> None:
+    def _save_kek(self, name: str, kek: bytes, master: int, state: str) -> None:
         wrapped = wrap_key(
-            wrapping_key=self._master(master), key=kek, context=f"sealroom/kek|version={version_id}".encode()
+            wrapping_key=self._master(master), key=kek, context=f"sealroom/kek|{name}".encode()
         )
-        record = {"version": version_id, "master": master, "state": state, "wrapped": wrapped.hex()}
-        _write_private(self._kek_path(version_id), json.dumps(record).encode())
+        record = {"name": name, "master": master, "state": state, "wrapped": wrapped.hex()}
+        _write_private(self._kek_path(name), json.dumps(record).encode())
 
-    def kek_create(self, *, version_id: int) -> None:
-        if self._kek_path(version_id).exists():
+    def kek_create(self, *, name: str) -> None:
+        if self._kek_path(name).exists():
             return
-        self._save_kek(version_id, os.urandom(KEY_BYTES), self.master_current(), "active")
+        self._save_kek(name, os.urandom(KEY_BYTES), self.master_current(), "active")
 
-    def kek_state(self, *, version_id: int) -> str:
-        if not self._kek_path(version_id).exists():
+    def kek_state(self, *, name: str) -> str:
+        if not self._kek_path(name).exists():
             return "destroyed"
-        return str(self._kek_record(version_id)["state"])
+        return str(self._kek_record(name)["state"])
 
-    def _set_state(self, version_id: int, state: str) -> None:
-        record = self._kek_record(version_id)
+    def kek_master(self, *, name: str) -> int | None:
+        """The master key version the KEK is wrapped under (None once destroyed)."""
+        if not self._kek_path(name).exists():
+            return None
+        return int(str(self._kek_record(name)["master"]))
+
+    def _set_state(self, name: str, state: str) -> None:
+        record = self._kek_record(name)
         record["state"] = state
-        _write_private(self._kek_path(version_id), json.dumps(record).encode())
+        _write_private(self._kek_path(name), json.dumps(record).encode())
 
-    def kek_disable(self, *, version_id: int) -> None:
-        self._set_state(version_id, "disabled")
+    def kek_disable(self, *, name: str) -> None:
+        self._set_state(name, "disabled")
 
-    def kek_enable(self, *, version_id: int) -> None:
-        self._set_state(version_id, "active")
+    def kek_enable(self, *, name: str) -> None:
+        self._set_state(name, "active")
 
-    def kek_destroy(self, *, version_id: int) -> None:
+    def kek_destroy(self, *, name: str) -> None:
         """Overwrite and delete the KEK: every data key it wrapped is gone for good."""
-        path = self._kek_path(version_id)
+        path = self._kek_path(name)
         if path.exists():
             size = path.stat().st_size
             with open(path, "r+b") as out:
@@ -139,36 +150,36 @@ class LocalKekProvider:
                 os.fsync(out.fileno())
             path.unlink()
 
-    def kek_rewrap(self, *, version_id: int) -> int:
+    def kek_rewrap(self, *, name: str) -> int:
         """Rewrap the version's KEK under the current master key; returns that master version."""
-        record = self._kek_record(version_id)
+        record = self._kek_record(name)
         current = self.master_current()
         if int(str(record["master"])) != current:
             kek = unwrap_key(
                 wrapping_key=self._master(int(str(record["master"]))),
                 wrapped=bytes.fromhex(str(record["wrapped"])),
-                context=f"sealroom/kek|version={version_id}".encode(),
+                context=f"sealroom/kek|{name}".encode(),
             )
-            self._save_kek(version_id, kek, current, str(record["state"]))
+            self._save_kek(name, kek, current, str(record["state"]))
         return current
 
     # --- data keys ---------------------------------------------------------------------
     @staticmethod
-    def _dek_context(version_id: int, key_version: int) -> bytes:
-        return f"sealroom/dek|version={version_id}|key_version={key_version}".encode()
+    def _dek_context(name: str, key_version: int) -> bytes:
+        return f"sealroom/dek|{name}|key_version={key_version}".encode()
 
-    def wrap_data_key(self, *, version_id: int, data_key: bytes, key_version: int) -> bytes:
+    def wrap_data_key(self, *, name: str, data_key: bytes, key_version: int) -> bytes:
         return wrap_key(
-            wrapping_key=self._kek(version_id),
+            wrapping_key=self._kek(name),
             key=data_key,
-            context=self._dek_context(version_id, key_version),
+            context=self._dek_context(name, key_version),
         )
 
-    def unwrap_data_key(self, *, version_id: int, wrapped: bytes, key_version: int) -> bytes:
+    def unwrap_data_key(self, *, name: str, wrapped: bytes, key_version: int) -> bytes:
         return unwrap_key(
-            wrapping_key=self._kek(version_id),
+            wrapping_key=self._kek(name),
             wrapped=wrapped,
-            context=self._dek_context(version_id, key_version),
+            context=self._dek_context(name, key_version),
         )
 
     def check(self) -> None:

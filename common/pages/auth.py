@@ -57,7 +57,7 @@ def _next_from(request: HttpRequest) -> str:
 def login_page(request: HttpRequest) -> HttpResponse:
     """Password step. Lockout is checked before the password, so a locked name learns nothing."""
     next_url = _next_from(request)
-    form = LoginForm(request.POST or None)
+    form = LoginForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
@@ -155,7 +155,7 @@ def login_verify_page(request: HttpRequest) -> HttpResponse:
         if pending or user.is_operator:
             return redirect("common:totp_enroll")
         return redirect("common:home")
-    form = TotpCodeForm(request.POST or None)
+    form = TotpCodeForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
         status = _try_code(request, user, device, form, pending=pending)
@@ -185,7 +185,7 @@ def totp_enroll_page(request: HttpRequest) -> HttpResponse:
             return redirect("common:login_verify")
         return render(request, "registration/totp_enroll.html", {"already": True, "who": user})
     device = otp.enrollment_device(user)
-    form = TotpCodeForm(request.POST or None)
+    form = TotpCodeForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
         status = _try_code(request, user, device, form, pending=pending)
@@ -226,7 +226,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
         messages.info(request, "You are signed in already. Sign out first to create another account.")
         return redirect("common:home")
     next_url = _next_from(request)
-    form = SignupForm(request.POST or None)
+    form = SignupForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

@@ -26,7 +26,9 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
         "organisation": current if any(m.organisation_id == current for m in memberships) else None,
         "scopes": [Scope.READ],
     }
-    form = TokenCreateForm(request.POST or None, memberships=memberships, initial=initial)
+    form = TokenCreateForm(
+        request.POST if request.method == "POST" else None, memberships=memberships, initial=initial
+    )
     status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

@@ -12,8 +12,8 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -26,6 +26,7 @@ from rest_framework.test import APIClient
 from common import services
 from common.authentication import token_hash
 from common.models import ApiToken, Membership, Organisation, Scope, User
+from custody import services as custody_services
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 from tests.helpers import login_with_otp
 
@@ -122,6 +123,10 @@ class World:
     target_membership_id: int
     target_token_id: int
     invitation_token: str
+    other_provider_id: int
+    dataset_id: int
+    version_id: int
+    contribution_id: int
 
     def url(self, row: Row) -> str:
         pattern = next((p for n, p, _ in walk_patterns(get_resolver().url_patterns) if n == row.route), None)
@@ -139,18 +144,32 @@ class World:
             "token": self.invitation_token,
             # Password-reset confirmation: any uid (base64 of "1"); the token is checked inside.
             "uidb64": "MQ",
+            "dataset_id": self.dataset_id,
+            "version_id": self.version_id,
+            "contribution_id": self.contribution_id,
+            "number": 1,
         }
         if arg not in known:
             raise AssertionError(f"the matrix does not know URL argument <{arg}>: teach World.url_argument")
         return known[arg]
 
-    def body(self, row: Row) -> dict[str, Any]:
+    def body(self, row: Row) -> dict[str, Any] | bytes:
         if not row.is_api:
             return {}
+        if row.route == "api-contribution-part":
+            return b'{"text": "a record"}\n'
         bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("api-member-detail", "PATCH"): {"role": "member"},
             ("api-invitations", "POST"): {"email": "new-person@example.test", "role": "viewer"},
             ("api-tokens", "POST"): {"name": "matrix", "organisation_id": self.acme.pk, "scopes": ["read"]},
+            ("api-datasets", "POST"): {"name": "Matrix set"},
+            ("api-dataset-versions", "POST"): {},
+            ("api-version-contributors", "POST"): {"organisation_id": self.other_provider_id},
+            ("api-contributions", "POST"): {"filename": "more.jsonl"},
+            ("api-version-findings", "POST"): {"finding_ids": [1], "drop": True},
+            ("api-version-takedown", "POST"): {"reason": "matrix"},
+            ("api-ops-version-key-disable", "POST"): {"reason": "matrix"},
+            ("api-ops-version-key-destroy", "POST"): {"confirm": "matrix"},
         }
         return bodies.get((row.route, row.method), {})
 
@@ -173,6 +192,14 @@ def world(db) -> World:
     }
     for role in MEMBER_ROLES:
         MembershipFactory(user=users[role], organisation=acme, role=role)
+    # The outsider belongs to another provider, so Acme's objects are simply not found.
+    cora = cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
+    MembershipFactory(user=users["outsider"], organisation=cora, role="admin")
+    dataset = custody_services.dataset_create(actor=users["admin"], organisation=acme, name="Tickets")
+    version = custody_services.version_create(actor=users["admin"], dataset=dataset)
+    contribution = custody_services.contribution_start(
+        actor=users["admin"], organisation=acme, version=version, filename="tickets.jsonl"
+    )
     target = cast(
         Membership, MembershipFactory(user=_user(username="tess"), organisation=acme, role="viewer")
     )
@@ -180,7 +207,9 @@ def world(db) -> World:
     _, invitation = services.invitation_create(
         actor=users["admin"], organisation=acme, email="invitee@example.test", role="viewer"
     )
-    return World(acme, users, target.pk, token.pk, invitation)
+    return World(
+        acme, users, target.pk, token.pk, invitation, cora.pk, dataset.pk, version.pk, contribution.pk
+    )
 
 
 def session_client(world: World, role: str, api: bool) -> Client:
@@ -214,10 +243,13 @@ def token_client(world: World, role: str, scopes: list[str]) -> APIClient:
 def send(client: Client, row: Row, world: World) -> int:
     method = getattr(client, row.method.lower())
     url = world.url(row)
-    if row.is_api:
-        response = method(url, world.body(row), format="json") if row.method != "GET" else method(url)
+    body = world.body(row)
+    if isinstance(body, bytes):
+        response = method(url, body, content_type="application/octet-stream")
+    elif row.is_api:
+        response = method(url, body, format="json") if row.method != "GET" else method(url)
     else:
-        response = method(url, world.body(row)) if row.method != "GET" else method(url)
+        response = method(url, body) if row.method != "GET" else method(url)
     return int(response.status_code)
 
 

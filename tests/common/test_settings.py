@@ -168,7 +168,11 @@ class TestCelery:
         celery_app.loader.import_default_modules()
         schedule = celery_app.conf.beat_schedule
         by_task = {entry["task"]: entry for entry in schedule.values()}
-        assert set(by_task) == {"common.sweep_work", "common.audit_checkpoint_tick"}
+        assert set(by_task) == {
+            "common.sweep_work",
+            "common.audit_checkpoint_tick",
+            "custody.quarantine_retention_sweep",
+        }
         assert set(by_task) <= set(celery_app.tasks)
         assert by_task["common.sweep_work"]["schedule"] == settings.SWEEP_INTERVAL_SECONDS
         assert by_task["common.audit_checkpoint_tick"]["schedule"] == settings.AUDIT_CHECKPOINT_SECONDS

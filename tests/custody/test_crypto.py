@@ -66,47 +66,47 @@ class TestMerkleRoot:
 class TestLocalKekProvider:
     def test_keys_are_private_files(self, tmp_path):
         provider = LocalKekProvider(tmp_path / "keys")
-        provider.kek_create(version_id=1)
+        provider.kek_create(name="version-1")
         assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
         for path in (tmp_path / "keys").iterdir():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
     def test_wraps_and_unwraps_a_data_key_bound_to_its_version(self, tmp_path, key):
         provider = LocalKekProvider(tmp_path)
-        provider.kek_create(version_id=1)
-        provider.kek_create(version_id=2)
-        wrapped = provider.wrap_data_key(version_id=1, data_key=key, key_version=1)
-        assert provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1) == key
+        provider.kek_create(name="version-1")
+        provider.kek_create(name="version-2")
+        wrapped = provider.wrap_data_key(name="version-1", data_key=key, key_version=1)
+        assert provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1) == key
         with pytest.raises(IntegrityFailure):
-            provider.unwrap_data_key(version_id=2, wrapped=wrapped, key_version=1)
+            provider.unwrap_data_key(name="version-2", wrapped=wrapped, key_version=1)
 
     def test_a_disabled_key_refuses_then_reenables(self, tmp_path, key):
         provider = LocalKekProvider(tmp_path)
-        provider.kek_create(version_id=1)
-        wrapped = provider.wrap_data_key(version_id=1, data_key=key, key_version=1)
-        provider.kek_disable(version_id=1)
+        provider.kek_create(name="version-1")
+        wrapped = provider.wrap_data_key(name="version-1", data_key=key, key_version=1)
+        provider.kek_disable(name="version-1")
         with pytest.raises(KeyUnavailable) as caught:
-            provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1)
+            provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1)
         assert caught.value.code == "custody.key_disabled"
-        provider.kek_enable(version_id=1)
-        assert provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1) == key
+        provider.kek_enable(name="version-1")
+        assert provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1) == key
 
     def test_a_destroyed_key_never_unwraps_again(self, tmp_path, key):
         provider = LocalKekProvider(tmp_path)
-        provider.kek_create(version_id=1)
-        wrapped = provider.wrap_data_key(version_id=1, data_key=key, key_version=1)
-        provider.kek_destroy(version_id=1)
-        assert provider.kek_state(version_id=1) == "destroyed"
+        provider.kek_create(name="version-1")
+        wrapped = provider.wrap_data_key(name="version-1", data_key=key, key_version=1)
+        provider.kek_destroy(name="version-1")
+        assert provider.kek_state(name="version-1") == "destroyed"
         with pytest.raises(KeyUnavailable) as caught:
-            provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1)
+            provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1)
         assert caught.value.code == "custody.key_destroyed"
 
     def test_master_rotation_keeps_old_keks_working_until_rewrapped(self, tmp_path, key):
         provider = LocalKekProvider(tmp_path)
-        provider.kek_create(version_id=1)
-        wrapped = provider.wrap_data_key(version_id=1, data_key=key, key_version=1)
+        provider.kek_create(name="version-1")
+        wrapped = provider.wrap_data_key(name="version-1", data_key=key, key_version=1)
         assert provider.master_rotate() == 2
-        assert provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1) == key
-        assert provider.kek_rewrap(version_id=1) == 2
+        assert provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1) == key
+        assert provider.kek_rewrap(name="version-1") == 2
         (tmp_path / "master-1.key").unlink()
-        assert provider.unwrap_data_key(version_id=1, wrapped=wrapped, key_version=1) == key
+        assert provider.unwrap_data_key(name="version-1", wrapped=wrapped, key_version=1) == key

@@ -71,3 +71,25 @@ class TestDemoSeed:
         assert snapshot() == before
         assert "Acme Corpora: exists" in output
         assert "created" not in output
+
+
+@pytest.mark.django_db
+class TestDemoSeedCustody:
+    def test_seals_the_demo_dataset_through_the_pipeline_once(self):
+        from common.audit_verify import audit_verify
+        from custody.demo import DATASET_NAME
+        from custody.models import DatasetVersion, VersionState
+
+        output = seed()
+        version = DatasetVersion.objects.get(dataset__name=DATASET_NAME)
+        assert version.state == VersionState.SEALED
+        dropped = version.findings.filter(drop=True).count()
+        assert dropped >= 3  # the three copies at the end, at least
+        assert version.records == 243 - dropped
+        assert version.report.counts["entities"]["EMAIL_ADDRESS"] >= 240
+        assert "sealed v1" in output
+        before = snapshot()
+        assert "exists" in seed()
+        assert snapshot() == before
+        assert DatasetVersion.objects.count() == 1
+        assert audit_verify().ok

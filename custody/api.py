@@ -1,0 +1,403 @@
+"""Custody API: datasets, versions, chunked uploads, processing, review and seal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api.parsers import OctetStreamParser
+from common.api.views import SealroomApi, SealroomListApi, request_user
+from common.exceptions import NotPermitted
+from common.models import Organisation, Role, Scope
+from common.permissions import acting_organisation
+from custody import selectors, services
+from custody.models import Contribution, Dataset, DatasetVersion, Finding
+from custody.services.datasets import require_role
+
+
+def _org(request: Request) -> Organisation:
+    organisation = acting_organisation(request)
+    if organisation is None:
+        raise NotPermitted("You are not a member of any organisation.", code="common.no_organisation")
+    return organisation
+
+
+class DatasetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    description = serializers.CharField()
+    policy = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class VersionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset_id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    state = serializers.CharField()
+    stage = serializers.CharField()
+    records_expected = serializers.IntegerField()
+    records_done = serializers.IntegerField()
+    records = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    failure_reason = serializers.CharField()
+    epsilon_cap = serializers.DecimalField(max_digits=8, decimal_places=3, allow_null=True)
+    merkle_root = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    sealed_at = serializers.DateTimeField(allow_null=True)
+
+
+class ContributionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    version_id = serializers.IntegerField()
+    contributor_id = serializers.IntegerField()
+    filename = serializers.CharField()
+    format = serializers.CharField()
+    gzip = serializers.BooleanField()
+    text_fields = serializers.ListField(child=serializers.CharField())
+    metadata_fields = serializers.ListField(child=serializers.CharField())
+    state = serializers.CharField()
+    size_expected = serializers.IntegerField(allow_null=True)
+    size_received = serializers.IntegerField()
+    parts_received = serializers.SerializerMethodField()
+    records = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    failure_reason = serializers.CharField()
+
+    def get_parts_received(self, obj: Contribution) -> list[int]:
+        return list(obj.parts.order_by("number").values_list("number", flat=True))
+
+
+class DatasetListCreateApi(SealroomListApi):
+    required_scopes = {"GET": Scope.READ, "POST": Scope.PROVIDE}
+    serializer_class = DatasetSerializer
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=120)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+        policy = serializers.JSONField(required=False)
+
+    def get_queryset(self) -> QuerySet[Dataset]:
+        return selectors.dataset_list_for_org(organisation=_org(self.request))
+
+    @extend_schema(summary="Datasets your organisation owns")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=InputSerializer, responses={201: DatasetSerializer}, summary="Create a dataset")
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_create(
+            actor=request_user(request), organisation=_org(request), **data.validated_data
+        )
+        return Response(DatasetSerializer(dataset).data, status=201)
+
+
+class VersionCreateApi(SealroomApi):
+    required_scopes = {"POST": Scope.PROVIDE}
+
+    class InputSerializer(serializers.Serializer):
+        epsilon_cap = serializers.DecimalField(
+            max_digits=8, decimal_places=3, required=False, allow_null=True
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: VersionSerializer}, summary="Open a new version")
+    def post(self, request: Request, dataset_id: int) -> Response:
+        dataset = selectors.dataset_get_for_org(organisation=_org(request), dataset_id=dataset_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        cap = data.validated_data.get("epsilon_cap")
+        version = services.version_create(
+            actor=request_user(request),
+            dataset=dataset,
+            epsilon_cap=Decimal(cap) if cap is not None else None,
+        )
+        return Response(VersionSerializer(version).data, status=201)
+
+
+class VersionDetailApi(SealroomApi):
+    @extend_schema(responses=VersionSerializer, summary="A version, with its progress")
+    def get(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(organisation=_org(request), version_id=version_id)
+        return Response(VersionSerializer(version).data)
+
+
+class ContributorInviteApi(SealroomApi):
+    required_scopes = {"POST": Scope.PROVIDE}
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        organisation_id = serializers.IntegerField()
+
+    @extend_schema(request=InputSerializer, responses={201: None}, summary="Let another provider contribute")
+    def post(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(
+            organisation=_org(request), version_id=version_id, owner_only=True
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        other = Organisation.objects.filter(pk=data.validated_data["organisation_id"]).first()
+        if other is None:
+            from custody.exceptions import Invalid
+
+            raise Invalid(
+                "No such organisation.",
+                code="custody.organisation_unknown",
+                errors=[
+                    {"pointer": "/organisation_id", "code": "unknown", "detail": "No such organisation."}
+                ],
+            )
+        services.contributor_invite(actor=request_user(request), version=version, organisation=other)
+        return Response(status=201)
+
+
+class ContributionStartApi(SealroomApi):
+    required_scopes = {"POST": Scope.PROVIDE}
+    problem_statuses = (409, 413)
+
+    class InputSerializer(serializers.Serializer):
+        filename = serializers.CharField(max_length=1000)
+        format = serializers.ChoiceField(
+            choices=["jsonl", "csv", "text_lines", "text_documents", "parquet"], required=False
+        )
+        text_fields = serializers.ListField(child=serializers.CharField(), required=False, default=["text"])
+        metadata_fields = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+        size = serializers.IntegerField(required=False, min_value=1)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: ContributionSerializer},
+        summary="Start an upload (then PUT its parts and POST complete)",
+    )
+    def post(self, request: Request, version_id: int) -> Response:
+        organisation = _org(request)
+        version = selectors.version_get_for_org(organisation=organisation, version_id=version_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        contribution = services.contribution_start(
+            actor=request_user(request),
+            organisation=organisation,
+            version=version,
+            filename=v["filename"],
+            format=v.get("format"),
+            text_fields=v["text_fields"],
+            metadata_fields=v["metadata_fields"],
+            size_expected=v.get("size"),
+        )
+        return Response(ContributionSerializer(contribution).data, status=201)
+
+
+def _own_contribution(request: Request, contribution_id: int) -> Contribution:
+    contribution = selectors.contribution_get_for_org(
+        organisation=_org(request), contribution_id=contribution_id
+    )
+    if contribution.contributor_id != _org(request).pk:
+        raise NotPermitted(
+            "Only the contributing organisation uploads its parts.", code="custody.not_contributor"
+        )
+    return contribution
+
+
+class ContributionDetailApi(SealroomApi):
+    required_scopes = {"GET": Scope.READ, "DELETE": Scope.PROVIDE}
+    problem_statuses = (409,)
+
+    @extend_schema(responses=ContributionSerializer, summary="An upload: which parts arrived (to resume)")
+    def get(self, request: Request, contribution_id: int) -> Response:
+        contribution = selectors.contribution_get_for_org(
+            organisation=_org(request), contribution_id=contribution_id
+        )
+        return Response(ContributionSerializer(contribution).data)
+
+    @extend_schema(responses={204: None}, summary="Abandon an unfinished upload (its parts are shredded)")
+    def delete(self, request: Request, contribution_id: int) -> Response:
+        contribution = _own_contribution(request, contribution_id)
+        services.contribution_abandon(actor=request_user(request), contribution=contribution)
+        return Response(status=204)
+
+
+class ContributionPartApi(SealroomApi):
+    required_scopes = {"PUT": Scope.PROVIDE}
+    parser_classes = [OctetStreamParser]
+    problem_statuses = (409, 413)
+
+    class OutputSerializer(serializers.Serializer):
+        number = serializers.IntegerField()
+        size = serializers.IntegerField()
+        sha256 = serializers.CharField()
+
+    @extend_schema(
+        request={"application/octet-stream": {"type": "string", "format": "binary"}},
+        responses=OutputSerializer,
+        summary="Upload one part (re-sending a part replaces it)",
+    )
+    def put(self, request: Request, contribution_id: int, number: int) -> Response:
+        contribution = _own_contribution(request, contribution_id)
+        require_role(request_user(request), contribution.contributor, Role.MEMBER)
+        data = request.data
+        if not isinstance(data, bytes):
+            from common.exceptions import UnsupportedFormat
+
+            raise UnsupportedFormat("Send the part as application/octet-stream.")
+        part = services.contribution_part_put(contribution=contribution, number=number, data=data)
+        return Response(self.OutputSerializer(part).data)
+
+
+class ContributionCompleteApi(SealroomApi):
+    required_scopes = {"POST": Scope.PROVIDE}
+    problem_statuses = (409, 413)
+
+    @extend_schema(
+        request=None, responses={202: ContributionSerializer}, summary="Finish an upload; ingest starts"
+    )
+    def post(self, request: Request, contribution_id: int) -> Response:
+        contribution = _own_contribution(request, contribution_id)
+        done = services.contribution_complete(actor=request_user(request), contribution=contribution)
+        return Response(ContributionSerializer(done).data, status=202)
+
+
+class _VersionActionApi(SealroomApi):
+    required_scopes = {"POST": Scope.PROVIDE}
+    problem_statuses = (409,)
+    owner_only = True
+
+    def version(self, request: Request, version_id: int) -> DatasetVersion:
+        return selectors.version_get_for_org(
+            organisation=_org(request), version_id=version_id, owner_only=True
+        )
+
+
+class VersionProcessApi(_VersionActionApi):
+    @extend_schema(request=None, responses={202: VersionSerializer}, summary="Close uploads and process")
+    def post(self, request: Request, version_id: int) -> Response:
+        version = services.version_process(
+            actor=request_user(request), version=self.version(request, version_id)
+        )
+        return Response(VersionSerializer(version).data, status=202)
+
+
+class VersionRetryApi(_VersionActionApi):
+    @extend_schema(request=None, responses={202: VersionSerializer}, summary="Retry a failed ingest")
+    def post(self, request: Request, version_id: int) -> Response:
+        version = services.version_retry(
+            actor=request_user(request), version=self.version(request, version_id)
+        )
+        return Response(VersionSerializer(version).data, status=202)
+
+
+class VersionSealApi(_VersionActionApi):
+    @extend_schema(request=None, responses=VersionSerializer, summary="Apply drops and seal (immutable)")
+    def post(self, request: Request, version_id: int) -> Response:
+        version = services.version_seal(
+            actor=request_user(request), version=self.version(request, version_id)
+        )
+        return Response(VersionSerializer(version).data)
+
+
+class VersionRejectApi(_VersionActionApi):
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+    @extend_schema(request=InputSerializer, responses=VersionSerializer, summary="Reject the version")
+    def post(self, request: Request, version_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.version_reject(
+            actor=request_user(request), version=self.version(request, version_id), **data.validated_data
+        )
+        return Response(VersionSerializer(version).data)
+
+
+class ReportApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        counts = serializers.JSONField()
+        findings_summary = serializers.JSONField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(responses=OutputSerializer, summary="Desensitization report (counts and findings summary)")
+    def get(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(
+            organisation=_org(request), version_id=version_id, owner_only=True
+        )
+        report = getattr(version, "report", None)
+        if report is None:
+            from custody.exceptions import Conflict
+
+            raise Conflict("The report is written when processing finishes.", code="custody.report_not_ready")
+        return Response(self.OutputSerializer(report).data)
+
+
+class ReportSamplesApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        record_id = serializers.IntegerField()
+        field = serializers.CharField()
+        before = serializers.CharField()
+        after = serializers.CharField()
+
+    @extend_schema(responses=OutputSerializer(many=True), summary="Before/after samples (audited)")
+    def get(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(
+            organisation=_org(request), version_id=version_id, owner_only=True
+        )
+        samples = services.report_samples(actor=request_user(request), version=version)
+        return Response(self.OutputSerializer(samples, many=True).data)
+
+
+class FindingSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    record_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    detail = serializers.CharField()
+    group = serializers.CharField()
+    score = serializers.FloatField(allow_null=True)
+    drop = serializers.BooleanField()
+
+
+class FindingListApi(SealroomListApi):
+    serializer_class = FindingSerializer
+    required_scopes = {"GET": Scope.READ, "POST": Scope.PROVIDE}
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        finding_ids = serializers.ListField(
+            child=serializers.IntegerField(), allow_empty=False, max_length=100_000
+        )
+        drop = serializers.BooleanField()
+
+    def get_queryset(self) -> QuerySet[Finding]:
+        version = selectors.version_get_for_org(
+            organisation=_org(self.request), version_id=self.kwargs["version_id"], owner_only=True
+        )
+        return selectors.finding_list(version=version, kind=self.request.query_params.get("kind"))
+
+    @extend_schema(
+        summary="Screening findings",
+        parameters=[OpenApiParameter("kind", str, description="Only findings of this kind")],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=InputSerializer, responses={200: None}, summary="Mark findings to drop (or keep)")
+    def post(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(
+            organisation=_org(request), version_id=version_id, owner_only=True
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = services.findings_mark(
+            actor=request_user(request),
+            version=version,
+            finding_ids=data.validated_data["finding_ids"],
+            drop=data.validated_data["drop"],
+        )
+        return Response({"changed": changed})

@@ -1,0 +1,221 @@
+"""The desensitization report: entity charts, screening findings and drops, samples, seal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from common import otp
+from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
+from common.models import Role
+from common.pages.helpers import page_user, raise_http
+from custody import selectors, services
+from custody.charts import BarChart, bar_chart, totals_by_key
+from custody.models import DatasetVersion, Finding, Report, VersionState
+from custody.pages.access import VersionAccess, owner_version_for, require_role
+from custody.pages.forms import RejectForm
+
+FINDINGS_PER_PAGE = 50
+LANGUAGE_LABELS = {"en": "English", "zh": "Chinese", "other": "Other", "": "Unknown"}
+FINDING_LABELS = {
+    "exact_duplicate": "Exact duplicate",
+    "near_duplicate": "Near duplicate",
+    "empty": "Empty",
+    "garbage": "Garbage",
+    "over_long": "Over-long",
+    "trigger_ngram": "Repeated rare n-gram",
+}
+FINDING_HELP = {
+    "exact_duplicate": "The same text as an earlier record (the group names the record kept).",
+    "near_duplicate": "Almost the same text as another record.",
+    "empty": "Nothing left to train on after normalization.",
+    "garbage": "Mostly symbols, digits or repeated characters.",
+    "over_long": "Longer than the screening limit.",
+    "trigger_ngram": "A rare word sequence repeated across records: a possible poisoning trigger.",
+}
+
+
+def _report_or_redirect(request: HttpRequest, access: VersionAccess) -> Report | HttpResponse:
+    report: Report | None = getattr(access.version, "report", None)
+    if report is None or access.version.state not in (VersionState.REVIEW, VersionState.SEALED):
+        messages.info(request, "The report is ready once processing finishes.")
+        return redirect("custody:version", version_id=access.version.pk)
+    return report
+
+
+def _charts(report: Report) -> list[BarChart]:
+    counts: dict[str, Any] = report.counts or {}
+    return [
+        bar_chart(slug="by-type", title="Entities found, by type", counts=counts.get("entities", {})),
+        bar_chart(
+            slug="by-field",
+            title="Entities found, by field",
+            counts=totals_by_key(counts.get("by_field", {})),
+        ),
+        bar_chart(
+            slug="by-language",
+            title="Entities found, by language",
+            counts=totals_by_key(counts.get("by_language", {})),
+            labels=LANGUAGE_LABELS,
+        ),
+    ]
+
+
+def _summary_rows(report: Report, version: DatasetVersion) -> list[dict[str, Any]]:
+    summary: dict[str, int] = report.findings_summary or {}
+    marked = dict(
+        Finding.objects.filter(version=version, drop=True)
+        .values("kind")
+        .annotate(n=Count("pk"))
+        .values_list("kind", "n")
+    )
+    return [
+        {
+            "kind": kind,
+            "label": FINDING_LABELS.get(kind, kind),
+            "help": FINDING_HELP.get(kind, ""),
+            "count": count,
+            "marked": marked.get(kind, 0),
+        }
+        for kind, count in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+@otp.signed_in
+@require_GET
+def report_page(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Counts as charts, screening findings (members choose drops), samples on request."""
+    access = owner_version_for(request, version_id)
+    found = _report_or_redirect(request, access)
+    if isinstance(found, HttpResponse):
+        return found
+    report, version = found, access.version
+    kind = request.GET.get("kind") or None
+    findings = selectors.finding_list(version=version, kind=kind)
+    page = Paginator(findings, FINDINGS_PER_PAGE).get_page(request.GET.get("page"))
+    counts: dict[str, Any] = report.counts or {}
+    context = {
+        "version": version,
+        "dataset": version.dataset,
+        "access": access,
+        "report": report,
+        "charts": _charts(report),
+        "records_by_language": sorted(
+            ((LANGUAGE_LABELS.get(k, k), v) for k, v in counts.get("languages", {}).items()),
+            key=lambda kv: -kv[1],
+        ),
+        "summary": _summary_rows(report, version),
+        "dropping": Finding.objects.filter(version=version, drop=True).values("record_id").distinct().count(),
+        "kind": kind,
+        "kind_label": FINDING_LABELS.get(kind or "", kind),
+        "finding_labels": FINDING_LABELS,
+        "page": page,
+        "in_review": version.state == VersionState.REVIEW,
+        "reject_form": RejectForm(),
+    }
+    return render(request, "custody/report.html", context)
+
+
+@otp.signed_in
+@require_GET
+def samples_page(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Before/after samples of the owner's own records: decrypted for this view, and audited."""
+    access = owner_version_for(request, version_id)
+    require_role(access.membership, Role.MEMBER, "see the before/after samples")
+    try:
+        samples = services.report_samples(actor=page_user(request), version=access.version)
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)
+    template = "custody/_samples.html" if request.headers.get("HX-Request") else "custody/samples.html"
+    context = {"version": access.version, "dataset": access.version.dataset, "samples": samples}
+    response = render(request, template, context)
+    # Raw records of the provider's own: never kept in a cache.
+    add_never_cache_headers(response)
+    return response
+
+
+def _ids(values: list[str]) -> list[int]:
+    return [int(v) for v in values if v.isdigit()]
+
+
+def _back_to_findings(version_id: int, kind: str, page: str) -> str:
+    """The findings table as it was: same kind filter and page."""
+    query = {"kind": kind if kind in FINDING_LABELS else "", "page": page if page.isdigit() else ""}
+    encoded = urlencode({k: v for k, v in query.items() if v})
+    url = reverse("custody:report", kwargs={"version_id": version_id})
+    return f"{url}?{encoded}#findings" if encoded else f"{url}#findings"
+
+
+@otp.signed_in
+@require_POST
+def findings_mark(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Save which of the shown findings' records to drop at sealing (or all findings of a kind)."""
+    access = owner_version_for(request, version_id)
+    require_role(access.membership, Role.MEMBER, "choose records to drop")
+    actor, version = page_user(request), access.version
+    all_of_kind = request.POST.get("drop_all_of_kind", "")
+    if all_of_kind:
+        chosen = list(selectors.finding_list(version=version, kind=all_of_kind).values_list("pk", flat=True))
+        keep: list[int] = []
+    else:
+        chosen = _ids(request.POST.getlist("drop"))
+        keep = sorted(set(_ids(request.POST.getlist("shown"))) - set(chosen))
+    try:
+        if chosen:
+            services.findings_mark(actor=actor, version=version, finding_ids=chosen, drop=True)
+        if keep:
+            services.findings_mark(actor=actor, version=version, finding_ids=keep, drop=False)
+    except (Conflict, Invalid) as exc:
+        messages.error(request, exc.detail)
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)
+    else:
+        if chosen or keep:
+            dropping = (
+                Finding.objects.filter(version=version, drop=True).values("record_id").distinct().count()
+            )
+            messages.success(request, f"Saved. {dropping} flagged record(s) will be dropped when you seal.")
+        else:
+            messages.info(request, "Nothing to change.")
+    return redirect(_back_to_findings(version_id, request.POST.get("kind", ""), request.POST.get("page", "")))
+
+
+@otp.signed_in
+@require_http_methods(["GET", "POST"])
+def seal_page(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Confirm, then seal: drops applied, Merkle root computed, version frozen."""
+    access = owner_version_for(request, version_id)
+    require_role(access.membership, Role.MEMBER, "seal versions")
+    version = access.version
+    if request.method == "POST":
+        try:
+            sealed = services.version_seal(actor=page_user(request), version=version)
+        except (Conflict, Invalid) as exc:
+            messages.error(request, exc.detail)
+        except (NotFound, NotPermitted) as exc:
+            raise_http(exc)
+        else:
+            messages.success(
+                request, f"Version {sealed.number} is sealed. Its Merkle root is recorded in the audit log."
+            )
+        return redirect("custody:version", version_id=version_id)
+    if version.state != VersionState.REVIEW:
+        messages.info(request, "Only a version in review can be sealed.")
+        return redirect("custody:version", version_id=version_id)
+    dropping = Finding.objects.filter(version=version, drop=True).values("record_id").distinct().count()
+    context = {
+        "version": version,
+        "dataset": version.dataset,
+        "dropping": dropping,
+        "keeping": max(version.records - dropping, 0),
+    }
+    return render(request, "custody/seal_confirm.html", context)

@@ -1,0 +1,382 @@
+"""The desensitizer end to end: engine, conflicts, operators, pseudonyms, offsets, offline behaviour.
+
+The engine (spaCy and Presidio) is built once per test process and shared,
+as in production.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from common.exceptions import Invalid
+from custody.desensitize import (
+    NAMED_POLICIES,
+    Desensitized,
+    Desensitizer,
+    OperatorSpec,
+    Policy,
+    Span,
+    get_desensitizer,
+    policy_named,
+)
+from custody.desensitize.engine import load_spacy_engine, resolve
+from custody.desensitize.parallel import desensitize_stream
+from custody.desensitize.policy import OperatorKind
+from custody.recognizers import Candidate
+from custody.recognizers.checksums import cn_resident_id_valid, luhn_valid, nhs_valid
+
+KEY = b"version-1-pseudonym-key-32-bytes"
+OTHER_KEY = b"version-2-pseudonym-key-32-bytes"
+CN_ID = "110101199003078515"
+CARD = "6222021234567890128"
+
+
+@pytest.fixture(scope="module")
+def desensitizer() -> Desensitizer:
+    d = get_desensitizer(Policy(), KEY)
+    d.desensitize("warm up")
+    return d
+
+
+def run(policy: Policy, text: str, key: bytes = KEY, language: str = "auto") -> Desensitized:
+    return Desensitizer(policy, key).desensitize(text, language)
+
+
+def found(result: Desensitized, text: str) -> list[tuple[str, str]]:
+    return [(s.entity_type, text[s.start : s.end]) for s in result.spans]
+
+
+def nanp_number_passing_the_nhs_check() -> str:
+    for last in range(100, 10_000):
+        digits = f"212555{last:04d}"
+        if nhs_valid(digits):
+            return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
+    raise AssertionError("no such number")  # pragma: no cover
+
+
+class TestDetection:
+    def test_finds_english_entities_with_offsets_into_the_input(self, desensitizer: Desensitizer) -> None:
+        text = "My name is John Smith, email john.smith@example.com, phone (212) 555-0143."
+        result = desensitizer.desensitize(text)
+        assert found(result, text) == [
+            ("PERSON", "John Smith"),
+            ("EMAIL_ADDRESS", "john.smith@example.com"),
+            ("PHONE_NUMBER", "(212) 555-0143"),
+        ]
+        assert result.text == "My name is <PERSON>, email <EMAIL_ADDRESS>, phone <PHONE_NUMBER>."
+        assert result.language == "en"
+        assert all(0.5 <= s.score <= 1.0 for s in result.spans)
+
+    def test_finds_chinese_identifiers_written_against_chinese_text(self, desensitizer: Desensitizer) -> None:
+        text = f"身份证号{CN_ID}，电话13812345678联系，卡号{CARD}已冻结"
+        result = desensitizer.desensitize(text)
+        assert found(result, text) == [
+            ("CN_RESIDENT_ID", CN_ID),
+            ("PHONE_NUMBER", "13812345678"),
+            ("BANK_CARD", CARD),
+        ]
+        assert result.text == "身份证号<CN_RESIDENT_ID>，电话<PHONE_NUMBER>联系，卡号<BANK_CARD>已冻结"
+        assert result.language == "zh"
+
+    def test_finds_chinese_names_with_context(self, desensitizer: Desensitizer) -> None:
+        text = "联系人：张伟，统一社会信用代码91350100M000100Y43。李娜女士已签收。"
+        result = desensitizer.desensitize(text)
+        assert found(result, text) == [
+            ("PERSON", "张伟"),
+            ("CN_USCC", "91350100M000100Y43"),
+            ("PERSON", "李娜"),
+        ]
+
+    def test_ignores_identifiers_with_bad_check_digits(self, desensitizer: Desensitizer) -> None:
+        text = "身份证号110101199003078516，卡号6222021234567890127，代码91350100M000100Y44"
+        assert desensitizer.desensitize(text).spans == ()
+
+    def test_runs_english_ner_on_the_latin_runs_of_mixed_text(self, desensitizer: Desensitizer) -> None:
+        text = "会议由John Smith主持，地点在上海。"
+        result = desensitizer.desensitize(text)
+        assert ("PERSON", "John Smith") in found(result, text)
+        assert result.language == "mixed"
+
+    def test_never_shows_cjk_text_to_the_english_model(
+        self, desensitizer: Desensitizer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        nlp = desensitizer.engine.nlp
+        seen: list[str] = []
+        original = nlp.pipe
+
+        def spy(texts: Iterator[str], **kwargs: Any) -> Iterator[object]:
+            def record() -> Iterator[str]:
+                for t in texts:
+                    seen.append(t)
+                    yield t
+
+            return original(record(), **kwargs)
+
+        monkeypatch.setattr(nlp, "pipe", spy)
+        records = ["张伟先生的电话是13812345678。", "客户John Smith在上海的地址", "Alice lives in Paris."]
+        desensitizer.desensitize_batch(records)
+        assert len(seen) == 2  # the Chinese record is not sent at all
+        assert all(re.search("[\u3000-\u9fff\uff00-\uffef]", t) is None for t in seen)
+        assert seen[0].strip() == "John Smith"
+
+    def test_forced_chinese_runs_no_english_ner(self, desensitizer: Desensitizer) -> None:
+        text = "Alice Johnson lives in Paris."
+        assert desensitizer.desensitize(text, language="zh").spans == ()
+        assert desensitizer.desensitize(text, language="en").spans != ()
+
+    def test_rejects_an_unknown_language(self, desensitizer: Desensitizer) -> None:
+        with pytest.raises(Invalid) as caught:
+            desensitizer.desensitize_batch(["x"], language="fr")
+        assert caught.value.errors[0]["pointer"] == "/language"
+
+    def test_keeps_input_order_and_count(self, desensitizer: Desensitizer) -> None:
+        texts = [f"record {i} mail a{i}@example.com" for i in range(40)] + ["", "张伟先生"]
+        results = desensitizer.desensitize_batch(texts)
+        assert [r.text for r in results[:2]] == [
+            "record 0 mail <EMAIL_ADDRESS>",
+            "record 1 mail <EMAIL_ADDRESS>",
+        ]
+        assert results[40] == Desensitized("", (), "other")
+        assert len(results) == len(texts)
+
+
+class TestNhsPhoneConflict:
+    def test_stock_presidio_takes_the_phone_number_for_an_nhs_number(self) -> None:
+        from presidio_analyzer.predefined_recognizers import NhsRecognizer
+
+        number = nanp_number_passing_the_nhs_check()
+        results = NhsRecognizer().analyze(f"Call me at {number}", ["UK_NHS"])
+        assert [r.score for r in results] == [1.0]
+
+    def test_a_north_american_number_stays_a_phone_number(self, desensitizer: Desensitizer) -> None:
+        number = nanp_number_passing_the_nhs_check()
+        text = f"Call me at {number} please."
+        assert found(desensitizer.desensitize(text), text) == [("PHONE_NUMBER", number)]
+
+    def test_an_nhs_number_with_context_stays_an_nhs_number(self, desensitizer: Desensitizer) -> None:
+        text = "Her NHS number is 943 476 5919."
+        assert found(desensitizer.desensitize(text), text) == [("UK_NHS", "943 476 5919")]
+
+
+class TestOverlaps:
+    def test_highest_score_wins_then_longest_span(self) -> None:
+        candidates = [
+            Candidate(0, 10, "PHONE_NUMBER", 0.6, "a"),
+            Candidate(0, 10, "IP_ADDRESS", 0.95, "b"),
+            Candidate(12, 20, "PERSON", 0.85, "c"),
+            Candidate(12, 25, "LOCATION", 0.85, "d"),
+            Candidate(30, 32, "PERSON", 0.4, "e"),
+        ]
+        kept = resolve(candidates, frozenset({"PHONE_NUMBER", "IP_ADDRESS", "PERSON", "LOCATION"}), 0.5)
+        assert [(c.entity_type, c.start, c.end) for c in kept] == [
+            ("IP_ADDRESS", 0, 10),
+            ("LOCATION", 12, 25),
+        ]
+
+
+class TestOperators:
+    TEXT = f"Mail jane.doe@example.com or call 13812345678; ID {CN_ID}; 张伟先生"
+
+    def test_tag(self) -> None:
+        result = run(Policy(), self.TEXT)
+        assert result.text == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>; ID <CN_RESIDENT_ID>; <PERSON>先生"
+
+    def test_redact(self) -> None:
+        result = run(Policy(default_operator=OperatorSpec("redact")), self.TEXT)
+        assert result.text == "Mail  or call ; ID ; 先生"
+
+    def test_mask_keeping_the_last_characters(self) -> None:
+        policy = Policy(
+            default_operator=OperatorSpec("mask"),
+            operators={"PHONE_NUMBER": OperatorSpec("mask", "#", keep_last=4)},
+        )
+        result = run(policy, self.TEXT)
+        assert "call #######5678;" in result.text
+        assert "ID ******************;" in result.text
+        assert result.text.endswith("**先生")
+
+    def test_pseudonyms_are_stable_within_a_key_and_differ_across_keys(self) -> None:
+        policy = Policy(default_operator=OperatorSpec("pseudonym"))
+        text = "张伟先生 and 张伟先生; call 138-1234-5678 or 13812345678"
+        first = run(policy, text).text
+        pseudonyms = re.findall(r"<[A-Z_]+_[0-9a-f]{8}>", first)
+        assert len(pseudonyms) == 4
+        assert pseudonyms[0] == pseudonyms[1]  # the same person
+        assert pseudonyms[2] == pseudonyms[3]  # the same number, written two ways
+        assert run(policy, text).text == first
+        other = run(policy, text, key=OTHER_KEY).text
+        assert set(re.findall(r"<[A-Z_]+_[0-9a-f]{8}>", other)).isdisjoint(pseudonyms)
+
+    def test_surrogates_are_realistic_and_deterministic_within_a_key(self) -> None:
+        policy = Policy(default_operator=OperatorSpec("surrogate"))
+        text = f"ID {CN_ID}, card {CARD}, mail jane.doe@example.com"
+        result = run(policy, text)
+        fake_id = re.search(r"ID (\S+),", result.text)
+        fake_card = re.search(r"card (\d+),", result.text)
+        assert fake_id and cn_resident_id_valid(fake_id.group(1)) and fake_id.group(1) != CN_ID
+        assert fake_card and luhn_valid(fake_card.group(1)) and fake_card.group(1) != CARD
+        assert re.search(r"mail \S+@example\.(com|org|net)$", result.text)
+        assert run(policy, text).text == result.text
+        assert run(policy, text, key=OTHER_KEY).text != result.text
+
+    def test_surrogate_names_keep_the_script(self) -> None:
+        result = run(Policy(default_operator=OperatorSpec("surrogate")), "请张伟先生回电")
+        name = result.text.removeprefix("请").removesuffix("先生回电")
+        assert name and all("\u4e00" <= c <= "\u9fff" for c in name) and name != "张伟"
+
+    def test_spans_point_into_the_input_whatever_the_operator(self) -> None:
+        kinds: tuple[OperatorKind, ...] = ("redact", "tag", "mask", "pseudonym", "surrogate")
+        for kind in kinds:
+            result = run(Policy(default_operator=OperatorSpec(kind)), self.TEXT)
+            assert [self.TEXT[s.start : s.end] for s in result.spans] == [
+                "jane.doe@example.com",
+                "13812345678",
+                CN_ID,
+                "张伟",
+            ]
+
+
+class TestPolicyApplied:
+    def test_only_the_listed_entities(self) -> None:
+        result = run(Policy(entities=("EMAIL_ADDRESS",)), TestOperators.TEXT)
+        assert [s.entity_type for s in result.spans] == ["EMAIL_ADDRESS"]
+
+    def test_threshold(self) -> None:
+        text = "ref (212) 555-0143"
+        assert run(Policy(threshold=0.5), text).spans
+        assert run(Policy(threshold=0.9), text).spans == ()
+
+    def test_languages_choose_the_recognizers(self) -> None:
+        text = f"Alice Johnson, ID {CN_ID}, 张伟先生"
+        english_only = run(Policy(languages=("en",)), text)
+        chinese_only = run(Policy(languages=("zh",)), text)
+        assert ("PERSON", "Alice Johnson") in found(english_only, text)
+        assert "CN_RESIDENT_ID" not in {s.entity_type for s in english_only.spans}
+        assert ("PERSON", "张伟") not in found(english_only, text)
+        assert found(chinese_only, text) == [("CN_RESIDENT_ID", CN_ID), ("PERSON", "张伟")]
+
+
+class TestPolicy:
+    def test_round_trips_through_its_json_form(self) -> None:
+        policy = Policy(
+            name="p",
+            entities=("PERSON", "EMAIL_ADDRESS"),
+            threshold=0.7,
+            languages=("zh",),
+            operators={"PERSON": OperatorSpec("mask", "#", 2)},
+            default_operator=OperatorSpec("pseudonym"),
+        )
+        assert Policy.from_dict(policy.to_dict()) == policy
+        assert hash(Policy.from_dict(policy.to_dict())) == hash(policy)
+        assert pickle.loads(pickle.dumps(policy)) == policy  # noqa: S301 - our own bytes
+
+    def test_fills_defaults_and_accepts_kind_shorthand(self) -> None:
+        policy = Policy.from_dict({"operators": {"PERSON": "redact"}})
+        assert policy.operator_for("PERSON") == OperatorSpec("redact")
+        assert policy.operator_for("URL") == OperatorSpec("tag")
+        assert policy.entities is None and policy.threshold == 0.5 and policy.languages == ("en", "zh")
+
+    @pytest.mark.parametrize(
+        ("data", "pointer"),
+        [
+            ({"operators": {"PERSON": {"kind": "shred"}}}, "/operators/PERSON/kind"),
+            ({"operators": {"PERSON": {}}}, "/operators/PERSON/kind"),
+            ({"operators": {"PERSON": {"kind": "mask", "mask_char": "##"}}}, "/operators/PERSON/mask_char"),
+            ({"operators": {"PERSON": {"kind": "mask", "keep_last": True}}}, "/operators/PERSON/keep_last"),
+            ({"operators": {"PERSON": {"kind": "mask", "colour": "red"}}}, "/operators/PERSON/colour"),
+            ({"operators": {"FOO": "tag"}}, "/operators/FOO"),
+            ({"operators": []}, "/operators"),
+            ({"default_operator": {"kind": "mask", "keep_last": -1}}, "/default_operator/keep_last"),
+            ({"entities": ["PERSON", "SHOE_SIZE"]}, "/entities/1"),
+            ({"entities": []}, "/entities"),
+            ({"entities": "PERSON"}, "/entities"),
+            ({"threshold": 1.5}, "/threshold"),
+            ({"threshold": "high"}, "/threshold"),
+            ({"languages": ["en", "fr"]}, "/languages/1"),
+            ({"languages": []}, "/languages"),
+            ({"name": ""}, "/name"),
+            ({"colour": "red"}, "/colour"),
+        ],
+    )
+    def test_rejects_invalid_policies_with_pointers(self, data: dict, pointer: str) -> None:
+        with pytest.raises(Invalid) as caught:
+            Policy.from_dict(data)
+        assert pointer in [e["pointer"] for e in caught.value.errors]
+        assert caught.value.code == "custody.policy_invalid"
+
+    def test_rejects_a_non_object(self) -> None:
+        with pytest.raises(Invalid):
+            Policy.from_dict(["not", "a", "policy"])
+
+    def test_validates_on_construction_too(self) -> None:
+        with pytest.raises(Invalid) as caught:
+            Policy(threshold=-0.1, operators={"PERSON": OperatorSpec("tag")})
+        assert [e["pointer"] for e in caught.value.errors] == ["/threshold"]
+        with pytest.raises(Invalid):
+            OperatorSpec("shred")  # type: ignore[arg-type]
+
+    def test_named_policies(self) -> None:
+        assert {"default", "strict"} <= set(NAMED_POLICIES)
+        assert policy_named("strict").threshold < policy_named("default").threshold
+        with pytest.raises(Invalid) as caught:
+            policy_named("lenient")
+        assert caught.value.code == "custody.policy_unknown"
+
+
+class TestEngine:
+    def test_is_built_once_per_process(self, desensitizer: Desensitizer) -> None:
+        assert get_desensitizer(Policy(name="other"), OTHER_KEY).engine is desensitizer.engine
+
+    def test_runs_only_what_ner_needs(self, desensitizer: Desensitizer) -> None:
+        assert desensitizer.engine.nlp.pipe_names == ["ner"]
+
+    def test_refuses_a_model_that_is_not_installed_instead_of_downloading_it(self) -> None:
+        with pytest.raises(ImproperlyConfigured, match="not installed"):
+            load_spacy_engine("xx_no_such_model_sm")
+
+    def test_refuses_a_short_pseudonym_key(self) -> None:
+        with pytest.raises(ValueError, match="at least 16 bytes"):
+            Desensitizer(Policy(), b"short")
+
+    def test_our_recognizers_also_work_inside_a_presidio_analyzer(self, desensitizer: Desensitizer) -> None:
+        analyzer = desensitizer.engine.presidio_analyzer()
+        text = f"身份证号{CN_ID}"
+        results = analyzer.analyze(text, language="en", entities=["CN_RESIDENT_ID"])
+        assert [(r.entity_type, text[r.start : r.end]) for r in results] == [("CN_RESIDENT_ID", CN_ID)]
+
+    def test_stream_in_one_process_keeps_order(self, desensitizer: Desensitizer) -> None:
+        texts = [f"a{i}@example.com" for i in range(10)]
+        results = list(desensitize_stream(iter(texts), Policy(), KEY, processes=1, chunk_size=3))
+        assert [r.spans for r in results] == [(Span(0, len(t), "EMAIL_ADDRESS", 1.0),) for t in texts]
+
+
+class TestOffline:
+    def test_urls_and_emails_never_touch_the_network(
+        self, desensitizer: Desensitizer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from presidio_analyzer.predefined_recognizers import EmailRecognizer as StockEmailRecognizer
+
+        from custody.recognizers.offline import offline_extractor
+
+        attempts: list[object] = []
+
+        def no_network(*args: object, **kwargs: object) -> None:
+            attempts.append(args)
+            raise OSError("network disabled in this test")
+
+        monkeypatch.setattr(socket, "getaddrinfo", no_network)
+        monkeypatch.setattr(socket, "create_connection", no_network)
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        offline_extractor.cache_clear()  # a fresh extractor must load the bundled snapshot only
+        text = "See https://www.example.co.uk/x, www.sealroom.io or write to someone@mail.example.com.cn"
+        result = desensitizer.desensitize(text)
+        assert [s.entity_type for s in result.spans] == ["URL", "URL", "EMAIL_ADDRESS"]
+        assert StockEmailRecognizer().validate_result("someone@example.org") is True
+        assert attempts == []

@@ -1,0 +1,149 @@
+"""The ingest pipeline end to end: upload, parse, desensitize, screen, encrypt, review, seal."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.audit_verify import audit_verify
+from common.models import AuditEvent
+from custody import services
+from custody.exceptions import IntegrityFailure
+from custody.models import ContributionState, Finding, GrantPurpose, Shard, VersionState
+from custody.services._keys import system_grant
+from custody.services.ingest import BATCH_RECORDS
+from tests.custody.conftest import drain, jsonl
+
+TICKETS = [
+    {
+        "text": f"Ticket {i}: the printer on floor {i % 7} jams when printing duplex pages.",
+        "topic": "printers",
+    }
+    for i in range(30)
+]
+
+
+def records_of(version) -> list[dict]:
+    stream = services.grant_stream_open(
+        grant=system_grant(version, GrantPurpose.REVIEW), consumer_ref="test", purpose="review"
+    )
+    return [record for batch in stream for record in batch]
+
+
+class TestIngest:
+    def test_a_version_goes_from_upload_to_review_with_progress(self, alice, version, upload):
+        upload(version, jsonl(TICKETS), parts=3, metadata_fields=["topic"])
+        services.version_process(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        assert version.state == VersionState.REVIEW
+        assert (version.records_expected, version.records_done, version.records) == (30, 30, 30)
+        assert version.tokens > 30 * 10
+        assert version.contributions.get().state == ContributionState.DONE
+        assert hasattr(version, "report")
+
+    def test_records_are_desensitized_and_metadata_kept(self, alice, version, upload):
+        data = [{"text": "Call John Smith at john.smith@example.com today.", "topic": "sales"}]
+        upload(version, jsonl(data), metadata_fields=["topic"])
+        services.version_process(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        (record,) = records_of(version)
+        assert "john.smith@example.com" not in record["text"]["text"]
+        assert "John Smith" not in record["text"]["text"]
+        assert record["meta"] == {"topic": "sales"}
+        assert record["lang"] == "en"
+        counts = version.report.counts["entities"]
+        assert counts.get("EMAIL_ADDRESS") == 1 and counts.get("PERSON") == 1
+
+    def test_spans_many_batches_and_contributions_with_unique_ids(self, alice, version, upload):
+        many = [{"text": f"Record number {i} about gardening."} for i in range(BATCH_RECORDS + 5)]
+        upload(version, jsonl(many))
+        upload(version, jsonl(TICKETS), filename="second.jsonl")
+        services.version_process(actor=alice, version=version)
+        drain()
+        ids = [r["id"] for r in records_of(version)]
+        assert len(ids) == len(set(ids)) == BATCH_RECORDS + 5 + 30
+        assert list(version.shards.values_list("index", flat=True)) == [0, 1, 2]
+
+    def test_running_a_batch_twice_never_duplicates(self, alice, version, upload):
+        from custody.services.ingest import process_batch
+
+        contribution = upload(version, jsonl(TICKETS))
+        services.version_process(actor=alice, version=version)
+        drain()
+        process_batch(contribution_id=contribution.pk, index=0)
+        assert Shard.objects.filter(version=version).count() == 1
+        assert len(records_of(version)) == 30
+
+    def test_duplicates_are_flagged_and_dropped_at_sealing(self, alice, version, upload):
+        data = [*TICKETS, TICKETS[0], TICKETS[1]]
+        upload(version, jsonl(data))
+        services.version_process(actor=alice, version=version)
+        drain()
+        dupes = Finding.objects.filter(version=version, kind="exact_duplicate")
+        assert sorted(dupes.values_list("record_id", flat=True)) == [30, 31]
+        services.findings_mark(
+            actor=alice, version=version, finding_ids=list(dupes.values_list("pk", flat=True)), drop=True
+        )
+        sealed = services.version_seal(actor=alice, version=version)
+        assert sealed.state == VersionState.SEALED
+        assert sealed.records == 30
+        assert len(sealed.merkle_root) == 64
+        assert sorted(r["id"] for r in records_of(sealed)) == list(range(30))
+        event = AuditEvent.objects.filter(action="custody.version_seal").get()
+        assert event.details["merkle_root"] == sealed.merkle_root
+        assert audit_verify().ok
+
+    def test_sealing_shreds_the_quarantine_copy(self, alice, version, upload, settings):
+        contribution = upload(version, jsonl(TICKETS))
+        services.version_process(actor=alice, version=version)
+        drain()
+        services.version_seal(actor=alice, version=version)
+        contribution.refresh_from_db()
+        assert contribution.quarantine_shredded_at is not None
+        assert not list((settings.BLOB_DIR / "quarantine").rglob("*-*"))
+        assert not (settings.KEY_DIR / "custody" / f"kek-quarantine-{contribution.pk}.json").exists()
+
+    def test_a_tampered_shard_fails_with_an_integrity_error(self, alice, version, upload, settings):
+        upload(version, jsonl(TICKETS))
+        services.version_process(actor=alice, version=version)
+        drain()
+        shard = version.shards.get()
+        path = settings.BLOB_DIR / shard.blob_key
+        blob = bytearray(path.read_bytes())
+        blob[40] ^= 0x01
+        path.write_bytes(bytes(blob))
+        with pytest.raises(IntegrityFailure) as caught:
+            records_of(version)
+        assert caught.value.code == "custody.shard_hash_mismatch"
+
+
+class TestFailedIngest:
+    def test_an_invalid_large_upload_fails_the_version_with_the_reason(
+        self, alice, version, upload, settings
+    ):
+        settings.SYNC_VALIDATE_MAX_BYTES = 0
+        upload(version, jsonl(TICKETS) + b'{"text": broken}\n')
+        services.version_process(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        assert version.state == VersionState.FAILED
+        assert "line 31" in version.failure_reason
+        event = AuditEvent.objects.get(action="custody.ingest_failed")
+        assert "broken" not in str(event.details)
+
+    def test_a_retry_runs_again_without_duplicates(self, alice, version, upload, settings):
+        settings.SYNC_VALIDATE_MAX_BYTES = 0
+        contribution = upload(version, jsonl(TICKETS))
+        services.version_process(actor=alice, version=version)
+        # Fail it before its work ran, as a failure mid-way would leave it, then
+        # retry: the old and the new parse both run, and still no duplicates.
+        from custody.services.ingest import contribution_fail
+
+        contribution_fail(contribution_id=contribution.pk, reason="worker lost", code="test")
+        services.version_retry(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        assert version.state == VersionState.REVIEW
+        assert len(records_of(version)) == 30
+        assert version.shards.count() == 1
