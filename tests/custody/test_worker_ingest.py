@@ -92,3 +92,29 @@ def test_a_worker_killed_mid_ingest_finishes_with_every_record_exactly_once(shar
     assert len(ids) == len(set(ids)) == total == done.records
     assert Shard.objects.filter(version=version).count() == 5
     assert not WorkItem.objects.filter(state=WorkState.FAILED).exists()
+
+
+@pytest.mark.proof
+def test_twenty_kills_mid_ingest_still_finish_with_every_record_exactly_once(shared_dirs, alice, acme):
+    total = BATCH_RECORDS * 20 + 3
+    version = start_ingest(alice, acme, [{"text": f"Line {i} of the long drill."} for i in range(total)])
+    kills = 0
+    while kills < 20:
+        done_before = Shard.objects.filter(version=version).count()
+
+        def progressed(before: int = done_before) -> bool:
+            work_sweep()
+            state = DatasetVersion.objects.get(pk=version.pk).state
+            return Shard.objects.filter(version=version).count() > before or state == VersionState.REVIEW
+
+        wait_until(progressed, what="progress before the next kill", timeout=120, interval=0.05)
+        if DatasetVersion.objects.get(pk=version.pk).state == VersionState.REVIEW:
+            break
+        shared_dirs.kill()
+        kills += 1
+        time.sleep(TEST_LEASE_SECONDS + 0.5)
+        shared_dirs.restart()
+    done = wait_for_review(version, timeout=300)
+    ids = all_ids(done)
+    assert kills >= 10
+    assert len(ids) == len(set(ids)) == total == done.records
