@@ -7,7 +7,7 @@ import pytest
 from common.audit_verify import audit_verify
 from common.models import AuditEvent
 from custody import services
-from custody.exceptions import IntegrityFailure
+from custody.exceptions import IntegrityFailure, NotFound
 from custody.models import ContributionState, Finding, GrantPurpose, Shard, VersionState
 from custody.services._keys import system_grant
 from custody.services.ingest import BATCH_RECORDS
@@ -147,3 +147,30 @@ class TestFailedIngest:
         assert version.state == VersionState.REVIEW
         assert len(records_of(version)) == 30
         assert version.shards.count() == 1
+
+
+class TestPooledContributions:
+    def test_an_invited_provider_contributes_and_each_contribution_counts_its_own(
+        self, alice, acme, version, upload
+    ):
+        from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
+
+        cora = OrganisationFactory(name="Cora Texts", is_provider=True)
+        dana = UserFactory(username="dana")
+        MembershipFactory(user=dana, organisation=cora, role="member")
+        with pytest.raises(NotFound):
+            services.contribution_start(actor=dana, organisation=cora, version=version, filename="c.jsonl")
+        services.contributor_invite(actor=alice, version=version, organisation=cora)
+        upload(version, jsonl(TICKETS))
+        theirs = services.contribution_start(
+            actor=dana, organisation=cora, version=version, filename="c.jsonl"
+        )
+        services.contribution_part_put(contribution=theirs, number=1, data=jsonl(TICKETS[:10]))
+        services.contribution_complete(actor=dana, contribution=theirs)
+        services.version_process(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        assert version.state == VersionState.REVIEW
+        counts = {c.contributor.name: (c.records, c.tokens > 0) for c in version.contributions.all()}
+        assert counts == {"Acme Corpora": (30, True), "Cora Texts": (10, True)}
+        assert version.tokens == sum(c.tokens for c in version.contributions.all())
