@@ -41,6 +41,7 @@ test: lint typecheck layers migrations-check pytest
 
 proof: $(STAMP)
 	$(BIN)/pytest -m proof --durations=25 $(PYTEST_ARGS)
+	$(PY) bench/ingest.py --records 100000 --workers 2
 
 clean:
 	rm -rf var/test-output var/test-db.sqlite3*

@@ -412,6 +412,12 @@ def version_finalize(*, version_id: int) -> None:
         if locked.state != VersionState.PROCESSING:
             return
         Finding.objects.filter(version=locked).delete()
+        # One row per (record, kind): a record can sit in two trigger groups, and
+        # the provider decides per record; keep the first group (findings are sorted).
+        unique: dict[tuple[int, str], Any] = {}
+        for f in findings:
+            unique.setdefault((f.record_id, str(f.kind)), f)
+        findings = list(unique.values())
         Finding.objects.bulk_create(
             [
                 Finding(

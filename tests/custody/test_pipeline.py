@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from typing import cast
+
 import pytest
 
 from common.audit_verify import audit_verify
-from common.models import AuditEvent
+from common.models import AuditEvent, Organisation, User
 from custody import services
 from custody.exceptions import IntegrityFailure, NotFound
 from custody.models import ContributionState, Finding, GrantPurpose, Shard, VersionState
@@ -155,8 +158,8 @@ class TestPooledContributions:
     ):
         from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 
-        cora = OrganisationFactory(name="Cora Texts", is_provider=True)
-        dana = UserFactory(username="dana")
+        cora = cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
+        dana = cast(User, UserFactory(username="dana"))
         MembershipFactory(user=dana, organisation=cora, role="member")
         with pytest.raises(NotFound):
             services.contribution_start(actor=dana, organisation=cora, version=version, filename="c.jsonl")
@@ -174,3 +177,52 @@ class TestPooledContributions:
         counts = {c.contributor.name: (c.records, c.tokens > 0) for c in version.contributions.all()}
         assert counts == {"Acme Corpora": (30, True), "Cora Texts": (10, True)}
         assert version.tokens == sum(c.tokens for c in version.contributions.all())
+
+
+def test_a_record_in_two_trigger_groups_gets_one_finding(alice, version, upload):
+    # Two rare phrases over different sets of records; record 0 carries both,
+    # so screening puts it in two trigger groups (found by bench/ingest.py).
+    rng = random.Random(3)
+    words = [
+        "apple",
+        "river",
+        "stone",
+        "cloud",
+        "garden",
+        "window",
+        "paper",
+        "light",
+        "music",
+        "forest",
+        "coffee",
+        "table",
+        "winter",
+        "summer",
+        "bridge",
+        "market",
+        "school",
+        "doctor",
+        "engine",
+        "silver",
+        "orange",
+        "planet",
+        "yellow",
+        "battery",
+        "camera",
+        "rocket",
+        "puzzle",
+    ]
+    rows = []
+    for i in range(400):
+        body = " ".join(rng.choice(words) for _ in range(25))
+        body += " zxq vlorp kwib." if i % 33 == 0 else ""
+        body += " snarf gleep trob." if i % 31 == 0 else ""
+        rows.append({"text": body})
+    upload(version, jsonl(rows))
+    services.version_process(actor=alice, version=version)
+    drain()
+    version.refresh_from_db()
+    assert version.state == VersionState.REVIEW
+    triggers = Finding.objects.filter(version=version, kind="trigger_ngram")
+    assert triggers.filter(record_id=0).count() == 1
+    assert triggers.count() == 25
