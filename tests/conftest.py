@@ -45,6 +45,9 @@ def is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
+APPEND_ONLY_TABLES = ("marketplace_posting", "marketplace_ledgertransaction", "common_auditevent")
+
+
 @pytest.fixture(autouse=True)
 def _audit_log_emptied_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     """Postgres refuses to TRUNCATE a non-empty audit log: empty it as the owner first.
@@ -61,7 +64,9 @@ def _audit_log_emptied_before_flush(request: pytest.FixtureRequest) -> Iterator[
         with connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
             try:
-                cursor.execute("DELETE FROM common_auditevent")
+                # Append-only tables: the audit log and the ledger.
+                for table in APPEND_ONLY_TABLES:
+                    cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             finally:
                 cursor.execute("SET session_replication_role = DEFAULT")
 
