@@ -69,7 +69,14 @@ class ContributionSerializer(serializers.Serializer):
     parts_received = serializers.SerializerMethodField()
     records = serializers.IntegerField()
     tokens = serializers.IntegerField()
-    failure_reason = serializers.CharField()
+    failure_reason = serializers.SerializerMethodField()
+
+    def get_failure_reason(self, obj: Contribution) -> str:
+        # The detail may quote the contributor's records: only the contributor reads it.
+        viewer = self.context.get("organisation_id")
+        if not obj.failure_reason or viewer == obj.contributor_id:
+            return obj.failure_reason
+        return "This upload could not be processed."
 
     def get_parts_received(self, obj: Contribution) -> list[int]:
         return list(obj.parts.order_by("number").values_list("number", flat=True))
@@ -194,7 +201,10 @@ class ContributionStartApi(SealroomApi):
             metadata_fields=v["metadata_fields"],
             size_expected=v.get("size"),
         )
-        return Response(ContributionSerializer(contribution).data, status=201)
+        return Response(
+            ContributionSerializer(contribution, context={"organisation_id": _org(request).pk}).data,
+            status=201,
+        )
 
 
 def _own_contribution(request: Request, contribution_id: int) -> Contribution:
@@ -217,7 +227,9 @@ class ContributionDetailApi(SealroomApi):
         contribution = selectors.contribution_get_for_org(
             organisation=_org(request), contribution_id=contribution_id
         )
-        return Response(ContributionSerializer(contribution).data)
+        return Response(
+            ContributionSerializer(contribution, context={"organisation_id": _org(request).pk}).data
+        )
 
     @extend_schema(responses={204: None}, summary="Abandon an unfinished upload (its parts are shredded)")
     def delete(self, request: Request, contribution_id: int) -> Response:
@@ -263,7 +275,9 @@ class ContributionCompleteApi(SealroomApi):
     def post(self, request: Request, contribution_id: int) -> Response:
         contribution = _own_contribution(request, contribution_id)
         done = services.contribution_complete(actor=request_user(request), contribution=contribution)
-        return Response(ContributionSerializer(done).data, status=202)
+        return Response(
+            ContributionSerializer(done, context={"organisation_id": _org(request).pk}).data, status=202
+        )
 
 
 class _VersionActionApi(SealroomApi):

@@ -189,14 +189,26 @@ def contribution_fail(*, contribution_id: int, reason: str, code: str) -> None:
     The reason is shown to the contributing provider only: a parse error may
     quote a header that was really a record, so the audit log gets the code.
     """
-    contribution = Contribution.objects.select_for_update().get(pk=contribution_id)
-    version = DatasetVersion.objects.select_for_update().get(pk=contribution.version_id)
+    contribution = (
+        Contribution.objects.select_for_update().select_related("contributor").get(pk=contribution_id)
+    )
+    version = (
+        DatasetVersion.objects.select_for_update().select_related("dataset").get(pk=contribution.version_id)
+    )
     contribution.state = ContributionState.FAILED
     contribution.failure_reason = reason[:2000]
     contribution.save(update_fields=["state", "failure_reason"])
     if version.state in (VersionState.UPLOADING, VersionState.PROCESSING):
         version.state = VersionState.FAILED
-        version.failure_reason = f"{contribution.filename}: {reason}"[:2000]
+        # The detail may quote the contributor's records: only the contributor
+        # sees it; a pooled version's owner gets the file, organisation and code.
+        if contribution.contributor_id == version.dataset.owner_id:
+            version.failure_reason = f"{contribution.filename}: {reason}"[:2000]
+        else:
+            who = contribution.contributor.name
+            version.failure_reason = f"{contribution.filename} from {who} could not be processed ({code})"[
+                :2000
+            ]
         version.save(update_fields=["state", "failure_reason"])
     audit_record(
         action="custody.ingest_failed",

@@ -15,6 +15,7 @@ from custody.models import ContributionState, Finding, GrantPurpose, Shard, Vers
 from custody.services._keys import system_grant
 from custody.services.ingest import BATCH_RECORDS
 from tests.custody.conftest import drain, jsonl
+from tests.factories import OrganisationFactory, UserFactory
 
 TICKETS = [
     {
@@ -156,7 +157,7 @@ class TestPooledContributions:
     def test_an_invited_provider_contributes_and_each_contribution_counts_its_own(
         self, alice, acme, version, upload
     ):
-        from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
+        from tests.factories import MembershipFactory
 
         cora = cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
         dana = cast(User, UserFactory(username="dana"))
@@ -226,3 +227,27 @@ def test_a_record_in_two_trigger_groups_gets_one_finding(alice, version, upload)
     triggers = Finding.objects.filter(version=version, kind="trigger_ngram")
     assert triggers.filter(record_id=0).count() == 1
     assert triggers.count() == 25
+
+
+def test_a_co_contributors_failure_detail_stays_with_that_contributor(
+    alice, acme, version, settings, token_for
+):
+    from tests.factories import MembershipFactory
+
+    settings.SYNC_VALIDATE_MAX_BYTES = 0
+    cora = cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
+    dana = cast(User, UserFactory(username="dana"))
+    MembershipFactory(user=dana, organisation=cora, role="member")
+    services.contributor_invite(actor=alice, version=version, organisation=cora)
+    theirs = services.contribution_start(actor=dana, organisation=cora, version=version, filename="c.jsonl")
+    services.contribution_part_put(contribution=theirs, number=1, data=b'{"text": "secretheadervalue"\n')
+    services.contribution_complete(actor=dana, contribution=theirs)
+    services.version_process(actor=alice, version=version)
+    drain()
+    version.refresh_from_db()
+    assert version.state == VersionState.FAILED
+    assert "secretheadervalue" not in version.failure_reason
+    owner_view = token_for(alice, acme, ["read"]).get(f"/api/v1/contributions/{theirs.pk}").json()
+    assert owner_view["failure_reason"] == "This upload could not be processed."
+    own_view = token_for(dana, cora, ["read"]).get(f"/api/v1/contributions/{theirs.pk}").json()
+    assert "line 1" in own_view["failure_reason"]
