@@ -26,6 +26,10 @@ def shared_dirs(celery_worker_process, settings):
     """Point this process at the worker's blob and key directories."""
     settings.BLOB_DIR = Path(celery_worker_process.env["SEALROOM_BLOB_DIR"])
     settings.KEY_DIR = Path(celery_worker_process.env["SEALROOM_KEY_DIR"])
+    # A killed worker may take a fetched doorbell with it (the filesystem
+    # transport has no redelivery): the sweeper, run by these tests, re-rings
+    # queued items after this many seconds instead of the default five minutes.
+    settings.WORK_REQUEUE_AFTER_SECONDS = 5
     return celery_worker_process
 
 
