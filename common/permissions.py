@@ -56,6 +56,14 @@ def acting_organisation(request: Request) -> Organisation | None:
     return membership.organisation if membership else None
 
 
+def acting_organisation_required(request: Request) -> Organisation:
+    """The acting organisation. :raises Forbidden: the caller belongs to none."""
+    organisation = acting_organisation(request)
+    if organisation is None:
+        raise Forbidden("You are not a member of any organisation.", "common.no_organisation")
+    return organisation
+
+
 class ScopeRequired(BasePermission):
     """Token requests need the view's ``required_scope`` (default ``read`` for safe methods)."""
 

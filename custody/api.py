@@ -15,17 +15,10 @@ from common.api.parsers import OctetStreamParser
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import NotPermitted
 from common.models import Organisation, Role, Scope
-from common.permissions import acting_organisation
+from common.permissions import acting_organisation_required as acting_org
 from custody import selectors, services
 from custody.models import Contribution, Dataset, DatasetVersion, Finding
 from custody.services.datasets import require_role
-
-
-def _org(request: Request) -> Organisation:
-    organisation = acting_organisation(request)
-    if organisation is None:
-        raise NotPermitted("You are not a member of any organisation.", code="common.no_organisation")
-    return organisation
 
 
 class DatasetSerializer(serializers.Serializer):
@@ -93,7 +86,7 @@ class DatasetListCreateApi(SealroomListApi):
         policy = serializers.JSONField(required=False)
 
     def get_queryset(self) -> QuerySet[Dataset]:
-        return selectors.dataset_list_for_org(organisation=_org(self.request))
+        return selectors.dataset_list_for_org(organisation=acting_org(self.request))
 
     @extend_schema(summary="Datasets your organisation owns")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -104,7 +97,9 @@ class DatasetListCreateApi(SealroomListApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = services.dataset_create(
-            actor=request_user(request), organisation=_org(request), **data.validated_data
+            actor=request_user(request),
+            organisation=acting_org(request),
+            **data.validated_data,
         )
         return Response(DatasetSerializer(dataset).data, status=201)
 
@@ -119,7 +114,7 @@ class VersionCreateApi(SealroomApi):
 
     @extend_schema(request=InputSerializer, responses={201: VersionSerializer}, summary="Open a new version")
     def post(self, request: Request, dataset_id: int) -> Response:
-        dataset = selectors.dataset_get_for_org(organisation=_org(request), dataset_id=dataset_id)
+        dataset = selectors.dataset_get_for_org(organisation=acting_org(request), dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cap = data.validated_data.get("epsilon_cap")
@@ -134,7 +129,7 @@ class VersionCreateApi(SealroomApi):
 class VersionDetailApi(SealroomApi):
     @extend_schema(responses=VersionSerializer, summary="A version, with its progress")
     def get(self, request: Request, version_id: int) -> Response:
-        version = selectors.version_get_for_org(organisation=_org(request), version_id=version_id)
+        version = selectors.version_get_for_org(organisation=acting_org(request), version_id=version_id)
         return Response(VersionSerializer(version).data)
 
 
@@ -148,7 +143,7 @@ class ContributorInviteApi(SealroomApi):
     @extend_schema(request=InputSerializer, responses={201: None}, summary="Let another provider contribute")
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
-            organisation=_org(request), version_id=version_id, owner_only=True
+            organisation=acting_org(request), version_id=version_id, owner_only=True
         )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -186,7 +181,7 @@ class ContributionStartApi(SealroomApi):
         summary="Start an upload (then PUT its parts and POST complete)",
     )
     def post(self, request: Request, version_id: int) -> Response:
-        organisation = _org(request)
+        organisation = acting_org(request)
         version = selectors.version_get_for_org(organisation=organisation, version_id=version_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -202,16 +197,16 @@ class ContributionStartApi(SealroomApi):
             size_expected=v.get("size"),
         )
         return Response(
-            ContributionSerializer(contribution, context={"organisation_id": _org(request).pk}).data,
+            ContributionSerializer(contribution, context={"organisation_id": acting_org(request).pk}).data,
             status=201,
         )
 
 
 def _own_contribution(request: Request, contribution_id: int) -> Contribution:
     contribution = selectors.contribution_get_for_org(
-        organisation=_org(request), contribution_id=contribution_id
+        organisation=acting_org(request), contribution_id=contribution_id
     )
-    if contribution.contributor_id != _org(request).pk:
+    if contribution.contributor_id != acting_org(request).pk:
         raise NotPermitted(
             "Only the contributing organisation uploads its parts.", code="custody.not_contributor"
         )
@@ -225,10 +220,10 @@ class ContributionDetailApi(SealroomApi):
     @extend_schema(responses=ContributionSerializer, summary="An upload: which parts arrived (to resume)")
     def get(self, request: Request, contribution_id: int) -> Response:
         contribution = selectors.contribution_get_for_org(
-            organisation=_org(request), contribution_id=contribution_id
+            organisation=acting_org(request), contribution_id=contribution_id
         )
         return Response(
-            ContributionSerializer(contribution, context={"organisation_id": _org(request).pk}).data
+            ContributionSerializer(contribution, context={"organisation_id": acting_org(request).pk}).data
         )
 
     @extend_schema(responses={204: None}, summary="Abandon an unfinished upload (its parts are shredded)")
@@ -276,7 +271,8 @@ class ContributionCompleteApi(SealroomApi):
         contribution = _own_contribution(request, contribution_id)
         done = services.contribution_complete(actor=request_user(request), contribution=contribution)
         return Response(
-            ContributionSerializer(done, context={"organisation_id": _org(request).pk}).data, status=202
+            ContributionSerializer(done, context={"organisation_id": acting_org(request).pk}).data,
+            status=202,
         )
 
 
@@ -287,7 +283,7 @@ class _VersionActionApi(SealroomApi):
 
     def version(self, request: Request, version_id: int) -> DatasetVersion:
         return selectors.version_get_for_org(
-            organisation=_org(request), version_id=version_id, owner_only=True
+            organisation=acting_org(request), version_id=version_id, owner_only=True
         )
 
 
@@ -341,7 +337,7 @@ class ReportApi(SealroomApi):
     @extend_schema(responses=OutputSerializer, summary="Desensitization report (counts and findings summary)")
     def get(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
-            organisation=_org(request), version_id=version_id, owner_only=True
+            organisation=acting_org(request), version_id=version_id, owner_only=True
         )
         report = getattr(version, "report", None)
         if report is None:
@@ -361,7 +357,7 @@ class ReportSamplesApi(SealroomApi):
     @extend_schema(responses=OutputSerializer(many=True), summary="Before/after samples (audited)")
     def get(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
-            organisation=_org(request), version_id=version_id, owner_only=True
+            organisation=acting_org(request), version_id=version_id, owner_only=True
         )
         samples = services.report_samples(actor=request_user(request), version=version)
         return Response(self.OutputSerializer(samples, many=True).data)
@@ -390,7 +386,9 @@ class FindingListApi(SealroomListApi):
 
     def get_queryset(self) -> QuerySet[Finding]:
         version = selectors.version_get_for_org(
-            organisation=_org(self.request), version_id=self.kwargs["version_id"], owner_only=True
+            organisation=acting_org(self.request),
+            version_id=self.kwargs["version_id"],
+            owner_only=True,
         )
         return selectors.finding_list(version=version, kind=self.request.query_params.get("kind"))
 
@@ -404,7 +402,7 @@ class FindingListApi(SealroomListApi):
     @extend_schema(request=InputSerializer, responses={200: None}, summary="Mark findings to drop (or keep)")
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
-            organisation=_org(request), version_id=version_id, owner_only=True
+            organisation=acting_org(request), version_id=version_id, owner_only=True
         )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

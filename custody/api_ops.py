@@ -22,8 +22,9 @@ from rest_framework.views import APIView
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.models import ApiToken, Role, Scope
 from common.permissions import Forbidden, PlatformStaffRequired
+from common.permissions import acting_organisation_required as acting_org
 from custody import selectors, services
-from custody.api import VersionSerializer, _org
+from custody.api import VersionSerializer
 from custody.exceptions import NotFound
 from custody.models import DatasetVersion
 from custody.services.datasets import require_role
@@ -239,7 +240,7 @@ class VersionTakedownApi(SealroomApi):
         else:
             # A token never carries platform powers: its holder acts as a member.
             version = selectors.version_get_for_org(
-                organisation=_org(request), version_id=version_id, owner_only=True
+                organisation=acting_org(request), version_id=version_id, owner_only=True
             )
             require_role(user, version.dataset.owner, Role.ADMIN)
         data = self.InputSerializer(data=request.data)

@@ -87,7 +87,7 @@ def shard_blob_key(version: DatasetVersion, index: int, key_version: int) -> str
     return f"shards/{version.pk}/{index:06d}-k{key_version}"
 
 
-def _samples_aad(version: DatasetVersion, index: int) -> bytes:
+def samples_aad(version: DatasetVersion, index: int) -> bytes:
     return f"sealroom/samples/v1|version={version.pk}|shard={index}".encode()
 
 
@@ -317,7 +317,7 @@ def _write_shard(
     blob = shard_seal(data_key=data_key, identity=identity, plaintext=pack(records))
     blob_key = shard_blob_key(version, index, version.key_version)
     blob_store().put(blob_key, io.BytesIO(blob))
-    samples_blob = blob_seal(key=data_key, aad=_samples_aad(version, index), plaintext=pack(samples))
+    samples_blob = blob_seal(key=data_key, aad=samples_aad(version, index), plaintext=pack(samples))
     with transaction.atomic():
         Shard.objects.update_or_create(
             version=version,
@@ -414,7 +414,7 @@ def version_finalize(*, version_id: int) -> None:
         samples += unpack(
             blob_open(
                 key=data_key,
-                aad=_samples_aad(version, shard.index),
+                aad=samples_aad(version, shard.index),
                 blob=bytes(shard.samples_blob),
                 what="samples",
             )

@@ -61,7 +61,7 @@ from custody.models import (
 from custody.services._keys import audit_decrypt, system_grant, version_data_key
 from custody.services.datasets import require_role
 from custody.services.grants import grant_revoke
-from custody.services.ingest import _samples_aad, pack, shard_blob_key, shard_records
+from custody.services.ingest import pack, samples_aad, shard_blob_key, shard_records
 from custody.services.review import quarantine_shred
 
 DEFAULT_SHRED_DELAY_SECONDS = 86400
@@ -360,7 +360,7 @@ def _reencrypt_shards(
             shard.samples_blob,
             old,
             new,
-            _samples_aad(version, shard.index),
+            samples_aad(version, shard.index),
             f"Samples of shard {shard.index}",
         )
         updates[shard.pk] = {
