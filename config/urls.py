@@ -6,6 +6,8 @@ from common import health
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("common.api.urls")),
     path("", include("custody.urls")),
+    path("", include("marketplace.urls")),
+    path("", include("training.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -14,6 +16,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
     path("data/", include("custody.page_urls")),
+    path("market/", include("marketplace.page_urls")),
+    path("training/", include("training.page_urls")),
     path("", include("common.urls")),
 ]
 

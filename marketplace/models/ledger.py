@@ -1,4 +1,4 @@
-"""Marketplace models. So far the double-entry ledger (DESIGN.md promise 4, "Money").
+"""The double-entry ledger (DESIGN.md promise 4, "Money").
 
 Amounts are integer minor units of an ISO 4217 currency. An account's balance
 is the sum of its postings. For the guarded kinds (organisation balances,
@@ -20,6 +20,17 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from common.models import Organisation
+
+__all__ = [
+    "GUARDED_KINDS",
+    "ORGANISATION_KINDS",
+    "PLATFORM_KINDS",
+    "REFERENCE_KINDS",
+    "AccountKind",
+    "LedgerAccount",
+    "LedgerTransaction",
+    "Posting",
+]
 
 
 class AccountKind(models.TextChoices):

@@ -1,0 +1,5 @@
+"""Portal pages (page_urls_catalog), in the ``marketplace`` namespace."""
+
+from django.urls import URLPattern, path  # noqa: F401
+
+urlpatterns: list[URLPattern] = []
