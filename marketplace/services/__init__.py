@@ -1,0 +1,1 @@
+"""Marketplace services: catalog (listings, offers, rights) and money (orders, escrow, settlement)."""
