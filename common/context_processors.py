@@ -4,6 +4,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from common.models import Notification
+
 
 def sealroom(request: HttpRequest) -> dict[str, Any]:
     """The current organisation (from the session) and the user's organisations."""
@@ -19,4 +21,9 @@ def sealroom(request: HttpRequest) -> dict[str, Any]:
         "current_org": current.organisation if current else None,
         "current_role": current.role if current else None,
         "my_memberships": memberships,
+        "unread_notifications": (
+            Notification.objects.filter(organisation_id=current.organisation_id, read_at__isnull=True).count()
+            if current
+            else 0
+        ),
     }

@@ -7,12 +7,18 @@ from django.db.models import QuerySet
 from common.exceptions import NotFound
 from common.models import ApiToken, Invitation, Membership, Organisation, User
 
+# The largest primary key a 64-bit signed column can hold.
+MAX_ID = 2**63 - 1
+
 
 def membership_get(*, user: User, organisation_id: int) -> Membership:
     """The user's membership in an organisation.
 
     :raises NotFound: not a member (another organisation's objects answer 404).
     """
+    if not 0 < organisation_id <= MAX_ID:
+        # SQLite raises OverflowError on a foreign-key lookup past 64 bits; no such row anyway.
+        raise NotFound("No such organisation.", code="common.organisation_not_found")
     membership = (
         Membership.objects.select_related("organisation")
         .filter(user=user, organisation_id=organisation_id)

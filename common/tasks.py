@@ -14,6 +14,7 @@ import uuid
 
 from celery import shared_task
 
+from common import webhooks  # registers the webhook delivery work handler
 from common.work import RunOutcome, work_run, work_sweep
 
 
@@ -45,3 +46,9 @@ def audit_checkpoint_tick() -> int | None:
 
     checkpoint = checkpoint_tick()
     return checkpoint.seq if checkpoint is not None else None
+
+
+@shared_task(name="common.webhook_retry_sweep", ignore_result=True)
+def webhook_retry_sweep() -> list[int]:
+    """Enqueue the next attempt of webhook deliveries whose retry is due (beat)."""
+    return webhooks.webhook_retry_sweep()

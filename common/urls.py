@@ -8,7 +8,7 @@ from django.contrib.auth.views import (
 from django.urls import URLPattern, path
 
 from common.otp import otp_exempt, signed_in
-from common.pages import auth, organisations, tokens
+from common.pages import auth, notifications, organisations, tokens
 
 app_name = "common"
 
@@ -61,6 +61,33 @@ urlpatterns: list[URLPattern] = [
         name="org_member_remove",
     ),
     path("invitations/<str:token>/", organisations.invitation_page, name="invitation"),
+    # Notifications and webhooks
+    path(
+        "organisations/<int:org_id>/notifications/",
+        notifications.notifications_page,
+        name="notifications",
+    ),
+    path(
+        "organisations/<int:org_id>/notifications/read/",
+        notifications.notifications_read,
+        name="notifications_read",
+    ),
+    path("organisations/<int:org_id>/webhooks/", notifications.webhooks_page, name="webhooks"),
+    path(
+        "organisations/<int:org_id>/webhooks/<int:webhook_id>/",
+        notifications.webhook_page,
+        name="webhook",
+    ),
+    path(
+        "organisations/<int:org_id>/webhooks/<int:webhook_id>/toggle/",
+        notifications.webhook_toggle,
+        name="webhook_toggle",
+    ),
+    path(
+        "organisations/<int:org_id>/webhooks/<int:webhook_id>/delete/",
+        notifications.webhook_delete,
+        name="webhook_delete",
+    ),
     # API tokens
     path("tokens/", tokens.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from common.api import audit, views
+from common.api import audit, views, webhooks
 
 urlpatterns = [
     path("me", views.MeApi.as_view(), name="api-me"),
@@ -14,6 +14,22 @@ urlpatterns = [
         "organisations/<int:org_id>/invitations",
         views.InvitationCreateApi.as_view(),
         name="api-invitations",
+    ),
+    path(
+        "organisations/<int:org_id>/notifications",
+        webhooks.NotificationListApi.as_view(),
+        name="api-notifications",
+    ),
+    path("organisations/<int:org_id>/webhooks", webhooks.WebhookListApi.as_view(), name="api-webhooks"),
+    path(
+        "organisations/<int:org_id>/webhooks/<int:webhook_id>",
+        webhooks.WebhookDetailApi.as_view(),
+        name="api-webhook-detail",
+    ),
+    path(
+        "organisations/<int:org_id>/webhooks/<int:webhook_id>/deliveries",
+        webhooks.WebhookDeliveryListApi.as_view(),
+        name="api-webhook-deliveries",
     ),
     path("tokens", views.TokenListCreateApi.as_view(), name="api-tokens"),
     path("tokens/<int:token_id>", views.TokenRevokeApi.as_view(), name="api-token-detail"),

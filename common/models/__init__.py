@@ -10,6 +10,7 @@ from common.models.accounts import (
     User,
 )
 from common.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from common.models.notifications import DeliveryState, Notification, WebhookDelivery, WebhookEndpoint
 from common.models.work import WorkItem, WorkState
 
 __all__ = [
@@ -17,14 +18,18 @@ __all__ = [
     "AuditChainHead",
     "AuditCheckpoint",
     "AuditEvent",
+    "DeliveryState",
     "Invitation",
     "LoginThrottle",
     "Membership",
+    "Notification",
     "Organisation",
     "PlatformRole",
     "Role",
     "Scope",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkItem",
     "WorkState",
 ]
