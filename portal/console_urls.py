@@ -1,0 +1,21 @@
+"""The admin audit console, in the ``console`` namespace (mounted under ``console/``)."""
+
+from django.urls import URLPattern, path
+
+from portal.console import audit, keys, overview
+
+app_name = "console"
+
+urlpatterns: list[URLPattern] = [
+    path("", overview.console_home, name="home"),
+    path("audit/", audit.audit_log_page, name="audit"),
+    path("audit/export/", audit.audit_export, name="audit_export"),
+    path("audit/verify/", audit.audit_verify_page, name="audit_verify"),
+    path("audit/checkpoint/", overview.checkpoint_page, name="checkpoint"),
+    path("ledger/", overview.ledger_page, name="ledger"),
+    path("keys/", keys.keys_page, name="keys"),
+    path("keys/rotate/", keys.master_rotate, name="master_rotate"),
+    path("keys/<int:version_id>/disable/", keys.key_disable, name="key_disable"),
+    path("keys/<int:version_id>/enable/", keys.key_enable, name="key_enable"),
+    path("keys/<int:version_id>/destroy/", keys.key_destroy, name="key_destroy"),
+]
