@@ -1,5 +1,25 @@
-"""Portal pages (page_urls_catalog), in the ``marketplace`` namespace."""
+"""Catalog pages (page_urls_catalog), in the ``marketplace`` namespace (mounted under ``market/``)."""
 
-from django.urls import URLPattern, path  # noqa: F401
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from marketplace import pages_catalog as pages
+
+urlpatterns: list[URLPattern] = [
+    path("catalog/", pages.catalog_page, name="catalog"),
+    path("catalog/<int:listing_id>/", pages.listing_page, name="listing"),
+    path("catalog/<int:listing_id>/croissant.json", pages.listing_croissant, name="listing_croissant"),
+    path("catalog/offers/<int:offer_id>/quote/", pages.quote_page, name="quote"),
+    path("listings/", pages.provider_listings, name="provider_listings"),
+    path("listings/<int:listing_id>/", pages.listing_edit, name="listing_edit"),
+    path("listings/<int:listing_id>/publish/", pages.listing_publish, name="listing_publish"),
+    path("listings/<int:listing_id>/withdraw/", pages.listing_withdraw, name="listing_withdraw"),
+    path("listings/<int:listing_id>/preview/", pages.preview_page, name="preview"),
+    path("listings/<int:listing_id>/preview/approve/", pages.preview_approve, name="preview_approve"),
+    path("listings/<int:listing_id>/offers/new/", pages.offer_create, name="offer_create"),
+    path("offers/<int:offer_id>/", pages.offer_edit, name="offer_edit"),
+    path("offers/<int:offer_id>/retire/", pages.offer_retire, name="offer_retire"),
+    path("listings/<int:listing_id>/rights/", pages.rights_page, name="rights"),
+    path("rights/", pages.rights_pending, name="rights_pending"),
+    path("rights/<int:allocation_id>/approve/", pages.rights_approve, name="rights_approve"),
+    path("rights/<int:allocation_id>/reject/", pages.rights_reject, name="rights_reject"),
+]

@@ -1,0 +1,455 @@
+"""Orders API: place (with Idempotency-Key), decide, licenses, balances, payouts, top-ups, statements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api.views import SealroomApi, SealroomListApi, request_user
+from common.exports import csv_response
+from common.models import Organisation, Role, Scope
+from common.permissions import PlatformStaffRequired
+from common.permissions import acting_organisation_required as acting_org
+from marketplace import selectors_orders as selectors
+from marketplace.exceptions import LicenseNotFound, NotAProvider, NotATrainer, OfferNotFound
+from marketplace.idempotency import idempotent
+from marketplace.models import License, ListingState, Offer, Order, Payout, TopUp
+from marketplace.services import statements
+from marketplace.services.funding import topup_record
+from marketplace.services.orders import order_approve, order_place, order_reject
+from marketplace.services.payouts import payout_request
+from marketplace.services.settlement import license_job_refund, license_refund
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="A unique key per request (8-200 characters), kept 24 hours per organisation and endpoint.",
+)
+
+
+class OrderSerializer(serializers.Serializer):
+    ref = serializers.CharField()
+    state = serializers.CharField()
+    buyer_id = serializers.IntegerField()
+    listing_id = serializers.IntegerField()
+    offer_id = serializers.IntegerField()
+    terms_id = serializers.IntegerField()
+    price_model = serializers.CharField()
+    currency = serializers.CharField()
+    unit_price = serializers.IntegerField()
+    escrow_amount = serializers.IntegerField()
+    periods = serializers.IntegerField(allow_null=True)
+    fee_bps = serializers.IntegerField()
+    allocation_id = serializers.IntegerField()
+    allocation_shares = serializers.DictField(child=serializers.IntegerField())
+    reject_reason = serializers.CharField()
+    approval_deadline = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    license_ref = serializers.SerializerMethodField()
+
+    def get_license_ref(self, order: Order) -> str | None:
+        license_ = License.objects.filter(order=order).only("ref").first()
+        return license_.ref if license_ else None
+
+
+class LicenseSerializer(serializers.Serializer):
+    ref = serializers.CharField()
+    order_ref = serializers.CharField(source="order.ref")
+    licensee_id = serializers.IntegerField()
+    version_id = serializers.IntegerField()
+    grant_id = serializers.IntegerField()
+    state = serializers.CharField()
+    starts_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    escrowed = serializers.IntegerField()
+    released = serializers.IntegerField()
+    refunded = serializers.IntegerField()
+    currency = serializers.CharField(source="order.currency")
+    remaining = serializers.SerializerMethodField()
+
+    def get_remaining(self, license_: License) -> dict[str, Any]:
+        return selectors.license_remaining(license_).as_dict()
+
+
+class PayoutSerializer(serializers.Serializer):
+    ref = serializers.CharField()
+    organisation_id = serializers.IntegerField()
+    currency = serializers.CharField()
+    amount = serializers.IntegerField()
+    state = serializers.CharField()
+    gateway = serializers.CharField()
+    gateway_ref = serializers.CharField()
+    failure_reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    sent_at = serializers.DateTimeField(allow_null=True)
+
+
+class TopUpSerializer(serializers.Serializer):
+    ref = serializers.CharField()
+    organisation_id = serializers.IntegerField()
+    currency = serializers.CharField()
+    amount = serializers.IntegerField()
+    gateway = serializers.CharField()
+    external_ref = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+def _trainer(request: Request) -> Organisation:
+    organisation = acting_org(request)
+    if not organisation.is_trainer:
+        raise NotATrainer(f"{organisation.name} is not a trainer organisation; only trainers place orders.")
+    return organisation
+
+
+def _provider(request: Request) -> Organisation:
+    organisation = acting_org(request)
+    if not organisation.is_provider:
+        raise NotAProvider(f"{organisation.name} is not a provider organisation.")
+    return organisation
+
+
+def _orderable_offer(offer_id: int) -> Offer:
+    # Drafts are invisible to buyers; withdrawn listings answer with their own 409.
+    offer = Offer.objects.select_related("listing").filter(pk=offer_id).first()
+    if offer is None or offer.listing.state == ListingState.DRAFT:
+        raise OfferNotFound("No such offer.")
+    return offer
+
+
+class OrderListCreateApi(SealroomListApi):
+    required_scopes = {"GET": Scope.READ, "POST": Scope.ORDER}
+    required_roles = {"POST": Role.MEMBER}
+    serializer_class = OrderSerializer
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        offer_id = serializers.IntegerField(min_value=1)
+        periods = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+
+    def get_queryset(self) -> QuerySet[Order]:
+        return selectors.order_list_for_buyer(organisation=acting_org(self.request))
+
+    @extend_schema(summary="Orders your organisation placed")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OrderSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Place an order (escrowed from your balance); replays with the same Idempotency-Key",
+    )
+    def post(self, request: Request) -> Response:
+        buyer = _trainer(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        offer = _orderable_offer(data.validated_data["offer_id"])
+
+        def place(key: str) -> tuple[int, Any]:
+            order = order_place(
+                buyer=buyer,
+                offer=offer,
+                actor=request_user(request),
+                periods=data.validated_data.get("periods"),
+                idempotency_key=key,
+            )
+            return 201, dict(OrderSerializer(order).data)
+
+        result = idempotent(
+            organisation=buyer,
+            endpoint="orders.place",
+            key=request.headers.get("Idempotency-Key"),
+            body=data.validated_data,
+            run=place,
+        )
+        return Response(result.body, status=result.status)
+
+
+class OrderReceivedListApi(SealroomListApi):
+    serializer_class = OrderSerializer
+
+    def get_queryset(self) -> QuerySet[Order]:
+        state = self.request.query_params.get("state") or None
+        return selectors.order_list_for_provider(organisation=acting_org(self.request), state=state)
+
+    @extend_schema(
+        summary="Orders on your organisation's listings",
+        parameters=[OpenApiParameter("state", str, description="pending, paid, rejected or timed_out")],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class OrderDetailApi(SealroomApi):
+    @extend_schema(responses=OrderSerializer, summary="One order (its buyer or its provider)")
+    def get(self, request: Request, order_ref: str) -> Response:
+        order = selectors.order_get_for_org(organisation=acting_org(request), ref=order_ref)
+        return Response(OrderSerializer(order).data)
+
+
+class OrderApproveApi(SealroomApi):
+    required_scope = Scope.PROVIDE
+    required_role = Role.ADMIN
+    problem_statuses = (409,)
+
+    @extend_schema(request=None, responses=OrderSerializer, summary="Approve a pending order (pays it)")
+    def post(self, request: Request, order_ref: str) -> Response:
+        organisation = acting_org(request)
+        order = selectors.order_get_for_org(organisation=organisation, ref=order_ref)
+        approved = order_approve(order=order, provider=organisation, actor=request_user(request))
+        return Response(OrderSerializer(approved).data)
+
+
+class OrderRejectApi(SealroomApi):
+    required_scope = Scope.PROVIDE
+    required_role = Role.ADMIN
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=300)
+
+    @extend_schema(
+        request=InputSerializer, responses=OrderSerializer, summary="Reject a pending order (refunds it)"
+    )
+    def post(self, request: Request, order_ref: str) -> Response:
+        organisation = acting_org(request)
+        order = selectors.order_get_for_org(organisation=organisation, ref=order_ref)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rejected = order_reject(
+            order=order,
+            provider=organisation,
+            actor=request_user(request),
+            reason=data.validated_data["reason"],
+        )
+        return Response(OrderSerializer(rejected).data)
+
+
+class LicenseListApi(SealroomListApi):
+    serializer_class = LicenseSerializer
+
+    def get_queryset(self) -> QuerySet[License]:
+        return selectors.license_list_for_org(organisation=acting_org(self.request))
+
+    @extend_schema(summary="Your organisation's licenses and what each has left")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class LicenseDetailApi(SealroomApi):
+    @extend_schema(responses=LicenseSerializer, summary="One license: jobs, tokens, epsilon and expiry left")
+    def get(self, request: Request, license_ref: str) -> Response:
+        license_ = selectors.license_get_for_org(organisation=acting_org(request), ref=license_ref)
+        return Response(LicenseSerializer(license_).data)
+
+
+class BalanceApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        kind = serializers.CharField()
+        currency = serializers.CharField()
+        amount = serializers.IntegerField()
+
+    @extend_schema(responses=OutputSerializer(many=True), summary="Your balances and what you are owed")
+    def get(self, request: Request) -> Response:
+        rows = selectors.balances_for_org(organisation=acting_org(request))
+        return Response(self.OutputSerializer(rows, many=True).data)
+
+
+class PayoutListCreateApi(SealroomListApi):
+    required_scopes = {"GET": Scope.READ, "POST": Scope.PROVIDE}
+    required_roles = {"POST": Role.ADMIN}
+    serializer_class = PayoutSerializer
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        amount = serializers.IntegerField(min_value=1)
+        currency = serializers.RegexField(r"^[A-Z]{3}$")
+
+    def get_queryset(self) -> QuerySet[Payout]:
+        return selectors.payout_list_for_org(organisation=acting_org(self.request))
+
+    @extend_schema(summary="Your organisation's payouts")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: PayoutSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Request a payout of what you are owed",
+    )
+    def post(self, request: Request) -> Response:
+        organisation = _provider(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def pay(key: str) -> tuple[int, Any]:
+            payout = payout_request(
+                organisation=organisation,
+                actor=request_user(request),
+                idempotency_key=key,
+                **data.validated_data,
+            )
+            return 201, dict(PayoutSerializer(payout).data)
+
+        result = idempotent(
+            organisation=organisation,
+            endpoint="payouts.request",
+            key=request.headers.get("Idempotency-Key"),
+            body=data.validated_data,
+            run=pay,
+        )
+        return Response(result.body, status=result.status)
+
+
+class OpsTopUpListCreateApi(SealroomListApi):
+    permission_classes = [IsAuthenticated, PlatformStaffRequired]
+    serializer_class = TopUpSerializer
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        organisation_id = serializers.IntegerField(min_value=1)
+        amount = serializers.IntegerField(min_value=1)
+        currency = serializers.RegexField(r"^[A-Z]{3}$")
+        external_ref = serializers.CharField(max_length=120)
+
+    def get_queryset(self) -> QuerySet[TopUp]:
+        return selectors.topup_list()
+
+    @extend_schema(summary="Recorded top-ups (operators and auditors)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: TopUpSerializer},
+        summary="Record a received transfer as a top-up (once per external reference)",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        organisation = Organisation.objects.filter(pk=values.pop("organisation_id")).first()
+        if organisation is None:
+            raise serializers.ValidationError({"organisation_id": ["No such organisation."]})
+        topup = topup_record(organisation=organisation, actor=request_user(request), **values)
+        return Response(TopUpSerializer(topup).data, status=201)
+
+
+EXPORT_PARAMETER = OpenApiParameter(
+    "export", str, description="csv: a CSV file instead of JSON", enum=["csv"]
+)
+
+
+class StatementQuerySerializer(serializers.Serializer):
+    export = serializers.ChoiceField(choices=["csv"], required=False)
+    bucket = serializers.ChoiceField(choices=["day", "month"], default="month")
+
+
+def statement_query(request: Request) -> dict[str, Any]:
+    """The statement's query parameters; an unknown export or bucket is a field error."""
+    query = StatementQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return dict(query.validated_data)
+
+
+def statement_responses(serializer: serializers.Serializer) -> dict[Any, Any]:
+    return {(200, "application/json"): serializer, (200, "text/csv"): OpenApiTypes.STR}
+
+
+class EarningsApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        period = serializers.DateField()
+        listing_id = serializers.IntegerField()
+        listing = serializers.CharField()
+        currency = serializers.CharField()
+        amount = serializers.IntegerField()
+
+    @extend_schema(
+        responses=statement_responses(OutputSerializer(many=True)),
+        parameters=[EXPORT_PARAMETER, OpenApiParameter("bucket", str, enum=["day", "month"])],
+        summary="What your organisation earned, per period and listing (as a rights holder)",
+    )
+    def get(self, request: Request) -> Response | StreamingHttpResponse:
+        query = statement_query(request)
+        rows = statements.earnings_over_time(holder=acting_org(request), bucket=query["bucket"])
+        if query.get("export") == "csv":
+            return csv_response(
+                filename="earnings.csv", header=statements.EARNINGS_HEADER, rows=(r.as_list() for r in rows)
+            )
+        return Response(self.OutputSerializer(rows, many=True).data)
+
+
+class SpendApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        order = serializers.CharField()
+        placed_at = serializers.CharField()
+        listing = serializers.CharField()
+        state = serializers.CharField()
+        currency = serializers.CharField()
+        escrowed = serializers.IntegerField()
+        released = serializers.IntegerField()
+        refunded = serializers.IntegerField()
+
+    @extend_schema(
+        responses=statement_responses(OutputSerializer(many=True)),
+        parameters=[EXPORT_PARAMETER],
+        summary="What your organisation spent, per order",
+    )
+    def get(self, request: Request) -> Response | StreamingHttpResponse:
+        query = statement_query(request)
+        rows = statements.spend_rows(buyer=acting_org(request))
+        if query.get("export") == "csv":
+            return csv_response(filename="spend.csv", header=statements.SPEND_HEADER, rows=rows)
+        objects = [dict(zip(statements.SPEND_HEADER, row, strict=True)) for row in rows]
+        return Response(self.OutputSerializer(objects, many=True).data)
+
+
+class OpsLicenseRefundApi(SealroomApi):
+    permission_classes = [IsAuthenticated, PlatformStaffRequired]
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=300)
+        consumer_ref = serializers.CharField(
+            max_length=120,
+            required=False,
+            help_text="A job that failed through the platform's fault: undo only its releases. "
+            "Without it, the license is revoked and its unreleased escrow refunded.",
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        license = LicenseSerializer()
+        returned_to_escrow = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=OutputSerializer,
+        summary="Refund a license: one failed job's releases back to escrow, or revoke and refund it",
+    )
+    def post(self, request: Request, license_ref: str) -> Response:
+        license_ = License.objects.select_related("order").filter(ref=license_ref).first()
+        if license_ is None:
+            raise LicenseNotFound("No such license.")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reason = data.validated_data["reason"]
+        consumer_ref = data.validated_data.get("consumer_ref")
+        returned = None
+        if consumer_ref:
+            returned = license_job_refund(license_=license_, consumer_ref=consumer_ref, reason=reason)
+        else:
+            license_refund(license_=license_, reason=reason)
+        license_.refresh_from_db()
+        return Response(self.OutputSerializer({"license": license_, "returned_to_escrow": returned}).data)

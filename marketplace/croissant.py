@@ -1,0 +1,233 @@
+"""Croissant 1.1 metadata (JSON-LD) for a listing, with the Responsible-AI (RAI 1.0) fields.
+
+What Sealroom knows goes in: the sealed version's counts, the desensitization
+policy and what it found (counts per entity type, never text), the screening
+and drops, who contributed, and the custody terms. No record text is written,
+not even the approved preview: the metadata travels further than the listing.
+The records themselves are never downloadable, so the one distribution entry
+describes the custody store and says how the data is reached (licensed
+training jobs only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from custody.models import Contribution, DatasetVersion
+from marketplace.models import Listing, OfferState
+from marketplace.terms import PURPOSE_WORDS
+
+CROISSANT_1_1 = "http://mlcommons.org/croissant/1.1"
+RAI_1_0 = "http://mlcommons.org/croissant/RAI/1.0"
+
+CONTEXT: dict[str, Any] = {
+    "@language": "en",
+    "@vocab": "https://schema.org/",
+    "citeAs": "cr:citeAs",
+    "column": "cr:column",
+    "conformsTo": "dct:conformsTo",
+    "cr": "http://mlcommons.org/croissant/",
+    "rai": "http://mlcommons.org/croissant/RAI/",
+    "prov": "http://www.w3.org/ns/prov#",
+    "data": {"@id": "cr:data", "@type": "@json"},
+    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/",
+    "examples": {"@id": "cr:examples", "@type": "@json"},
+    "extract": "cr:extract",
+    "field": "cr:field",
+    "fileObject": "cr:fileObject",
+    "fileProperty": "cr:fileProperty",
+    "fileSet": "cr:fileSet",
+    "format": "cr:format",
+    "includes": "cr:includes",
+    "isLiveDataset": "cr:isLiveDataset",
+    "jsonPath": "cr:jsonPath",
+    "key": "cr:key",
+    "md5": "cr:md5",
+    "parentField": "cr:parentField",
+    "path": "cr:path",
+    "recordSet": "cr:recordSet",
+    "references": "cr:references",
+    "regex": "cr:regex",
+    "repeated": "cr:repeated",
+    "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate",
+    "sc": "https://schema.org/",
+    "separator": "cr:separator",
+    "source": "cr:source",
+    "subField": "cr:subField",
+    "transform": "cr:transform",
+}
+
+STORE_ID = "custody-records"
+
+
+def _fields(contributions: list[Contribution]) -> list[dict[str, Any]]:
+    text_fields = sorted({f for c in contributions for f in c.text_fields})
+    meta_fields = sorted({f for c in contributions for f in c.metadata_fields})
+
+    def field(name: str, path: str, data_type: str, description: str) -> dict[str, Any]:
+        return {
+            "@type": "cr:Field",
+            "@id": f"records/{name}",
+            "name": name,
+            "description": description,
+            "dataType": data_type,
+            "source": {"fileObject": {"@id": STORE_ID}, "extract": {"jsonPath": path}},
+        }
+
+    fields = [field("id", "$.id", "sc:Integer", "The record's id within the sealed version.")]
+    fields += [
+        field(f"text/{name}", f"$.text.{name}", "sc:Text", f"Desensitized text field '{name}'.")
+        for name in text_fields
+    ]
+    fields.append(field("lang", "$.lang", "sc:Text", "Detected language (ISO 639-1)."))
+    fields += [
+        field(f"meta/{name}", f"$.meta.{name}", "sc:Text", f"Metadata field '{name}' (desensitized).")
+        for name in meta_fields
+    ]
+    return fields
+
+
+def _personal_information(version: DatasetVersion, statistics: dict[str, Any]) -> str:
+    policy = version.dataset.policy or {}
+    entities = statistics.get("entities") or {}
+    found = ", ".join(f"{kind} ({count:,})" for kind, count in entities.items()) or "none detected"
+    operators = policy.get("operators") or {}
+    default = (policy.get("default_operator") or {}).get("kind", "tag")
+    handled = "; ".join(f"{kind}: {spec.get('kind')}" for kind, spec in operators.items())
+    return (
+        "Personal and sensitive information was detected and removed before storage, by Sealroom's "
+        f"desensitizer (Presidio with Sealroom recognizers; policy '{policy.get('name', 'default')}', "
+        f"score threshold {policy.get('threshold', 0.5)}, "
+        f"languages {', '.join(policy.get('languages', []))}). "
+        f"Entities found and replaced: {found}. Replacement: {handled + '; ' if handled else ''}"
+        f"otherwise '{default}' (a typed placeholder). Records are stored encrypted; no one reads them "
+        "outside licensed, sandboxed training jobs."
+    )
+
+
+def _use_cases(listing: Listing) -> str:
+    purposes: list[str] = []
+    for offer in listing.offers.filter(state=OfferState.ACTIVE).prefetch_related("terms_versions"):
+        latest = max(offer.terms_versions.all(), key=lambda t: t.number, default=None)
+        if latest is not None:
+            purposes += [p for p in latest.terms["permission"]["purposes"] if p not in purposes]
+    words = [PURPOSE_WORDS.get(p, p) for p in purposes]
+    return (
+        "Fine-tuning and evaluating models through Sealroom's vetted job templates, under a license for: "
+        + (", ".join(words) if words else "no purpose offered yet")
+        + ". Trainers receive trained weights or metrics, never the records."
+    )
+
+
+def croissant_document(listing: Listing, *, listing_url: str, terms_schema_url: str) -> dict[str, Any]:
+    """The listing's Croissant 1.1 JSON-LD (a dict to serialise), RAI fields filled."""
+    version = listing.version
+    statistics = listing.statistics or {}
+    contributions = list(version.contributions.select_related("contributor").order_by("pk"))
+    contributors = sorted({c.contributor.name for c in contributions})
+    findings = statistics.get("findings") or {}
+    doc: dict[str, Any] = {
+        "@context": CONTEXT,
+        "@type": "sc:Dataset",
+        "@id": listing_url,
+        "conformsTo": [CROISSANT_1_1, RAI_1_0],
+        "name": listing.title,
+        "description": listing.description or f"{version.dataset.name}, version {version.number}.",
+        "url": listing_url,
+        "version": f"{version.number}.0.0",
+        "dateCreated": version.created_at.date().isoformat(),
+        "dateModified": (version.sealed_at or version.created_at).date().isoformat(),
+        "creator": [{"@type": "sc:Organization", "name": name} for name in contributors],
+        "publisher": {"@type": "sc:Organization", "name": listing.provider.name},
+        "keywords": list(listing.domain_tags),
+        "inLanguage": list(listing.languages),
+        "isAccessibleForFree": False,
+        "license": {
+            "@type": "sc:CreativeWork",
+            "name": "Sealroom license terms (per offer on the listing)",
+            "url": terms_schema_url,
+        },
+        "citeAs": f"{listing.provider.name}. {listing.title} (version {version.number}). Sealroom. "
+        f"Merkle root {version.merkle_root}.",
+        "isLiveDataset": False,
+        "distribution": [
+            {
+                "@type": "cr:FileObject",
+                "@id": STORE_ID,
+                "name": STORE_ID,
+                "description": (
+                    "Desensitized records in JSON Lines, held encrypted in Sealroom custody "
+                    f"({statistics.get('records', version.records):,} records, "
+                    f"{statistics.get('platform_tokens', version.tokens):,} platform tokens). "
+                    "Not downloadable: licensed training jobs read them inside a sandbox. "
+                    f"Integrity: the version's Merkle root over its shard hashes is {version.merkle_root}."
+                ),
+                "contentUrl": listing_url,
+                "encodingFormat": "application/jsonlines",
+            }
+        ],
+        "recordSet": [
+            {
+                "@type": "cr:RecordSet",
+                "@id": "records",
+                "name": "records",
+                "description": "One desensitized record per row.",
+                "key": {"@id": "records/id"},
+                "field": _fields(contributions),
+            }
+        ],
+        "rai:dataCollection": (
+            f"Uploaded to Sealroom by {len(contributors)} contributing organisation(s) "
+            f"({', '.join(contributors) or 'none'}) in {len(contributions)} file(s), "
+            f"formats: {', '.join(sorted({c.format for c in contributions})) or 'none'}."
+        ),
+        "rai:dataCollectionType": ["Contributed by data providers (file upload)"],
+        "rai:personalSensitiveInformation": _personal_information(version, statistics),
+        "rai:dataPreprocessingProtocol": [
+            "Parsed and validated (size, format and per-record limits).",
+            "Language detected per record.",
+            "Desensitized: personal and sensitive identifiers replaced (see personalSensitiveInformation).",
+            "Screened for exact and near duplicates, garbage and poisoning signals; findings: "
+            + (", ".join(f"{k} {v:,}" for k, v in findings.items()) or "none")
+            + ". The provider chose which flagged records to drop before sealing.",
+            "Encrypted in shards (AES-256-GCM) under a per-version key; sealed with a Merkle root.",
+        ],
+        "rai:dataManipulationProtocol": (
+            "Only the desensitization replacements and the provider's drops at sealing; "
+            "a sealed version is immutable."
+        ),
+        "rai:dataUseCases": _use_cases(listing),
+        "rai:dataLimitations": (
+            "Identifiers are replaced by placeholders, so tasks that need them cannot be learned. "
+            "Detection is automatic and may miss or over-match entities. Length distribution "
+            f"(characters): {statistics.get('length_distribution') or {}}."
+        ),
+        "rai:dataReleaseMaintenancePlan": (
+            "Each version is sealed and never changes; new data comes as a new version. A takedown "
+            "withdraws the listing, revokes its licenses and destroys the version's key."
+        ),
+        "prov:wasDerivedFrom": [
+            {
+                "@id": f"urn:sealroom:contribution:{c.pk}",
+                "name": f"Contribution {c.pk} by {c.contributor.name}",
+            }
+            for c in contributions
+        ],
+        "prov:wasGeneratedBy": [
+            {
+                "@type": "prov:Activity",
+                "name": "Sealroom ingest: parse, desensitize, screen, encrypt",
+                "prov:endedAtTime": version.processed_at.isoformat() if version.processed_at else None,
+            },
+            {
+                "@type": "prov:Activity",
+                "name": "Sealed by the provider after review",
+                "prov:endedAtTime": version.sealed_at.isoformat() if version.sealed_at else None,
+            },
+        ],
+    }
+    if listing.published_at is not None:
+        doc["datePublished"] = listing.published_at.date().isoformat()
+    return doc

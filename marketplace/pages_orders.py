@@ -1,0 +1,258 @@
+"""Orders pages: buy an offer, my orders and licenses, orders received, earnings, spend, top-ups."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from common import otp
+from common.exceptions import Conflict, DomainError, Invalid, NotFound, NotPermitted
+from common.exports import csv_response
+from common.forms import add_domain_error
+from common.models import Membership, Organisation, Role
+from common.pages.helpers import page_user, raise_http
+from custody.charts import bar_chart
+from custody.pages.access import current_membership, require_role
+from marketplace import selectors_orders as selectors
+from marketplace.forms_orders import BuyForm, PayoutForm, RejectForm, TopUpForm
+from marketplace.models import ListingState, Offer, OrderState, PriceModel
+from marketplace.quotes import quote
+from marketplace.services import statements
+from marketplace.services.catalog import offer_terms_current
+from marketplace.services.funding import topup_record
+from marketplace.services.orders import order_approve, order_place, order_reject
+from marketplace.services.payouts import payout_request
+
+
+def _membership(request: HttpRequest, *, trainer: bool = False, provider: bool = False) -> Membership:
+    membership = current_membership(request)
+    if membership is None:
+        raise PermissionDenied("You are not a member of any organisation.")
+    org = membership.organisation
+    if trainer and not org.is_trainer:
+        raise PermissionDenied(
+            f"{org.name} is not a trainer organisation: switch organisation in the header."
+        )
+    if provider and not org.is_provider:
+        raise PermissionDenied(
+            f"{org.name} is not a provider organisation: switch organisation in the header."
+        )
+    return membership
+
+
+@otp.signed_in
+@require_http_methods(["GET", "POST"])
+def buy_page(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """The quote for an offer's current terms and, for trainer members, the button that orders it."""
+    membership = _membership(request, trainer=True)
+    offer = Offer.objects.select_related("listing").filter(pk=offer_id).first()
+    if offer is None or offer.listing.state != ListingState.PUBLISHED:
+        raise Http404("No such offer.")
+    terms_row = offer_terms_current(offer)
+    form = BuyForm(request.POST) if request.method == "POST" else BuyForm.fresh()
+    if request.method == "POST":
+        require_role(membership, Role.MEMBER, "place orders")
+        if form.is_valid():
+            try:
+                order = order_place(
+                    buyer=membership.organisation,
+                    offer=offer,
+                    actor=page_user(request),
+                    periods=form.cleaned_data["periods"]
+                    if terms_row.price_model == PriceModel.PERIOD
+                    else None,
+                    idempotency_key=form.cleaned_data["idempotency_key"],
+                )
+            except (Conflict, Invalid) as exc:
+                add_domain_error(form, exc)
+            except (NotFound, NotPermitted) as exc:
+                raise_http(exc)
+            else:
+                messages.success(request, f"Order {order.ref} placed ({order.get_state_display().lower()}).")
+                return redirect("marketplace:orders")
+    try:
+        priced = quote(terms_row)
+    except DomainError:
+        priced = None
+    balances = selectors.balances_for_org(organisation=membership.organisation)
+    context = {"offer": offer, "terms": terms_row, "quote": priced, "form": form, "balances": balances}
+    return render(request, "marketplace/orders/buy.html", context)
+
+
+@otp.signed_in
+@require_http_methods(["GET"])
+def orders_page(request: HttpRequest) -> HttpResponse:
+    """The organisation's orders and licenses, with what each license has left."""
+    membership = _membership(request)
+    org = membership.organisation
+    licenses = [
+        (license_, selectors.license_remaining(license_))
+        for license_ in selectors.license_list_for_org(organisation=org)[:100]
+    ]
+    context = {
+        "org": org,
+        "orders": selectors.order_list_for_buyer(organisation=org)[:100],
+        "licenses": licenses,
+        "balances": selectors.balances_for_org(organisation=org),
+    }
+    return render(request, "marketplace/orders/orders.html", context)
+
+
+@otp.signed_in
+@require_http_methods(["GET"])
+def orders_received_page(request: HttpRequest) -> HttpResponse:
+    """Orders on the organisation's listings; admins approve or reject pending ones."""
+    membership = _membership(request, provider=True)
+    org = membership.organisation
+    context = {
+        "org": org,
+        "pending": selectors.order_list_for_provider(organisation=org, state=OrderState.PENDING)[:100],
+        "decided": selectors.order_list_for_provider(organisation=org).exclude(state=OrderState.PENDING)[
+            :100
+        ],
+        "can_decide": membership.role == Role.ADMIN,
+        "reject_form": RejectForm(),
+    }
+    return render(request, "marketplace/orders/received.html", context)
+
+
+def _decider(request: HttpRequest) -> Organisation:
+    membership = _membership(request, provider=True)
+    require_role(membership, Role.ADMIN, "decide on orders")
+    return membership.organisation
+
+
+@otp.signed_in
+@require_POST
+def order_approve_page(request: HttpRequest, order_ref: str) -> HttpResponse:
+    org = _decider(request)
+    try:
+        order = selectors.order_get_for_org(organisation=org, ref=order_ref)
+        order_approve(order=order, provider=org, actor=page_user(request))
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Order {order_ref} approved; the license is issued.")
+    return redirect("marketplace:orders_received")
+
+
+@otp.signed_in
+@require_POST
+def order_reject_page(request: HttpRequest, order_ref: str) -> HttpResponse:
+    org = _decider(request)
+    try:
+        order = selectors.order_get_for_org(organisation=org, ref=order_ref)
+    except NotFound as exc:
+        raise_http(exc)
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "A rejection needs a reason (up to 300 characters).")
+        return redirect("marketplace:orders_received")
+    try:
+        order_reject(order=order, provider=org, actor=page_user(request), reason=form.cleaned_data["reason"])
+    except NotPermitted as exc:
+        raise_http(exc)
+    except (Conflict, Invalid) as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Order {order_ref} rejected; the buyer is refunded.")
+    return redirect("marketplace:orders_received")
+
+
+@otp.signed_in
+@require_http_methods(["GET", "POST"])
+def earnings_page(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """What the organisation earned as a rights holder (chart, table, CSV) and its payouts."""
+    membership = _membership(request, provider=True)
+    org = membership.organisation
+    rows = statements.earnings_over_time(holder=org)
+    if request.GET.get("export") == "csv":
+        return csv_response(
+            filename="earnings.csv", header=statements.EARNINGS_HEADER, rows=(r.as_list() for r in rows)
+        )
+    form = PayoutForm(request.POST) if request.method == "POST" else PayoutForm.fresh()
+    if request.method == "POST":
+        require_role(membership, Role.ADMIN, "request payouts")
+        if form.is_valid():
+            try:
+                payout = payout_request(organisation=org, actor=page_user(request), **form.cleaned_data)
+            except (Conflict, Invalid) as exc:
+                add_domain_error(form, exc)
+            else:
+                messages.success(request, f"Payout {payout.ref} requested.")
+                return redirect("marketplace:earnings")
+    context = {
+        "org": org,
+        "rows": rows,
+        "chart": bar_chart(
+            slug="earnings", title="Earnings per listing", counts=statements.earnings_by_listing(holder=org)
+        ),
+        "over_time": bar_chart(
+            slug="earnings-months",
+            title="Earnings per month",
+            counts={f"{r.period:%Y-%m} {r.currency}": r.amount for r in rows},
+        ),
+        "balances": selectors.balances_for_org(organisation=org),
+        "payouts": selectors.payout_list_for_org(organisation=org)[:50],
+        "form": form,
+        "can_pay_out": membership.role == Role.ADMIN,
+    }
+    return render(request, "marketplace/orders/earnings.html", context)
+
+
+@otp.signed_in
+@require_http_methods(["GET"])
+def spend_page(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """What the organisation spent per order (and CSV)."""
+    membership = _membership(request, trainer=True)
+    org = membership.organisation
+    if request.GET.get("export") == "csv":
+        return csv_response(
+            filename="spend.csv", header=statements.SPEND_HEADER, rows=statements.spend_rows(buyer=org)
+        )
+    context = {
+        "org": org,
+        "header": statements.SPEND_HEADER,
+        "rows": list(statements.spend_rows(buyer=org)),
+        "totals": statements.spend_total(buyer=org),
+    }
+    return render(request, "marketplace/orders/spend.html", context)
+
+
+@otp.signed_in
+@require_http_methods(["GET", "POST"])
+def topups_page(request: HttpRequest) -> HttpResponse:
+    """Operators record received transfers as top-ups; auditors read the list."""
+    user = page_user(request)
+    if not user.is_platform_staff:
+        raise PermissionDenied("Top-ups are recorded by platform operators.")
+    form = TopUpForm(request.POST or None)
+    if request.method == "POST":
+        if not user.is_operator:
+            raise PermissionDenied("Auditors have read-only access.")
+        if form.is_valid():
+            data = form.cleaned_data
+            organisation = Organisation.objects.filter(pk=data["organisation"]).first()
+            if organisation is None:
+                form.add_error("organisation", "No such organisation.")
+            else:
+                try:
+                    topup = topup_record(
+                        organisation=organisation,
+                        amount=data["amount"],
+                        currency=data["currency"],
+                        external_ref=data["external_ref"],
+                        actor=user,
+                    )
+                except Invalid as exc:
+                    add_domain_error(form, exc)
+                else:
+                    messages.success(request, f"Top-up {topup.ref} recorded for {organisation.name}.")
+                    return redirect("marketplace:topups")
+    context = {"form": form, "topups": selectors.topup_list()[:100], "can_record": user.is_operator}
+    return render(request, "marketplace/orders/topups.html", context)

@@ -1,0 +1,133 @@
+"""Reads for orders, licenses, balances and payouts, scoped to the caller's organisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet, Sum
+
+from common.models import Organisation
+from custody.models import BudgetState, PrivacyBudgetEntry, UsageKind, UsageRecord
+from marketplace.exceptions import LicenseNotFound, OrderNotFound
+from marketplace.ledger import balance
+from marketplace.models import AccountKind, LedgerAccount, License, Order, Payout, TopUp
+
+
+def order_list_for_buyer(*, organisation: Organisation) -> QuerySet[Order]:
+    return (
+        Order.objects.filter(buyer=organisation)
+        .select_related("listing", "offer", "license")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def order_list_for_provider(*, organisation: Organisation, state: str | None = None) -> QuerySet[Order]:
+    orders = Order.objects.filter(listing__provider=organisation).select_related("listing", "offer", "buyer")
+    if state:
+        orders = orders.filter(state=state)
+    return orders.order_by("-created_at", "-pk")
+
+
+def order_get_for_org(*, organisation: Organisation, ref: str) -> Order:
+    """An order the organisation placed or sells. :raises OrderNotFound: any other."""
+    order = (
+        Order.objects.select_related("listing", "offer", "buyer", "terms")
+        .filter(Q(buyer=organisation) | Q(listing__provider=organisation), ref=ref)
+        .first()
+    )
+    if order is None:
+        raise OrderNotFound("No such order.")
+    return order
+
+
+def license_list_for_org(*, organisation: Organisation) -> QuerySet[License]:
+    return (
+        License.objects.filter(licensee=organisation)
+        .select_related("order__listing", "grant")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def license_get_for_org(*, organisation: Organisation, ref: str) -> License:
+    """A license the organisation holds or granted. :raises LicenseNotFound: any other."""
+    license_ = (
+        License.objects.select_related("order__listing", "grant")
+        .filter(Q(licensee=organisation) | Q(order__listing__provider=organisation), ref=ref)
+        .first()
+    )
+    if license_ is None:
+        raise LicenseNotFound("No such license.")
+    return license_
+
+
+@dataclass(frozen=True)
+class Remaining:
+    """What a license has left, read from its custody grant."""
+
+    jobs_used: int
+    jobs_allowed: int | None
+    tokens_trained: int
+    tokens_allowed: int | None
+    epsilon_spent: Decimal
+    epsilon_cap: Decimal | None
+    expires_at: datetime | None
+    grant_state: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobs_used": self.jobs_used,
+            "jobs_allowed": self.jobs_allowed,
+            "tokens_trained": self.tokens_trained,
+            "tokens_allowed": self.tokens_allowed,
+            "epsilon_spent": str(self.epsilon_spent),
+            "epsilon_cap": None if self.epsilon_cap is None else str(self.epsilon_cap),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "grant_state": self.grant_state,
+        }
+
+
+def license_remaining(license_: License) -> Remaining:
+    grant = license_.grant
+    terms = grant.terms
+    tokens = UsageRecord.objects.filter(grant=grant, kind=UsageKind.TOKENS_TRAINED).aggregate(
+        t=Sum("quantity")
+    )
+    consumers = grant.jobs.values("consumer_ref")
+    spent = (
+        PrivacyBudgetEntry.objects.filter(version_id=grant.version_id, consumer_ref__in=consumers)
+        .exclude(state=BudgetState.RELEASED)
+        .aggregate(e=Sum("epsilon"))["e"]
+    )
+    cap = terms.get("epsilon_cap")
+    return Remaining(
+        jobs_used=grant.jobs_reserved,
+        jobs_allowed=terms.get("max_jobs"),
+        tokens_trained=int(tokens["t"] or 0),
+        tokens_allowed=terms.get("max_tokens"),
+        epsilon_spent=Decimal(spent or 0),
+        epsilon_cap=Decimal(str(cap)) if cap is not None else None,
+        expires_at=grant.expires_at,
+        grant_state=grant.state,
+    )
+
+
+def balances_for_org(*, organisation: Organisation) -> list[dict[str, Any]]:
+    """The organisation's spendable balances and what it is owed, per currency."""
+    accounts = LedgerAccount.objects.filter(organisation=organisation).order_by("kind", "currency")
+    return [
+        {"kind": account.kind, "currency": account.currency, "amount": balance(account)}
+        for account in accounts
+        if account.kind in (AccountKind.ORGANISATION_BALANCE, AccountKind.RIGHTS_HOLDER_PAYABLE)
+    ]
+
+
+def payout_list_for_org(*, organisation: Organisation) -> QuerySet[Payout]:
+    return Payout.objects.filter(organisation=organisation).order_by("-created_at", "-pk")
+
+
+def topup_list(*, organisation: Organisation | None = None) -> QuerySet[TopUp]:
+    topups = TopUp.objects.select_related("organisation").order_by("-created_at", "-pk")
+    return topups.filter(organisation=organisation) if organisation is not None else topups

@@ -1,0 +1,97 @@
+"""Statements: what rights holders earned (per listing, over time) and what trainers spent.
+
+Earnings are the settlement lines paid to a holder, less those of settlements
+reversed after a platform fault; spend is per order: escrowed, released to
+the holders and refunded. Read-only; the CSV export neutralises formulas
+(``common.exports``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from django.db.models import Sum
+from django.db.models.functions import TruncDay, TruncMonth
+
+from common.models import Organisation
+from marketplace.models import License, Order, SettlementLine
+
+EARNINGS_HEADER = ["period", "listing_id", "listing", "currency", "amount_minor"]
+SPEND_HEADER = ["order", "placed_at", "listing", "state", "currency", "escrowed", "released", "refunded"]
+
+
+@dataclass(frozen=True)
+class EarningsRow:
+    period: date
+    listing_id: int
+    listing: str
+    currency: str
+    amount: int
+
+    def as_list(self) -> list[Any]:
+        return [self.period.isoformat(), self.listing_id, self.listing, self.currency, self.amount]
+
+
+def _lines(holder: Organisation) -> Any:
+    return SettlementLine.objects.filter(holder=holder, settlement__reversed_at__isnull=True)
+
+
+def earnings_over_time(*, holder: Organisation, bucket: str = "month") -> list[EarningsRow]:
+    """The holder's earnings per period (``day`` or ``month``) and listing, oldest first."""
+    trunc = TruncDay("created_at") if bucket == "day" else TruncMonth("created_at")
+    rows = (
+        _lines(holder)
+        .annotate(period=trunc)
+        .values("period", "listing_id", "listing__title", "currency")
+        .annotate(amount=Sum("amount"))
+        .order_by("period", "listing_id", "currency")
+    )
+    return [
+        EarningsRow(
+            period=row["period"].date() if hasattr(row["period"], "date") else row["period"],
+            listing_id=row["listing_id"],
+            listing=row["listing__title"],
+            currency=row["currency"],
+            amount=int(row["amount"]),
+        )
+        for row in rows
+    ]
+
+
+def earnings_by_listing(*, holder: Organisation) -> dict[str, int]:
+    """Total earnings per listing title (with its currency), for the chart."""
+    rows = _lines(holder).values("listing__title", "currency").annotate(amount=Sum("amount"))
+    return {f"{row['listing__title']} ({row['currency']})": int(row["amount"]) for row in rows}
+
+
+def spend_rows(*, buyer: Organisation) -> Iterator[list[Any]]:
+    """One row per order the organisation placed: what it escrowed, what was released and refunded."""
+    licenses = {lic.order_id: lic for lic in License.objects.filter(licensee=buyer)}
+    for order in Order.objects.filter(buyer=buyer).select_related("listing").order_by("created_at", "pk"):
+        license_ = licenses.get(order.pk)
+        if license_ is not None:
+            escrowed, released, refunded = license_.escrowed, license_.released, license_.refunded
+        else:
+            closed = order.state in ("rejected", "timed_out")
+            escrowed, released, refunded = order.escrow_amount, 0, order.escrow_amount if closed else 0
+        yield [
+            order.ref,
+            order.created_at.isoformat(),
+            order.listing.title,
+            order.state,
+            order.currency,
+            escrowed,
+            released,
+            refunded,
+        ]
+
+
+def spend_total(*, buyer: Organisation) -> dict[str, int]:
+    """Released (spent for good) per currency."""
+    totals: dict[str, int] = {}
+    for row in spend_rows(buyer=buyer):
+        totals[row[4]] = totals.get(row[4], 0) + int(row[6])
+    return totals

@@ -1,0 +1,127 @@
+"""Orders pages: buy from an offer, see licenses, decide as a provider, earnings chart, top-ups."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from marketplace.models import License, Order, OrderState, TopUp
+from marketplace.services.settlement import usage_settle
+from tests.helpers import login_with_otp
+from tests.marketplace.orders.conftest import use
+
+
+@pytest.fixture(autouse=True)
+def _fee(settings):
+    settings.MARKETPLACE_FEE_BPS = 1000
+
+
+@pytest.fixture
+def bob_client(bob) -> Client:
+    client = Client()
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+class TestBuy:
+    def test_shows_the_quote_and_places_one_order_per_form(self, bob_client, market, bolt, fund):
+        offer = market("fixed")
+        fund(bolt, 120_000)
+        page = bob_client.get(f"/market/catalog/offers/{offer.pk}/buy/")
+        assert page.status_code == 200
+        assert b"data-escrow" in page.content
+        key = page.context["form"].initial["idempotency_key"]
+        for _ in range(2):  # a double submit
+            response = bob_client.post(f"/market/catalog/offers/{offer.pk}/buy/", {"idempotency_key": key})
+            assert response.status_code == 302
+        assert Order.objects.count() == 1
+        mine = bob_client.get("/market/orders/")
+        license_ = License.objects.get()
+        assert f'data-license="{license_.ref}"'.encode() in mine.content
+        assert b"0 of 3" in mine.content  # jobs used of allowed, read from the grant
+
+    def test_insufficient_funds_is_shown_on_the_form(self, bob_client, market, bolt, fund):
+        offer = market("fixed")
+        fund(bolt, 10)
+        response = bob_client.post(
+            f"/market/catalog/offers/{offer.pk}/buy/", {"idempotency_key": "page-key-0001"}
+        )
+        assert response.status_code == 200
+        assert b"cannot cover" in response.content
+        assert not Order.objects.exists()
+
+    def test_a_provider_cannot_buy(self, alice_client, market):
+        assert alice_client.get(f"/market/catalog/offers/{market('fixed').pk}/buy/").status_code == 403
+
+
+class TestProviderDecisions:
+    def test_approve_and_reject_from_the_page(self, alice_client, bob_client, market, bolt, fund):
+        offer = market("fixed", approval=True)
+        fund(bolt, 100_000)
+        for key in ("page-key-aaaa", "page-key-bbbb"):
+            bob_client.post(f"/market/catalog/offers/{offer.pk}/buy/", {"idempotency_key": key})
+        first, second = Order.objects.order_by("pk")
+        page = alice_client.get("/market/orders/received/")
+        assert f'data-order="{first.ref}"'.encode() in page.content
+        alice_client.post(f"/market/orders/{first.ref}/approve/")
+        alice_client.post(f"/market/orders/{second.ref}/reject/", {"reason": "Competitor"})
+        first.refresh_from_db()
+        second.refresh_from_db()
+        assert (first.state, second.state, second.reject_reason) == (
+            OrderState.PAID,
+            OrderState.REJECTED,
+            "Competitor",
+        )
+
+
+class TestStatements:
+    def test_earnings_chart_and_csv_neutralise_formulas(self, alice_client, alice, market, bolt, bob, fund):
+        from marketplace.services import catalog
+        from marketplace.services.orders import order_place
+
+        offer = market("fixed")
+        catalog.listing_update(actor=alice, listing=offer.listing, title="=HYPERLINK(evil)")
+        fund(bolt, 50_000)
+        license_ = License.objects.get(order=order_place(buyer=bolt, offer=offer, actor=bob))
+        usage_settle(usage_id=use(license_, "job-1", "job_started", 1).pk)
+        page = alice_client.get("/market/earnings/")
+        assert page.status_code == 200
+        assert b'data-chart="earnings"' in page.content
+        assert b"<script" not in page.content.split(b"<main")[-1]
+        exported = alice_client.get("/market/earnings/?export=csv")
+        text = b"".join(exported.streaming_content).decode()
+        assert "'=HYPERLINK(evil)" in text
+        assert "33750" in text
+
+    def test_spend_page(self, bob_client, market, bolt, bob, fund):
+        from marketplace.services.orders import order_place
+
+        fund(bolt, 50_000)
+        order_place(buyer=bolt, offer=market("fixed"), actor=bob)
+        page = bob_client.get("/market/spend/")
+        assert page.status_code == 200
+        assert b"50000" in page.content
+
+
+def test_an_operator_records_a_top_up(ops, bolt):
+    client = Client()
+    login_with_otp(client, ops)
+    response = client.post(
+        "/market/ops/topups/",
+        {"organisation": bolt.pk, "amount": 700, "currency": "EUR", "external_ref": "bank-1"},
+    )
+    assert response.status_code == 302
+    assert TopUp.objects.get().amount == 700
+    invalid = client.post(
+        "/market/ops/topups/",
+        {"organisation": bolt.pk, "amount": -7, "currency": "EUR", "external_ref": "bank-2"},
+    )
+    assert invalid.status_code == 200
+    assert TopUp.objects.count() == 1
