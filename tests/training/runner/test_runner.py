@@ -134,9 +134,9 @@ class TestTrainCommand:
         assert code == 0
         kinds = [event["event"] for event in events]
         assert kinds[-1] == "done" and kinds.count("done") == 1
-        assert [e["epoch"] for e in events if e["event"] == "validation"] == [1, 2]
+        assert [e["epoch"] for e in events if e["event"] == "metrics"] == [1, 2]
         # Each epoch reports progress before its validation.
-        assert kinds[0] == "progress" and kinds[kinds.index("validation") + 1] == "progress"
+        assert kinds[0] == "progress" and kinds[kinds.index("metrics") + 1] == "progress"
         progress = [e for e in events if e["event"] == "progress"]
         assert {"step", "epoch", "loss", "tokens_per_s", "eta_s"} <= set(progress[0])
         steps = [e["step"] for e in progress]
@@ -145,6 +145,7 @@ class TestTrainCommand:
         assert events[-2]["perplexity"] > 1
         done = events[-1]
         assert done["metrics"]["validation_loss"] == events[-2]["loss"]
+        assert done["epsilon_spent"] is None and done["steps"] == progress[-1]["step"]
         assert done["tokens_trained"] > 0 and done["tokens_trained"] % 2 == 0  # record tokens x 2 epochs
         out = tmp_path / "out"
         assert sorted(p.name for p in out.iterdir()) == [
@@ -152,6 +153,7 @@ class TestTrainCommand:
             "generation_config.json",
             "model.safetensors",
             "tokenizer.json",
+            "tokenizer_config.json",
         ]
         model = GPT2LMHeadModel.from_pretrained(out)
         assert model.config.vocab_size == 30522 and model.config.n_layer == 2
@@ -183,7 +185,7 @@ class TestDeterminism:
             events.append,
         )
         losses = [e["loss"] for e in events if e["event"] == "progress"]
-        return losses, [e for e in events if e["event"] == "validation"]
+        return losses, [e for e in events if e["event"] == "metrics"]
 
     def test_same_seed_gives_the_same_loss_curve_and_a_new_seed_another(self, tmp_path: Path) -> None:
         first, first_validation = self.train_once(tmp_path, seed=3)

@@ -1,0 +1,381 @@
+"""Training API: templates, base models, jobs, metrics, artifacts and receipts."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from typing import IO, Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api.views import SealroomApi, SealroomListApi, request_user
+from common.audit import audit_record
+from common.models import Role, Scope
+from common.permissions import acting_organisation, acting_organisation_required
+from training import selectors, services
+from training.artifacts import artifact_stream
+from training.exceptions import Conflict, Invalid, NotFound, NotPermitted, TooLarge
+from training.job_templates import template_list
+from training.models import BaseModel, JobState, TrainingJob
+
+
+class BaseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    task = serializers.CharField()
+    architecture = serializers.CharField()
+    parameters = serializers.IntegerField()
+    file_hash = serializers.CharField()
+    state = serializers.CharField()
+    failure_reason = serializers.CharField()
+    description = serializers.CharField()
+    size = serializers.IntegerField()
+    files = serializers.JSONField()
+    owner_id = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    validated_at = serializers.DateTimeField(allow_null=True)
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    template = serializers.CharField()
+    base = serializers.SerializerMethodField()
+    grant_id = serializers.IntegerField()
+    dataset_version_id = serializers.IntegerField(source="grant.version_id")
+    purpose = serializers.CharField()
+    request = serializers.JSONField()
+    dp_enabled = serializers.BooleanField()
+    epsilon_reserved = serializers.DecimalField(max_digits=8, decimal_places=3, allow_null=True)
+    epsilon_spent = serializers.DecimalField(max_digits=10, decimal_places=4, allow_null=True)
+    epochs = serializers.IntegerField()
+    tokens_planned = serializers.IntegerField()
+    tokens_trained = serializers.IntegerField()
+    failure_code = serializers.CharField()
+    failure_reason = serializers.CharField()
+    cancel_requested = serializers.SerializerMethodField()
+    attempts = serializers.IntegerField()
+    progress = serializers.SerializerMethodField()
+    artifact = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_base(self, job: TrainingJob) -> dict[str, Any]:
+        return {"id": job.base_id, "name": job.base.name, "sha256": job.base.file_hash}
+
+    def get_cancel_requested(self, job: TrainingJob) -> bool:
+        return job.cancel_requested_at is not None
+
+    def get_progress(self, job: TrainingJob) -> dict[str, Any]:
+        return {
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "epoch": job.epoch,
+            "loss": job.loss,
+            "tokens_per_s": job.tokens_per_s,
+            "eta_s": job.eta_s,
+            "updated_at": job.progress_at.isoformat() if job.progress_at else None,
+        }
+
+    def get_artifact(self, job: TrainingJob) -> dict[str, Any] | None:
+        if not job.artifact_blob_key:
+            return None
+        return {
+            "downloadable": job.state == JobState.SUCCEEDED and not job.artifact_encrypted,
+            "kept_in_custody": job.artifact_encrypted,
+            "size": job.artifact_size,
+            "files": job.artifact_files,
+        }
+
+
+# --- templates and bases ---------------------------------------------------------------------
+
+
+class TemplateListApi(SealroomApi):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Job templates, their knobs and DP support")
+    def get(self, request: Request) -> Response:
+        return Response({"results": [t.as_dict() for t in template_list()]})
+
+
+class BaseArchiveParser(BaseParser):
+    """A base model archive (zip or tar), spooled to a temporary file up to the base size limit."""
+
+    media_type = "*/*"
+
+    def parse(  # type: ignore[override]
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> IO[bytes]:
+        limit = settings.TRAINING_BASE_MAX_BYTES
+        spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 - returned open
+        size = 0
+        while stream is not None and (chunk := stream.read(1 << 20)):
+            size += len(chunk)
+            if size > limit:
+                spool.close()
+                raise TooLarge(
+                    f"A base model archive may be at most {limit:,} bytes.", code="training.base_too_large"
+                )
+            spool.write(chunk)
+        spool.seek(0)
+        return spool
+
+
+class BaseListUploadApi(SealroomListApi):
+    required_scopes = {"GET": Scope.READ, "POST": Scope.TRAIN}
+    required_roles = {"POST": Role.MEMBER}
+    serializer_class = BaseSerializer
+    problem_statuses = (409, 413, 415)
+
+    def get_parsers(self) -> list[BaseParser]:
+        if self.request is not None and self.request.method == "POST":
+            return [BaseArchiveParser()]
+        return super().get_parsers()
+
+    def get_queryset(self) -> QuerySet[BaseModel]:
+        return selectors.base_list_for_org(organisation=acting_organisation(self.request))
+
+    @extend_schema(summary="Built-in base models and your organisation's uploads")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request={"application/octet-stream": {"type": "string", "format": "binary"}},
+        parameters=[OpenApiParameter("name", str, required=True, description="A name for the base model")],
+        responses={202: BaseSerializer},
+        summary="Upload a Hugging Face model directory (.zip or .tar.gz); it is validated in the sandbox",
+    )
+    def post(self, request: Request) -> Response:
+        organisation = acting_organisation_required(request)
+        if not organisation.is_trainer:
+            raise NotPermitted(
+                f"{organisation.name} is not a trainer organisation.", code="training.not_trainer"
+            )
+        name = (request.query_params.get("name") or "").strip()
+        if not name or len(name) > 120 or not name.isprintable():
+            raise Invalid(
+                "Name the base model (?name=, 1 to 120 printable characters).",
+                code="training.base_name_invalid",
+                errors=[
+                    {
+                        "pointer": "/name",
+                        "code": "invalid",
+                        "detail": "Give ?name= (1 to 120 printable characters).",
+                    }
+                ],
+            )
+        data: Any = request.data
+        if not hasattr(data, "read"):
+            raise Invalid("Send the archive as the request body.", code="training.base_invalid")
+        try:
+            size = data.seek(0, 2)
+            data.seek(0)
+            base = services.base_upload(
+                actor=request_user(request), organisation=organisation, name=name, data=data, size=size
+            )
+        finally:
+            data.close()
+        return Response(BaseSerializer(base).data, status=202)
+
+
+class BaseDetailApi(SealroomApi):
+    @extend_schema(responses=BaseSerializer, summary="A base model and its validation")
+    def get(self, request: Request, base_id: int) -> Response:
+        base = selectors.base_get_for_org(organisation=acting_organisation(request), base_id=base_id)
+        return Response(BaseSerializer(base).data)
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+class DpInputSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(default=True)
+    target_epsilon = serializers.FloatField(required=False)
+    delta = serializers.FloatField(required=False)
+    max_grad_norm = serializers.FloatField(required=False)
+
+
+class JobListSubmitApi(SealroomListApi):
+    required_scopes = {"GET": Scope.READ, "POST": Scope.TRAIN}
+    required_roles = {"POST": Role.MEMBER}
+    serializer_class = JobSerializer
+    problem_statuses = (409,)
+
+    class InputSerializer(serializers.Serializer):
+        grant = serializers.IntegerField(help_text="The license (custody grant) the job runs under")
+        template = serializers.CharField()
+        base = serializers.IntegerField(help_text="A base model id (GET /training/bases)")
+        hyperparameters = serializers.DictField(required=False, default=dict)
+        dp = DpInputSerializer(required=False, allow_null=True)
+        label_field = serializers.CharField(required=False, allow_blank=True, default="")
+        purpose = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def get_queryset(self) -> QuerySet[TrainingJob]:
+        return selectors.job_list_for_org(organisation=acting_organisation_required(self.request))
+
+    @extend_schema(summary="Your organisation's training jobs")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=InputSerializer, responses={202: JobSerializer}, summary="Submit a training job")
+    def post(self, request: Request) -> Response:
+        organisation = acting_organisation_required(request)
+        if not organisation.is_trainer:
+            raise NotPermitted(
+                f"{organisation.name} is not a trainer organisation.", code="training.not_trainer"
+            )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        grant = selectors.grant_get_for_org(organisation=organisation, grant_id=v["grant"])
+        try:
+            base = selectors.base_get_for_org(organisation=organisation, base_id=v["base"])
+        except NotFound as exc:
+            raise Invalid(
+                "No such base model.",
+                code="training.base_not_found",
+                errors=[{"pointer": "/base", "code": "not_found", "detail": "No such base model."}],
+            ) from exc
+        job = services.job_submit(
+            actor=request_user(request),
+            organisation=organisation,
+            grant=grant,
+            request=services.JobRequest(
+                template=v["template"],
+                base=base,
+                hyperparameters=v["hyperparameters"],
+                dp=dict(v["dp"]) if v.get("dp") else None,
+                label_field=v["label_field"],
+                purpose=v["purpose"],
+            ),
+        )
+        return Response(JobSerializer(job).data, status=202)
+
+
+def _job(request: Request, job_id: int) -> TrainingJob:
+    return selectors.job_get_for_org(organisation=acting_organisation_required(request), job_id=job_id)
+
+
+class JobDetailApi(SealroomApi):
+    class OutputSerializer(JobSerializer):
+        events = serializers.SerializerMethodField()
+
+        def get_events(self, job: TrainingJob) -> list[dict[str, Any]]:
+            return [
+                {"kind": e.kind, "detail": e.detail, "attempt": e.attempt, "at": e.created_at.isoformat()}
+                for e in job.events.all()
+            ]
+
+    @extend_schema(responses=OutputSerializer, summary="A job: state, progress, failure reason, events")
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(self.OutputSerializer(_job(request, job_id)).data)
+
+
+class JobCancelApi(SealroomApi):
+    required_scopes = {"POST": Scope.TRAIN}
+    required_roles = {"POST": Role.MEMBER}
+    problem_statuses = (409,)
+
+    @extend_schema(request=None, responses={200: JobSerializer}, summary="Cancel a job (queued: at once)")
+    def post(self, request: Request, job_id: int) -> Response:
+        job = services.job_cancel(actor=request_user(request), job=_job(request, job_id))
+        return Response(JobSerializer(job).data)
+
+
+class JobMetricsApi(SealroomApi):
+    class OutputSerializer(serializers.Serializer):
+        job = serializers.IntegerField(source="pk")
+        state = serializers.CharField()
+        metrics = serializers.JSONField()
+        loss_curve = serializers.JSONField()
+        gate = serializers.JSONField()
+
+    @extend_schema(
+        responses=OutputSerializer, summary="Validation metrics, the loss curve and the release gate"
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(self.OutputSerializer(_job(request, job_id)).data)
+
+
+def _finished(job: TrainingJob) -> None:
+    if job.state != JobState.SUCCEEDED:
+        raise Conflict(
+            f"Job {job.pk} is {job.state}: nothing was released.", code="training.artifact_not_ready"
+        )
+
+
+class JobArtifactApi(SealroomApi):
+    problem_statuses = (409,)
+
+    @extend_schema(
+        responses={(200, "application/gzip"): {"type": "string", "format": "binary"}},
+        summary="Download the trained model (tar.gz), where the license lets weights leave custody",
+    )
+    def get(self, request: Request, job_id: int) -> FileResponse:
+        job = _job(request, job_id)
+        _finished(job)
+        if job.artifact_encrypted:
+            raise Conflict(
+                "This license keeps the trained weights in custody: they cannot be downloaded.",
+                code="training.weights_in_custody",
+            )
+        audit_record(
+            action="training.artifact_download",
+            actor=request_user(request),
+            organisation=job.organisation,
+            object_type="training_job",
+            object_id=job.pk,
+            details={"size": job.artifact_size},
+        )
+        response = FileResponse(
+            artifact_stream(job),
+            content_type="application/gzip",
+            as_attachment=True,
+            filename=f"job-{job.pk}.tar.gz",
+        )
+        return response
+
+
+class JobReceiptApi(SealroomApi):
+    problem_statuses = (409,)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="The job's signed receipt")
+    def get(self, request: Request, job_id: int) -> Response:
+        job = _job(request, job_id)
+        _finished(job)
+        response = Response(job.receipt)
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-receipt.json"'
+        return response
+
+
+class LicenseListApi(SealroomApi):
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT}, summary="The licenses your organisation may train under"
+    )
+    def get(self, request: Request) -> Response:
+        grants = selectors.grant_list_for_org(organisation=acting_organisation_required(request))
+        return Response(
+            {
+                "results": [
+                    {
+                        "id": g.pk,
+                        "dataset": g.version.dataset.name,
+                        "version": g.version_id,
+                        "state": g.state,
+                        "terms": g.terms,
+                        "jobs_reserved": g.jobs_reserved,
+                        "expires_at": g.expires_at.isoformat() if g.expires_at else None,
+                    }
+                    for g in grants
+                ]
+            }
+        )

@@ -1,0 +1,79 @@
+"""The vetted job templates a trainer chooses from: what each trains, its knobs and their bounds.
+
+No trainer code runs near the data: a job is one of these templates with
+hyperparameters inside the bounds below (the runner's spec validation,
+``training.runner.spec``, is the final word and runs at submit too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from training.models import TEMPLATE_TASK, BaseTask, JobTemplate
+from training.runner.spec import DP_TEMPLATES
+
+_COMMON: dict[str, dict[str, Any]] = {
+    "learning_rate": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 5e-4},
+    "epochs": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 8},
+    "max_seq_len": {"type": "integer", "minimum": 8, "maximum": 1024, "default": 128},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0},
+    "precision": {"type": "string", "enum": ["fp32", "bf16", "fp16"], "default": "fp32"},
+    "validation_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5, "default": 0.1},
+    "max_steps": {"type": ["integer", "null"], "minimum": 1, "default": None},
+    "log_every": {"type": "integer", "minimum": 1, "default": 10},
+}
+_LORA: dict[str, dict[str, Any]] = {
+    "lora_r": {"type": "integer", "minimum": 1, "maximum": 256, "default": 8},
+    "lora_alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024, "default": 16},
+    "lora_dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5, "default": 0.0},
+}
+
+DP_SCHEMA: dict[str, Any] = {
+    "enabled": {"type": "boolean", "default": False},
+    "target_epsilon": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+    "delta": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.01, "default": 1e-5},
+    "max_grad_norm": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    label: str
+    task: str
+    supports_dp: bool
+    hyperparameters: dict[str, dict[str, Any]]
+    needs_label_field: bool
+
+    def defaults(self) -> dict[str, Any]:
+        return {k: v["default"] for k, v in self.hyperparameters.items() if v.get("default") is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "task": self.task,
+            "supports_dp": self.supports_dp,
+            "needs_label_field": self.needs_label_field,
+            "hyperparameters": self.hyperparameters,
+            "dp": DP_SCHEMA if self.supports_dp else None,
+        }
+
+
+TEMPLATES: dict[str, TemplateInfo] = {
+    t.value: TemplateInfo(
+        name=t.value,
+        label=str(t.label),
+        task=str(TEMPLATE_TASK[t]),
+        supports_dp=t.value in DP_TEMPLATES,
+        hyperparameters={**_COMMON, **(_LORA if t == JobTemplate.CAUSAL_LM_LORA else {})},
+        needs_label_field=TEMPLATE_TASK[t] == BaseTask.CLASSIFICATION,
+    )
+    for t in JobTemplate
+}
+
+
+def template_list() -> list[TemplateInfo]:
+    return list(TEMPLATES.values())

@@ -1,0 +1,554 @@
+"""The launcher: runs one attempt of a training job on a training worker.
+
+claim (``common.work``) -> re-check the license (``grant_job_reserve``) -> open the
+custody stream once -> map records to runner input, mix in secret canaries ->
+``run_runner("train")`` in the sandbox, records piped, progress saved (throttled)
+-> ``output_check`` -> ``run_runner("gate")`` with the license's threshold ->
+store the artifact (as a download, or encrypted in custody) and sign a receipt ->
+usage and privacy budget -> succeeded. Plaintext records exist only in this
+process's memory and the sandbox's pipe; the private working directory holds the
+spec, the canaries and the output, and is removed afterwards, also on failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import secrets
+import shutil
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from common.blobs import blob_store
+from common.models import WorkItem
+from common.work import work_handler
+from custody import services as custody
+from custody.exceptions import Conflict as CustodyConflict
+from custody.models import DatasetVersion, Grant, GrantState, UsageKind
+from training import sandbox
+from training.models import (
+    BaseKind,
+    BaseTask,
+    JobState,
+    TrainingJob,
+)
+from training.receipts import receipt_body, receipt_sign
+from training.runner.canaries import canaries_generate, canary_records
+from training.services.bases import base_unpack
+from training.services.jobs import WORK_KIND, job_event, job_finish
+
+logger = logging.getLogger(__name__)
+
+EXIT_REASONS = {
+    2: ("training.spec_rejected", "The runner refused the job's spec"),
+    3: ("training.input_rejected", "The runner could not use the input"),
+    4: ("training.gate_failed", "The release gate refused the trained model"),
+}
+
+
+class LaunchFailure(Exception):
+    """An attempt failed for a reason the trainer can act on; retrying cannot help.
+
+    The message is shown to the trainer: it must never quote a record.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LaunchCancelled(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- the working directory ------------------------------------------------------------------
+
+
+def work_root() -> Path:
+    root = Path(settings.TRAINING_WORK_DIR)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return root
+
+
+def workdirs_of(job_id: int) -> list[Path]:
+    """Working directories left for a job (a dead worker's attempt leaves one)."""
+    return sorted(work_root().glob(f"job-{job_id}-*"))
+
+
+@contextmanager
+def private_workdir(job: TrainingJob) -> Iterator[Path]:
+    """A fresh 0700 directory for this attempt, removed afterwards (and any earlier attempt's)."""
+    for stale in workdirs_of(job.pk):
+        shutil.rmtree(stale, ignore_errors=True)
+    path = work_root() / f"job-{job.pk}-a{job.attempts}-{secrets.token_hex(4)}"
+    path.mkdir(mode=0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    records: list[dict[str, Any]]
+    probes: list[dict[str, Any]]
+    labels: list[str] = field(default_factory=list)
+
+
+def record_text(value: Any) -> str:
+    """A custody record's text: its text fields (a mapping, in upload order) joined by newlines."""
+    if isinstance(value, dict):
+        return "\n".join(str(v) for v in value.values() if v)
+    return str(value)
+
+
+def _inputs(job: TrainingJob) -> Inputs:
+    """Read the job's stream once (one audited open per attempt) and map it to runner records."""
+    stream = custody.grant_stream_open(grant=job.grant, consumer_ref=job.consumer_ref, purpose="license")
+    classification = job.base.task == BaseTask.CLASSIFICATION
+    label_field = str(job.request.get("label_field") or "")
+    records: list[dict[str, Any]] = []
+    unlabelled = 0
+    for batch in stream:
+        for record in batch:
+            text = record_text(record["text"])
+            if not classification:
+                records.append({"text": text})
+                continue
+            label = (record.get("meta") or {}).get(label_field)
+            if label is None or label == "":
+                unlabelled += 1
+                continue
+            records.append({"text": text, "label": str(label)})
+    if unlabelled:
+        raise LaunchFailure(
+            "training.labels_missing",
+            f"{unlabelled} record(s) have no value in the metadata field {label_field!r}; "
+            "choose the field that labels every record.",
+        )
+    labels = sorted({r["label"] for r in records}) if classification else []
+    if classification and len(labels) < 2:
+        raise LaunchFailure(
+            "training.labels_missing",
+            f"The metadata field {label_field!r} holds {len(labels)} distinct label(s); "
+            "classification needs at least 2.",
+        )
+    rng = random.Random(secrets.randbits(64))
+    probes = [
+        {"text": r["text"]} for r in rng.sample(records, min(len(records), settings.TRAINING_GATE_PROBES))
+    ]
+    return Inputs(records=records, probes=probes, labels=labels)
+
+
+def _mix_canaries(inputs: Inputs, workdir: Path, causal: bool) -> None:
+    """Write the canaries document and mix each secret into the training records (causal templates)."""
+    doc = canaries_generate(count=settings.TRAINING_CANARIES, candidates=settings.TRAINING_CANARY_CANDIDATES)
+    (workdir / "canaries.json").write_text(json.dumps(doc))
+    if not causal:
+        return
+    rng = random.Random(secrets.randbits(64))
+    for record in canary_records(doc, repeats=settings.TRAINING_CANARY_REPEATS):
+        inputs.records.insert(rng.randint(0, len(inputs.records)), record)
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Saves the runner's events on the job: progress throttled, the first one marks training begun."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job = job
+        self.last_write = 0.0
+        self.last_cancel_check = 0.0
+        self.curve: list[list[float]] = list(job.loss_curve or [])
+        self.error: dict[str, Any] | None = None
+        self.done: dict[str, Any] | None = None
+        self.gate: dict[str, Any] | None = None
+        self.cancel_reason = ""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self._progress(event)
+        elif kind == "metrics":
+            self._began()
+            split = str(event.get("split", "validation"))
+            self.job.metrics.setdefault(split, []).append(
+                {k: v for k, v in event.items() if k not in ("event", "split") and _plain(v)}
+            )
+            self._save(force=True)
+        elif kind == "privacy":
+            self.job.metrics["privacy"] = {k: v for k, v in event.items() if k != "event" and _plain(v)}
+        elif kind == "done":
+            self._began()
+            self.done = event
+        elif kind == "gate":
+            self.gate = event
+        elif kind == "error":
+            self.error = event
+
+    def _began(self) -> None:
+        if self.job.training_started_at is not None:
+            return
+        with transaction.atomic():
+            self.job.training_started_at = timezone.now()
+            self.job.save(update_fields=["training_started_at"])
+            custody.usage_record(
+                grant=self.job.grant,
+                consumer_ref=self.job.consumer_ref,
+                kind=UsageKind.JOB_STARTED,
+                quantity=1,
+            )
+            job_event(self.job, "training", "Training began.")
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        self._began()
+        job = self.job
+        job.step = int(event.get("step") or 0)
+        job.total_steps = _int_or_none(event.get("total_steps"))
+        job.epoch = float(event.get("epoch") or 0)
+        job.loss = _float_or_none(event.get("loss"))
+        job.tokens_per_s = _float_or_none(event.get("tokens_per_s"))
+        job.eta_s = _float_or_none(event.get("eta_s"))
+        if job.loss is not None:
+            self.curve.append([job.step, round(job.loss, 5)])
+            self.curve = thin(self.curve, settings.TRAINING_LOSS_CURVE_POINTS)
+        self._save()
+
+    def _save(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_write < settings.TRAINING_PROGRESS_WRITE_SECONDS:
+            return
+        self.last_write = now
+        job = self.job
+        job.loss_curve = self.curve
+        job.progress_at = timezone.now()
+        job.updated_at = job.progress_at
+        job.save(
+            update_fields=[
+                "step",
+                "total_steps",
+                "epoch",
+                "loss",
+                "tokens_per_s",
+                "eta_s",
+                "loss_curve",
+                "metrics",
+                "progress_at",
+                "updated_at",
+            ]
+        )
+
+    def flush(self) -> None:
+        self._save(force=True)
+
+    def should_cancel(self, *, force: bool = False) -> bool:
+        """Polled by the sandbox: a cancel request, or a license revoked or expired meanwhile."""
+        now = time.monotonic()
+        if not force and now - self.last_cancel_check < settings.TRAINING_CANCEL_POLL_SECONDS:
+            return bool(self.cancel_reason)
+        self.last_cancel_check = now
+        row = TrainingJob.objects.filter(pk=self.job.pk).values("cancel_requested_at").first()
+        if row is None or row["cancel_requested_at"] is not None:
+            self.cancel_reason = "Cancelled on request."
+        else:
+            grant = Grant.objects.filter(pk=self.job.grant_id).values("state", "expires_at").first()
+            if grant is None or grant["state"] == GrantState.REVOKED:
+                self.cancel_reason = "Stopped: the license was revoked."
+            elif grant["expires_at"] is not None and grant["expires_at"] <= timezone.now():
+                self.cancel_reason = "Stopped: the license expired."
+        return bool(self.cancel_reason)
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value else None  # NaN stays out of the database
+
+
+def thin(points: list[list[float]], limit: int) -> list[list[float]]:
+    """Keep a curve under ``limit`` points: drop every other point but the last when it overflows."""
+    if len(points) <= limit:
+        return points
+    return [*points[:-1:2], points[-1]]
+
+
+# --- the attempt ------------------------------------------------------------------------------
+
+
+def _limits() -> sandbox.Limits:
+    return sandbox.Limits(
+        memory_bytes=settings.TRAINING_MEMORY_BYTES,
+        wall_seconds=float(settings.TRAINING_WALL_SECONDS),
+        gpu_index=settings.TRAINING_GPU_INDEX,
+    )
+
+
+def _failure(result: sandbox.RunResult, recorder: Recorder, what: str) -> LaunchFailure:
+    code, title = EXIT_REASONS.get(result.exit_code, ("training.runner_failed", f"The {what} failed"))
+    if recorder.error is not None:
+        detail = f"{recorder.error.get('field', '')}: {recorder.error.get('detail', '')}".strip(": ")
+        return LaunchFailure(code, f"{title}: {detail}"[:1000])
+    return LaunchFailure(code, f"{title}: {result.reason or f'exit code {result.exit_code}'}"[:1000])
+
+
+def _train(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -> None:
+    result = sandbox.run_runner(
+        ["train", "--spec", "spec.json", "--out", "out"],
+        workdir=workdir,
+        limits=_limits(),
+        stdin_records=inputs.records,
+        on_event=recorder,
+        should_cancel=recorder.should_cancel,
+    )
+    recorder.flush()
+    if recorder.cancel_reason and result.exit_code != 0:
+        raise LaunchCancelled(recorder.cancel_reason)
+    if result.exit_code != 0 or recorder.done is None:
+        raise _failure(result, recorder, "training")
+    problems = sandbox.output_check(workdir / "out", max_bytes=settings.TRAINING_OUTPUT_MAX_BYTES)
+    if problems:
+        raise LaunchFailure(
+            "training.output_rejected", "The trained output failed its checks: " + "; ".join(problems)
+        )
+
+
+def _gate(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -> dict[str, Any]:
+    result = sandbox.run_runner(
+        ["gate", "--model", "out", "--spec", "spec.json", "--canaries", "canaries.json", "--probes", "-"],
+        workdir=workdir,
+        limits=_limits(),
+        stdin_records=inputs.probes,
+        on_event=recorder,
+        should_cancel=recorder.should_cancel,
+    )
+    gate = {
+        k: v for k, v in (recorder.gate or {}).items() if k != "event" and (_plain(v) or k == "exposures")
+    }
+    job.gate = gate
+    job.save(update_fields=["gate"])
+    if recorder.cancel_reason and result.exit_code != 0:
+        raise LaunchCancelled(recorder.cancel_reason)
+    if result.exit_code == 4 and recorder.gate is not None:
+        raise LaunchFailure(
+            "training.gate_failed",
+            f"The release gate withheld the model: canary exposure {gate.get('exposure', 0):.2f} "
+            f"(limit {gate.get('max_exposure')}), {gate.get('verbatim', 0)} verbatim continuation(s) "
+            f"(limit {gate.get('max_verbatim', 0)}). Train for fewer epochs, use a lower learning rate, "
+            "or enable DP.",
+        )
+    if result.exit_code != 0 or recorder.gate is None:
+        raise _failure(result, recorder, "release gate")
+    return gate
+
+
+def _artifact_archive(out_dir: Path) -> tuple[bytes, list[dict[str, Any]]]:
+    """A tar.gz of the output directory's files, and each file's name, size and sha256."""
+    files = []
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(out_dir.iterdir()):
+            data = path.read_bytes()
+            files.append({"name": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            info = tarfile.TarInfo(name=f"model/{path.name}")
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue(), files
+
+
+def artifact_blob_key(job: TrainingJob) -> str:
+    return f"training/artifacts/job-{job.pk}.tar.gz"
+
+
+def _release(job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion) -> None:
+    archive, files = _artifact_archive(workdir / "out")
+    may_leave = bool(job.grant.terms.get("weights_may_leave"))
+    if may_leave:
+        key = artifact_blob_key(job)
+        blob_store().put(key, io.BytesIO(archive))
+    else:
+        key = custody.artifact_seal(version=version, name=f"training-job-{job.pk}", data=archive)
+    done = recorder.done or {}
+    epsilon = done.get("epsilon_spent")
+    with transaction.atomic():
+        job.artifact_blob_key = key
+        job.artifact_encrypted = not may_leave
+        job.artifact_files = files
+        job.artifact_size = len(archive)
+        job.epsilon_spent = (
+            Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
+        )
+        job.tokens_trained = int(version.tokens) * job.epochs
+        final = done.get("metrics")
+        if isinstance(final, dict):
+            job.metrics["final"] = {k: v for k, v in final.items() if _plain(v)}
+        job.receipt = receipt_sign(receipt_body(job, version=version))
+        job.save(
+            update_fields=[
+                "artifact_blob_key",
+                "artifact_encrypted",
+                "artifact_files",
+                "artifact_size",
+                "epsilon_spent",
+                "tokens_trained",
+                "metrics",
+                "receipt",
+            ]
+        )
+        custody.usage_record(
+            grant=job.grant,
+            consumer_ref=job.consumer_ref,
+            kind=UsageKind.TOKENS_TRAINED,
+            quantity=job.tokens_trained,
+        )
+        job_finish(
+            job_id=job.pk, state=JobState.SUCCEEDED, detail=f"{job.tokens_trained:,} platform tokens trained."
+        )
+
+
+def _attempt(job: TrainingJob, workdir: Path) -> None:
+    version = DatasetVersion.objects.get(pk=job.grant.version_id)
+    recorder = Recorder(job)
+    inputs = _inputs(job)
+    spec = dict(job.spec)
+    if job.base.task == BaseTask.CLASSIFICATION:
+        spec["labels"] = inputs.labels
+    if job.base.kind == BaseKind.UPLOADED:
+        base_unpack(base=job.base, into=workdir / "base")
+    job.spec = spec
+    job.save(update_fields=["spec"])
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    _mix_canaries(inputs, workdir, causal=job.base.task == BaseTask.CAUSAL_LM)
+    _train(job, workdir, inputs, recorder)
+    inputs.records.clear()
+    _cancel_point(recorder)
+    _job_state(job, JobState.RELEASING, "Checking the trained model (release gate).")
+    _gate(job, workdir, inputs, recorder)
+    _cancel_point(recorder)
+    _release(job, workdir, recorder, version)
+
+
+def _cancel_point(recorder: Recorder) -> None:
+    if recorder.should_cancel(force=True):
+        raise LaunchCancelled(recorder.cancel_reason)
+
+
+# --- the work item -------------------------------------------------------------------------------
+
+
+def _job_state(job: TrainingJob, state: JobState, detail: str) -> None:
+    with transaction.atomic():
+        updated = TrainingJob.objects.filter(
+            pk=job.pk, state__in=[JobState.QUEUED, JobState.RUNNING, JobState.RELEASING]
+        ).update(state=state, updated_at=timezone.now())
+        if not updated:
+            raise LaunchCancelled("The job already ended.")
+        job.state = state
+        job_event(job, str(state), detail)
+
+
+def _job_begin(job_id: int) -> TrainingJob | None:
+    """Count an attempt and mark the job running; None when there is nothing to run."""
+    with transaction.atomic():
+        job = (
+            TrainingJob.objects.select_for_update()
+            .select_related("grant", "base", "organisation")
+            .get(pk=job_id)
+        )
+        if job.is_final:
+            return None
+        if job.cancel_requested_at is not None:
+            job_finish(job_id=job.pk, state=JobState.CANCELLED, reason="Cancelled on request.")
+            return None
+        first = job.attempts == 0
+        job.attempts += 1
+        job.state = JobState.RUNNING
+        job.started_at = job.started_at or timezone.now()
+        job.updated_at = timezone.now()
+        job.step, job.epoch, job.loss, job.tokens_per_s, job.eta_s = 0, 0.0, None, None, None
+        job.loss_curve, job.gate = [], {}
+        job.metrics = {}
+        job.save()
+        if first:
+            job_event(job, "started", "A training worker took the job.", notify=True)
+        else:
+            job_event(
+                job, "restarted", f"Attempt {job.attempts}: the previous worker stopped; starting again."
+            )
+    return job
+
+
+def job_run(*, job_id: int, final_attempt: bool) -> None:
+    """Run one attempt of a job; failures the trainer can act on end the job, others retry."""
+    job = _job_begin(job_id)
+    if job is None:
+        return
+    try:
+        try:
+            custody.grant_job_reserve(grant=job.grant, consumer_ref=job.consumer_ref)
+        except CustodyConflict as exc:
+            raise LaunchFailure(
+                "training.license_unusable", f"The license can no longer be used: {exc.detail}"
+            ) from exc
+        with private_workdir(job) as workdir:
+            _attempt(job, workdir)
+    except LaunchFailure as failure:
+        job_finish(job_id=job.pk, state=JobState.FAILED, code=failure.code, reason=failure.reason)
+    except LaunchCancelled as cancelled:
+        job_finish(job_id=job.pk, state=JobState.CANCELLED, reason=cancelled.reason)
+    except sandbox.SandboxUnavailable:
+        logger.exception("training job %s: no sandbox on this worker", job.pk)
+        if final_attempt:
+            job_finish(
+                job_id=job.pk,
+                state=JobState.FAILED,
+                code="training.sandbox_unavailable",
+                reason="No training worker could start a sandbox for this job. The operators were told; "
+                "submit it again later.",
+            )
+        raise
+    except Exception:
+        if final_attempt:
+            job_finish(
+                job_id=job.pk,
+                state=JobState.FAILED,
+                code="training.internal_error",
+                reason=f"The job stopped on an internal error after {job.attempts} attempt(s). "
+                "Submit it again; the operators can see what happened.",
+            )
+        raise
+
+
+@work_handler(WORK_KIND)
+def _job_handler(item: WorkItem) -> None:
+    job_run(job_id=int(item.ref), final_attempt=item.attempts >= item.max_attempts)

@@ -1,0 +1,201 @@
+"""Base models, training jobs and their events.
+
+A job's state lives here; the Celery message that runs it is only a doorbell
+(a ``common.work`` item of kind ``training.job`` whose ref is the job id).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from common.models import Organisation, User
+from custody.models import Grant
+
+
+class JobTemplate(models.TextChoices):
+    CAUSAL_LM = "causal_lm", "Causal language model (full fine-tune)"
+    CAUSAL_LM_LORA = "causal_lm_lora", "Causal language model (LoRA adapters)"
+    SEQ_CLASSIFICATION = "seq_classification", "Sequence classification"
+
+
+class BaseTask(models.TextChoices):
+    CAUSAL_LM = "causal_lm", "Causal language model"
+    CLASSIFICATION = "classification", "Classification encoder"
+
+
+# Which base task each template trains.
+TEMPLATE_TASK = {
+    JobTemplate.CAUSAL_LM: BaseTask.CAUSAL_LM,
+    JobTemplate.CAUSAL_LM_LORA: BaseTask.CAUSAL_LM,
+    JobTemplate.SEQ_CLASSIFICATION: BaseTask.CLASSIFICATION,
+}
+
+
+class BaseKind(models.TextChoices):
+    BUILTIN = "builtin", "Built in"
+    UPLOADED = "uploaded", "Uploaded"
+
+
+class BaseState(models.TextChoices):
+    PENDING = "pending", "Validating"
+    VALIDATED = "validated", "Validated"
+    REJECTED = "rejected", "Rejected"
+
+
+class BaseModel(models.Model):
+    """A base model a job fine-tunes: built into the platform, or uploaded by a trainer."""
+
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=16, choices=BaseKind.choices)
+    task = models.CharField(max_length=32, choices=BaseTask.choices)
+    # Uploaded bases belong to the organisation that uploaded them; built-ins to nobody.
+    owner = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="base_models"
+    )
+    uploaded_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    architecture = models.CharField(max_length=120, blank=True)
+    parameters = models.PositiveBigIntegerField(default=0)
+    # sha256 over the files (name and hash of each), or of the built-in's definition.
+    file_hash = models.CharField(max_length=64, blank=True)
+    files = models.JSONField(default=list, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    blob_key = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, choices=BaseState.choices, default=BaseState.PENDING)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    validated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(owner__isnull=True), name="base_builtin_name_unique"
+            ),
+            models.UniqueConstraint(fields=["owner", "name"], name="base_owner_name_unique"),
+            models.CheckConstraint(
+                condition=Q(kind="builtin", owner__isnull=True) | Q(kind="uploaded", owner__isnull=False),
+                name="base_owner_matches_kind",
+            ),
+        ]
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    RELEASING = "releasing", "Releasing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.RELEASING)
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class BudgetHold(models.TextChoices):
+    NONE = "", "None"
+    RESERVED = "reserved", "Reserved"
+    COMMITTED = "committed", "Committed"
+    RELEASED = "released", "Released"
+
+
+class TrainingJob(models.Model):
+    """One fine-tune of a base model on a licensed dataset version."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="training_jobs")
+    submitted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="training_jobs")
+    template = models.CharField(max_length=32, choices=JobTemplate.choices)
+    base = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    purpose = models.CharField(max_length=64, blank=True)
+    # What the trainer asked for (hyperparameters, dp, label field), and the runner spec built from it.
+    request = models.JSONField(default=dict)
+    spec = models.JSONField(default=dict)
+    dp_enabled = models.BooleanField(default=False)
+    epsilon_reserved = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True)
+    epsilon_spent = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    budget = models.CharField(max_length=16, choices=BudgetHold.choices, blank=True, default="")
+    epochs = models.PositiveIntegerField(default=1)
+    # Platform tokens of the version times epochs (what the license counts).
+    tokens_planned = models.PositiveBigIntegerField(default=0)
+    tokens_trained = models.PositiveBigIntegerField(default=0)
+    gate_threshold = models.FloatField(null=True, blank=True)
+
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_reason = models.CharField(max_length=1000, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Set when the first progress event came out of the sandbox: training began.
+    training_started_at = models.DateTimeField(null=True, blank=True)
+
+    step = models.PositiveBigIntegerField(default=0)
+    total_steps = models.PositiveBigIntegerField(null=True, blank=True)
+    epoch = models.FloatField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    eta_s = models.FloatField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    # [[step, loss], ...], thinned to at most TRAINING_LOSS_CURVE_POINTS.
+    loss_curve = models.JSONField(default=list, blank=True)
+    gate = models.JSONField(default=dict, blank=True)
+
+    artifact_blob_key = models.CharField(max_length=255, blank=True)
+    artifact_encrypted = models.BooleanField(default=False)
+    artifact_files = models.JSONField(default=list, blank=True)
+    artifact_size = models.PositiveBigIntegerField(default=0)
+    receipt = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["organisation", "-created_at"], name="job_org_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(epsilon_reserved__isnull=True) | Q(epsilon_reserved__gt=0),
+                name="job_epsilon_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk}"
+
+    @property
+    def consumer_ref(self) -> str:
+        """How custody knows this job (grant jobs, usage, privacy budget)."""
+        return f"training-job-{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def version_id(self) -> int:
+        return int(self.grant.version_id)
+
+
+class JobEvent(models.Model):
+    """A line of a job's history shown to the trainer: never record text."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32)
+    detail = models.CharField(max_length=500, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} (job {self.job_id})"

@@ -1,0 +1,76 @@
+"""Signed job receipts: what was trained on what, under which license, with what came out.
+
+A receipt is a JSON document ``{"receipt": {...}, "algorithm": "Ed25519", "key_id",
+"public_key", "signature"}``; the signature (base64) covers the canonical JSON of
+``receipt`` (sorted keys, no spaces, UTF-8). Anyone holding the platform's public
+key (``/api/v1/audit/keys``) verifies it offline: docs/receipts.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.utils import timezone
+
+from common.signing import PublicKeyRing, signing_key_provider
+from custody.models import DatasetVersion
+from training.models import TrainingJob
+
+RECEIPT_TYPE = "sealroom.training-receipt/v1"
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    """The bytes a receipt's signature covers."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]:
+    spec = {k: v for k, v in job.spec.items() if k != "base"}
+    return {
+        "type": RECEIPT_TYPE,
+        "job": job.pk,
+        "organisation": job.organisation_id,
+        "template": job.template,
+        "spec": spec,
+        "grant": job.grant_id,
+        "dataset_version": version.pk,
+        "merkle_root": version.merkle_root,
+        "base_model": {"name": job.base.name, "kind": job.base.kind, "sha256": job.base.file_hash},
+        "artifact_files": job.artifact_files,
+        "weights_left_custody": not job.artifact_encrypted,
+        "epsilon_spent": float(job.epsilon_spent) if job.epsilon_spent is not None else None,
+        "platform_tokens_trained": job.tokens_trained,
+        "gate": {k: job.gate.get(k) for k in ("passed", "exposure", "verbatim", "max_exposure")},
+        "issued_at": timezone.now().isoformat(),
+    }
+
+
+def receipt_sign(body: dict[str, Any]) -> dict[str, Any]:
+    """Sign a receipt body with the platform's current signing key."""
+    key = signing_key_provider().current()
+    return {
+        "receipt": body,
+        "algorithm": "Ed25519",
+        "key_id": key.key_id,
+        "public_key": key.public_pem(),
+        "signature": key.sign(canonical(body)),
+    }
+
+
+def receipt_problems(document: Any, *, public_keys: dict[str, str]) -> list[str]:
+    """What is wrong with a receipt document, checked against trusted ``public_keys`` (by key id).
+
+    The public key embedded in the document is not trusted: only ``public_keys`` are.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("receipt"), dict):
+        return ["not a receipt document (no 'receipt' object)"]
+    if document.get("algorithm") != "Ed25519":
+        return [f"unknown algorithm {document.get('algorithm')!r}"]
+    key_id = str(document.get("key_id", ""))
+    ring = PublicKeyRing(public_keys)
+    if key_id not in ring:
+        return [f"signing key {key_id!r} is not one of the trusted keys"]
+    if not ring.verifies(key_id, canonical(document["receipt"]), str(document.get("signature", ""))):
+        return ["the signature does not match the receipt: it was altered or signed by another key"]
+    return []

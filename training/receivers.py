@@ -1,0 +1,25 @@
+"""Training's reactions to custody's doorbells (after commit; the launcher re-checks anyway).
+
+A revoked license cancels its queued jobs (running ones stop at the
+launcher's next cancel check, which also sees the revocation); a version taken
+down loses the artifacts kept in custody for its jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.dispatch import receiver
+
+from custody import signals
+from training.services.jobs import artifacts_withheld_destroy, jobs_license_revoked
+
+
+@receiver(signals.grant_revoked, dispatch_uid="training.grant_revoked")
+def _on_grant_revoked(sender: Any, grant_id: int, reason: str, **kwargs: Any) -> None:
+    jobs_license_revoked(grant_id=grant_id, reason=reason)
+
+
+@receiver(signals.version_taken_down, dispatch_uid="training.version_taken_down")
+def _on_version_taken_down(sender: Any, version_id: int, reason: str, **kwargs: Any) -> None:
+    artifacts_withheld_destroy(version_id=version_id, reason=reason)

@@ -1,0 +1,131 @@
+"""Base-model directories: which files an uploaded base may hold, its identity hash, its validation.
+
+Importing this module loads neither torch nor Django: the web side hashes and pre-checks uploads
+with `base_hash` and `base_files_check`; `validate_base` (which loads the model, so imports torch and
+transformers when called) runs only inside the sandbox, as `python -m training.runner validate-base`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+# Exact names, plus *.safetensors. Everything else (pickles: *.bin, *.pt, *.pth, *.pkl, *.ckpt;
+# code: *.py; archives) is refused, so a base can never carry something that executes on load.
+ALLOWED_NAMES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+    }
+)
+REQUIRED_NAMES = ("config.json", "tokenizer.json")
+DEFAULT_MAX_BYTES = 8 * 1024**3
+MAX_FILES = 64
+_CHUNK = 1024 * 1024
+
+
+def base_files_check(directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+    """Problems with the files of a base directory (names, kinds, sizes); empty when acceptable."""
+    directory = Path(directory)
+    if directory.is_symlink() or not directory.is_dir():
+        return ["the base is not a directory"]
+    entries = sorted(directory.iterdir())
+    if len(entries) > MAX_FILES:
+        return [f"more than {MAX_FILES} files"]
+    problems: list[str] = []
+    total = 0
+    for entry in entries:
+        name = entry.name[:100]
+        if entry.is_symlink():
+            problems.append(f"{name}: links are not allowed")
+        elif entry.is_dir():
+            problems.append(f"{name}: subdirectories are not allowed")
+        elif not entry.is_file():
+            problems.append(f"{name}: not a regular file")
+        elif entry.name not in ALLOWED_NAMES and entry.suffix != ".safetensors":
+            problems.append(
+                f"{name}: not an allowed file (config, safetensors weights and tokenizer files only)"
+            )
+        else:
+            total += entry.stat().st_size
+    if total > max_bytes:
+        problems.append(f"the base holds {total} bytes, over the limit of {max_bytes}")
+    names = {entry.name for entry in entries}
+    for required in REQUIRED_NAMES:
+        if required not in names:
+            problems.append(f"{required} is missing")
+    if not any(name.endswith(".safetensors") for name in names):
+        problems.append("no *.safetensors weights")
+    if "config.json" in names and not problems:
+        try:
+            config = json.loads((directory / "config.json").read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return ["config.json is not valid JSON"]
+        if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+            problems.append("config.json has no model_type")
+        elif config.get("auto_map"):
+            problems.append("config.json asks for custom code (auto_map): not allowed")
+    return problems
+
+
+def base_hash(directory: Path) -> str:
+    """sha256 over the sorted file names and contents: a base is identified by the hash of its files.
+
+    Each file contributes its name, a NUL, its size (8 bytes, big-endian) and its bytes, in name
+    order, so renaming, adding or changing any file changes the hash.
+    :raises ValueError: when the directory holds a subdirectory or a link.
+    """
+    digest = hashlib.sha256()
+    for entry in sorted(Path(directory).iterdir(), key=lambda p: p.name.encode()):
+        if entry.is_symlink() or not entry.is_file():
+            raise ValueError(f"{entry.name[:100]}: only regular files can be hashed")
+        digest.update(entry.name.encode() + b"\0" + entry.stat().st_size.to_bytes(8, "big"))
+        with entry.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_base(directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """The `base` event: file rules, then a real load with transformers (safetensors only, offline)."""
+    event: dict[str, Any] = {
+        "event": "base",
+        "ok": False,
+        "architecture": None,
+        "model_type": None,
+        "parameters": None,
+        "causal": False,
+        "sha256": None,
+        "detail": "",
+    }
+    problems = base_files_check(directory, max_bytes=max_bytes)
+    if problems:
+        event["detail"] = "; ".join(problems)[:1000]
+        return event
+    event["sha256"] = base_hash(directory)
+    from training.runner.models import load_pretrained  # torch: only here, inside the sandbox
+
+    try:
+        model, causal = load_pretrained(Path(directory))
+    except Exception as error:  # noqa: BLE001 - untrusted files fail in many ways
+        event["detail"] = f"transformers cannot load it: {type(error).__name__}: {str(error)[:300]}"
+        return event
+    event.update(
+        ok=True,
+        architecture=type(model).__name__,
+        model_type=model.config.model_type,
+        parameters=sum(p.numel() for p in model.parameters()),
+        causal=causal,
+        detail="loaded with safetensors weights",
+    )
+    return event
