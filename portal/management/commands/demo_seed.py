@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, OutputWrapper
 import common.demo
 import custody.demo
 import marketplace.demo
+import marketplace.demo_orders
 import portal.demo
 import training.demo
 
@@ -18,6 +19,7 @@ STEPS: list[tuple[str, Callable[[OutputWrapper], None]]] = [
     ("common", common.demo.seed),
     ("custody", custody.demo.seed),
     ("marketplace", marketplace.demo.seed),
+    ("marketplace orders", marketplace.demo_orders.seed),
     ("training", training.demo.seed),
     ("portal", portal.demo.seed),
 ]

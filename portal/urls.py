@@ -1,0 +1,17 @@
+"""Portal pages, in the ``portal`` namespace (mounted at the site root, before ``common``'s pages).
+
+The dashboard answers ``/`` (so ``common:home``, where sign-in lands, shows it):
+only the portal may read every app.
+"""
+
+from django.urls import URLPattern, path
+
+from portal import pages
+
+app_name = "portal"
+
+urlpatterns: list[URLPattern] = [
+    path("", pages.dashboard_page, name="home"),
+    path("portal/access-log/", pages.access_log_page, name="access_log"),
+    path("portal/access-log/export/", pages.access_log_export, name="access_log_export"),
+]

@@ -1,0 +1,168 @@
+"""The organisation dashboard at "/": custody, listings, orders, earnings, jobs and notices at a glance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import resolve, reverse
+
+from common.notifications import notify_event
+from custody import services as custody
+from custody.models import GrantPurpose
+from marketplace.models import License
+from marketplace.services.orders import order_place
+from marketplace.services.settlement import usage_settle
+from tests.factories import MembershipFactory
+from tests.marketplace.catalog.conftest import sealed_rows  # noqa: F401
+from tests.marketplace.orders.conftest import cora, fund, market  # noqa: F401
+from training.models import BaseModel, TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+HOME = reverse("common:home")
+
+
+def client_for(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def html_of(user: Any) -> str:
+    response = client_for(user).get(HOME)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def buy_and_train(offer: Any, bolt: Any, bob: Any, jobs: int) -> License:
+    license_ = License.objects.select_related("grant").get(
+        order=order_place(buyer=bolt, offer=offer, actor=bob)
+    )
+    base = BaseModel.objects.get(name="gpt2-tiny", owner=None)
+    for n in range(jobs):
+        ref = f"job-{license_.pk}-{n}"
+        custody.grant_job_reserve(grant=license_.grant, consumer_ref=ref)
+        custody.grant_stream_open(grant=license_.grant, consumer_ref=ref, purpose=GrantPurpose.LICENSE)
+        usage = custody.usage_record(grant=license_.grant, consumer_ref=ref, kind="job_started", quantity=1)
+        usage_settle(usage_id=usage.pk)
+        TrainingJob.objects.create(organisation=bolt, grant=license_.grant, template="causal_lm", base=base)
+    return license_
+
+
+class TestLanding:
+    def test_the_dashboard_is_the_signed_in_home_page(self):
+        assert resolve(HOME).view_name == "portal:home"
+
+    def test_signed_out_goes_to_sign_in(self):
+        assert Client().get(HOME).status_code == 302
+
+    def test_the_main_navigation_marks_the_dashboard_current_only_there(self, audrey):
+        current = f'<a href="{HOME}" aria-current="page">Dashboard</a>'
+        assert current in html_of(audrey)
+        console = client_for(audrey).get(reverse("console:home")).content.decode()
+        assert current not in console
+        assert f'<a href="{HOME}">Dashboard</a>' in console
+
+
+class TestProviderDashboard:
+    def test_shows_datasets_by_state_and_the_versions_still_to_seal(self, alice, acme):
+        dataset = custody.dataset_create(actor=alice, organisation=acme, name="Support tickets")
+        version = custody.version_create(actor=alice, dataset=dataset)
+        html = html_of(alice)
+        assert "1 dataset." in html
+        assert 'data-state="uploading">Uploading 1</span>' in html
+        assert f'href="{reverse("custody:version", args=[version.pk])}"' in html
+        assert "Support tickets · version 1" in html
+
+    def test_shows_listings_pending_orders_earnings_and_who_trained(self, alice, bolt, bob, market, fund):  # noqa: F811
+        fund(bolt, 1_000_000)
+        buy_and_train(market("fixed"), bolt, bob, jobs=1)
+        market("fixed", approval=True)
+        pending = market("fixed", approval=True)
+        order_place(buyer=bolt, offer=pending, actor=bob)
+        html = html_of(alice)
+        assert '<span class="tag" data-listings="published">Published 3</span>' in html
+        assert 'data-orders-pending="1"' in html
+        assert "1 order awaits your approval." in html
+        # 50,000 with a 10 % fee, Acme's 75 %: 33,750.
+        assert "<dd data-earned>33750</dd>" in html
+        assert '<dd data-balance="rights_holder_payable-EUR">33750</dd>' in html
+        assert "Bolt Models" in html and "(1 opens)" not in html
+        assert reverse("portal:access_log") in html
+        assert reverse("marketplace:earnings") in html
+
+    def test_a_provider_sees_no_trainer_panels(self, alice):
+        html = html_of(alice)
+        assert "Training jobs" not in html
+        assert reverse("training:jobs") not in html
+
+
+class TestTrainerDashboard:
+    def test_shows_jobs_by_state_licenses_and_orders(self, bolt, bob, market, fund):  # noqa: F811
+        fund(bolt, 1_000_000)
+        license_ = buy_and_train(market("fixed"), bolt, bob, jobs=2)
+        html = html_of(bob)
+        assert 'data-state="queued">Queued 2</span>' in html
+        assert 'data-licenses-active="1"' in html
+        assert '<dd data-balance="organisation_balance-EUR">950000</dd>' in html
+        assert license_.order.ref in html
+        job = TrainingJob.objects.filter(organisation=bolt).first()
+        assert job is not None and f'href="{reverse("training:job", args=[job.pk])}"' in html
+        assert reverse("custody:datasets") not in html
+        assert "Who trained on your data" not in html
+
+    def test_shows_the_unread_notifications(self, bolt, bob):
+        for n in range(3):
+            notify_event(organisation=bolt, kind="job.succeeded", subject=f"Job {n} succeeded", payload={})
+        html = html_of(bob)
+        assert 'data-unread="3"' in html and "3 unread notifications" in html
+
+
+class TestEveryoneElse:
+    def test_staff_without_an_organisation_get_the_plain_dashboard(self, audrey):
+        html = html_of(audrey)
+        assert "not a member of any organisation" in html
+        assert reverse("console:home") in html
+
+    def test_a_member_of_both_kinds_sees_both(self, alice, acme, bolt, bob):
+        acme.is_trainer = True
+        acme.save(update_fields=["is_trainer"])
+        html = html_of(alice)
+        assert "Data in custody" in html and "Training jobs" in html
+
+
+class TestQueryCount:
+    def test_the_dashboard_costs_the_same_queries_with_many_rows(
+        self,
+        alice,
+        acme,
+        bolt,
+        bob,
+        market,  # noqa: F811
+        fund,  # noqa: F811
+        django_assert_max_num_queries,
+    ):
+        # One user in both organisations, acting for each in turn.
+        MembershipFactory(user=alice, organisation=bolt, role="admin")
+        fund(bolt, 10_000_000)
+        buy_and_train(market("fixed"), bolt, bob, jobs=1)
+        client = client_for(alice)
+
+        def count(org: Any) -> int:
+            session = client.session
+            session["org_id"] = org.pk
+            session.save()
+            with django_assert_max_num_queries(40) as captured:
+                assert client.get(HOME).status_code == 200
+            return len(captured.captured_queries)
+
+        few = {org.pk: count(org) for org in (acme, bolt)}
+        for _ in range(6):
+            buy_and_train(market("fixed", max_jobs=10), bolt, bob, jobs=4)
+        for n in range(10):
+            custody.version_create(
+                actor=alice, dataset=custody.dataset_create(actor=alice, organisation=acme, name=f"Set {n}")
+            )
+        assert {org.pk: count(org) for org in (acme, bolt)} == few
