@@ -326,6 +326,15 @@ WORK_LEASE_SECONDS = env_int("SEALROOM_WORK_LEASE_SECONDS", 120)
 WORK_MAX_ATTEMPTS = env_int("SEALROOM_WORK_MAX_ATTEMPTS", 5)
 WORK_REQUEUE_AFTER_SECONDS = env_int("SEALROOM_WORK_REQUEUE_AFTER_SECONDS", 300)
 
+# --- Webhooks ------------------------------------------------------------------------
+WEBHOOK_MAX_ATTEMPTS = env_int("SEALROOM_WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_TIMEOUT_SECONDS = env_int("SEALROOM_WEBHOOK_TIMEOUT_SECONDS", 10)
+WEBHOOK_BACKOFF_SECONDS = env_int("SEALROOM_WEBHOOK_BACKOFF_SECONDS", 30)
+# Private, loopback and link-local receivers are refused unless this is on (dev, tests).
+WEBHOOK_ALLOW_PRIVATE = env_bool("SEALROOM_WEBHOOK_ALLOW_PRIVATE", DEBUG)
+# CA certificates that https webhook receivers' certificates must chain to (default: certifi's bundle).
+WEBHOOK_CA_BUNDLE = env("SEALROOM_WEBHOOK_CA_BUNDLE")
+
 # --- Storage and keys -----------------------------------------------------------
 BLOB_BACKEND = env("SEALROOM_BLOB_BACKEND", "local")
 BLOB_DIR = Path(env("SEALROOM_BLOB_DIR", str(VAR_DIR / "blobs")))
@@ -350,6 +359,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "common.audit_checkpoint_tick",
         "schedule": float(AUDIT_CHECKPOINT_SECONDS),
         "options": {"queue": "default", "expires": float(AUDIT_CHECKPOINT_SECONDS)},
+    },
+    "webhook-retry": {
+        "task": "common.webhook_retry_sweep",
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
+        "options": {"queue": "default", "expires": float(SWEEP_INTERVAL_SECONDS)},
     },
     "quarantine-retention": {
         "task": "custody.quarantine_retention_sweep",
@@ -389,3 +403,53 @@ QUARANTINE_RETENTION_DAYS = env_int("SEALROOM_QUARANTINE_RETENTION_DAYS", 14)
 SYNC_VALIDATE_MAX_BYTES = env_int("SEALROOM_SYNC_VALIDATE_MAX_BYTES", 32 * 1024**2)
 # Seconds a disabled version key waits before it may be destroyed (the crypto-shred's second step).
 SHRED_DELAY_SECONDS = env_int("SEALROOM_SHRED_DELAY_SECONDS", 86400)
+
+# --- Marketplace: money ---------------------------------------------------------------
+# The platform fee in basis points (100 = 1 %), taken inside each settlement's split.
+MARKETPLACE_FEE_BPS = env_int("SEALROOM_MARKETPLACE_FEE_BPS", 1000)
+# The payment gateway class (marketplace/gateway.py); the default is operator-recorded transfers.
+MARKETPLACE_PAYMENT_GATEWAY = env(
+    "SEALROOM_MARKETPLACE_PAYMENT_GATEWAY", "marketplace.gateway.OperatorGateway"
+)
+# Hours a provider has to approve an order before it times out (the slot is freed, the escrow refunded).
+MARKETPLACE_APPROVAL_HOURS = env_int("SEALROOM_MARKETPLACE_APPROVAL_HOURS", 72)
+# Seconds between marketplace sweeps (settle usage, expire licenses, time out approvals).
+MARKETPLACE_SWEEP_SECONDS = env_int("SEALROOM_MARKETPLACE_SWEEP_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["marketplace-sweep"] = {
+    "task": "marketplace.sweep",
+    "schedule": float(MARKETPLACE_SWEEP_SECONDS),
+    "options": {"queue": "default", "expires": float(MARKETPLACE_SWEEP_SECONDS)},
+}
+
+# --- Training -------------------------------------------------------------------------
+# Private working directories of running jobs (spec, canaries, output; never records).
+TRAINING_WORK_DIR = Path(env("SEALROOM_TRAINING_WORK_DIR", str(VAR_DIR / "training-work")))
+# Jobs over these are refused at submit (the runner holds a job's records in memory).
+TRAINING_MAX_RECORDS = env_int("SEALROOM_TRAINING_MAX_RECORDS", 5_000_000)
+TRAINING_MAX_RECORDS_BYTES = env_int("SEALROOM_TRAINING_MAX_RECORDS_BYTES", 2 * 1024**3)
+# Sandbox limits per run (memory via cgroups where delegated; wall time always).
+TRAINING_MEMORY_BYTES = env_int("SEALROOM_TRAINING_MEMORY_BYTES", 16 * 1024**3)
+TRAINING_WALL_SECONDS = env_int("SEALROOM_TRAINING_WALL_SECONDS", 6 * 3600)
+TRAINING_GPU_INDEX: int | None = (
+    env_int("SEALROOM_TRAINING_GPU_INDEX", 0) if env("SEALROOM_TRAINING_GPU_INDEX") else None
+)
+TRAINING_OUTPUT_MAX_BYTES = env_int("SEALROOM_TRAINING_OUTPUT_MAX_BYTES", 8 * 1024**3)
+TRAINING_MAX_ATTEMPTS = env_int("SEALROOM_TRAINING_MAX_ATTEMPTS", 3)
+# Release gate: canary exposure limit when the license names none; secret canaries per job.
+TRAINING_GATE_MAX_EXPOSURE = float(env("SEALROOM_TRAINING_GATE_MAX_EXPOSURE", "10"))
+TRAINING_GATE_PROBES = env_int("SEALROOM_TRAINING_GATE_PROBES", 32)
+TRAINING_CANARIES = env_int("SEALROOM_TRAINING_CANARIES", 4)
+TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 255)
+TRAINING_CANARY_REPEATS = env_int("SEALROOM_TRAINING_CANARY_REPEATS", 1)
+# Progress writes at most this often; the loss curve keeps at most this many points.
+TRAINING_PROGRESS_WRITE_SECONDS = float(env("SEALROOM_TRAINING_PROGRESS_WRITE_SECONDS", "1"))
+TRAINING_CANCEL_POLL_SECONDS = float(env("SEALROOM_TRAINING_CANCEL_POLL_SECONDS", "2"))
+TRAINING_LOSS_CURVE_POINTS = env_int("SEALROOM_TRAINING_LOSS_CURVE_POINTS", 400)
+# Uploaded base models: archive and unpacked size limit, and the validation's wall time.
+TRAINING_BASE_MAX_BYTES = env_int("SEALROOM_TRAINING_BASE_MAX_BYTES", 2 * 1024**3)
+TRAINING_BASE_VALIDATE_SECONDS = env_int("SEALROOM_TRAINING_BASE_VALIDATE_SECONDS", 600)
+CELERY_BEAT_SCHEDULE["training-sweep"] = {
+    "task": "training.sweep_jobs",
+    "schedule": float(SWEEP_INTERVAL_SECONDS),
+    "options": {"queue": "default", "expires": float(SWEEP_INTERVAL_SECONDS)},
+}

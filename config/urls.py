@@ -18,6 +18,9 @@ urlpatterns = [
     path("data/", include("custody.page_urls")),
     path("market/", include("marketplace.page_urls")),
     path("training/", include("training.page_urls")),
+    path("console/", include("portal.console_urls")),
+    # The portal's dashboard answers "/" ahead of common's plain home page.
+    path("", include("portal.urls")),
     path("", include("common.urls")),
 ]
 

@@ -329,6 +329,8 @@ class VersionRejectApi(_VersionActionApi):
 
 
 class ReportApi(SealroomApi):
+    problem_statuses = (409,)
+
     class OutputSerializer(serializers.Serializer):
         counts = serializers.JSONField()
         findings_summary = serializers.JSONField()

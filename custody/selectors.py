@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from common.models import Organisation
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+
+from common.models import AuditEvent, Organisation
 from custody.exceptions import NotFound
-from custody.models import Contribution, Dataset, DatasetVersion, Finding
+from custody.models import (
+    Contribution,
+    Dataset,
+    DatasetVersion,
+    Finding,
+    GrantJob,
+    GrantPurpose,
+    UsageKind,
+    UsageRecord,
+)
 
 
 def dataset_list_for_org(*, organisation: Organisation) -> QuerySet[Dataset]:
@@ -60,3 +73,56 @@ def contribution_get_for_org(*, organisation: Organisation, contribution_id: int
 def finding_list(*, version: DatasetVersion, kind: str | None = None) -> QuerySet[Finding]:
     qs = Finding.objects.filter(version=version).order_by("record_id", "kind")
     return qs.filter(kind=kind) if kind else qs
+
+
+def usage_unsettled_ids(*, grant_ids: QuerySet[Any] | list[int], limit: int = 500) -> list[int]:
+    """Unsettled usage records of these grants, oldest first (marketplace's settlement sweep)."""
+    unsettled = UsageRecord.objects.filter(grant_id__in=grant_ids, settled_at__isnull=True).order_by("pk")
+    return list(unsettled.values_list("pk", flat=True)[:limit])
+
+
+def access_log_for_org(*, organisation: Organisation) -> QuerySet[GrantJob]:
+    """Jobs run under license grants on versions the organisation owns or contributes to, newest first.
+
+    Each row has its grant, licensee and version joined, and two annotations
+    from the usage records: ``tokens_trained`` (platform tokens, or None while
+    unrecorded) and ``started_at`` (when the job started reading, or None).
+    """
+    versions = DatasetVersion.objects.filter(
+        Q(dataset__owner=organisation) | Q(contributors__organisation=organisation)
+    ).values("pk")
+    usage = UsageRecord.objects.filter(grant=OuterRef("grant"), consumer_ref=OuterRef("consumer_ref"))
+    return (
+        GrantJob.objects.filter(grant__purpose=GrantPurpose.LICENSE, grant__version__in=versions)
+        .select_related("grant__licensee", "grant__version__dataset")
+        .annotate(
+            tokens_trained=Subquery(usage.filter(kind=UsageKind.TOKENS_TRAINED).values("quantity")[:1]),
+            started_at=Subquery(usage.filter(kind=UsageKind.JOB_STARTED).values("created_at")[:1]),
+        )
+        .order_by("-created_at", "-pk")
+    )
+
+
+def stream_opens_for(*, jobs: Sequence[GrantJob]) -> dict[tuple[int, str], list[datetime]]:
+    """When each job opened its grant's stream (the ``custody.stream_open`` audit events), oldest first.
+
+    One query for any number of jobs; keyed by (grant id, consumer_ref).
+    """
+    wanted = {(job.grant_id, job.consumer_ref) for job in jobs}
+    if not wanted:
+        return {}
+    events = (
+        AuditEvent.objects.filter(
+            action="custody.stream_open",
+            object_type="grant",
+            object_id__in=sorted({str(grant_id) for grant_id, _ in wanted}),
+        )
+        .order_by("seq")
+        .values_list("object_id", "at", "details")
+    )
+    opens: dict[tuple[int, str], list[datetime]] = {}
+    for object_id, at, details in events:
+        key = (int(object_id), str(details.get("consumer_ref", "")))
+        if key in wanted:
+            opens.setdefault(key, []).append(at)
+    return opens

@@ -1,5 +1,7 @@
 """Custody's writes. ``custody.services`` is the seam the other apps call."""
 
+from custody.services._keys import system_grant
+from custody.services.artifacts import artifact_destroy, artifact_open, artifact_seal
 from custody.services.datasets import (
     contribution_part_put,
     contribution_start,
@@ -17,6 +19,7 @@ from custody.services.grants import (
     privacy_budget_commit,
     privacy_budget_release,
     privacy_budget_reserve,
+    usage_mark_settled,
     usage_record,
 )
 from custody.services.keys_admin import (
@@ -53,6 +56,9 @@ __all__ = [
     "KeyMismatch",
     "RewrapSummary",
     "VersionKeyStatus",
+    "artifact_destroy",
+    "artifact_open",
+    "artifact_seal",
     "contribution_abandon",
     "contribution_complete",
     "contribution_part_put",
@@ -74,6 +80,8 @@ __all__ = [
     "privacy_budget_reserve",
     "quarantine_shred",
     "report_samples",
+    "system_grant",
+    "usage_mark_settled",
     "usage_record",
     "version_create",
     "version_data_key_rotate",

@@ -274,6 +274,11 @@ def usage_record(*, grant: Grant, consumer_ref: str, kind: str, quantity: int) -
     return usage
 
 
+def usage_mark_settled(*, usage: UsageRecord) -> None:
+    """Mark a usage record settled (marketplace, inside its settlement's transaction); idempotent."""
+    UsageRecord.objects.filter(pk=usage.pk, settled_at__isnull=True).update(settled_at=timezone.now())
+
+
 # --- privacy budget ---------------------------------------------------------------------
 
 

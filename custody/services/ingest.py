@@ -151,6 +151,10 @@ def contribution_parse(*, contribution_id: int) -> None:
             count += len(batch)
             batches = index + 1
     except DomainError as exc:
+        # The batches staged before the bad record are never counted on the contribution,
+        # so the shred at reject would not find them: delete them here.
+        for index in range(batches):
+            blob_store().delete(_batch_key(contribution, index))
         contribution_fail(contribution_id=contribution.pk, reason=exc.detail, code=exc.code)
         raise PermanentWorkError(exc.code) from exc
     audit_decrypt(grant=grant, version=contribution.version, what="quarantine", count=count)

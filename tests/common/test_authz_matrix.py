@@ -25,10 +25,12 @@ from rest_framework.test import APIClient
 
 from common import services
 from common.authentication import token_hash
-from common.models import ApiToken, Membership, Organisation, Scope, User
+from common.models import ApiToken, Membership, Organisation, Scope, User, WebhookEndpoint
+from common.webhooks import webhook_endpoint_create
 from custody import services as custody_services
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 from tests.helpers import login_with_otp
+from tests.marketplace.catalog.world import matrix_catalog, matrix_catalog_body
 
 TABLE = Path(settings.BASE_DIR) / "docs" / "permissions.md"
 ROLES = ("anon", "outsider", "viewer", "member", "admin", "operator", "auditor")
@@ -137,6 +139,12 @@ class World:
         return reverse(row.route, kwargs=kwargs)
 
     def url_argument(self, arg: str) -> Any:
+        if arg == "webhook_id":
+            return _matrix_webhook(self.acme)
+        if arg in ("job_id", "base_id"):
+            return _matrix_training(self.acme)[arg]
+        if arg in ("listing_id", "offer_id", "allocation_id"):
+            return matrix_catalog(self.acme)[arg]
         known = {
             "org_id": self.acme.pk,
             "membership_id": self.target_membership_id,
@@ -148,6 +156,10 @@ class World:
             "version_id": self.version_id,
             "contribution_id": self.contribution_id,
             "number": 1,
+            # Orders and licenses (by reference): Acme has none, so whoever gets past the checks gets 404.
+            "order_ref": "ord_matrix",
+            "license_ref": "lic_matrix",
+            "offer_id": 1,
         }
         if arg not in known:
             raise AssertionError(f"the matrix does not know URL argument <{arg}>: teach World.url_argument")
@@ -158,8 +170,13 @@ class World:
             return {}
         if row.route == "api-contribution-part":
             return b'{"text": "a record"}\n'
+        if row.route.startswith("api-catalog-"):
+            return matrix_catalog_body(self.acme, row.route, row.method)
         bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("api-member-detail", "PATCH"): {"role": "member"},
+            ("api-notifications", "POST"): {},
+            ("api-webhooks", "POST"): {"url": "http://127.0.0.1:9/matrix", "event_kinds": ["order.*"]},
+            ("api-webhook-detail", "PATCH"): {"active": False},
             ("api-invitations", "POST"): {"email": "new-person@example.test", "role": "viewer"},
             ("api-tokens", "POST"): {"name": "matrix", "organisation_id": self.acme.pk, "scopes": ["read"]},
             ("api-datasets", "POST"): {"name": "Matrix set"},
@@ -170,8 +187,47 @@ class World:
             ("api-version-takedown", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-disable", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-destroy", "POST"): {"confirm": "matrix"},
+            ("api-orders", "POST"): {"offer_id": 1},
+            ("api-order-reject", "POST"): {"reason": "matrix"},
+            ("api-ops-license-refund", "POST"): {"reason": "matrix"},
+            ("api-payouts", "POST"): {"amount": 100, "currency": "EUR"},
+            ("api-ops-topups", "POST"): {
+                "organisation_id": self.acme.pk,
+                "amount": 100,
+                "currency": "EUR",
+                "external_ref": "matrix",
+            },
         }
         return bodies.get((row.route, row.method), {})
+
+
+def _matrix_webhook(acme: Organisation) -> int:
+    """Acme's webhook endpoint (created on first use, as Acme's admin would)."""
+    endpoint = WebhookEndpoint.objects.filter(organisation=acme).first()
+    if endpoint is None:
+        admin = User.objects.get(username="alice")
+        endpoint, _secret = webhook_endpoint_create(
+            actor=admin, organisation=acme, url="http://127.0.0.1:9/matrix"
+        )
+    return endpoint.pk
+
+
+def _matrix_training(acme: Organisation) -> dict[str, int]:
+    """A queued training job of Acme's (rows made directly: the matrix needs ids, not a run)."""
+    from custody.models import DatasetVersion, Grant, GrantPurpose
+    from training.models import BaseModel, TrainingJob
+
+    base = BaseModel.objects.get(name="gpt2-tiny", owner=None)
+    job = TrainingJob.objects.filter(organisation=acme).first()
+    if job is None:
+        grant = Grant.objects.create(
+            version=DatasetVersion.objects.filter(dataset__owner=acme).earliest("pk"),
+            licensee=acme,
+            purpose=GrantPurpose.LICENSE,
+            external_ref="matrix-training",
+        )
+        job = TrainingJob.objects.create(organisation=acme, grant=grant, template="causal_lm", base=base)
+    return {"job_id": job.pk, "base_id": base.pk}
 
 
 def _user(**fields: Any) -> User:

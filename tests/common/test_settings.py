@@ -172,6 +172,9 @@ class TestCelery:
             "common.sweep_work",
             "common.audit_checkpoint_tick",
             "custody.quarantine_retention_sweep",
+            "common.webhook_retry_sweep",
+            "marketplace.sweep",
+            "training.sweep_jobs",
         }
         assert set(by_task) <= set(celery_app.tasks)
         assert by_task["common.sweep_work"]["schedule"] == settings.SWEEP_INTERVAL_SECONDS

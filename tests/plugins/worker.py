@@ -47,6 +47,25 @@ def celery_test_broker(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     return root
 
 
+# The session's worker, once started: tests that do not ask for it must not have it running.
+_SESSION_WORKERS: list[WorkerProcess] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_worker(request: pytest.FixtureRequest) -> None:
+    """Stop the session's worker before a committing test that did not ask for it.
+
+    A transactional or live-server test commits, so its doorbells reach the broker;
+    a worker left running by an earlier test would take its work from under it.
+    """
+    names = request.fixturenames
+    if "celery_worker_process" in names or not {"transactional_db", "live_server"} & set(names):
+        return
+    for worker in _SESSION_WORKERS:
+        if worker.alive:
+            worker.stop()
+
+
 @pytest.fixture(scope="session")
 def _celery_worker_session(
     django_db_setup: None,
@@ -78,6 +97,7 @@ def _celery_worker_session(
     if celery_test_broker is not None:
         env["SEALROOM_TEST_BROKER_DIR"] = str(celery_test_broker)
     worker = WorkerProcess(cwd=BASE_DIR, env=env, log_dir=WORKER_OUTPUT)
+    _SESSION_WORKERS.append(worker)
     with pytest.MonkeyPatch.context() as mp:
         # The drill handlers are imported in this process too (gate files live here).
         mp.setenv("SEALROOM_TEST_GATE_DIR", str(gate_dir))
