@@ -8,10 +8,12 @@ other roles.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -43,6 +45,27 @@ def _fast_passwords_and_isolated_dirs(settings, tmp_path: Path) -> Iterator[None
 
 def is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+
+
+@pytest.fixture(autouse=True)
+def _builtin_bases_present(request: pytest.FixtureRequest, django_db_blocker) -> None:
+    """Seed the built-in base models again when a transactional test's flush removed them.
+
+    Django empties every table after a transactional (live-server, worker) test,
+    rows that data migrations seeded included; later tests expect them as a
+    migrated database has them.
+    """
+    if not (DB_FIXTURES & set(request.fixturenames) or request.node.get_closest_marker("django_db")):
+        return
+    from training.models import BaseModel
+
+    with django_db_blocker.unblock():
+        if not BaseModel.objects.filter(owner=None, kind="builtin").exists():
+            migration = importlib.import_module("training.migrations.0002_seed_builtin_bases")
+            migration.seed(django_apps, None)
 
 
 APPEND_ONLY_TABLES = ("marketplace_posting", "marketplace_ledgertransaction", "common_auditevent")

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import json
 import re
 import tarfile
 from pathlib import Path
 
 import pytest
-from django.apps import apps as django_apps
 
 from common.signing import signing_key_provider
 from custody.models import UsageRecord
@@ -35,14 +33,6 @@ from training.models import BaseModel, JobState, TrainingJob
 from training.receipts import receipt_problems
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(autouse=True)
-def _builtin_bases(transactional_db) -> None:
-    """The built-in bases, as their data migration seeds them (an earlier live-server test's flush
-    removes migrated rows)."""
-    migration = importlib.import_module("training.migrations.0002_seed_builtin_bases")
-    migration.seed(django_apps, None)
 
 
 @pytest.fixture(autouse=True)

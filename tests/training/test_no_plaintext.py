@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,21 @@ def planted(alice, dataset, upload, bolt, license_terms):
 
 
 @pytest.fixture(autouse=True)
+def _started() -> float:
+    """When the test began (before its data was planted): older files are not this run's output."""
+    return time.time()
+
+
+@pytest.fixture(autouse=True)
 def _work_dir(settings, tmp_path: Path) -> Path:
     settings.TRAINING_WORK_DIR = tmp_path / "training-work"
     settings.TRAINING_CANARY_CANDIDATES = 31
     return settings.TRAINING_WORK_DIR
 
 
-def test_the_sentinel_never_leaves_custody(planted, submit, token_for, bob, bolt, caplog, _work_dir):
+def test_the_sentinel_never_leaves_custody(
+    _started, planted, submit, token_for, bob, bolt, caplog, _work_dir
+):
     _version, grant = planted
     # Positive control: the decrypted stream really holds the sentinel.
     stream = custody.grant_stream_open(grant=grant, consumer_ref="control", purpose="license")
@@ -77,4 +86,4 @@ def test_the_sentinel_never_leaves_custody(planted, submit, token_for, bob, bolt
     seen.append(caplog.text.encode())
     assert [i for i, blob in enumerate(seen) if SENTINEL.encode() in blob] == []
     assert scan_database([SENTINEL]) == {}
-    assert scan_files([*places_to_scan(), _work_dir], [SENTINEL]) == {}
+    assert scan_files([*places_to_scan(), _work_dir], [SENTINEL], newer_than=_started) == {}
