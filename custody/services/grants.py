@@ -190,6 +190,36 @@ def grant_job_reserve(*, grant: Grant, consumer_ref: str) -> GrantJob:
     return job
 
 
+@transaction.atomic
+def grant_job_release(*, grant: Grant, consumer_ref: str) -> bool:
+    """Give back a job's slot on the grant: it ended before training began (idempotent).
+
+    Returns whether a slot was given back.
+    :raises Conflict: the job has started (its ``job_started`` usage is recorded).
+    """
+    locked = Grant.objects.select_for_update().get(pk=grant.pk)
+    job = GrantJob.objects.filter(grant=locked, consumer_ref=consumer_ref).first()
+    if job is None:
+        return False
+    if UsageRecord.objects.filter(
+        grant=locked, consumer_ref=consumer_ref, kind=UsageKind.JOB_STARTED
+    ).exists():
+        raise Conflict(
+            f"Job {consumer_ref} has started: its slot stays used.", code="custody.grant_job_started"
+        )
+    job.delete()
+    locked.jobs_reserved -= 1
+    locked.save(update_fields=["jobs_reserved"])
+    audit_record(
+        action="custody.grant_job_release",
+        organisation=locked.licensee,
+        object_type="grant",
+        object_id=locked.pk,
+        details={"consumer_ref": consumer_ref, "jobs_reserved": locked.jobs_reserved},
+    )
+    return True
+
+
 @dataclass
 class GrantStream:
     """Decrypted records batch by batch; the grant is re-checked before each batch."""

@@ -70,6 +70,28 @@ class TestGrantJobReserve:
         assert caught.value.code == "custody.grant_expired"
 
 
+class TestGrantJobRelease:
+    def test_gives_back_the_slot_of_a_job_that_never_started(self, sealed_version, bolt):
+        grant = grant_for_test(sealed_version, bolt, max_jobs=1)
+        services.grant_job_reserve(grant=grant, consumer_ref="job-1")
+        assert services.grant_job_release(grant=grant, consumer_ref="job-1") is True
+        assert services.grant_job_release(grant=grant, consumer_ref="job-1") is False
+        services.grant_job_reserve(grant=grant, consumer_ref="job-2")
+        grant.refresh_from_db()
+        assert grant.jobs_reserved == 1
+        assert AuditEvent.objects.filter(action="custody.grant_job_release").count() == 1
+
+    def test_keeps_the_slot_of_a_started_job(self, sealed_version, bolt):
+        grant = grant_for_test(sealed_version, bolt, max_jobs=1)
+        services.grant_job_reserve(grant=grant, consumer_ref="job-1")
+        services.usage_record(grant=grant, consumer_ref="job-1", kind="job_started", quantity=1)
+        with pytest.raises(Conflict) as caught:
+            services.grant_job_release(grant=grant, consumer_ref="job-1")
+        assert caught.value.code == "custody.grant_job_started"
+        grant.refresh_from_db()
+        assert grant.jobs_reserved == 1
+
+
 class TestGrantStream:
     def test_yields_every_record_once_and_audits_the_open(self, sealed_version, bolt):
         grant = grant_for_test(sealed_version, bolt)

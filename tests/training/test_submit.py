@@ -230,6 +230,15 @@ class TestCancelQueued:
         again = post(bob_api, job_body(grant, tiny, template="causal_lm_lora", dp=dp))
         assert again.status_code == 202, again.content
 
+    def test_gives_the_job_slot_back(self, bob_api, sealed_version, bolt, tiny, license_terms):
+        grant = grant_for_test(sealed_version, bolt, **{**license_terms, "max_jobs": 1})
+        job_id = post(bob_api, job_body(grant, tiny)).json()["id"]
+        assert bob_api.post(f"{URL}/{job_id}/cancel").status_code == 200
+        grant.refresh_from_db()
+        assert grant.jobs_reserved == 0
+        again = post(bob_api, job_body(grant, tiny))
+        assert again.status_code == 202, again.content
+
     def test_a_finished_job_cannot_be_cancelled(self, bob_api, grant, tiny, bob):
         job_id = post(bob_api, job_body(grant, tiny)).json()["id"]
         services.job_finish(job_id=job_id, state=JobState.FAILED, reason="x")

@@ -120,6 +120,16 @@ def validate_base(directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dic
     except Exception as error:  # noqa: BLE001 - untrusted files fail in many ways
         event["detail"] = f"transformers cannot load it: {type(error).__name__}: {str(error)[:300]}"
         return event
+    vocab = getattr(model.config, "vocab_size", None)
+    # The runner separates and pads records with these; GPT2Config's default bos id (50256) is
+    # unused in training, so a small vocabulary with that default is still a usable base.
+    for name in ("eos_token_id", "pad_token_id"):
+        value = getattr(model.config, name, None)
+        ids = value if isinstance(value, list) else [value]
+        if vocab is not None and any(isinstance(i, int) and not 0 <= i < vocab for i in ids):
+            # Training would fail later with an IndexError deep in the embedding.
+            event["detail"] = f"config.json: {name} {value} is outside the vocabulary (size {vocab})"
+            return event
     event.update(
         ok=True,
         architecture=type(model).__name__,

@@ -10,6 +10,7 @@ under row locks, so concurrent submits cannot overshoot a budget or a limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -421,6 +422,11 @@ def job_finish(
     job.eta_s = None
     job.save(update_fields=["state", "failure_reason", "failure_code", "finished_at", "updated_at", "eta_s"])
     budget_settle(job)
+    if job.started_at is None:
+        # No worker ever took it, so no record was streamed: the slot on the license goes back.
+        # A job that opened the stream keeps its slot (and its row in the provider's access log).
+        with contextlib.suppress(CustodyConflict):
+            custody.grant_job_release(grant=job.grant, consumer_ref=job.consumer_ref)
     audit_record(
         action=f"training.job_{state}",
         organisation=job.organisation,

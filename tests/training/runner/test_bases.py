@@ -99,6 +99,13 @@ class TestValidateBase:
         assert code == 3 and events[0]["ok"] is False and events[0]["parameters"] is None
         assert "pytorch_model.bin: not an allowed file" in events[0]["detail"]
 
+    def test_refuses_special_tokens_outside_the_vocabulary(self, base_dir: Path) -> None:
+        config = json.loads((base_dir / "config.json").read_text())
+        (base_dir / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256}))
+        code, events = run_cli(["validate-base", "--dir", "base"], cwd=base_dir.parent)
+        assert code == 3 and events[0]["ok"] is False
+        assert events[0]["detail"].startswith("config.json: eos_token_id 50256 is outside the vocabulary")
+
     def test_corrupt_weights_fail_to_load(self, base_dir: Path) -> None:
         (base_dir / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
         code, events = run_cli(["validate-base", "--dir", "base"], cwd=base_dir.parent)
