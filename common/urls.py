@@ -13,7 +13,6 @@ from common.pages import auth, notifications, organisations, tokens
 app_name = "common"
 
 urlpatterns: list[URLPattern] = [
-    path("", organisations.home_page, name="home"),
     # Sign-in, sign-up, sign-out
     path("login/", auth.login_page, name="login"),
     path("login/verify/", auth.login_verify_page, name="login_verify"),

@@ -15,6 +15,7 @@ urlpatterns: list[URLPattern] = [
     path("versions/<int:version_id>/process/", versions.version_process, name="version_process"),
     path("versions/<int:version_id>/retry/", versions.version_retry, name="version_retry"),
     path("versions/<int:version_id>/reject/", versions.version_reject, name="version_reject"),
+    path("versions/<int:version_id>/contributors/", versions.contributor_invite, name="contributor_invite"),
     path("versions/<int:version_id>/report/", report.report_page, name="report"),
     path("versions/<int:version_id>/report/samples/", report.samples_page, name="samples"),
     path("versions/<int:version_id>/findings/", report.findings_mark, name="findings_mark"),

@@ -6,13 +6,16 @@ from datetime import UTC, datetime
 
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from common import otp
+from common.audit import audit_record
 from common.exports import csv_response
 from common.models import Membership
+from common.pages.helpers import page_user
 from custody.pages.access import current_membership
 from portal import selectors
 
@@ -61,8 +64,21 @@ def access_log_page(request: HttpRequest) -> HttpResponse:
 @otp.signed_in
 @require_GET
 def access_log_export(request: HttpRequest) -> StreamingHttpResponse:
-    """The whole access log, oldest first, as spreadsheet-safe CSV."""
+    """The whole access log, oldest first, as spreadsheet-safe CSV.
+
+    Audited before the download starts, as the console's exports are: who took
+    a copy of the log, and when, is itself part of the record.
+    """
     org = _provider_membership(request).organisation
+    with transaction.atomic():
+        audit_record(
+            action="portal.access_log_export",
+            actor=page_user(request),
+            organisation=org,
+            object_type="access_log",
+            object_id=org.pk,
+            details={"format": "csv"},
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return csv_response(
         filename=f"sealroom-access-log-{org.slug}-{stamp}",

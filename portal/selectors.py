@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, QuerySet, TextChoices
+from django.db.models import Case, Count, OuterRef, QuerySet, Subquery, TextChoices, Value, When
+from django.db.models.functions import Coalesce
 
 from common.models import Organisation
 from custody import selectors as custody_selectors
-from custody.models import Dataset, DatasetVersion, GrantJob, VersionState
+from custody.models import Contribution, Dataset, DatasetVersion, GrantJob, VersionContributor, VersionState
 from marketplace import selectors_orders
 from marketplace.models import License, LicenseState, Listing, ListingState, Order, OrderState
 from marketplace.services import statements
@@ -73,6 +74,7 @@ class ProviderSummary:
     recent_orders: list[Order]
     earnings_by_listing: dict[str, int]
     recent_access: list[AccessRow]
+    contributions_invited: list[VersionContributor]
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,30 @@ def provider_summary(*, organisation: Organisation) -> ProviderSummary:
         recent_access=access_rows(
             list(custody_selectors.access_log_for_org(organisation=organisation)[:RECENT])
         ),
+        contributions_invited=contributions_invited(organisation=organisation),
+    )
+
+
+def contributions_invited(*, organisation: Organisation, limit: int = 10) -> list[VersionContributor]:
+    """Other providers' versions the organisation was invited to contribute to, open ones first.
+
+    Each row has its version, dataset, owner and inviter joined, and ``my_files``:
+    how many files the organisation has uploaded there (one query in all).
+    """
+    my_files = (
+        Contribution.objects.filter(version=OuterRef("version"), contributor=organisation)
+        .order_by()
+        .values("version")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    open_first = Case(When(version__state=VersionState.UPLOADING, then=Value(0)), default=Value(1))
+    return list(
+        VersionContributor.objects.filter(organisation=organisation)
+        .exclude(version__dataset__owner=organisation)
+        .select_related("version__dataset__owner", "invited_by")
+        .annotate(my_files=Coalesce(Subquery(my_files), 0), open_first=open_first)
+        .order_by("open_first", "-created_at", "-pk")[:limit]
     )
 
 

@@ -1,7 +1,7 @@
 """Portal pages, in the ``portal`` namespace (mounted at the site root, before ``common``'s pages).
 
-The dashboard answers ``/`` (so ``common:home``, where sign-in lands, shows it):
-only the portal may read every app.
+The dashboard answers ``/``, where sign-in lands (``LOGIN_REDIRECT_URL``): only
+the portal may read every app.
 """
 
 from django.urls import URLPattern, path

@@ -30,6 +30,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["organisation_id", "at"]),
             models.Index(fields=["action", "at"]),
             models.Index(fields=["actor_id", "at"]),
+            # Lookups by object: the console's object filter, a grant's stream opens.
+            models.Index(fields=["object_type", "object_id"]),
         ]
 
     def __str__(self) -> str:

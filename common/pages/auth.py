@@ -28,7 +28,7 @@ from common.audit import audit_record
 from common.exceptions import Conflict, Invalid
 from common.forms import LoginForm, SignupForm, TotpCodeForm, add_domain_error
 from common.models import User
-from common.pages.helpers import page_user, safe_next
+from common.pages.helpers import home_url, page_user, safe_next
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 WRONG_CREDENTIALS = "The username or password is not right."
@@ -148,13 +148,13 @@ def login_verify_page(request: HttpRequest) -> HttpResponse:
     """Second step: a 6-digit code from the user's confirmed authenticator."""
     subject = _second_step_user(request)
     if subject is None:
-        return redirect("common:home" if request.user.is_authenticated else "common:login")
+        return redirect(home_url() if request.user.is_authenticated else "common:login")
     user, pending = subject
     device = otp.confirmed_device(user)
     if device is None:
         if pending or user.is_operator:
             return redirect("common:totp_enroll")
-        return redirect("common:home")
+        return redirect(home_url())
     form = TotpCodeForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -224,7 +224,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
     """Create an account and a new organisation (provider, trainer or both), then sign in."""
     if request.user.is_authenticated:
         messages.info(request, "You are signed in already. Sign out first to create another account.")
-        return redirect("common:home")
+        return redirect(home_url())
     next_url = _next_from(request)
     form = SignupForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

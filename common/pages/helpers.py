@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
-from django.urls import reverse
+from django.shortcuts import resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from common.exceptions import DomainError, NotFound, NotPermitted
@@ -29,7 +30,16 @@ def safe_next(request: HttpRequest, candidate: str | None) -> str:
         candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return candidate
-    return reverse("common:home")
+    return home_url()
+
+
+def home_url() -> str:
+    """The signed-in landing page: the portal's dashboard.
+
+    Named through ``LOGIN_REDIRECT_URL`` because common sits below the portal
+    and knows none of its routes.
+    """
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
 
 
 def raise_http(error: DomainError) -> NoReturn:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,6 +19,7 @@ from common.forms import InviteForm, RoleChangeForm, add_domain_error
 from common.models import Invitation, Membership, Role, User
 from common.pages.helpers import (
     admin_membership_or_403,
+    home_url,
     membership_or_404,
     page_user,
     raise_http,
@@ -25,14 +27,7 @@ from common.pages.helpers import (
 )
 from common.permissions import role_at_least
 
-
-@otp.signed_in
-@require_GET
-def home_page(request: HttpRequest) -> HttpResponse:
-    """The dashboard: the user's organisations and roles (the portal fills it in later)."""
-    user = page_user(request)
-    memberships = selectors.membership_list_for_user(user=user)
-    return render(request, "common/home.html", {"memberships": memberships})
+MEMBERS_PER_PAGE = 50
 
 
 @otp.signed_in
@@ -62,11 +57,15 @@ def _render_org(
     org = membership.organisation
     is_admin = role_at_least(membership.role, Role.ADMIN)
     invitations = [i for i in selectors.invitation_list(organisation=org) if i.is_open] if is_admin else []
+    page = Paginator(selectors.member_list(organisation=org), MEMBERS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     context = {
         "org": org,
         "membership": membership,
         "is_admin": is_admin,
-        "rows": [(m, (row_errors or {}).get(m.pk)) for m in selectors.member_list(organisation=org)],
+        "rows": [(m, (row_errors or {}).get(m.pk)) for m in page],
+        "page": page,
         "invitations": invitations,
         "invitation_days": settings.INVITATION_DAYS,
         "invite_form": invite_form or InviteForm(),
@@ -142,7 +141,7 @@ def org_member_remove(request: HttpRequest, org_id: int, membership_id: int) -> 
     else:
         messages.success(request, f"{name} was removed from {membership.organisation.name}.")
         if target.user_id == user.pk:
-            return redirect("common:home")
+            return redirect(home_url())
     return redirect("common:org", org_id=org_id)
 
 

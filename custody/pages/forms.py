@@ -59,3 +59,15 @@ class RejectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Optional; kept with the version.",
     )
+
+
+class ContributorInviteForm(forms.Form):
+    organisation = forms.CharField(
+        label="Organisation",
+        max_length=120,
+        help_text=(
+            "The name of another provider organisation, as Sealroom shows it (or its short name). "
+            "Its members may then upload files to this version; you review and seal them with yours."
+        ),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )

@@ -14,12 +14,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common import otp
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
-from common.models import Role
+from common.models import Organisation, Role
 from common.pages.helpers import page_user, raise_http
+from common.permissions import role_at_least
 from custody import services
-from custody.models import ContributionState, VersionState
+from custody.models import ContributionState, VersionContributor, VersionState
 from custody.pages.access import VersionAccess, owner_version_for, require_role, version_for
-from custody.pages.forms import RejectForm, VersionForm
+from custody.pages.contributors import contributor_rows, organisation_named
+from custody.pages.forms import ContributorInviteForm, RejectForm, VersionForm
 from custody.parsing.detect import EXTENSIONS
 from custody.parsing.records import Format
 
@@ -83,7 +85,17 @@ def _upload_config(access: VersionAccess) -> dict[str, Any]:
 @require_GET
 def version_page(request: HttpRequest, version_id: int) -> HttpResponse:
     """State, stage and live progress; the upload widget while open; the owner's buttons."""
-    access = version_for(request, version_id)
+    return render_version_page(request, version_for(request, version_id))
+
+
+def render_version_page(
+    request: HttpRequest,
+    access: VersionAccess,
+    *,
+    invite_form: ContributorInviteForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The version page; a bound ``invite_form`` shows its errors beside its field."""
     version = access.version
     context = _status_context(access)
     context.update(
@@ -94,9 +106,14 @@ def version_page(request: HttpRequest, version_id: int) -> HttpResponse:
             "reject_form": RejectForm(),
             "version_form": VersionForm(),
             "has_report": version.state in (VersionState.REVIEW, VersionState.SEALED),
+            "contributors": contributor_rows(access),
+            "can_invite": version.state == VersionState.UPLOADING
+            and access.is_owner
+            and role_at_least(access.membership.role, Role.ADMIN),
+            "invite_form": invite_form or ContributorInviteForm(),
         }
     )
-    return render(request, "custody/version.html", context)
+    return render(request, "custody/version.html", context, status=status)
 
 
 @otp.signed_in
@@ -173,3 +190,56 @@ def version_reject(request: HttpRequest, version_id: int) -> HttpResponse:
             f"Version {version.number} is {version.get_state_display().lower()}; its uploads are shredded.",
         )
     return redirect("custody:version", version_id=version_id)
+
+
+@otp.signed_in
+@require_POST
+def contributor_invite(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Let another provider organisation upload to this open version (the owner's admins only)."""
+    access = owner_version_for(request, version_id)
+    require_role(access.membership, Role.ADMIN, "invite other organisations")
+    form = ContributorInviteForm(request.POST)
+    if form.is_valid():
+        other = organisation_named(form.cleaned_data["organisation"])
+        if other is None:
+            form.add_error("organisation", _unknown_organisation(form.cleaned_data["organisation"]))
+        elif other.pk == access.version.dataset.owner_id:
+            form.add_error("organisation", f"{other.name} owns this dataset: its members upload already.")
+        else:
+            invited = _invite(request, access, form, other)
+            if invited is not None:
+                return invited
+    return render_version_page(request, access, invite_form=form, status=422)
+
+
+def _unknown_organisation(text: str) -> str:
+    return (
+        f"No organisation is called “{text.strip()}”. Check the spelling, "
+        "or ask them for the name their organisation page shows."
+    )
+
+
+def _invite(
+    request: HttpRequest, access: VersionAccess, form: ContributorInviteForm, other: Organisation
+) -> HttpResponse | None:
+    """Invite ``other``; a redirect when done, None when the form now carries the reason it was not."""
+    already = VersionContributor.objects.filter(version=access.version, organisation=other).exists()
+    try:
+        services.contributor_invite(actor=page_user(request), version=access.version, organisation=other)
+    except Invalid as exc:
+        form.add_error("organisation", f"{other.name} is not a data provider. {exc.detail}")
+        return None
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)
+    else:
+        if already:
+            messages.info(request, f"{other.name} may already contribute to this version.")
+        else:
+            messages.success(
+                request,
+                f"{other.name} may now upload to version {access.version.number}. "
+                "Its members find the invitation on their dashboard.",
+            )
+    return redirect("custody:version", version_id=access.version.pk)

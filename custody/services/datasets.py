@@ -15,6 +15,7 @@ from common.audit import audit_record
 from common.blobs import blob_store
 from common.exceptions import FieldError
 from common.models import Membership, Organisation, Role, User
+from common.notifications import notify_event
 from common.permissions import role_at_least
 from custody.crypto import blob_open, blob_seal
 from custody.exceptions import Conflict, Invalid, NotFound, NotPermitted
@@ -153,6 +154,18 @@ def contributor_invite(
             object_type="dataset_version",
             object_id=version.pk,
             details={"contributor": organisation.pk, "contributor_name": organisation.name},
+        )
+        notify_event(
+            organisation=organisation,
+            kind="dataset.contribution_invited",
+            subject=f"{version.dataset.owner.name} invited you to contribute to {version.dataset.name}",
+            payload={
+                "dataset": version.dataset.pk,
+                "version": version.pk,
+                "owner": version.dataset.owner.name,
+            },
+            object_type="dataset_version",
+            object_id=version.pk,
         )
     return contributor
 

@@ -19,7 +19,7 @@ from tests.helpers import login_with_otp, totp_device_for
 LOGIN = reverse("common:login")
 VERIFY = reverse("common:login_verify")
 ENROLL = reverse("common:totp_enroll")
-HOME = reverse("common:home")
+HOME = reverse("portal:home")
 
 pytestmark = pytest.mark.django_db
 
@@ -228,7 +228,7 @@ class TestOperatorsMustUseTotp:
             totp_device_for(ops)
         client.force_login(ops)
         step = VERIFY if has_device else ENROLL
-        for name in ("common:home", "common:tokens", "common:account"):
+        for name in ("portal:home", "common:tokens", "common:account"):
             response = client.get(reverse(name))
             assert response.status_code == 302
             assert response["Location"].startswith(f"{step}?next=")

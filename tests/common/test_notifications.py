@@ -233,7 +233,7 @@ class TestPages:
         assert '2<span class="visually-hidden"> unread</span>' in html
         response = client.post(reverse("common:notifications_read", kwargs={"org_id": acme.pk}))
         assert response.status_code == 302
-        html = client.get(reverse("common:home")).content.decode()
+        html = client.get(reverse("portal:home")).content.decode()
         assert 'visually-hidden"> unread' not in html
         assert notification_unread_count(organisation=acme) == 0
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from common.models import Organisation, User
+from common.models import AuditEvent, Organisation, User
 from custody import services as custody
 from custody.models import Grant, GrantPurpose
 from marketplace.models import License
@@ -155,3 +155,21 @@ class TestAccessLogExport:
         run_job(license_, "job-1", 1)
         rows = csv_rows(client_for(alice).get(EXPORT))
         assert rows[0]["licensee"] == "'=HYPERLINK(1)"
+
+    def test_each_export_is_audited_before_the_download(self, alice, acme, licensed):
+        run_job(licensed, "job-1", 10)
+        client = client_for(alice)
+        for _ in range(2):
+            response = client.get(EXPORT)
+            assert response.status_code == 200
+            csv_rows(response)
+        events = list(AuditEvent.objects.filter(action="portal.access_log_export").order_by("seq"))
+        assert len(events) == 2
+        assert {(e.actor_name, e.organisation_id, e.object_type, e.object_id) for e in events} == {
+            ("alice", acme.pk, "access_log", str(acme.pk))
+        }
+        assert events[0].details == {"format": "csv"}
+
+    def test_a_refused_export_is_not_audited(self, bob):
+        assert client_for(bob).get(EXPORT).status_code == 403
+        assert not AuditEvent.objects.filter(action="portal.access_log_export").exists()

@@ -118,10 +118,10 @@ class TestAccess:
         assert not re.search(r"\son[a-z]+=", page)
 
     def test_the_nav_links_the_console_for_staff_only(self, audrey, alice):
-        assert reverse("console:home") in text_of(staff_client(audrey).get(reverse("common:home")))
+        assert reverse("console:home") in text_of(staff_client(audrey).get(reverse("portal:home")))
         client = Client()
         client.force_login(alice)
-        assert reverse("console:home") not in text_of(client.get(reverse("common:home")))
+        assert reverse("console:home") not in text_of(client.get(reverse("portal:home")))
 
 
 class TestAuditLog:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.shortcuts import resolve_url
 from django.test import Client
-from django.urls import resolve, reverse
+from django.urls import NoReverseMatch, resolve, reverse
 
 from common.notifications import notify_event
 from custody import services as custody
@@ -14,14 +17,14 @@ from custody.models import GrantPurpose
 from marketplace.models import License
 from marketplace.services.orders import order_place
 from marketplace.services.settlement import usage_settle
-from tests.factories import MembershipFactory
+from tests.factories import DEFAULT_PASSWORD, MembershipFactory, OrganisationFactory, UserFactory
 from tests.marketplace.catalog.conftest import sealed_rows  # noqa: F401
 from tests.marketplace.orders.conftest import cora, fund, market  # noqa: F401
 from training.models import BaseModel, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
-HOME = reverse("common:home")
+HOME = reverse("portal:home")
 
 
 def client_for(user: Any) -> Client:
@@ -57,6 +60,25 @@ class TestLanding:
 
     def test_signed_out_goes_to_sign_in(self):
         assert Client().get(HOME).status_code == 302
+
+    def test_common_keeps_no_home_page_of_its_own(self):
+        with pytest.raises(NoReverseMatch):
+            reverse("common:home")
+        assert resolve_url(settings.LOGIN_REDIRECT_URL) == HOME == "/"
+
+    def test_sign_in_lands_on_the_dashboard(self, alice):
+        response = Client().post(
+            reverse("common:login"), {"username": "alice", "password": DEFAULT_PASSWORD}, follow=True
+        )
+        assert response.redirect_chain[-1][0] == HOME
+        assert "portal/dashboard.html" in [t.name for t in response.templates]
+
+    def test_the_brand_and_error_pages_link_to_the_dashboard(self, alice):
+        client = client_for(alice)
+        assert f'<a class="brand" href="{HOME}">' in client.get(reverse("common:account")).content.decode()
+        missing = client.get(reverse("custody:dataset", args=[999_999]))
+        assert missing.status_code == 404
+        assert f'<a href="{HOME}">Back to your dashboard</a>' in missing.content.decode()
 
     def test_the_main_navigation_marks_the_dashboard_current_only_there(self, audrey):
         current = f'<a href="{HOME}" aria-current="page">Dashboard</a>'
@@ -131,6 +153,76 @@ class TestEveryoneElse:
         acme.save(update_fields=["is_trainer"])
         html = html_of(alice)
         assert "Data in custody" in html and "Training jobs" in html
+
+
+class TestContributionsInvited:
+    @pytest.fixture
+    def dora(self, db) -> Any:
+        return OrganisationFactory(name="Dora Data", is_provider=True)
+
+    def member_of(self, org: Any, role: str) -> Any:
+        user = UserFactory(username=f"{org.slug}-{role}")
+        MembershipFactory(user=user, organisation=org, role=role)
+        return user
+
+    def invite(self, alice: Any, acme: Any, dora: Any, name: str) -> Any:
+        dataset = custody.dataset_create(actor=alice, organisation=acme, name=name)
+        version = custody.version_create(actor=alice, dataset=dataset)
+        custody.contributor_invite(actor=alice, version=version, organisation=dora)
+        return version
+
+    def test_the_invited_organisation_sees_the_version_with_a_way_to_upload(self, alice, acme, dora):
+        version = self.invite(alice, acme, dora, "Call notes")
+        html = html_of(self.member_of(dora, "member"))
+        assert "Contributions invited" in html
+        row = re.search(rf'<tr data-invited-version="{version.pk}">(.*?)</tr>', html, re.S)
+        assert row is not None
+        version_url = reverse("custody:version", args=[version.pk])
+        assert f'<a href="{version_url}">Call notes · version 1</a>' in row.group(1)
+        assert "<td>Acme Corpora</td>" in row.group(1)
+        assert f'<a href="{version_url}#upload-heading">Upload a file</a>' in row.group(1)
+        assert "<td data-my-files>0</td>" in row.group(1)
+        assert "by alice" in row.group(1)
+
+    def test_counts_the_files_the_organisation_uploaded_there(self, alice, acme, dora):
+        version = self.invite(alice, acme, dora, "Call notes")
+        member = self.member_of(dora, "member")
+        for name in ("a.jsonl", "b.jsonl"):
+            custody.contribution_start(actor=member, organisation=dora, version=version, filename=name)
+        assert "<td data-my-files>2</td>" in html_of(member)
+
+    def test_a_viewer_sees_the_invitation_but_no_upload_link(self, alice, acme, dora):
+        self.invite(alice, acme, dora, "Call notes")
+        html = html_of(self.member_of(dora, "viewer"))
+        assert "Contributions invited" in html
+        assert "Upload a file" not in html
+
+    def test_open_versions_come_before_closed_ones(self, alice, acme, dora):
+        closed = self.invite(alice, acme, dora, "Old notes")
+        custody.version_reject(actor=alice, version=closed, reason="")
+        still_open = self.invite(alice, acme, dora, "New notes")
+        html = html_of(self.member_of(dora, "admin"))
+        order = [int(v) for v in re.findall(r'data-invited-version="(\d+)"', html)]
+        assert order == [still_open.pk, closed.pk]
+
+    def test_the_owner_and_uninvited_providers_see_no_invitations(self, alice, acme, dora):
+        self.invite(alice, acme, dora, "Call notes")
+        assert "Contributions invited" not in html_of(alice)
+        other = OrganisationFactory(name="Eve Texts", is_provider=True)
+        assert "Contributions invited" not in html_of(self.member_of(other, "admin"))
+
+    def test_costs_the_same_queries_for_one_or_six_invitations(
+        self, alice, acme, dora, django_assert_max_num_queries
+    ):
+        self.invite(alice, acme, dora, "Set 0")
+        client = client_for(self.member_of(dora, "admin"))
+        with django_assert_max_num_queries(40) as few:
+            assert client.get(HOME).status_code == 200
+        for n in range(1, 6):
+            self.invite(alice, acme, dora, f"Set {n}")
+        with django_assert_max_num_queries(len(few.captured_queries)):
+            html = client.get(HOME).content.decode()
+        assert html.count("data-invited-version=") == 6
 
 
 class TestQueryCount:
