@@ -51,7 +51,11 @@ def member_get(*, organisation: Organisation, membership_id: int) -> Membership:
 
 
 def invitation_list(*, organisation: Organisation) -> QuerySet[Invitation]:
-    return Invitation.objects.filter(organisation=organisation).order_by("-created_at")
+    return (
+        Invitation.objects.select_related("invited_by")
+        .filter(organisation=organisation)
+        .order_by("-created_at")
+    )
 
 
 def token_list_for_user(*, user: User, organisation: Organisation | None = None) -> QuerySet[ApiToken]:

@@ -59,8 +59,11 @@ class OrderSerializer(serializers.Serializer):
     license_ref = serializers.SerializerMethodField()
 
     def get_license_ref(self, order: Order) -> str | None:
-        license_ = License.objects.filter(order=order).only("ref").first()
-        return license_.ref if license_ else None
+        # The list selectors join the license (select_related): no query per order.
+        try:
+            return order.license.ref
+        except License.DoesNotExist:
+            return None
 
 
 class LicenseSerializer(serializers.Serializer):

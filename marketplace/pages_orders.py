@@ -14,6 +14,7 @@ from common.exports import csv_response
 from common.forms import add_domain_error
 from common.models import Membership, Organisation, Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from custody.charts import bar_chart
 from custody.pages.access import current_membership, require_role
 from marketplace import selectors_orders as selectors
@@ -25,6 +26,11 @@ from marketplace.services.catalog import offer_terms_current
 from marketplace.services.funding import topup_record
 from marketplace.services.orders import order_approve, order_place, order_reject
 from marketplace.services.payouts import payout_request
+
+ORDERS_PER_PAGE = 50
+LICENSES_PER_PAGE = 50
+PAYOUTS_PER_PAGE = 25
+TOPUPS_PER_PAGE = 50
 
 
 def _membership(request: HttpRequest, *, trainer: bool = False, provider: bool = False) -> Membership:
@@ -88,14 +94,15 @@ def orders_page(request: HttpRequest) -> HttpResponse:
     """The organisation's orders and licenses, with what each license has left."""
     membership = _membership(request)
     org = membership.organisation
-    licenses = [
-        (license_, selectors.license_remaining(license_))
-        for license_ in selectors.license_list_for_org(organisation=org)[:100]
-    ]
+    licenses_page = page_of(
+        request, selectors.license_list_for_org(organisation=org), LICENSES_PER_PAGE, param="licenses_page"
+    )
+    licenses = [(license_, selectors.license_remaining(license_)) for license_ in licenses_page]
     context = {
         "org": org,
-        "orders": selectors.order_list_for_buyer(organisation=org)[:100],
+        "orders": page_of(request, selectors.order_list_for_buyer(organisation=org), ORDERS_PER_PAGE),
         "licenses": licenses,
+        "licenses_page": licenses_page,
         "balances": selectors.balances_for_org(organisation=org),
     }
     return render(request, "marketplace/orders/orders.html", context)
@@ -109,10 +116,17 @@ def orders_received_page(request: HttpRequest) -> HttpResponse:
     org = membership.organisation
     context = {
         "org": org,
-        "pending": selectors.order_list_for_provider(organisation=org, state=OrderState.PENDING)[:100],
-        "decided": selectors.order_list_for_provider(organisation=org).exclude(state=OrderState.PENDING)[
-            :100
-        ],
+        "pending": page_of(
+            request,
+            selectors.order_list_for_provider(organisation=org, state=OrderState.PENDING),
+            ORDERS_PER_PAGE,
+            param="pending_page",
+        ),
+        "decided": page_of(
+            request,
+            selectors.order_list_for_provider(organisation=org).exclude(state=OrderState.PENDING),
+            ORDERS_PER_PAGE,
+        ),
         "can_decide": membership.role == Role.ADMIN,
         "reject_form": RejectForm(),
     }
@@ -198,7 +212,9 @@ def earnings_page(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             counts={f"{r.period:%Y-%m} {r.currency}": r.amount for r in rows},
         ),
         "balances": selectors.balances_for_org(organisation=org),
-        "payouts": selectors.payout_list_for_org(organisation=org)[:50],
+        "payouts": page_of(
+            request, selectors.payout_list_for_org(organisation=org), PAYOUTS_PER_PAGE, param="payouts_page"
+        ),
         "form": form,
         "can_pay_out": membership.role == Role.ADMIN,
     }
@@ -215,10 +231,12 @@ def spend_page(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         return csv_response(
             filename="spend.csv", header=statements.SPEND_HEADER, rows=statements.spend_rows(buyer=org)
         )
+    orders = page_of(request, statements.spend_orders(buyer=org), ORDERS_PER_PAGE)
     context = {
         "org": org,
         "header": statements.SPEND_HEADER,
-        "rows": list(statements.spend_rows(buyer=org)),
+        "rows": list(statements.spend_rows(buyer=org, orders=orders)),
+        "page": orders,
         "totals": statements.spend_total(buyer=org),
     }
     return render(request, "marketplace/orders/spend.html", context)
@@ -254,5 +272,9 @@ def topups_page(request: HttpRequest) -> HttpResponse:
                 else:
                     messages.success(request, f"Top-up {topup.ref} recorded for {organisation.name}.")
                     return redirect("marketplace:topups")
-    context = {"form": form, "topups": selectors.topup_list()[:100], "can_record": user.is_operator}
+    context = {
+        "form": form,
+        "topups": page_of(request, selectors.topup_list(), TOPUPS_PER_PAGE),
+        "can_record": user.is_operator,
+    }
     return render(request, "marketplace/orders/topups.html", context)

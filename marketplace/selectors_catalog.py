@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from common.models import Organisation
 from custody.models import VersionState
@@ -162,7 +162,11 @@ def offer_get_for_provider(*, organisation: Organisation | None, offer_id: int) 
 
 
 def offer_list_for_listing(*, listing: Listing, include_retired: bool = False) -> QuerySet[Offer]:
-    qs = listing.offers.order_by("pk")
+    """The listing's offers, each with its terms newest first (read by ``offer_terms_current``)."""
+    newest_first = OfferTerms.objects.order_by("-number")
+    qs = listing.offers.prefetch_related(
+        Prefetch("terms_versions", queryset=newest_first, to_attr="terms_newest_first")
+    ).order_by("pk")
     return qs if include_retired else qs.filter(state=OfferState.ACTIVE)
 
 

@@ -20,6 +20,7 @@ from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.audit import audit_record
 from common.models import Role, Scope
 from common.permissions import acting_organisation, acting_organisation_required
+from custody.models import Grant
 from training import selectors, services
 from training.artifacts import artifact_stream
 from training.exceptions import Conflict, Invalid, NotFound, NotPermitted, TooLarge
@@ -357,25 +358,23 @@ class JobReceiptApi(SealroomApi):
         return response
 
 
-class LicenseListApi(SealroomApi):
-    @extend_schema(
-        responses={200: OpenApiTypes.OBJECT}, summary="The licenses your organisation may train under"
-    )
-    def get(self, request: Request) -> Response:
-        grants = selectors.grant_list_for_org(organisation=acting_organisation_required(request))
-        return Response(
-            {
-                "results": [
-                    {
-                        "id": g.pk,
-                        "dataset": g.version.dataset.name,
-                        "version": g.version_id,
-                        "state": g.state,
-                        "terms": g.terms,
-                        "jobs_reserved": g.jobs_reserved,
-                        "expires_at": g.expires_at.isoformat() if g.expires_at else None,
-                    }
-                    for g in grants
-                ]
-            }
-        )
+class TrainingLicenseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset = serializers.CharField(source="version.dataset.name")
+    version = serializers.IntegerField(source="version_id")
+    state = serializers.CharField()
+    terms = serializers.JSONField()
+    jobs_reserved = serializers.IntegerField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class LicenseListApi(SealroomListApi):
+    # Paginated like every list: an organisation may hold any number of licenses.
+    serializer_class = TrainingLicenseSerializer
+
+    def get_queryset(self) -> QuerySet[Grant]:
+        return selectors.grant_list_for_org(organisation=acting_organisation_required(self.request))
+
+    @extend_schema(summary="The licenses your organisation may train under")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -24,6 +24,8 @@ from training.job_templates import TEMPLATES
 from training.models import BaseState, JobTemplate, TrainingJob
 
 POLL_SECONDS = 2
+JOBS_PER_PAGE = 25
+OPS_JOBS_PER_PAGE = 50
 
 
 def _memberships(request: HttpRequest) -> list[Membership]:
@@ -65,7 +67,7 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
     """The acting organisation's jobs, newest first."""
     membership = _current(request)
     jobs = selectors.job_list_for_org(organisation=membership.organisation)
-    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "training/job_list.html",
@@ -240,7 +242,7 @@ def _staff(request: HttpRequest, *, act: bool) -> None:
 def ops_jobs_page(request: HttpRequest) -> HttpResponse:
     """Every organisation's jobs, for operator oversight."""
     _staff(request, act=False)
-    page = Paginator(selectors.job_list_all(), 50).get_page(request.GET.get("page"))
+    page = Paginator(selectors.job_list_all(), OPS_JOBS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request, "training/ops_jobs.html", {"page": page, "can_act": page_user(request).is_operator}
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -13,6 +14,8 @@ from common.exceptions import Invalid, NotFound, NotPermitted
 from common.forms import TokenCreateForm, add_domain_error
 from common.models import Scope
 from common.pages.helpers import page_user, raise_http
+
+TOKENS_PER_PAGE = 50
 
 
 @otp.signed_in
@@ -53,9 +56,13 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
             response = render(request, "common/token_created.html", {"token": token, "secret": secret})
             add_never_cache_headers(response)
             return response
+    tokens = Paginator(selectors.token_list_for_user(user=user), TOKENS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     context = {
         "form": form,
-        "tokens": selectors.token_list_for_user(user=user),
+        "tokens": tokens,
+        "page": tokens,
         "has_memberships": bool(memberships),
     }
     return render(request, "common/tokens.html", context, status=status)

@@ -92,7 +92,9 @@ def _audit(action: str, listing: Listing, actor: User | None, **details: Any) ->
 
 def _locked(listing: Listing) -> Listing:
     locked = (
-        Listing.objects.select_for_update().select_related("version__dataset", "provider").get(pk=listing.pk)
+        Listing.objects.select_for_update(of=("self",))
+        .select_related("version__dataset", "provider")
+        .get(pk=listing.pk)
     )
     if locked.state == ListingState.WITHDRAWN:
         raise ListingStateConflict(
@@ -189,7 +191,11 @@ def listing_create(*, actor: User, version: DatasetVersion, title: str, **fields
 
     :raises VersionNotSealed, ListingInvalid, ListingStateConflict (``marketplace.listing_exists``).
     """
-    version = DatasetVersion.objects.select_for_update().select_related("dataset__owner").get(pk=version.pk)
+    version = (
+        DatasetVersion.objects.select_for_update(of=("self",))
+        .select_related("dataset__owner")
+        .get(pk=version.pk)
+    )
     require_role(actor, version.dataset.owner, Role.MEMBER)
     _require_sealed(version)
     clean = _clean_fields({"title": title, **fields})
@@ -250,7 +256,7 @@ def listing_withdraw(*, actor: User | None, listing: Listing, reason: str = "") 
 
     ``actor`` None is the platform (a takedown). :raises NotPermitted: not an admin.
     """
-    locked = Listing.objects.select_for_update().select_related("provider").get(pk=listing.pk)
+    locked = Listing.objects.select_for_update(of=("self",)).select_related("provider").get(pk=listing.pk)
     if actor is not None:
         require_role(actor, locked.provider, Role.ADMIN)
     if locked.state == ListingState.WITHDRAWN:
@@ -372,6 +378,10 @@ def preview_approve(*, actor: User, listing: Listing) -> Listing:
 
 def offer_terms_current(offer: Offer) -> OfferTerms:
     """The offer's latest terms version. :raises OfferNotFound: the offer has no terms (never happens)."""
+    prefetched: list[OfferTerms] | None = getattr(offer, "terms_newest_first", None)
+    if prefetched:
+        # Prefetched by ``offer_list_for_listing``: one query for every offer of a listing.
+        return prefetched[0]
     terms = offer.terms_versions.select_related("offer__listing__version").order_by("-number").first()
     if terms is None:
         raise OfferNotFound(f"Offer {offer.pk} has no terms.")

@@ -8,12 +8,12 @@ the holders and refunded. Read-only; the CSV export neutralises formulas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncMonth
 
 from common.models import Organisation
@@ -67,10 +67,21 @@ def earnings_by_listing(*, holder: Organisation) -> dict[str, int]:
     return {f"{row['listing__title']} ({row['currency']})": int(row["amount"]) for row in rows}
 
 
-def spend_rows(*, buyer: Organisation) -> Iterator[list[Any]]:
-    """One row per order the organisation placed: what it escrowed, what was released and refunded."""
-    licenses = {lic.order_id: lic for lic in License.objects.filter(licensee=buyer)}
-    for order in Order.objects.filter(buyer=buyer).select_related("listing").order_by("created_at", "pk"):
+def spend_orders(*, buyer: Organisation) -> QuerySet[Order]:
+    """The orders the organisation placed, oldest first: the rows of its spend statement."""
+    return Order.objects.filter(buyer=buyer).select_related("listing").order_by("created_at", "pk")
+
+
+def spend_rows(*, buyer: Organisation, orders: Iterable[Order] | None = None) -> Iterator[list[Any]]:
+    """One row per order (all of the buyer's, or the given page of them): escrowed, released, refunded."""
+    held = License.objects.filter(licensee=buyer)
+    if orders is None:
+        orders = spend_orders(buyer=buyer).iterator(chunk_size=500)
+    else:
+        orders = list(orders)
+        held = held.filter(order__in=[o.pk for o in orders])
+    licenses = {lic.order_id: lic for lic in held}
+    for order in orders:
         license_ = licenses.get(order.pk)
         if license_ is not None:
             escrowed, released, refunded = license_.escrowed, license_.released, license_.refunded
@@ -91,7 +102,10 @@ def spend_rows(*, buyer: Organisation) -> Iterator[list[Any]]:
 
 def spend_total(*, buyer: Organisation) -> dict[str, int]:
     """Released (spent for good) per currency."""
-    totals: dict[str, int] = {}
-    for row in spend_rows(buyer=buyer):
-        totals[row[4]] = totals.get(row[4], 0) + int(row[6])
-    return totals
+    rows = (
+        License.objects.filter(licensee=buyer)
+        .values("order__currency")
+        .annotate(released=Sum("released"))
+        .order_by("order__currency")
+    )
+    return {row["order__currency"]: int(row["released"] or 0) for row in rows}
