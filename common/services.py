@@ -178,7 +178,7 @@ def invitation_accept(*, raw_token: str, user: User) -> Membership:
     """
     digest = hashlib.sha256(raw_token.encode()).hexdigest()
     invitation = (
-        Invitation.objects.select_for_update()
+        Invitation.objects.select_for_update(of=("self",))
         .select_related("organisation")
         .filter(token_hash=digest)
         .first()
@@ -250,7 +250,9 @@ def membership_remove(*, actor: User, membership: Membership) -> None:
     """
     _require_admin(actor, membership.organisation)
     locked = (
-        Membership.objects.select_for_update().select_related("user", "organisation").get(pk=membership.pk)
+        Membership.objects.select_for_update(of=("self",))
+        .select_related("user", "organisation")
+        .get(pk=membership.pk)
     )
     if locked.role == Role.ADMIN and (
         Membership.objects.filter(organisation_id=locked.organisation_id, role=Role.ADMIN).count() <= 1

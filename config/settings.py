@@ -168,7 +168,7 @@ else:
 AUTH_USER_MODEL = "common.User"
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "common:login"
-LOGIN_REDIRECT_URL = "common:home"
+LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "common:login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -413,6 +413,8 @@ MARKETPLACE_PAYMENT_GATEWAY = env(
 )
 # Hours a provider has to approve an order before it times out (the slot is freed, the escrow refunded).
 MARKETPLACE_APPROVAL_HOURS = env_int("SEALROOM_MARKETPLACE_APPROVAL_HOURS", 72)
+# Seconds a request owns its Idempotency-Key before a retry may take it over (the first one died).
+MARKETPLACE_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("SEALROOM_MARKETPLACE_IDEMPOTENCY_IN_FLIGHT_SECONDS", 60)
 # Seconds between marketplace sweeps (settle usage, expire licenses, time out approvals).
 MARKETPLACE_SWEEP_SECONDS = env_int("SEALROOM_MARKETPLACE_SWEEP_SECONDS", 60)
 CELERY_BEAT_SCHEDULE["marketplace-sweep"] = {

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,8 +37,11 @@ from marketplace.models import IdempotencyRecord, IdempotencyState
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{8,200}")
 KEEP_FOR = timedelta(hours=24)
-# How long a first request owns its key before a retry may take it over (it died).
-IN_FLIGHT_FOR = timedelta(seconds=60)
+
+
+def _in_flight_for() -> timedelta:
+    """How long a first request owns its key before a retry may take it over (it died)."""
+    return timedelta(seconds=settings.MARKETPLACE_IDEMPOTENCY_IN_FLIGHT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def _claim(*, organisation: Organisation, endpoint: str, key: str, digest: str) 
     fresh = {
         "request_hash": digest,
         "state": IdempotencyState.IN_PROGRESS,
-        "locked_until": now + IN_FLIGHT_FOR,
+        "locked_until": now + _in_flight_for(),
     }
     try:
         with transaction.atomic():
@@ -105,7 +109,7 @@ def _claim(*, organisation: Organisation, endpoint: str, key: str, digest: str) 
                 "A request with this Idempotency-Key is still in progress; retry shortly."
             )
         # The first request died while holding the key: take it over.
-        record.locked_until = now + IN_FLIGHT_FOR
+        record.locked_until = now + _in_flight_for()
         record.save(update_fields=["locked_until"])
         return record
 

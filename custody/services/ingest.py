@@ -194,10 +194,14 @@ def contribution_fail(*, contribution_id: int, reason: str, code: str) -> None:
     quote a header that was really a record, so the audit log gets the code.
     """
     contribution = (
-        Contribution.objects.select_for_update().select_related("contributor").get(pk=contribution_id)
+        Contribution.objects.select_for_update(of=("self",))
+        .select_related("contributor")
+        .get(pk=contribution_id)
     )
     version = (
-        DatasetVersion.objects.select_for_update().select_related("dataset").get(pk=contribution.version_id)
+        DatasetVersion.objects.select_for_update(of=("self",))
+        .select_related("dataset")
+        .get(pk=contribution.version_id)
     )
     contribution.state = ContributionState.FAILED
     contribution.failure_reason = reason[:2000]

@@ -59,7 +59,11 @@ def _ref(prefix: str) -> str:
 
 
 def _lock_offer(offer_id: int) -> Offer:
-    return Offer.objects.select_for_update().select_related("listing__version").get(pk=offer_id)
+    # NO KEY UPDATE on the offer and its joined listing and version: placements and a
+    # withdrawal still exclude each other, but a settlement's foreign-key check on the
+    # listing (KEY SHARE, at its commit) no longer waits here while it holds the audit
+    # chain head this placement waits for (a deadlock under concurrent orders).
+    return Offer.objects.select_for_update(no_key=True).select_related("listing__version").get(pk=offer_id)
 
 
 def _check_orderable(offer: Offer, buyer: Organisation) -> None:
@@ -259,7 +263,7 @@ def _license_issue(*, order: Order, version: DatasetVersion, actor: User | None)
 
 
 def _lock_pending(order: Order, provider: Organisation) -> Order:
-    locked = Order.objects.select_for_update().select_related("listing").get(pk=order.pk)
+    locked = Order.objects.select_for_update(of=("self",)).select_related("listing").get(pk=order.pk)
     if locked.listing.provider_id != provider.pk:
         raise NotPermitted(
             "Only the listing's provider decides on its orders.", code="marketplace.not_provider"
@@ -339,7 +343,7 @@ def order_timeout_sweep(*, now: datetime | None = None) -> list[str]:
     timed_out = []
     for order_id in due.values_list("pk", flat=True)[:500]:
         with transaction.atomic():
-            locked = Order.objects.select_for_update().select_related("listing").get(pk=order_id)
+            locked = Order.objects.select_for_update(of=("self",)).select_related("listing").get(pk=order_id)
             if locked.state != OrderState.PENDING:
                 continue
             _order_close(

@@ -85,7 +85,7 @@ def payout_request(
 @transaction.atomic
 def payout_send(*, payout_ref: str) -> Payout:
     """Ask the gateway to send a requested payout and record the answer; a no-op once decided."""
-    payout = Payout.objects.select_for_update().select_related("organisation").get(ref=payout_ref)
+    payout = Payout.objects.select_for_update(of=("self",)).select_related("organisation").get(ref=payout_ref)
     if payout.state != PayoutState.REQUESTED:
         return payout
     if not payout.organisation.is_provider:

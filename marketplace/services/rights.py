@@ -86,7 +86,11 @@ def _audit(action: str, allocation: RightsAllocation, actor: User | None, **deta
 
 
 def _locked_version(version: DatasetVersion) -> DatasetVersion:
-    return DatasetVersion.objects.select_for_update().select_related("dataset__owner").get(pk=version.pk)
+    return (
+        DatasetVersion.objects.select_for_update(of=("self",))
+        .select_related("dataset__owner")
+        .get(pk=version.pk)
+    )
 
 
 def allocation_in_force(*, version: DatasetVersion) -> RightsAllocation:
@@ -238,7 +242,7 @@ def _maybe_in_force(allocation: RightsAllocation, actor: User) -> None:
 
 def _locked_proposal(allocation: RightsAllocation) -> RightsAllocation:
     locked = (
-        RightsAllocation.objects.select_for_update()
+        RightsAllocation.objects.select_for_update(of=("self",))
         .select_related("version__dataset__owner")
         .get(pk=allocation.pk)
     )

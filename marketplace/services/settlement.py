@@ -40,8 +40,11 @@ SWEEP_BATCH = 500
 
 
 def _lock_license(license_id: int) -> License:
+    # Only the license's row: a plain FOR UPDATE would lock every joined row too
+    # (the order, the listing, the buyer), which concurrent orders' foreign-key
+    # checks take shares of at commit, and a settlement would deadlock with them.
     return (
-        License.objects.select_for_update()
+        License.objects.select_for_update(of=("self",))
         .select_related("order__listing", "order__buyer")
         .get(pk=license_id)
     )

@@ -36,12 +36,28 @@ HEALTH_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 20
 
 
+# A worker that dies on its own is started again, as systemd's Restart=always
+# would (Celery's Redis transport can exit on a broker restart: chaos/README.md);
+# more than this many deaths within the window means something is wrong for good.
+WORKER_RESTARTS = 5
+WORKER_RESTART_WINDOW_SECONDS = 300
+
+
 @dataclass
 class Child:
     name: str
     command: list[str]
     cwd: Path
+    # Work items and leases make a worker safe to restart; a dead web server is not papered over.
+    restartable: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    deaths: list[float] = field(default_factory=list, repr=False)
+
+    def may_restart(self) -> bool:
+        """Record a death; whether the child may be started again (few enough deaths lately)."""
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < WORKER_RESTART_WINDOW_SECONDS] + [now]
+        return self.restartable and len(self.deaths) <= WORKER_RESTARTS
 
     def start(self) -> None:
         # The project stays importable from any working directory.
@@ -140,7 +156,7 @@ class Command(BaseCommand):
             # The worker runs in var/: kombu's filesystem transport puts files
             # at relative paths it is not told about (its "control" folder),
             # and those belong under var/, never in the checkout.
-            Child("worker", worker_command(), cwd=Path(settings.VAR_DIR)),
+            Child("worker", worker_command(), cwd=Path(settings.VAR_DIR), restartable=True),
             Child("web", web_command(options["host"], options["port"]), cwd=Path(settings.BASE_DIR)),
         ]
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -191,11 +207,23 @@ class Command(BaseCommand):
             time.sleep(0.2)
 
     def supervise(self, children: list[Child]) -> Child | None:
-        """Wait for a stop signal (None) or for a child to die on its own (that child)."""
+        """Wait for a stop signal (None) or for a child to die for good (that child).
+
+        A restartable child (the worker) that dies is started again, up to
+        ``WORKER_RESTARTS`` times within ``WORKER_RESTART_WINDOW_SECONDS``.
+        """
         while not self.stopping:
             for child in children:
-                if child.exit_code is not None:
+                if child.exit_code is None:
+                    continue
+                if not child.may_restart():
                     return child
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"the {child.name} process exited with code {child.exit_code}; restarting it"
+                    )
+                )
+                child.start()
             time.sleep(0.2)
         return None
 

@@ -7,9 +7,9 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
-from marketplace.idempotency import IN_FLIGHT_FOR
 from marketplace.models import IdempotencyRecord, IdempotencyState, License, Order, OrderState
 from marketplace.services.settlement import usage_settle
 from tests.common.test_problems import assert_problem
@@ -132,7 +132,10 @@ class TestIdempotencyKey:
             key="dead-key-01",
             digest=request_hash({"offer_id": offer.pk}),
         )
-        IdempotencyRecord.objects.update(locked_until=timezone.now() - IN_FLIGHT_FOR)
+        IdempotencyRecord.objects.update(
+            locked_until=timezone.now()
+            - timedelta(seconds=settings.MARKETPLACE_IDEMPOTENCY_IN_FLIGHT_SECONDS)
+        )
         assert place(trainer, offer.pk, key="dead-key-01").status_code == 201
         assert IdempotencyRecord.objects.get().state == IdempotencyState.DONE
 
