@@ -28,7 +28,9 @@ TERMS_SCHEMA_ID = "https://sealroom.example/schemas/license-terms/v1.json"
 PURPOSES = ("research", "commercial", "internal_evaluation")
 JOB_TEMPLATES = ("causal_lm", "causal_lm_lora", "seq_classification")
 # The release gate's default threshold on canary exposure (bits), used when the terms name none.
-DEFAULT_GATE_MAX_EXPOSURE = 4.0
+# 4.0 refused about one ordinary model in five (the worst of 4 canaries among 256 texts is over
+# 4 bits with probability 1 - (15/16)^4); 8.0 with 1,024 texts per canary refuses under 1 %.
+DEFAULT_GATE_MAX_EXPOSURE = 8.0
 MAX_COUNT = 1_000_000
 MAX_TOKENS = 10**15
 

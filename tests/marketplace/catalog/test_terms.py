@@ -13,7 +13,13 @@ from django.conf import settings
 from custody.models import Grant
 from marketplace.exceptions import TermsInvalid
 from marketplace.services import catalog
-from marketplace.terms import TERMS_SCHEMA, grant_snapshot, terms_plain, terms_validate
+from marketplace.terms import (
+    DEFAULT_GATE_MAX_EXPOSURE,
+    TERMS_SCHEMA,
+    grant_snapshot,
+    terms_plain,
+    terms_validate,
+)
 from tests.grants import grant_for_test
 from tests.marketplace.catalog.conftest import terms_doc
 
@@ -30,7 +36,7 @@ class TestTermsValidate:
         assert clean["duty"] == {
             "attribution": "",
             "differential_privacy": {"required": False},
-            "release_gate": {"max_exposure": 4.0},
+            "release_gate": {"max_exposure": DEFAULT_GATE_MAX_EXPOSURE},
         }
         assert clean["constraint"]["max_licenses"] is None
 
@@ -136,7 +142,7 @@ class TestGrantSnapshot:
         assert snapshot["expires_at"] == "2026-04-01T00:00:00+00:00"
         assert snapshot["epsilon_cap"] == "3"
         assert snapshot["dp_required"] is True
-        assert snapshot["gate_max_exposure"] == 4.0
+        assert snapshot["gate_max_exposure"] == DEFAULT_GATE_MAX_EXPOSURE == 8.0
         assert snapshot["max_tokens"] == 5_000_000
         grant = grant_for_test(version, bolt, **snapshot)
         assert Grant.objects.get(pk=grant.pk).terms["job_templates"] == [
