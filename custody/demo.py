@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 
 from django.core.management.base import OutputWrapper
 
@@ -52,8 +53,13 @@ MOODS = (
 )
 
 
-def tickets(count: int = 240, seed: int = 7) -> list[dict[str, str]]:
-    """Synthetic tickets: PII in most, a few exact duplicates for the screening to flag."""
+def tickets(count: int = 240, seed: int = 7, sentinels: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Synthetic tickets: PII in most, a few exact duplicates for the screening to flag.
+
+    ``sentinels`` (tests only) are mixed in round robin, one per ticket, so an
+    exposure scan can look for custody text wherever it might land; without
+    them the tickets are exactly those of ``make run``.
+    """
     rng = random.Random(seed)
     records = []
     for i in range(count):
@@ -65,6 +71,8 @@ def tickets(count: int = 240, seed: int = 7) -> list[dict[str, str]]:
             f"{rng.choice(TRIED)}. {rng.choice(ASKS)} {rng.choice(MOODS)} "
             f"Please call me at {phone} or write to {email}."
         )
+        if sentinels:
+            text += f" Ticket reference {sentinels[i % len(sentinels)]}."
         records.append({"text": text, "channel": rng.choice(("email", "chat", "phone"))})
     return records + records[:3]
 
@@ -82,8 +90,11 @@ def _run_custody_work() -> None:
             work_run(item_id=item_id, owner="demo-seed")
 
 
-def seed(stdout: OutputWrapper) -> None:
-    """Create and seal the demo dataset if it is not there yet (idempotent)."""
+def seed(stdout: OutputWrapper, *, sentinels: Sequence[str] = ()) -> None:
+    """Create and seal the demo dataset if it is not there yet (idempotent).
+
+    ``sentinels``: tokens to plant in the tickets (the exposure scan's; off by default).
+    """
     acme = Organisation.objects.filter(name="Acme Corpora").first()
     alice = User.objects.filter(username="alice").first()
     if acme is None or alice is None:
@@ -100,7 +111,7 @@ def seed(stdout: OutputWrapper) -> None:
     version = dataset.versions.filter(state=VersionState.UPLOADING).first() or services.version_create(
         actor=alice, dataset=dataset
     )
-    data = "".join(json.dumps(r) + "\n" for r in tickets()).encode()
+    data = "".join(json.dumps(r) + "\n" for r in tickets(sentinels=sentinels)).encode()
     contribution = services.contribution_start(
         actor=alice,
         organisation=acme,
