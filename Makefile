@@ -45,4 +45,4 @@ proof: $(STAMP)
 	$(PY) bench/ingest.py --records 100000 --workers 2
 
 clean:
-	rm -rf var/test-output var/test-db.sqlite3*
+	rm -rf var/test-output var/test-db.sqlite3* var/chaos
