@@ -123,6 +123,7 @@ class TestOrderPages:
     def test_the_received_orders_are_flat_and_paginated(self, alice, add_orders):
         client = signed_in(alice)
         url = reverse("marketplace:orders_received")
+
         def both_states(k: int) -> None:
             # Both lists have rows at N and at 3N, so each load runs the same statements.
             add_orders(k - k // 2, approval=True)
