@@ -438,12 +438,12 @@ TRAINING_GPU_INDEX: int | None = (
 TRAINING_OUTPUT_MAX_BYTES = env_int("SEALROOM_TRAINING_OUTPUT_MAX_BYTES", 8 * 1024**3)
 TRAINING_MAX_ATTEMPTS = env_int("SEALROOM_TRAINING_MAX_ATTEMPTS", 3)
 # Release gate: canary exposure limit when the license names none; secret canaries per job.
-# With 4 canaries of 1,023 candidates a model that memorised nothing is refused with
-# probability about 4 x 2^-8 (under 1 %), and a memorised canary scores 10 bits (docs/training.md).
-TRAINING_GATE_MAX_EXPOSURE = float(env("SEALROOM_TRAINING_GATE_MAX_EXPOSURE", "8"))
+# With 4 canaries of 255 candidates only a canary ranked first (8 bits) is over 7: a model that
+# memorised nothing is refused with probability 4/256 (1.6 %) (docs/training.md).
+TRAINING_GATE_MAX_EXPOSURE = float(env("SEALROOM_TRAINING_GATE_MAX_EXPOSURE", "7"))
 TRAINING_GATE_PROBES = env_int("SEALROOM_TRAINING_GATE_PROBES", 32)
 TRAINING_CANARIES = env_int("SEALROOM_TRAINING_CANARIES", 4)
-TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 1023)
+TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 255)
 TRAINING_CANARY_REPEATS = env_int("SEALROOM_TRAINING_CANARY_REPEATS", 1)
 # Progress writes at most this often; the loss curve keeps at most this many points.
 TRAINING_PROGRESS_WRITE_SECONDS = float(env("SEALROOM_TRAINING_PROGRESS_WRITE_SECONDS", "1"))

@@ -29,8 +29,9 @@ PURPOSES = ("research", "commercial", "internal_evaluation")
 JOB_TEMPLATES = ("causal_lm", "causal_lm_lora", "seq_classification")
 # The release gate's default threshold on canary exposure (bits), used when the terms name none.
 # 4.0 refused about one ordinary model in five (the worst of 4 canaries among 256 texts is over
-# 4 bits with probability 1 - (15/16)^4); 8.0 with 1,024 texts per canary refuses under 1 %.
-DEFAULT_GATE_MAX_EXPOSURE = 8.0
+# 4 bits with probability 1 - (15/16)^4); at 7.0 only a canary ranked first (8 bits) is over:
+# 4/256 = 1.6 % of ordinary models, and a memorised canary is still caught.
+DEFAULT_GATE_MAX_EXPOSURE = 7.0
 MAX_COUNT = 1_000_000
 MAX_TOKENS = 10**15
 

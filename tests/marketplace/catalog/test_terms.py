@@ -142,7 +142,7 @@ class TestGrantSnapshot:
         assert snapshot["expires_at"] == "2026-04-01T00:00:00+00:00"
         assert snapshot["epsilon_cap"] == "3"
         assert snapshot["dp_required"] is True
-        assert snapshot["gate_max_exposure"] == DEFAULT_GATE_MAX_EXPOSURE == 8.0
+        assert snapshot["gate_max_exposure"] == DEFAULT_GATE_MAX_EXPOSURE == 7.0
         assert snapshot["max_tokens"] == 5_000_000
         grant = grant_for_test(version, bolt, **snapshot)
         assert Grant.objects.get(pk=grant.pk).terms["job_templates"] == [
