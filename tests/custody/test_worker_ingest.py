@@ -1,4 +1,11 @@
-"""The ingest through a real Celery worker: it finishes, and survives kill -9 mid-way."""
+"""The ingest through a real Celery worker: it finishes, and survives kill -9 mid-way.
+
+The kill drills run a stream of uploads through the worker and SIGKILL it on
+a seeded schedule (tests/worker/drill.py); the verdict comes from the
+offline checkers of chaos/checks.py reading the drill's history: every
+acknowledged upload reaches review with each record exactly once, and the
+audit chain verifies.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,26 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
+from chaos.checks import check_audit_chain, check_uploads
 from common.models import WorkItem, WorkState
 from common.work import work_sweep
 from custody import services
 from custody.models import DatasetVersion, GrantPurpose, Shard, VersionState
-from custody.services._keys import system_grant
 from custody.services.ingest import BATCH_RECORDS
 from tests.custody.conftest import jsonl
 from tests.custody.scanner import scan_files
-from tests.worker.harness import TEST_LEASE_SECONDS, wait_until
+from tests.worker.drill import KillDrill, use_worker_dirs
+from tests.worker.harness import wait_until
 
 pytestmark = pytest.mark.worker
+
+INGEST_KINDS = ("custody.parse", "custody.batch", "custody.finalize")
 
 
 @pytest.fixture
 def shared_dirs(celery_worker_process, settings):
-    """Point this process at the worker's blob and key directories."""
-    settings.BLOB_DIR = Path(celery_worker_process.env["SEALROOM_BLOB_DIR"])
-    settings.KEY_DIR = Path(celery_worker_process.env["SEALROOM_KEY_DIR"])
+    """Point this process at the worker's blob, key and audit export directories."""
+    use_worker_dirs(settings, celery_worker_process)
     # A killed worker may take a fetched doorbell with it (the filesystem
     # transport has no redelivery): the sweeper, run by these tests, re-rings
     # queued items after this many seconds instead of the default five minutes.
@@ -60,9 +69,56 @@ def wait_for_review(version: DatasetVersion, timeout: float = 120) -> DatasetVer
 
 def all_ids(version: DatasetVersion) -> list[int]:
     stream = services.grant_stream_open(
-        grant=system_grant(version, GrantPurpose.REVIEW), consumer_ref="check", purpose="review"
+        grant=services.system_grant(version, GrantPurpose.REVIEW), consumer_ref="check", purpose="review"
     )
     return [r["id"] for batch in stream for r in batch]
+
+
+class UploadStream:
+    """Uploads of ``records`` records each, one at a time, each acknowledgement in the drill's history."""
+
+    def __init__(self, drill: KillDrill, alice, acme, *, records: int) -> None:
+        self.drill, self.alice, self.acme, self.records = drill, alice, acme, records
+        self.versions: list[int] = []
+
+    def upload(self) -> None:
+        n = len(self.versions) + 1
+        self.drill.invoke("upload", n=n, records=self.records)
+        rows = [{"text": f"Line {i} of upload {n} in the kill drill."} for i in range(self.records)]
+        version = start_ingest(self.alice, self.acme, rows)
+        self.versions.append(version.pk)
+        self.drill.ok("upload", n=n, version=version.pk, records=self.records)
+
+    def in_progress(self) -> bool:
+        return DatasetVersion.objects.filter(pk__in=self.versions, state=VersionState.PROCESSING).exists()
+
+    def feed(self) -> None:
+        if not self.in_progress():
+            self.upload()
+
+    def busy(self) -> str | None:
+        item = self.drill.holding()
+        if item is None:
+            return None
+        return f"{item.kind} {item.ref} (attempt {item.attempts})"
+
+    def done(self) -> bool:
+        return not self.in_progress()
+
+
+def ingest_drill(worker, alice, acme, *, name: str, faults: int, latest: float, records: int) -> UploadStream:
+    """Upload, kill the worker ``faults`` times mid-ingest, and return the stream once all is ingested."""
+    with KillDrill(
+        name, worker, kinds=INGEST_KINDS, faults=faults, earliest=1.0, latest=latest, recover=work_sweep
+    ) as drill:
+        stream = UploadStream(drill, alice, acme, records=records)
+        stream.upload()
+        drill.strike_all(busy=stream.busy, feed=stream.feed, done=stream.done)
+        drill.finish(stream.done, what="every acknowledged upload through ingest", timeout=600)
+        assert drill.check([check_uploads, check_audit_chain]) == []
+    assert drill.kills == faults
+    assert not WorkItem.objects.filter(state=WorkState.FAILED).exists()
+    return stream
 
 
 def test_the_worker_ingests_a_version_and_no_sentinel_reaches_the_broker(
@@ -80,45 +136,18 @@ def test_the_worker_ingests_a_version_and_no_sentinel_reaches_the_broker(
 
 
 def test_a_worker_killed_mid_ingest_finishes_with_every_record_exactly_once(shared_dirs, alice, acme):
-    total = BATCH_RECORDS * 4 + 7
-    version = start_ingest(alice, acme, [{"text": f"Line {i} of the killed ingest."} for i in range(total)])
-
-    def some_shard_done() -> bool:
-        return Shard.objects.filter(version=version).exists()
-
-    wait_until(some_shard_done, what="the first shard", timeout=120, interval=0.05)
-    shared_dirs.kill()
-    assert DatasetVersion.objects.get(pk=version.pk).state == VersionState.PROCESSING
-    time.sleep(TEST_LEASE_SECONDS + 0.5)  # let the dead worker's lease expire
-    shared_dirs.restart()
-    done = wait_for_review(version)
-    ids = all_ids(done)
-    assert len(ids) == len(set(ids)) == total == done.records
-    assert Shard.objects.filter(version=version).count() == 5
-    assert not WorkItem.objects.filter(state=WorkState.FAILED).exists()
+    stream = ingest_drill(
+        shared_dirs, alice, acme, name="ingest-quick", faults=1, latest=3.0, records=BATCH_RECORDS * 4 + 7
+    )
+    for version_id in stream.versions:
+        assert Shard.objects.filter(version_id=version_id).count() == 5
 
 
 @pytest.mark.proof
+@pytest.mark.timeout(900)
 def test_twenty_kills_mid_ingest_still_finish_with_every_record_exactly_once(shared_dirs, alice, acme):
-    total = BATCH_RECORDS * 20 + 3
-    version = start_ingest(alice, acme, [{"text": f"Line {i} of the long drill."} for i in range(total)])
-    kills = 0
-    while kills < 20:
-        done_before = Shard.objects.filter(version=version).count()
-
-        def progressed(before: int = done_before) -> bool:
-            work_sweep()
-            state = DatasetVersion.objects.get(pk=version.pk).state
-            return Shard.objects.filter(version=version).count() > before or state == VersionState.REVIEW
-
-        wait_until(progressed, what="progress before the next kill", timeout=120, interval=0.05)
-        if DatasetVersion.objects.get(pk=version.pk).state == VersionState.REVIEW:
-            break
-        shared_dirs.kill()
-        kills += 1
-        time.sleep(TEST_LEASE_SECONDS + 0.5)
-        shared_dirs.restart()
-    done = wait_for_review(version, timeout=300)
-    ids = all_ids(done)
-    assert kills >= 10
-    assert len(ids) == len(set(ids)) == total == done.records
+    stream = ingest_drill(
+        shared_dirs, alice, acme, name="ingest-proof", faults=20, latest=300.0, records=BATCH_RECORDS * 20 + 3
+    )
+    for version_id in stream.versions:
+        assert Shard.objects.filter(version_id=version_id).count() == 21
