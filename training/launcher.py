@@ -38,6 +38,7 @@ from common.work import work_handler
 from custody import services as custody
 from custody.exceptions import Conflict as CustodyConflict
 from custody.models import DatasetVersion, Grant, GrantState, UsageKind
+from custody.tokens import count_tokens
 from training import sandbox
 from training.models import (
     BaseKind,
@@ -109,9 +110,26 @@ def private_workdir(job: TrainingJob) -> Iterator[Path]:
 
 @dataclass
 class Inputs:
+    """The runner's records (each with its platform tokens), the gate's probes, the opaque labels."""
+
     records: list[dict[str, Any]]
     probes: list[dict[str, Any]]
     labels: list[str] = field(default_factory=list)
+    label_vocabulary_sha256: str = ""
+    platform_tokens: int = 0  # of the records streamed, canaries excluded
+
+
+def opaque_labels(values: list[str]) -> tuple[dict[str, str], str]:
+    """Map label values to ``LABEL_<i>`` (i: rank in the sorted vocabulary); returns the map and its hash.
+
+    Label values are metadata of custody records and leave custody only as these ids: the spec,
+    the receipt and the model's ``id2label`` name no value. The hash (sha256 of the sorted
+    vocabulary as JSON) lets a provider, who knows the values, check the mapping; it also confirms
+    a guessed vocabulary, so it is a commitment, not a secret (docs/training.md).
+    """
+    vocabulary = sorted(set(values))
+    digest = hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode()).hexdigest()
+    return {value: f"LABEL_{i}" for i, value in enumerate(vocabulary)}, digest
 
 
 def record_text(value: Any) -> str:
@@ -145,18 +163,43 @@ def _inputs(job: TrainingJob) -> Inputs:
             f"{unlabelled} record(s) have no value in the metadata field {label_field!r}; "
             "choose the field that labels every record.",
         )
-    labels = sorted({r["label"] for r in records}) if classification else []
-    if classification and len(labels) < 2:
-        raise LaunchFailure(
-            "training.labels_missing",
-            f"The metadata field {label_field!r} holds {len(labels)} distinct label(s); "
-            "classification needs at least 2.",
-        )
+    inputs = Inputs(records=records, probes=[], platform_tokens=_count_platform_tokens(records))
+    if classification:
+        _relabel(inputs, label_field)
     rng = random.Random(secrets.randbits(64))
-    probes = [
+    inputs.probes = [
         {"text": r["text"]} for r in rng.sample(records, min(len(records), settings.TRAINING_GATE_PROBES))
     ]
-    return Inputs(records=records, probes=probes, labels=labels)
+    return inputs
+
+
+def _count_platform_tokens(records: list[dict[str, Any]], chunk: int = 1024) -> int:
+    """Give each runner record its platform tokens (custody's tokenizer); returns their sum.
+
+    The runner bills the records its steps consume by these counts, whatever its base's tokenizer.
+    """
+    total = 0
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
+        for record, tokens in zip(part, count_tokens([r["text"] for r in part]), strict=True):
+            record["platform_tokens"] = tokens
+            total += tokens
+    return total
+
+
+def _relabel(inputs: Inputs, label_field: str) -> None:
+    """Replace the records' label values by opaque ids. :raises LaunchFailure: fewer than 2 labels."""
+    mapping, digest = opaque_labels([r["label"] for r in inputs.records])
+    if len(mapping) < 2:
+        raise LaunchFailure(
+            "training.labels_missing",
+            f"The metadata field {label_field!r} holds {len(mapping)} distinct label(s); "
+            "classification needs at least 2.",
+        )
+    for record in inputs.records:
+        record["label"] = mapping[record["label"]]
+    inputs.labels = [f"LABEL_{i}" for i in range(len(mapping))]
+    inputs.label_vocabulary_sha256 = digest
 
 
 def _mix_canaries(inputs: Inputs, workdir: Path, causal: bool) -> None:
@@ -390,7 +433,33 @@ def artifact_blob_key(job: TrainingJob) -> str:
     return f"training/artifacts/job-{job.pk}.tar.gz"
 
 
-def _release(job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion) -> None:
+def _tokens_bound(job: TrainingJob, version: DatasetVersion, inputs: Inputs) -> int:
+    """The most a job can be billed: the streamed records' platform tokens x epochs, never more
+    than the sealed version's tokens x epochs."""
+    return min(inputs.platform_tokens, int(version.tokens)) * job.epochs
+
+
+def tokens_billed(done: dict[str, Any], *, bound: int) -> int:
+    """The runner's count of the platform tokens it trained on, checked against the upper bound.
+
+    :raises LaunchFailure: the runner reported no usable count (a runner defect, never billed as
+    the bound: a job is billed what it trained, not what it might have).
+    """
+    reported = done.get("tokens_trained")
+    if isinstance(reported, bool) or not isinstance(reported, int) or reported < 0:
+        raise LaunchFailure(
+            "training.runner_failed", "The runner did not report how many platform tokens it trained."
+        )
+    if reported > bound:
+        logger.warning(
+            "runner reported %s platform tokens, over the bound %s: billing the bound", reported, bound
+        )
+    return min(reported, bound)
+
+
+def _release(
+    job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion, inputs: Inputs
+) -> None:
     archive, files = _artifact_archive(workdir / "out")
     may_leave = bool(job.grant.terms.get("weights_may_leave"))
     if may_leave:
@@ -408,7 +477,7 @@ def _release(job: TrainingJob, workdir: Path, recorder: Recorder, version: Datas
         job.epsilon_spent = (
             Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
         )
-        job.tokens_trained = int(version.tokens) * job.epochs
+        job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
         final = done.get("metrics")
         if isinstance(final, dict):
             job.metrics["final"] = {k: v for k, v in final.items() if _plain(v)}
@@ -443,10 +512,14 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
     spec = dict(job.spec)
     if job.base.task == BaseTask.CLASSIFICATION:
         spec["labels"] = inputs.labels
+        job.metrics["labels"] = {
+            "count": len(inputs.labels),
+            "vocabulary_sha256": inputs.label_vocabulary_sha256,
+        }
     if job.base.kind == BaseKind.UPLOADED:
         base_unpack(base=job.base, into=workdir / "base")
     job.spec = spec
-    job.save(update_fields=["spec"])
+    job.save(update_fields=["spec", "metrics"])
     (workdir / "spec.json").write_text(json.dumps(spec))
     _mix_canaries(inputs, workdir, causal=job.base.task == BaseTask.CAUSAL_LM)
     _train(job, workdir, inputs, recorder)
@@ -455,7 +528,7 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
     _job_state(job, JobState.RELEASING, "Checking the trained model (release gate).")
     _gate(job, workdir, inputs, recorder)
     _cancel_point(recorder)
-    _release(job, workdir, recorder, version)
+    _release(job, workdir, recorder, version, inputs)
 
 
 def _cancel_point(recorder: Recorder) -> None:

@@ -26,8 +26,10 @@ def canonical(body: dict[str, Any]) -> bytes:
 
 
 def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]:
+    """The receipt's fields. A classifier's labels appear only as ids (``LABEL_<i>``, in the spec)
+    with the hash of the sorted label vocabulary: the values are custody data."""
     spec = {k: v for k, v in job.spec.items() if k != "base"}
-    return {
+    body = {
         "type": RECEIPT_TYPE,
         "job": job.pk,
         "organisation": job.organisation_id,
@@ -44,6 +46,10 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
         "gate": {k: job.gate.get(k) for k in ("passed", "exposure", "verbatim", "max_exposure")},
         "issued_at": timezone.now().isoformat(),
     }
+    labels = job.metrics.get("labels")
+    if isinstance(labels, dict) and labels.get("vocabulary_sha256"):
+        body["label_vocabulary_sha256"] = labels["vocabulary_sha256"]
+    return body
 
 
 def receipt_sign(body: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,9 @@
   KEKs keep unwrapping under their old master until they are rewrapped.
 - Data-key rotation: a sealed version's shards re-encrypted under a new data
   key (``key_version`` + 1), read under the platform's ``rekey`` grant.
+  Withheld training artifacts have keys of their own, wrapped by the version's
+  KEK (``custody.services.artifacts``): master rotation and the shred cover
+  them as they cover the shards, and data-key rotation leaves them alone.
 - The crypto-shred, in two steps: disabling a version's KEK makes the version
   unreadable at once and can be undone; destroying it, allowed only
   ``SHRED_DELAY_SECONDS`` after the disable and only for a version that is
@@ -120,7 +123,11 @@ def _reason(reason: str) -> str:
 
 
 def _lock(version_id: int) -> DatasetVersion:
-    return DatasetVersion.objects.select_for_update().select_related("dataset__owner").get(pk=version_id)
+    return (
+        DatasetVersion.objects.select_for_update(of=("self",))
+        .select_related("dataset__owner")
+        .get(pk=version_id)
+    )
 
 
 def _audit_version(action: str, actor: User | None, version: DatasetVersion, **details: Any) -> None:
@@ -264,7 +271,9 @@ def kek_rewrap_all(*, actor: User | None) -> RewrapSummary:
     for contribution_id in live.values_list("pk", flat=True):
         with transaction.atomic():
             contribution = (
-                Contribution.objects.select_for_update().select_related("contributor").get(pk=contribution_id)
+                Contribution.objects.select_for_update(of=("self",))
+                .select_related("contributor")
+                .get(pk=contribution_id)
             )
             if contribution.quarantine_shredded_at is not None:
                 continue

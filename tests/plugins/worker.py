@@ -111,6 +111,14 @@ def _celery_worker_session(
 @pytest.fixture
 def celery_worker_process(transactional_db: None, _celery_worker_session: WorkerProcess) -> WorkerProcess:
     """A live Celery worker process on the test database; ``.kill()`` and ``.restart()`` it at will."""
+    # The database was flushed since the last test: checkpoints the worker exported then would
+    # be "beyond the last event" of this test's audit log.
+    export_dir = Path(_celery_worker_session.env["SEALROOM_AUDIT_EXPORT_DIR"])
+    for stale in export_dir.iterdir():
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     if not _celery_worker_session.alive:
         _celery_worker_session.start()
     return _celery_worker_session

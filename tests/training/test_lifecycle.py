@@ -56,7 +56,9 @@ class TestSucceeded:
         assert job.step > 0 and job.loss is not None and job.loss_curve
         assert job.metrics["validation"], job.metrics
         assert job.gate["passed"] is True
-        assert job.tokens_trained == sealed_version.tokens * TINY_HP["epochs"]
+        # Billed: the training records (the validation tenth is not trained on), every block once.
+        assert 0 < job.tokens_trained < sealed_version.tokens * TINY_HP["epochs"]
+        assert job.metrics["final"]["platform_tokens_trained"] == job.tokens_trained
         usage = dict(UsageRecord.objects.filter(grant=grant).values_list("kind", "quantity"))
         assert usage == {"job_started": 1, "tokens_trained": job.tokens_trained}
         assert [e.kind for e in job.events.all()] == [

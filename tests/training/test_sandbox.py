@@ -188,6 +188,36 @@ class TestLimits:
         result = inside(code, tmp_path, Limits(memory_bytes=256 * 1024**2, wall_seconds=60))
         assert result.exit_code != 0 and result.reason == "out of memory (limit 256 MiB)"
 
+    @pytest.mark.parametrize("version", [2, 1])
+    def test_the_kernel_enforces_the_limit_through_a_cgroup(
+        self, version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The cgroup path for real: the limit written to the kernel, the OOM kill read back from it."""
+        parents = [parent for found, parent in sandbox._cgroup_parents() if found == version]
+        if not parents:
+            pytest.skip(
+                f"no writable cgroup v{version} with the memory controller delegated to this process "
+                "(v2: memory in cgroup.subtree_control of our cgroup or its parent; v1: a writable memory "
+                "hierarchy); the sandbox uses another version or the watchdog here"
+            )
+        if version == 1:
+            # Take the v1 path even where v2 would be preferred.
+            monkeypatch.setattr(sandbox, "_cgroup_parents", lambda: [(1, parents[0])])
+        guards: list[Any] = []
+
+        class Recorded(sandbox._MemoryGuard):
+            def __init__(self, limit: int) -> None:
+                super().__init__(limit)
+                guards.append(self)
+
+        monkeypatch.setattr(sandbox, "_MemoryGuard", Recorded)
+        code = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))"
+        result = inside(code, tmp_path, Limits(memory_bytes=256 * 1024**2, wall_seconds=60))
+        (guard,) = guards
+        assert guard.mode == f"cgroup v{version}" and not guard.watchdog_fired
+        assert result.exit_code != 0 and result.reason == "out of memory (limit 256 MiB)"
+        assert guard.path is not None and not guard.path.exists()  # removed after the run
+
     def test_wall_time_kills_the_whole_tree(self, tmp_path: Path) -> None:
         code = """
             import json, subprocess, sys, time

@@ -32,12 +32,17 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One training record: its text, its label (classification) and whether it is a canary."""
+    """One training record: its text, its label (classification) and whether it is a canary.
+
+    `platform_tokens` is the record's size in platform tokens as custody counted it (the launcher
+    sends it); None when run by hand, and the base's tokenizer counts instead.
+    """
 
     text: str
     label: str | None = None
     canary: bool = False
     line: int = 0
+    platform_tokens: int | None = None
 
 
 def read_records(lines: Iterable[bytes]) -> list[Record]:
@@ -61,7 +66,12 @@ def read_records(lines: Iterable[bytes]) -> list[Record]:
         canary = record.get("canary", False)
         if not isinstance(canary, bool):
             raise InputError("records", f"line {number}: 'canary' must be true or false")
-        records.append(Record(record["text"], label, canary, number))
+        platform_tokens = record.get("platform_tokens")
+        if platform_tokens is not None and (
+            isinstance(platform_tokens, bool) or not isinstance(platform_tokens, int) or platform_tokens < 0
+        ):
+            raise InputError("records", f"line {number}: 'platform_tokens' must be a non-negative integer")
+        records.append(Record(record["text"], label, canary, number, platform_tokens))
     if not records:
         raise InputError("records", "no records on stdin")
     return records
@@ -128,11 +138,27 @@ def special_id(tokenizer: Tokenizer, token: str) -> int:
 
 @dataclass(frozen=True)
 class Blocks:
-    """Packed token blocks: `input_ids` padded with `pad_id`, `lengths` the real tokens per block."""
+    """Packed token blocks: `input_ids` padded with `pad_id`, `lengths` the real tokens per block.
+
+    `platform` holds each block's share of the records' platform tokens (what a step that trains
+    on the block is billed); `platform_tokens` is their sum.
+    """
 
     input_ids: torch.Tensor
     lengths: torch.Tensor
     platform_tokens: int
+    platform: torch.Tensor | None = None
+
+
+def record_weights(records: list[Record], counts: list[int], counted: list[bool] | None = None) -> list[int]:
+    """Each record's platform tokens: as sent (custody's count), else `counts`; 0 for the uncounted."""
+    weights = []
+    for index, (record, count) in enumerate(zip(records, counts, strict=True)):
+        if counted is not None and not counted[index]:
+            weights.append(0)
+        else:
+            weights.append(count if record.platform_tokens is None else record.platform_tokens)
+    return weights
 
 
 def pack(
@@ -143,28 +169,64 @@ def pack(
     separator: int | None = None,
     pad: int | None = None,
     counted: list[bool] | None = None,
+    weights: list[int | None] | None = None,
+    aligned: bool = False,
 ) -> Blocks:
     """Tokenize and pack records end to end, each followed by the separator, into blocks of max_seq_len.
 
     The separator and padding default to the platform tokenizer's [SEP] and [PAD]. Platform tokens
-    count the tokens of the records flagged in `counted` (all by default; canaries are not), not
-    separators or padding.
+    count `weights` (default: each record's own tokens) of the records flagged in `counted` (all by
+    default; canaries are not), never separators or padding; a record's count is spread over the
+    blocks its tokens land in, in integers that add up to it exactly.
+
+    `aligned` (DP): one record per block, truncated to max_seq_len - 1 tokens and its separator, so
+    that one record changes one block and nothing else (end-to-end packing shifts every later block).
     """
     separator = special_id(tokenizer, "[SEP]") if separator is None else separator
     pad = special_id(tokenizer, "[PAD]") if pad is None else pad
+    encodings = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    given = weights if weights is not None else [None] * len(encodings)
+    shares = [len(ids) if w is None else w for ids, w in zip(encodings, given, strict=True)]
+    if counted is not None:
+        shares = [w if keep else 0 for w, keep in zip(shares, counted, strict=True)]
+    if aligned:
+        rows = [[*ids[: max_seq_len - 1], separator] for ids in encodings]
+        ids = torch.full((len(rows), max_seq_len), pad, dtype=torch.long)
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        lengths = torch.tensor([len(tokens) for tokens in rows], dtype=torch.long)
+        return Blocks(ids, lengths, sum(shares), torch.tensor(shares, dtype=torch.long))
     stream: list[int] = []
-    platform_tokens = 0
-    for index, encoding in enumerate(tokenizer.encode_batch(texts, add_special_tokens=False)):
-        stream.extend(encoding.ids)
-        if counted is None or counted[index]:
-            platform_tokens += len(encoding.ids)
+    spans: list[tuple[int, int]] = []
+    for encoding in encodings:
+        spans.append((len(stream), len(encoding) + 1))
+        stream.extend(encoding)
         stream.append(separator)
     count = -(-len(stream) // max_seq_len)
     ids = torch.full((count * max_seq_len,), pad, dtype=torch.long)
     ids[: len(stream)] = torch.tensor(stream, dtype=torch.long)
     lengths = torch.full((count,), max_seq_len, dtype=torch.long)
     lengths[-1] = len(stream) - (count - 1) * max_seq_len
-    return Blocks(ids.view(count, max_seq_len), lengths, platform_tokens)
+    platform = _spread(spans, shares, count, max_seq_len)
+    return Blocks(ids.view(count, max_seq_len), lengths, sum(shares), platform)
+
+
+def _spread(spans: list[tuple[int, int]], weights: list[int], count: int, width: int) -> torch.Tensor:
+    """Each block's share of the weights: a record's weight spread over its positions (integers).
+
+    The first k of a record's n positions carry floor(k * weight / n) of it, so the shares of the
+    blocks a record spans add up to its weight exactly.
+    """
+    shares = [0] * count
+    for (start, length), weight in zip(spans, weights, strict=True):
+        if not weight:
+            continue
+        end = start + length
+        for block in range(start // width, (end - 1) // width + 1):
+            low = max(start, block * width) - start
+            high = min(end, (block + 1) * width) - start
+            shares[block] += high * weight // length - low * weight // length
+    return torch.tensor(shares, dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -175,6 +237,7 @@ class Encoded:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     platform_tokens: int
+    platform: torch.Tensor | None = None
 
 
 def encode_labelled(
@@ -195,10 +258,11 @@ def encode_labelled(
             raise InputError("records", f"line {record.line}: 'label' must be one of the spec's labels")
         targets.append(index[record.label])
     encodings = tokenizer.encode_batch([r.text for r in records], add_special_tokens=True)
-    platform_tokens = sum(
-        len(e.ids) - e.special_tokens_mask.count(1)
-        for e, r in zip(encodings, records, strict=True)
-        if not r.canary
+    # A record is billed whole (custody's count) even where max_seq_len truncates it.
+    weights = record_weights(
+        records,
+        [len(e.ids) - e.special_tokens_mask.count(1) for e in encodings],
+        [not r.canary for r in records],
     )
     width = max(1, min(max_seq_len, max(len(e.ids) for e in encodings)))
     ids = torch.full((len(records), width), pad, dtype=torch.long)
@@ -209,4 +273,10 @@ def encode_labelled(
             tokens[-1] = encoding.ids[-1]  # keep the closing [SEP] when truncating
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         mask[row, : len(tokens)] = 1
-    return Encoded(ids, mask, torch.tensor(targets, dtype=torch.long), platform_tokens)
+    return Encoded(
+        ids,
+        mask,
+        torch.tensor(targets, dtype=torch.long),
+        sum(weights),
+        torch.tensor(weights, dtype=torch.long),
+    )

@@ -50,14 +50,16 @@ def batches(count: int, batch_size: int, generator: torch.Generator | None) -> I
 class DeviceBlocks:
     """Causal-LM blocks moved to the device once, with labels that ignore the padding.
 
-    Padding only ever trails the last block, so causal attention never lets a real token see it:
-    no attention mask is needed, which keeps the fast fused attention path.
+    Padding only ever trails a block's real tokens (the last block's, or every block's when records
+    are aligned to blocks under DP), so causal attention never lets a real token see it: no
+    attention mask is needed, which keeps the fast fused attention path.
     """
 
     def __init__(self, blocks: Blocks, device: torch.device) -> None:
         mask = torch.arange(blocks.input_ids.shape[1]) < blocks.lengths.unsqueeze(1)
         self.count = blocks.input_ids.shape[0]
         self.tokens = blocks.lengths
+        self.platform = _platform(blocks.platform, self.count)
         # HF shifts labels by one: each block predicts length - 1 tokens.
         self.predicted = (blocks.lengths - 1).clamp(min=0)
         self.input_ids = blocks.input_ids.to(device)
@@ -76,6 +78,7 @@ class DeviceEncoded:
     def __init__(self, encoded: Encoded, device: torch.device, explicit_ids: bool) -> None:
         self.count = encoded.input_ids.shape[0]
         self.tokens = encoded.attention_mask.sum(dim=1)
+        self.platform = _platform(encoded.platform, self.count)
         self.predicted = torch.ones(self.count, dtype=torch.long)
         self.input_ids = encoded.input_ids.to(device)
         self.attention_mask = encoded.attention_mask.to(device)
@@ -100,6 +103,11 @@ class DeviceEncoded:
 Data = DeviceBlocks | DeviceEncoded
 
 
+def _platform(shares: torch.Tensor | None, count: int) -> torch.Tensor:
+    """Platform tokens per training unit (block or row), kept on the CPU for the step counter."""
+    return shares if shares is not None else torch.zeros(count, dtype=torch.long)
+
+
 class Trainer:
     """One training job: holds the model, optimizer, privacy engine and counters."""
 
@@ -119,6 +127,7 @@ class Trainer:
         self.engine: Any = None
         self.criterion: Any = None
         self.loader: Any = None
+        self.draws = 0  # batches drawn, empty Poisson batches included
         self.noise_multiplier: float | None = None
         self.steps_per_epoch = -(-train.count // hp.batch_size)
         if spec.dp is not None:
@@ -232,6 +241,7 @@ class Trainer:
             yield from batches(self.train.count, self.hp.batch_size, generator)
             return
         for (index,) in self.loader:
+            self.draws += 1
             if index.numel() == 0:
                 # An empty Poisson batch is still a step the accountant must count.
                 self.engine.accountant.step(
@@ -240,10 +250,25 @@ class Trainer:
                 continue
             yield index
 
+    def platform_tokens_trained(self, consumed: int) -> int:
+        """What the run is billed: the platform tokens of the units its steps trained on.
+
+        Without DP that is `consumed`, the sum over the batches. Under DP, Poisson batches are
+        random, so the bill is its expectation, the epoch's platform tokens times the epochs' share
+        the steps made: a figure that leaves the sandbox must not depend on which records the
+        sampling drew, and a full run bills exactly tokens x epochs. Draws count the empty batches
+        too (they are steps of the accountant and of the epoch).
+        """
+        if self.engine is None:
+            return consumed
+        epoch_tokens = int(self.train.platform.sum())
+        return min(epoch_tokens * self.draws // self.steps_per_epoch, epoch_tokens * self.hp.epochs)
+
     def run(self, emit: Emit) -> dict[str, Any]:
         """Train for the configured epochs (or max_steps), emitting progress and validation metrics."""
         generator = torch.Generator().manual_seed(self.hp.seed)
         step, tokens, started = 0, 0, time.perf_counter()
+        consumed = 0
         loss = torch.tensor(float("nan"))
         validation: dict[str, float] = {}
         self.model.train()
@@ -252,6 +277,7 @@ class Trainer:
                 loss = self._step(self.train.inputs(index))
                 step += 1
                 tokens += int(self.train.tokens[index].sum())
+                consumed += int(self.train.platform[index].sum())
                 if step % self.hp.log_every == 0 or step == self.total_steps:
                     emit(self._progress(step, epoch, float(loss), tokens, started))
                 if step == self.total_steps:
@@ -261,7 +287,13 @@ class Trainer:
                 emit({"event": "metrics", "split": "validation", "epoch": epoch, **validation})
             if step == self.total_steps:
                 break
-        return {"train_loss": round(float(loss), 6), "steps": step, "tokens_seen": tokens, **validation}
+        return {
+            "train_loss": round(float(loss), 6),
+            "steps": step,
+            "tokens_seen": tokens,
+            "platform_tokens_trained": self.platform_tokens_trained(consumed),
+            **validation,
+        }
 
     def _progress(self, step: int, epoch: int, loss: float, tokens: int, started: float) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
@@ -340,7 +372,7 @@ def _causal_data(
     train_records: list[Record],
     validation_records: list[Record],
     device: torch.device,
-) -> tuple[DeviceBlocks, DeviceBlocks | None, int]:
+) -> tuple[DeviceBlocks, DeviceBlocks | None]:
     hp = spec.hyperparameters
 
     def blocks(records: list[Record]) -> Blocks:
@@ -351,11 +383,14 @@ def _causal_data(
             separator=base.separator,
             pad=base.pad,
             counted=[not r.canary for r in records],
+            weights=[r.platform_tokens for r in records],
+            # DP: one record per block, so that the privacy unit is the record (docs/training.md).
+            aligned=spec.dp is not None,
         )
 
     train_blocks = blocks(train_records)
     validation = DeviceBlocks(blocks(validation_records), device) if validation_records else None
-    return DeviceBlocks(train_blocks, device), validation, train_blocks.platform_tokens
+    return DeviceBlocks(train_blocks, device), validation
 
 
 def _classification_data(
@@ -364,7 +399,7 @@ def _classification_data(
     train_records: list[Record],
     validation_records: list[Record],
     device: torch.device,
-) -> tuple[DeviceEncoded, DeviceEncoded | None, int]:
+) -> tuple[DeviceEncoded, DeviceEncoded | None]:
     hp = spec.hyperparameters
     explicit = spec.dp is not None and _forward_takes(base.model, "token_type_ids", "position_ids")
 
@@ -373,7 +408,7 @@ def _classification_data(
 
     train_encoded = encoded(train_records)
     validation = DeviceEncoded(encoded(validation_records), device, explicit) if validation_records else None
-    return DeviceEncoded(train_encoded, device, explicit), validation, train_encoded.platform_tokens
+    return DeviceEncoded(train_encoded, device, explicit), validation
 
 
 def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[str, Any]:
@@ -393,11 +428,9 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
     if spec.template == "causal_lm_lora":
         model = apply_lora(base.model, spec)
     if spec.causal:
-        train_data, validation_data, platform_tokens = _causal_data(
-            spec, base, train_records, validation_records, device
-        )
+        train_data, validation_data = _causal_data(spec, base, train_records, validation_records, device)
     else:
-        train_data, validation_data, platform_tokens = _classification_data(  # type: ignore[assignment]
+        train_data, validation_data = _classification_data(  # type: ignore[assignment]
             spec, base, train_records, validation_records, device
         )
     trainer = Trainer(spec, model, train_data, validation_data)
@@ -409,13 +442,12 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
     for name in ("loss", "perplexity", "accuracy", "f1_macro"):
         if name in metrics:
             metrics[f"validation_{name}"] = metrics.pop(name)
-    epochs_done = -(-metrics["steps"] // trainer.steps_per_epoch)
-    # Platform tokens: record tokens x epochs trained (a partial epoch counts in full), no canaries.
     return {
         "event": "done",
         "template": spec.template,
         "steps": metrics["steps"],
-        "tokens_trained": platform_tokens * min(epochs_done, hp.epochs),
+        # Platform tokens of the training records the steps consumed; no canaries, no validation.
+        "tokens_trained": metrics["platform_tokens_trained"],
         "epsilon_spent": trainer.epsilon_spent(),
         "files": files,
         "metrics": metrics,

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Case, F, Q, Sum, When
 from django.utils import timezone
 
 from common.audit import audit_record
@@ -243,9 +243,10 @@ def _license_check_tokens(grant: Grant, epochs: int) -> int:
     planned = int(version.tokens) * epochs
     max_tokens = grant.terms.get("max_tokens")
     if max_tokens is not None:
+        # A finished job counts what it trained (max_steps can stop it early); others what they plan.
+        counted = Case(When(state=JobState.SUCCEEDED, then=F("tokens_trained")), default=F("tokens_planned"))
         used = int(
-            TrainingJob.objects.filter(_counted_jobs(grant)).aggregate(total=Sum("tokens_planned"))["total"]
-            or 0
+            TrainingJob.objects.filter(_counted_jobs(grant)).aggregate(total=Sum(counted))["total"] or 0
         )
         if used + planned > int(max_tokens):
             raise _invalid(
