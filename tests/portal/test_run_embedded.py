@@ -64,12 +64,23 @@ class Embedded:
         deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                # Exited: the rest may sit in the text wrapper's buffer, where select cannot see it.
+                return self._read_rest(marker)
             if not self._selector.select(timeout=0.5):
                 continue
             line = self.process.stdout.readline()
             if not line:
                 break
             self.output.append(line.rstrip("\n"))
+            if marker in line:
+                return line
+        raise AssertionError(f"no {marker!r} in the output:\n" + "\n".join(self.output[-60:]))
+
+    def _read_rest(self, marker: str) -> str:
+        assert self.process.stdout is not None
+        for line in self.process.stdout.read().splitlines():
+            self.output.append(line)
             if marker in line:
                 return line
         raise AssertionError(f"no {marker!r} in the output:\n" + "\n".join(self.output[-60:]))

@@ -30,8 +30,10 @@ from chaos.drills.cluster import PrivatePostgres, missing_tools
 from chaos.history import Event, of_kind, read_history
 
 BASE_DIR = Path(settings.BASE_DIR)
-# Not pytest's tmp_path: the postgres OS user must be able to reach the cluster folder.
-OUTPUT = BASE_DIR / "var" / "test-output" / "drills"
+# Not pytest's tmp_path: the postgres OS user must be able to reach the cluster folder. Not under
+# var/test-output either: a run holds its platform's keys and the client's API token, which are
+# state, not output (tests/proving/test_hardening.py scans the output for secrets).
+OUTPUT = BASE_DIR / "var" / "chaos" / "runs"
 FIGURES = BASE_DIR / "var" / "test-output" / "proving"
 QUICK_SEED = 11
 PROOF_SEED = 2024
