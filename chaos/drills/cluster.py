@@ -23,7 +23,6 @@ a mode-0700 folder such as pytest's ``tmp_path``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from common.processes import die_with_parent, wait_until
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("SEALROOM_DRILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -124,22 +125,9 @@ def _run(command: list[str], *, what: str, env: Mapping[str, str] | None = None,
     return result.stdout
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: be SIGKILLed when the drill dies, so no server outlives it (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float, interval: float = 0.1) -> Any:
     """Poll until ``predicate`` returns something truthy. :raises ClusterError: it did not in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise ClusterError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, what=what, timeout=timeout, interval=interval, error=ClusterError)
 
 
 # --- Postgres -----------------------------------------------------------------------------
@@ -250,7 +238,7 @@ class PrivateRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         wait_for(self.answers, what=f"redis on port {self.port}", timeout=20)
 
@@ -298,7 +286,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     @property

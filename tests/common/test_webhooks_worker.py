@@ -11,10 +11,10 @@ from django.db import transaction
 
 from common.models import DeliveryState, Organisation, User, WebhookDelivery
 from common.notifications import notify_event
+from common.processes import wait_until
 from common.webhooks import webhook_endpoint_create, webhook_retry_sweep
 from tests.common.webhook_receiver import webhook_receiver
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
-from tests.worker.harness import wait_until
 
 pytestmark = pytest.mark.worker
 

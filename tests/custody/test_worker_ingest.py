@@ -17,6 +17,7 @@ from django.db import transaction
 
 from chaos.checks import check_audit_chain, check_uploads
 from common.models import WorkItem, WorkState
+from common.processes import wait_until
 from common.work import work_sweep
 from custody import services
 from custody.models import DatasetVersion, GrantPurpose, Shard, VersionState
@@ -24,7 +25,6 @@ from custody.services.ingest import BATCH_RECORDS
 from tests.custody.conftest import jsonl
 from tests.custody.scanner import scan_files
 from tests.worker.drill import KillDrill, use_worker_dirs
-from tests.worker.harness import wait_until
 
 pytestmark = pytest.mark.worker
 

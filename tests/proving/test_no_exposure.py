@@ -74,13 +74,13 @@ from chaos.exposure import (
     redis_items,
 )
 from common.models import ApiToken, Membership, Organisation, User, WebhookEndpoint
+from common.processes import wait_until
 from custody.demo import DATASET_NAME
 from custody.models import Contribution, Dataset, DatasetVersion, UploadPart
 from marketplace.models import License, Listing, Offer, Order, RightsAllocation, Settlement
 from portal.management.commands.demo_seed import STEPS
 from tests.helpers import login_with_otp
 from tests.proving.test_hostile_uploads import FIGURES
-from tests.worker.harness import wait_until
 from training.models import FINAL_STATES, BaseModel, JobState, TrainingJob
 
 

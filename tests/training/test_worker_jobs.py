@@ -25,6 +25,7 @@ from chaos.checks import (
     check_usage_once,
 )
 from common.models import AuditEvent
+from common.processes import wait_until
 from common.work import work_sweep
 from custody import services as custody
 from custody.models import DatasetVersion, Grant, UsageRecord, VersionState
@@ -33,7 +34,6 @@ from tests.custody.scanner import scan_files
 from tests.grants import grant_for_test
 from tests.training.conftest import TINY_HP
 from tests.worker.drill import KillDrill, use_worker_dirs
-from tests.worker.harness import wait_until
 from training import services
 from training.launcher import work_root
 from training.models import ACTIVE_STATES, BaseModel, JobState, TrainingJob

@@ -10,17 +10,15 @@ waits for.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
+from common.processes import die_with_parent
 
 QUEUES = "default,custody,training"
 # Short leases, so a crash drill waits seconds, not minutes, for a dead
@@ -41,32 +39,6 @@ def filesystem_broker_options(root: Path) -> dict[str, object]:
         # The test worker polls its folder often, so a doorbell rings quickly.
         "polling_interval": 0.1,
     }
-
-
-def wait_until(predicate: Callable[[], T], *, what: str, timeout: float = 30, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy, and return that.
-
-    :raises TimeoutError: naming ``what`` was awaited.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout}s for {what}")
-        time.sleep(interval)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: be SIGKILLed when the test process dies (Linux).
-
-    Otherwise a pytest killed by a timeout would leave a worker consuming the
-    next session's test queues, and holding its test database open.
-    """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class WorkerError(RuntimeError):
@@ -133,7 +105,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self._wait_ready()
 

@@ -14,10 +14,11 @@ import pytest
 from django.db import transaction
 
 from common.models import WorkItem, WorkState
+from common.processes import wait_until
 from common.tasks import run_work
 from common.work import work_enqueue, work_sweep
 from tests.worker.handlers import effect_count, gate_path
-from tests.worker.harness import TEST_LEASE_SECONDS, WorkerProcess, wait_until
+from tests.worker.harness import TEST_LEASE_SECONDS, WorkerProcess
 
 pytestmark = pytest.mark.worker
 

@@ -4,8 +4,10 @@ Migrates, makes sure the signing key exists, seeds the demo, then runs two
 children: a Celery worker with beat on all three queues, and the web server
 (gunicorn). It prints the URL as soon as ``/healthz`` answers, then the demo
 logins. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops both children (terminate,
-wait, kill after a timeout) and exits 0; if a child dies on its own, the
-other is stopped and the command fails.
+wait, then SIGKILL whatever is left of each child's process group, such as
+pool processes of a worker stopped mid-task) and exits 0. A worker that dies
+on its own is started again (a few times); a child that dies for good stops
+the other, and the command fails.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from common.demo import demo_logins
+from common.processes import kill_group, stop_group
 from common.signing import signing_key_provider
 
 QUEUES = "default,custody,training"
@@ -60,12 +63,18 @@ class Child:
         return self.restartable and len(self.deaths) <= WORKER_RESTARTS
 
     def start(self) -> None:
+        if self.process is not None:
+            # A restart: pool processes of the dead one must not linger beside the new one.
+            kill_group(self.process.pid)
         # The project stays importable from any working directory.
         python_path = os.pathsep.join(p for p in (str(settings.BASE_DIR), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path}
         # The commands are this interpreter and fixed arguments, not outside input.
+        # Each child leads its own process group, so stopping it reaches its
+        # pool processes too; a terminal's Ctrl-C reaches only this command,
+        # which stops the children in order (the web server first).
         self.process = subprocess.Popen(  # noqa: S603
-            self.command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL
+            self.command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, process_group=0
         )
 
     @property
@@ -77,13 +86,9 @@ class Child:
             self.process.terminate()
 
     def wait_or_kill(self, deadline: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Wait until ``deadline`` for it to exit, then SIGKILL what is left of its process group."""
+        if self.process is not None:
+            stop_group(self.process, deadline=deadline)
 
 
 def worker_command() -> list[str]:
