@@ -15,9 +15,25 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from common.exceptions import Invalid
 from common.models import AuditChainHead, AuditEvent, Organisation, User
 
 GENESIS_HASH = "0" * 64
+
+
+def audit_reason(reason: str, *, code: str) -> str:
+    """The reason an operator gives for an action, stripped and cut to 300 characters.
+
+    :raises Invalid: it is blank (field error at ``/reason``, problem code ``code``).
+    """
+    cleaned = reason.strip()
+    if not cleaned:
+        raise Invalid(
+            "Give a reason: it goes into the audit log.",
+            code=code,
+            errors=[{"pointer": "/reason", "code": "required", "detail": "Give a reason."}],
+        )
+    return cleaned[:300]
 
 
 def format_instant(at: datetime) -> str:

@@ -11,6 +11,11 @@ never, and each item still runs to completion: handlers must be idempotent,
 because a worker can die after a handler's side effects and before
 :func:`work_complete`.
 
+A failed item stays failed: nothing runs it again by itself, and enqueueing
+its ``(kind, ref)`` again returns it unchanged (with a warning in the log).
+An operator re-drives it with :func:`work_retry` (the console's Work page, or
+``manage.py work_retry``), which is audited.
+
 Apps plug in by registering a handler for a kind::
 
     @work_handler("custody.ingest_chunk")
@@ -23,6 +28,7 @@ Celery's autodiscovery imports it in every worker, which is where they run.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import threading
 import traceback
@@ -30,14 +36,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from common.models import WorkItem, WorkState
+from common.audit import audit_reason, audit_record
+from common.exceptions import Conflict, NotFound, NotPermitted
+from common.models import User, WorkItem, WorkState
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +158,14 @@ def work_enqueue(*, kind: str, ref: str, queue: str = "default", max_attempts: i
         )
         if created:
             _ring(item.pk, item.queue)
+    if item.state == WorkState.FAILED:
+        # Whoever enqueues again (a sweep, say) still wants this done: say that only an operator can.
+        logger.warning(
+            "work item %s (%s %s) failed and is not run again; re-drive it with work_retry",
+            item.pk,
+            kind,
+            ref,
+        )
     return item
 
 
@@ -227,6 +243,87 @@ def work_fail(*, item_id: int, owner: str, error: str, retryable: bool) -> WorkS
         item.finished_at = timezone.now()
     item.save(update_fields=["state", "last_error", "lease_expires_at", "enqueued_at", "finished_at"])
     return WorkState(item.state)
+
+
+def _command_line_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def work_retry(*, item_id: int, actor: User | None, reason: str) -> WorkItem:
+    """Put a failed item back in the queue with a fresh set of attempts, audited, and ring after commit.
+
+    ``actor`` is an operator, or None for the command line (audited under its
+    operating-system user). The item's ``attempts`` start again from 0 against
+    its own ``max_attempts`` (a training job keeps its smaller allowance, and a
+    handler's "last attempt" test still means what it says); what the failed
+    run used up (attempts, ``finished_at``, ``last_error``) goes into the
+    audit event ``common.work_retry``, and ``last_error`` also stays on the row
+    until the next attempt replaces or clears it. One conditional UPDATE from
+    ``failed``, so of two operators retrying at once one re-drives the item
+    and the other gets :class:`Conflict`.
+
+    This is the way out for work that ran out of attempts: a settlement
+    (``marketplace.settle_usage``) whose item failed is never run again (the
+    marketplace sweep skips usage that already has an item, so failed ones
+    cannot starve newer usage); once retried, the next worker settles it,
+    exactly once (the handler is idempotent). Retrying an item whose object
+    already reached a final state elsewhere (a training job that failed, say)
+    runs a handler that finds nothing left to do.
+
+    :raises NotPermitted: ``actor`` is not an operator.
+    :raises Invalid: no reason.
+    :raises NotFound: no such item.
+    :raises Conflict: the item is not failed (queued, running or done), or another retry won.
+    """
+    if actor is not None and not actor.is_operator:
+        raise NotPermitted("Only platform operators retry work.", code="common.operator_only")
+    reason = audit_reason(reason, code="common.reason_required")
+    with transaction.atomic():
+        item = WorkItem.objects.filter(pk=item_id).first()
+        if item is None:
+            raise NotFound(f"No work item {item_id}.", code="common.work_item_not_found")
+        if item.state != WorkState.FAILED:
+            raise Conflict(
+                f"Work item {item_id} is {item.state}, not failed: only failed work can be retried.",
+                code="common.work_not_failed",
+            )
+        retried = WorkItem.objects.filter(pk=item_id, state=WorkState.FAILED).update(
+            state=WorkState.QUEUED,
+            attempts=0,
+            lease_owner="",
+            lease_expires_at=None,
+            finished_at=None,
+            enqueued_at=timezone.now(),
+        )
+        if not retried:
+            raise Conflict(f"Work item {item_id} was retried a moment ago.", code="common.work_not_failed")
+        who: dict[str, Any] = (
+            {"actor": actor}
+            if actor is not None
+            else {"actor_name": f"command line ({_command_line_user()})"}
+        )
+        audit_record(
+            action="common.work_retry",
+            object_type="work_item",
+            object_id=item.pk,
+            details={
+                "kind": item.kind,
+                "ref": item.ref,
+                "reason": reason,
+                "attempts": item.attempts,
+                "max_attempts": item.max_attempts,
+                "failed_at": item.finished_at.isoformat() if item.finished_at else None,
+                # Safe to record: handlers' messages are filtered by describe_failure.
+                "last_error": item.last_error,
+            },
+            **who,
+        )
+        _ring(item.pk, item.queue)
+    item.refresh_from_db()
+    return item
 
 
 # --- Running an item -----------------------------------------------------------------------

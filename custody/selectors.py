@@ -75,9 +75,13 @@ def finding_list(*, version: DatasetVersion, kind: str | None = None) -> QuerySe
     return qs.filter(kind=kind) if kind else qs
 
 
-def usage_unsettled_ids(*, grant_ids: QuerySet[Any] | list[int], limit: int = 500) -> list[int]:
-    """Unsettled usage records of these grants, oldest first (marketplace's settlement sweep)."""
+def usage_unsettled_ids(
+    *, grant_ids: QuerySet[Any] | list[int], exclude_ids: QuerySet[Any] | None = None, limit: int = 500
+) -> list[int]:
+    """Unsettled usage records of these grants but not ``exclude_ids``, oldest first (settlement sweep)."""
     unsettled = UsageRecord.objects.filter(grant_id__in=grant_ids, settled_at__isnull=True).order_by("pk")
+    if exclude_ids is not None:
+        unsettled = unsettled.exclude(pk__in=exclude_ids)
     return list(unsettled.values_list("pk", flat=True)[:limit])
 
 

@@ -56,7 +56,7 @@ def _period(item: WorkItem) -> None:
 
 def marketplace_sweep() -> dict[str, Any]:
     """Enqueue settlements, expiries and period ticks; time out approvals; purge old idempotency keys."""
-    usage_ids = unsettled_usage_ids()
+    usage_ids = unsettled_usage_ids(work_kind=SETTLE_WORK)
     for usage_id in usage_ids:
         settle_enqueue(usage_id)
     expired, period = licenses_due()

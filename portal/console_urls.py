@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from portal.console import audit, keys, overview
+from portal.console import audit, keys, overview, work
 
 app_name = "console"
 
@@ -18,4 +18,6 @@ urlpatterns: list[URLPattern] = [
     path("keys/<int:version_id>/disable/", keys.key_disable, name="key_disable"),
     path("keys/<int:version_id>/enable/", keys.key_enable, name="key_enable"),
     path("keys/<int:version_id>/destroy/", keys.key_destroy, name="key_destroy"),
+    path("work/", work.work_page, name="work"),
+    path("work/retry/", work.work_retry_action, name="work_retry"),
 ]

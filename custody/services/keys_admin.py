@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from common.audit import audit_record, chain_head_lock
+from common.audit import audit_reason, audit_record, chain_head_lock
 from common.blobs import blob_store
 from common.models import Role, User
 from custody import signals
@@ -109,17 +109,6 @@ def _actor(actor: User | None) -> dict[str, Any]:
     if actor is None:
         return {"actor": None, "actor_name": f"command line ({_command_line_user()})"}
     return {"actor": actor}
-
-
-def _reason(reason: str) -> str:
-    cleaned = reason.strip()
-    if not cleaned:
-        raise Invalid(
-            "Give a reason: it goes into the audit log.",
-            code="custody.reason_required",
-            errors=[{"pointer": "/reason", "code": "required", "detail": "Give a reason."}],
-        )
-    return cleaned[:300]
 
 
 def _lock(version_id: int) -> DatasetVersion:
@@ -439,7 +428,7 @@ def version_key_disable(*, actor: User | None, version: DatasetVersion, reason: 
     :raises Invalid: no reason. :raises KeyUnavailable: the key was destroyed.
     """
     _require_operator(actor)
-    reason = _reason(reason)
+    reason = audit_reason(reason, code="custody.reason_required")
     provider = kek_provider()
     with transaction.atomic():
         locked = _lock(version.pk)
@@ -642,7 +631,7 @@ def version_takedown(*, actor: User | None, version: DatasetVersion, reason: str
     """
     if actor is not None and not actor.is_operator:
         require_role(actor, version.dataset.owner, Role.ADMIN)
-    reason = _reason(reason)
+    reason = audit_reason(reason, code="custody.reason_required")
     with transaction.atomic():
         locked = _lock(version.pk)
         if locked.state == VersionState.TAKEN_DOWN:

@@ -14,10 +14,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import BigIntegerField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from common.audit import audit_record
-from common.models import Organisation
+from common.models import Organisation, WorkItem
 from common.notifications import notify_event
 from custody import selectors as custody_selectors
 from custody import services as custody
@@ -147,10 +149,21 @@ def usage_settle(*, usage_id: int) -> Settlement | None:
     return settlement
 
 
-def unsettled_usage_ids(*, limit: int = SWEEP_BATCH) -> list[int]:
-    """Unsettled custody usage records that belong to a license, oldest first."""
+def unsettled_usage_ids(*, work_kind: str, limit: int = SWEEP_BATCH) -> list[int]:
+    """Unsettled usage records of licenses with no ``work_kind`` item yet, oldest first.
+
+    A usage whose item exists is the work queue's to finish (the work sweep
+    recovers lost and expired items; an operator re-drives a failed one, see
+    ``manage.py work_retry``), so failed settlements, which stay unsettled and
+    oldest, cannot fill every sweep's batch and starve newer usage.
+    """
     grants = License.objects.values("grant_id")
-    return custody_selectors.usage_unsettled_ids(grant_ids=grants, limit=limit)
+    enqueued = (
+        WorkItem.objects.filter(kind=work_kind)
+        .annotate(usage_id=Cast("ref", output_field=BigIntegerField()))
+        .values("usage_id")
+    )
+    return custody_selectors.usage_unsettled_ids(grant_ids=grants, exclude_ids=enqueued, limit=limit)
 
 
 # --- licenses ending -----------------------------------------------------------------------

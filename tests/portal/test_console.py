@@ -26,18 +26,9 @@ from common.models import AuditEvent, Organisation, User
 from custody import services as custody
 from marketplace.ledger import ledger_post, organisation_balance_account, platform_account
 from marketplace.models import AccountKind, LedgerAccount, LedgerTransaction, Posting
-from tests.helpers import login_with_otp
+from tests.helpers import staff_client
 
 pytestmark = pytest.mark.django_db
-
-
-def staff_client(user: User) -> Client:
-    client = Client()
-    if user.is_operator:
-        login_with_otp(client, user)
-    else:
-        client.force_login(user)
-    return client
 
 
 def text_of(response) -> str:

@@ -148,15 +148,18 @@ def test_a_worker_killed_during_settlement_pays_each_usage_exactly_once(worker, 
 @pytest.mark.proof
 @pytest.mark.timeout(900)
 def test_twenty_kills_during_settlement_pay_each_usage_exactly_once(worker, metered_license):
-    # Up to 990 usages of 5,001 tokens (under the 5,000,000 cap): about one minor unit released each.
+    # Up to 4,990 usages of 1,001 tokens (under the 5,000,000 cap): a fifth of a minor unit each,
+    # so the cumulative rounding is at work. The worker settles about 200 usages a work second
+    # (once the sweep stopped re-enqueueing usage that already has an item), so twenty kills
+    # within 12 work seconds need about 2,400 of them.
     stream = settlement_drill(
         worker,
         metered_license,
         name="settlement-proof",
         faults=20,
-        latest=40.0,
+        latest=12.0,
         batch=100,
-        tokens_each=5_001,
-        limit=990,
+        tokens_each=1_001,
+        limit=4_990,
     )
-    assert_paid_once(metered_license, stream.usages, len(stream.usages) * 5_001)
+    assert_paid_once(metered_license, stream.usages, len(stream.usages) * 1_001)
