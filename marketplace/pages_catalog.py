@@ -13,7 +13,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +23,7 @@ from common.exceptions import Conflict, DomainError, Invalid, NotFound, NotPermi
 from common.forms import add_domain_error
 from common.models import Membership, Organisation, Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from common.permissions import role_at_least
 from marketplace import selectors_catalog as selectors
 from marketplace.croissant import croissant_document
@@ -133,9 +133,7 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
         filters = selectors.CatalogFilters(
             q=data["q"], tag=data["tag"], language=data["language"], price_model=data["price_model"]
         )
-    page = Paginator(selectors.listing_search(filters=filters), LISTINGS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    page = page_of(request, selectors.listing_search(filters=filters), LISTINGS_PER_PAGE)
     return render(request, "marketplace/catalog/catalog.html", {"form": form, "page": page})
 
 
@@ -257,7 +255,7 @@ def provider_listings(request: HttpRequest) -> HttpResponse:
     context = {
         "membership": membership,
         "can_act": role_at_least(membership.role, Role.MEMBER),
-        "page": Paginator(listings, LISTINGS_PER_PAGE).get_page(request.GET.get("page")),
+        "page": page_of(request, listings, LISTINGS_PER_PAGE),
         "form": form,
     }
     return render(request, "marketplace/catalog/provider_listings.html", context)

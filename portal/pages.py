@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -16,6 +15,7 @@ from common.audit import audit_record
 from common.exports import csv_response
 from common.models import Membership
 from common.pages.helpers import page_user
+from common.pages.paging import page_of
 from custody.pages.access import current_membership
 from portal import selectors
 
@@ -54,9 +54,7 @@ def access_log_page(request: HttpRequest) -> HttpResponse:
     """Who trained on the organisation's versions: when, how many platform tokens, under which license."""
     membership = _provider_membership(request)
     org = membership.organisation
-    page = Paginator(selectors.access_log(organisation=org), ACCESS_ROWS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    page = page_of(request, selectors.access_log(organisation=org), ACCESS_ROWS_PER_PAGE)
     context = {"org": org, "page": page, "rows": selectors.access_rows(list(page.object_list))}
     return render(request, "portal/access_log.html", context)
 

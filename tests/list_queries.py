@@ -10,18 +10,24 @@ bound: the page holds at most ``PAGE`` rows and links to the next page.
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from itertools import count
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from common.models import User
+from common.models import Organisation, User
 from tests.helpers import login_with_otp
+
+if TYPE_CHECKING:
+    from custody.models import Grant
+    from training.models import TrainingJob
 
 N = 3
 # Page size the tests set (a module's ``*_PER_PAGE``, or the API's ``?page_size=``): between N and 3N,
@@ -29,6 +35,13 @@ N = 3
 PAGE = 5
 
 _NUMBERS = re.compile(r"\b\d+\b")
+_NEXT_LINK = re.compile(r'href="([^"]*)" rel="next"')
+_SERIAL = count(1)
+
+
+def serial() -> int:
+    """A number no seeded row has used yet, for unique names, slugs and references."""
+    return next(_SERIAL)
 
 
 @dataclass
@@ -101,6 +114,30 @@ def measure(
     return few, many
 
 
+def measure_page(
+    client: Any,
+    url: str,
+    seed: Callable[[int], object],
+    what: str,
+    *,
+    rows: int = 3 * N,
+    context_key: str = "page",
+) -> tuple[Load, Load]:
+    """``measure`` an HTML list, then ``assert_page_bounded`` its 3N load (``rows`` rows in all)."""
+    few, many = measure(lambda: load(client, url), seed, what)
+    assert_page_bounded(many, rows=rows, context_key=context_key)
+    return few, many
+
+
+def measure_api(
+    client: Any, url: str, seed: Callable[[int], object], what: str, *, rows: int = 3 * N
+) -> tuple[Load, Load]:
+    """``measure`` a DRF list at ``?page_size=PAGE``, then ``assert_api_bounded`` its 3N load."""
+    few, many = measure(lambda: load(client, url, {"page_size": PAGE}), seed, what)
+    assert_api_bounded(many, rows=rows)
+    return few, many
+
+
 def assert_page_bounded(loaded: Load, *, rows: int, context_key: str = "page") -> None:
     """An HTML list: the page object holds ``PAGE`` of ``rows`` rows and the page links to page 2."""
     context = loaded.response.context
@@ -111,6 +148,14 @@ def assert_page_bounded(loaded: Load, *, rows: int, context_key: str = "page") -
     assert len(page.object_list) == PAGE
     assert page.has_next()
     assert "page=2" in loaded.response.content.decode()
+
+
+def next_link(client: Any, url: str, data: dict[str, Any]) -> str:
+    """GET a list page with ``data``; the ``href`` of its ``rel="next"`` link, unescaped."""
+    body = load(client, url, data).response.content.decode()
+    found = _NEXT_LINK.search(body)
+    assert found, f"no next link on {url}"
+    return html.unescape(found[1])
 
 
 def assert_api_bounded(loaded: Load, *, rows: int) -> None:
@@ -138,3 +183,37 @@ def sealed_version(owner: Any, name: str) -> Any:
         records=10,
         tokens=1000,
     )
+
+
+def add_sealed_versions(k: int) -> None:
+    """``k`` sealed versions, each of its own owner organisation (lists of keys name the owner)."""
+    from tests.factories import OrganisationFactory
+
+    for _ in range(k):
+        n = serial()
+        sealed_version(OrganisationFactory(name=f"Owner {n}"), f"Keyed {n}")
+
+
+def add_licenses(provider: Organisation, licensee: Organisation, k: int, *, max_jobs: int = 1) -> list[Grant]:
+    """``k`` license grants to ``licensee``, each on its own sealed version of ``provider``."""
+    from tests.grants import grant_for_test
+
+    return [
+        grant_for_test(sealed_version(provider, f"Licensed {serial()}"), licensee, max_jobs=max_jobs)
+        for _ in range(k)
+    ]
+
+
+def add_jobs(trainer: Organisation, provider: Organisation, k: int, *, events: int = 0) -> list[TrainingJob]:
+    """``k`` training jobs of ``trainer``, each under its own license, with ``events`` events each."""
+    from training.models import BaseModel, JobEvent, TrainingJob
+
+    tiny = BaseModel.objects.get(name="gpt2-tiny", owner=None)
+    jobs = [
+        TrainingJob.objects.create(organisation=trainer, grant=grant, template="causal_lm", base=tiny)
+        for grant in add_licenses(provider, trainer, k, max_jobs=5)
+    ]
+    JobEvent.objects.bulk_create(
+        JobEvent(job=job, kind="queued", detail=f"event {i}") for job in jobs for i in range(events)
+    )
+    return jobs

@@ -8,7 +8,6 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,6 +16,7 @@ from common import otp
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.models import Membership, Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from common.permissions import role_at_least
 from training import selectors, services
 from training.charts import loss_chart
@@ -67,7 +67,7 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
     """The acting organisation's jobs, newest first."""
     membership = _current(request)
     jobs = selectors.job_list_for_org(organisation=membership.organisation)
-    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request, jobs, JOBS_PER_PAGE)
     return render(
         request,
         "training/job_list.html",
@@ -242,7 +242,7 @@ def _staff(request: HttpRequest, *, act: bool) -> None:
 def ops_jobs_page(request: HttpRequest) -> HttpResponse:
     """Every organisation's jobs, for operator oversight."""
     _staff(request, act=False)
-    page = Paginator(selectors.job_list_all(), OPS_JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request, selectors.job_list_all(), OPS_JOBS_PER_PAGE)
     return render(
         request, "training/ops_jobs.html", {"page": page, "can_act": page_user(request).is_operator}
     )

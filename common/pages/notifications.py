@@ -10,7 +10,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -22,6 +21,7 @@ from common.forms import add_domain_error
 from common.models import Membership, Role, WebhookEndpoint
 from common.notifications import notification_list, notification_unread_count, notifications_mark_read
 from common.pages.helpers import membership_or_404, page_user, raise_http
+from common.pages.paging import page_of
 from common.permissions import role_at_least
 
 NOTIFICATIONS_PER_PAGE = 50
@@ -72,7 +72,7 @@ def notifications_page(request: HttpRequest, org_id: int) -> HttpResponse:
     notifications = notification_list(organisation=org, unread_only=unread_only)
     context = {
         "org": org,
-        "page": Paginator(notifications, NOTIFICATIONS_PER_PAGE).get_page(request.GET.get("page")),
+        "page": page_of(request, notifications, NOTIFICATIONS_PER_PAGE),
         "unread_only": unread_only,
         "unread_count": notification_unread_count(organisation=org),
         "is_admin": role_at_least(membership.role, Role.ADMIN),
@@ -137,7 +137,7 @@ def webhook_page(request: HttpRequest, org_id: int, webhook_id: int) -> HttpResp
     context = {
         "org": membership.organisation,
         "endpoint": endpoint,
-        "page": Paginator(deliveries, DELIVERIES_PER_PAGE).get_page(request.GET.get("page")),
+        "page": page_of(request, deliveries, DELIVERIES_PER_PAGE),
     }
     return render(request, "common/webhook.html", context)
 

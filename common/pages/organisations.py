@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,6 +24,7 @@ from common.pages.helpers import (
     raise_http,
     safe_next,
 )
+from common.pages.paging import page_of
 from common.permissions import role_at_least
 
 MEMBERS_PER_PAGE = 50
@@ -57,9 +57,7 @@ def _render_org(
     org = membership.organisation
     is_admin = role_at_least(membership.role, Role.ADMIN)
     invitations = [i for i in selectors.invitation_list(organisation=org) if i.is_open] if is_admin else []
-    page = Paginator(selectors.member_list(organisation=org), MEMBERS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    page = page_of(request, selectors.member_list(organisation=org), MEMBERS_PER_PAGE)
     context = {
         "org": org,
         "membership": membership,

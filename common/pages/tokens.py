@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -14,6 +13,7 @@ from common.exceptions import Invalid, NotFound, NotPermitted
 from common.forms import TokenCreateForm, add_domain_error
 from common.models import Scope
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 
 TOKENS_PER_PAGE = 50
 
@@ -56,9 +56,7 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
             response = render(request, "common/token_created.html", {"token": token, "secret": secret})
             add_never_cache_headers(response)
             return response
-    tokens = Paginator(selectors.token_list_for_user(user=user), TOKENS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    tokens = page_of(request, selectors.token_list_for_user(user=user), TOKENS_PER_PAGE)
     context = {
         "form": form,
         "tokens": tokens,

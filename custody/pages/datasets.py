@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,6 +14,7 @@ from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.forms import add_domain_error
 from common.models import Membership, Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from custody import selectors, services
 from custody.models import Dataset, DatasetVersion, VersionState
 from custody.pages.access import can_act, current_membership, dataset_for, require_role
@@ -67,10 +67,10 @@ def dataset_list_page(request: HttpRequest) -> HttpResponse:
         latest_number=Subquery(latest.values("number")[:1]),
         latest_state=Subquery(latest.values("state")[:1]),
     )
-    page = Paginator(datasets, DATASETS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request, datasets, DATASETS_PER_PAGE)
     for dataset in page:
         state = getattr(dataset, "latest_state", None)
-        dataset.latest_state_label = VersionState(state).label if state else ""  # type: ignore[attr-defined]
+        dataset.latest_state_label = VersionState(state).label if state else ""
     context = {
         "org": membership.organisation,
         "membership": membership,
@@ -89,7 +89,7 @@ def _render_dataset(
         "dataset": dataset,
         "membership": membership,
         "can_act": can_act(membership),
-        "page": Paginator(versions, VERSIONS_PER_PAGE).get_page(request.GET.get("page")),
+        "page": page_of(request, versions, VERSIONS_PER_PAGE),
         "form": form or VersionForm(),
         "policy_name": (dataset.policy or {}).get("name", "default"),
     }

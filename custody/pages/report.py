@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -18,6 +17,7 @@ from common import otp
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.models import Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from custody import selectors, services
 from custody.charts import BarChart, bar_chart, totals_by_key
 from custody.models import DatasetVersion, Finding, Report, VersionState
@@ -101,7 +101,7 @@ def report_page(request: HttpRequest, version_id: int) -> HttpResponse:
     report, version = found, access.version
     kind = request.GET.get("kind") or None
     findings = selectors.finding_list(version=version, kind=kind)
-    page = Paginator(findings, FINDINGS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request, findings, FINDINGS_PER_PAGE)
     counts: dict[str, Any] = report.counts or {}
     context = {
         "version": version,

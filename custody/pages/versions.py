@@ -16,9 +16,10 @@ from common import otp
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.models import Organisation, Role
 from common.pages.helpers import page_user, raise_http
+from common.pages.paging import page_of
 from common.permissions import role_at_least
 from custody import services
-from custody.models import ContributionState, VersionContributor, VersionState
+from custody.models import VersionContributor, VersionState
 from custody.pages.access import VersionAccess, owner_version_for, require_role, version_for
 from custody.pages.contributors import contributor_rows, organisation_named
 from custody.pages.forms import ContributorInviteForm, RejectForm, VersionForm
@@ -41,16 +42,20 @@ STAGE_LABELS: dict[str, str] = {
 # The parts the browser sends: small enough to retry cheaply, far under the API's part limit.
 DEFAULT_PART_BYTES = 8 * 1024**2
 POLL_SECONDS = 2
+UPLOADS_PER_PAGE = 25
 
 
 def percent(done: int, expected: int) -> int:
     return min(100, done * 100 // expected) if expected else 0
 
 
-def _status_context(access: VersionAccess) -> dict[str, Any]:
+def _status_context(request: HttpRequest, access: VersionAccess) -> dict[str, Any]:
     version = access.version
-    contributions = list(
-        version.contributions.select_related("contributor", "uploaded_by").order_by("created_at", "pk")
+    # Newest first: the upload that was just finished is on the first page, which htmx refreshes.
+    contributions = page_of(
+        request,
+        version.contributions.select_related("contributor", "uploaded_by").order_by("-created_at", "-pk"),
+        UPLOADS_PER_PAGE,
     )
     return {
         "version": version,
@@ -60,7 +65,6 @@ def _status_context(access: VersionAccess) -> dict[str, Any]:
         "polling": version.state == VersionState.PROCESSING,
         "poll_seconds": POLL_SECONDS,
         "contributions": contributions,
-        "incomplete": [c for c in contributions if c.state == ContributionState.UPLOADING],
         "format_labels": FORMAT_LABELS,
     }
 
@@ -97,7 +101,7 @@ def render_version_page(
 ) -> HttpResponse:
     """The version page; a bound ``invite_form`` shows its errors beside its field."""
     version = access.version
-    context = _status_context(access)
+    context = _status_context(request, access)
     context.update(
         {
             "dataset": version.dataset,
@@ -130,7 +134,7 @@ def version_status(request: HttpRequest, version_id: int) -> HttpResponse:
         response = HttpResponse(status=204)
         response["HX-Refresh"] = "true"
         return response
-    return render(request, "custody/_version_status.html", _status_context(access))
+    return render(request, "custody/_version_status.html", _status_context(request, access))
 
 
 def _owner_action(request: HttpRequest, version_id: int, what: str) -> VersionAccess:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
@@ -18,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from common.exceptions import Conflict, Invalid, NotPermitted
 from common.forms import add_domain_error
 from common.pages.helpers import raise_http
+from common.pages.paging import page_of
 from custody import services as custody
 from custody.models import DatasetVersion
 from portal.console.access import console_page, operator_user, staff_user
@@ -64,7 +64,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
     """The current master key version and each dataset version's key state, 25 a page."""
     user = staff_user(request)
     versions = DatasetVersion.objects.select_related("dataset__owner").order_by("pk")
-    page = Paginator(versions, VERSIONS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request, versions, VERSIONS_PER_PAGE)
     context = {
         "master_version": custody.master_key_version(),
         "page": page,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from itertools import count
 from typing import cast
 
 import pytest
@@ -29,30 +28,20 @@ from common.pages import notifications as notification_pages
 from common.pages import organisations as organisation_pages
 from common.pages import tokens as token_pages
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
-from tests.list_queries import (
-    PAGE,
-    N,
-    assert_api_bounded,
-    assert_page_bounded,
-    load,
-    measure,
-    signed_in,
-)
+from tests.list_queries import PAGE, N, load, measure, measure_api, measure_page, next_link, serial, signed_in
 
 pytestmark = pytest.mark.django_db
-
-SERIAL = count(1)
 
 
 def add_members(organisation: Organisation, k: int) -> None:
     for _ in range(k):
-        MembershipFactory(user=UserFactory(username=f"member{next(SERIAL)}"), organisation=organisation)
+        MembershipFactory(user=UserFactory(username=f"member{serial()}"), organisation=organisation)
 
 
 def add_invitations(organisation: Organisation, k: int) -> None:
     """Open invitations, each from a different admin (the page names who invited)."""
     for _ in range(k):
-        n = next(SERIAL)
+        n = serial()
         inviter = cast(User, UserFactory(username=f"inviter{n}"))
         Invitation.objects.create(
             organisation=organisation,
@@ -67,14 +56,14 @@ def add_invitations(organisation: Organisation, k: int) -> None:
 def add_tokens(user: User, k: int) -> None:
     """Tokens of ``user``, each in another organisation (the list names the organisation)."""
     for _ in range(k):
-        org = cast(Organisation, OrganisationFactory(name=f"Token org {next(SERIAL)}"))
+        org = cast(Organisation, OrganisationFactory(name=f"Token org {serial()}"))
         MembershipFactory(user=user, organisation=org, role=Role.ADMIN)
         services.api_token_create(user=user, organisation=org, name="script", scopes=["read"])
 
 
 def add_notifications(organisation: Organisation, k: int) -> None:
     Notification.objects.bulk_create(
-        Notification(organisation=organisation, kind="order.paid", subject=f"Order {next(SERIAL)} paid")
+        Notification(organisation=organisation, kind="order.paid", subject=f"Order {serial()} paid")
         for _ in range(k)
     )
 
@@ -83,7 +72,7 @@ def add_endpoints(organisation: Organisation, by: User, k: int) -> None:
     WebhookEndpoint.objects.bulk_create(
         WebhookEndpoint(
             organisation=organisation,
-            url=f"https://hooks.example.test/{next(SERIAL)}",
+            url=f"https://hooks.example.test/{serial()}",
             secret="whsec_test",
             created_by=by,
         )
@@ -93,7 +82,7 @@ def add_endpoints(organisation: Organisation, by: User, k: int) -> None:
 
 def add_deliveries(endpoint: WebhookEndpoint, k: int) -> None:
     WebhookDelivery.objects.bulk_create(
-        WebhookDelivery(endpoint=endpoint, kind="order.paid", payload={"n": next(SERIAL)}) for _ in range(k)
+        WebhookDelivery(endpoint=endpoint, kind="order.paid", payload={"n": serial()}) for _ in range(k)
     )
 
 
@@ -109,8 +98,7 @@ class TestFoundationPages:
         monkeypatch.setattr(organisation_pages, "MEMBERS_PER_PAGE", PAGE)
         client = signed_in(alice)
         url = reverse("common:org", args=[acme.pk])
-        _few, many = measure(lambda: load(client, url), lambda k: add_members(acme, k), "members")
-        assert_page_bounded(many, rows=1 + 3 * N)
+        measure_page(client, url, lambda k: add_members(acme, k), "members", rows=1 + 3 * N)
 
     def test_open_invitations_cost_the_same_queries_for_few_or_many(self, alice, acme):
         client = signed_in(alice)
@@ -120,17 +108,14 @@ class TestFoundationPages:
     def test_the_token_list_is_flat_and_paginated(self, alice, monkeypatch):
         monkeypatch.setattr(token_pages, "TOKENS_PER_PAGE", PAGE)
         client = signed_in(alice)
-        _few, many = measure(
-            lambda: load(client, reverse("common:tokens")), lambda k: add_tokens(alice, k), "tokens"
-        )
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, reverse("common:tokens"), lambda k: add_tokens(alice, k), "tokens")
 
     def test_the_notification_list_is_flat_and_paginated(self, acme_viewer, acme, monkeypatch):
         monkeypatch.setattr(notification_pages, "NOTIFICATIONS_PER_PAGE", PAGE)
         client = signed_in(acme_viewer)
         url = reverse("common:notifications", args=[acme.pk])
-        _few, many = measure(lambda: load(client, url), lambda k: add_notifications(acme, k), "notifications")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, url, lambda k: add_notifications(acme, k), "notifications")
+        assert next_link(client, url, {"unread": "1"}) == "?unread=1&page=2", "the filter is kept"
 
     def test_the_webhook_list_is_flat(self, alice, acme):
         # At most MAX_ENDPOINTS_PER_ORG (20) endpoints: bounded without pages.
@@ -142,51 +127,31 @@ class TestFoundationPages:
         monkeypatch.setattr(notification_pages, "DELIVERIES_PER_PAGE", PAGE)
         client = signed_in(alice)
         url = reverse("common:webhook", args=[acme.pk, endpoint.pk])
-        _few, many = measure(lambda: load(client, url), lambda k: add_deliveries(endpoint, k), "deliveries")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, url, lambda k: add_deliveries(endpoint, k), "deliveries")
 
 
 class TestFoundationApi:
     def test_the_member_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
         url = reverse("api-members", args=[acme.pk])
-        _few, many = measure(
-            lambda: load(client, url, {"page_size": PAGE}), lambda k: add_members(acme, k), "api members"
-        )
-        assert_api_bounded(many, rows=1 + 3 * N)
+        measure_api(client, url, lambda k: add_members(acme, k), "api members", rows=1 + 3 * N)
 
     def test_the_token_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
         url = reverse("api-tokens")
-        _few, many = measure(
-            lambda: load(client, url, {"page_size": PAGE}), lambda k: add_tokens(alice, k), "api tokens"
-        )
-        assert_api_bounded(many, rows=1 + 3 * N)
+        measure_api(client, url, lambda k: add_tokens(alice, k), "api tokens", rows=1 + 3 * N)
 
     def test_the_notification_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
         url = reverse("api-notifications", args=[acme.pk])
-        _few, many = measure(
-            lambda: load(client, url, {"page_size": PAGE}), lambda k: add_notifications(acme, k), "api notes"
-        )
-        assert_api_bounded(many, rows=3 * N)
+        measure_api(client, url, lambda k: add_notifications(acme, k), "api notes")
 
     def test_the_webhook_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
         url = reverse("api-webhooks", args=[acme.pk])
-        _few, many = measure(
-            lambda: load(client, url, {"page_size": PAGE}),
-            lambda k: add_endpoints(acme, alice, k),
-            "api webhooks",
-        )
-        assert_api_bounded(many, rows=3 * N)
+        measure_api(client, url, lambda k: add_endpoints(acme, alice, k), "api webhooks")
 
     def test_the_delivery_log_is_flat_and_paginated(self, alice, acme, endpoint, token_for):
         client = token_for(alice, acme, ["read"])
         url = reverse("api-webhook-deliveries", args=[acme.pk, endpoint.pk])
-        _few, many = measure(
-            lambda: load(client, url, {"page_size": PAGE}),
-            lambda k: add_deliveries(endpoint, k),
-            "api deliveries",
-        )
-        assert_api_bounded(many, rows=3 * N)
+        measure_api(client, url, lambda k: add_deliveries(endpoint, k), "api deliveries")

@@ -6,7 +6,6 @@ the audit console's event log and key list.
 
 from __future__ import annotations
 
-from itertools import count
 from typing import cast
 
 import pytest
@@ -21,45 +20,41 @@ from portal import pages as portal_pages
 from portal.console import audit as audit_pages
 from portal.console import keys as key_pages
 from tests.factories import OrganisationFactory
-from tests.grants import grant_for_test
-from tests.list_queries import PAGE, N, assert_page_bounded, load, measure, sealed_version, signed_in
-from training.models import BaseModel, TrainingJob
+from tests.list_queries import (
+    PAGE,
+    add_jobs,
+    add_licenses,
+    add_sealed_versions,
+    load,
+    measure,
+    measure_page,
+    serial,
+    signed_in,
+)
 
 pytestmark = pytest.mark.django_db
-
-SERIAL = count(1)
 
 
 def add_access(owner: Organisation, licensee: Organisation, k: int) -> None:
     """``k`` jobs run under licenses on the owner's versions, each with its usage and stream open."""
-    for _ in range(k):
-        n = next(SERIAL)
-        grant = grant_for_test(sealed_version(owner, f"Accessed {n}"), licensee, max_jobs=3)
-        GrantJob.objects.create(grant=grant, consumer_ref=f"training-job-{n}")
-        custody.usage_record(
-            grant=grant, consumer_ref=f"training-job-{n}", kind=UsageKind.JOB_STARTED, quantity=1
-        )
+    for grant in add_licenses(owner, licensee, k, max_jobs=3):
+        ref = f"training-job-{serial()}"
+        GrantJob.objects.create(grant=grant, consumer_ref=ref)
+        custody.usage_record(grant=grant, consumer_ref=ref, kind=UsageKind.JOB_STARTED, quantity=1)
         with transaction.atomic():
             audit_record(
                 action="custody.stream_open",
                 object_type="grant",
                 object_id=grant.pk,
-                details={"consumer_ref": f"training-job-{n}"},
+                details={"consumer_ref": ref},
             )
-
-
-def add_jobs(trainer: Organisation, provider: Organisation, k: int) -> None:
-    tiny = BaseModel.objects.get(name="gpt2-tiny", owner=None)
-    for _ in range(k):
-        grant = grant_for_test(sealed_version(provider, f"Trained {next(SERIAL)}"), trainer, max_jobs=3)
-        TrainingJob.objects.create(organisation=trainer, grant=grant, template="causal_lm", base=tiny)
 
 
 def add_events(k: int) -> None:
     with transaction.atomic():
         for _ in range(k):
-            org = cast(Organisation, OrganisationFactory(name=f"Audited {next(SERIAL)}"))
-            audit_record(action="test.event", organisation=org, object_type="thing", object_id=next(SERIAL))
+            org = cast(Organisation, OrganisationFactory(name=f"Audited {serial()}"))
+            audit_record(action="test.event", organisation=org, object_type="thing", object_id=serial())
 
 
 class TestPortalPages:
@@ -67,8 +62,7 @@ class TestPortalPages:
         monkeypatch.setattr(portal_pages, "ACCESS_ROWS_PER_PAGE", PAGE)
         client = signed_in(alice)
         url = reverse("portal:access_log")
-        _few, many = measure(lambda: load(client, url), lambda k: add_access(acme, bolt, k), "access log")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, url, lambda k: add_access(acme, bolt, k), "access log")
 
     def test_the_providers_dashboard_is_flat(self, alice, acme, bolt):
         client = signed_in(alice)
@@ -96,10 +90,4 @@ class TestConsolePages:
     def test_the_key_list_is_flat_and_paginated(self, audrey, monkeypatch):
         monkeypatch.setattr(key_pages, "VERSIONS_PER_PAGE", PAGE)
         client = signed_in(audrey)
-
-        def more_versions(k: int) -> None:
-            for _ in range(k):
-                sealed_version(OrganisationFactory(name=f"Keyed {next(SERIAL)}"), f"Keyed {next(SERIAL)}")
-
-        _few, many = measure(lambda: load(client, reverse("console:keys")), more_versions, "console keys")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, reverse("console:keys"), add_sealed_versions, "console keys")

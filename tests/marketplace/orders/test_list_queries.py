@@ -1,14 +1,13 @@
 """The marketplace's list pages and endpoints: the same queries for 3 or 9 rows, and a page-size bound.
 
 Rows are made through the services (listings with their offers and rights,
-orders with their listings, offers, buyers and licenses), so each row has the
-related objects a real one has.
+orders with their listings, offers, buyers and licenses, settlements, payouts
+and rights proposals), so each row has the related objects a real one has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import count
 
 import pytest
 from django.urls import reverse
@@ -16,23 +15,26 @@ from django.urls import reverse
 from common.models import Organisation, User
 from marketplace import pages_catalog, pages_orders
 from marketplace.models import License, Listing, Offer
-from marketplace.services import catalog
+from marketplace.services import catalog, rights
 from marketplace.services.orders import order_place
+from marketplace.services.payouts import payout_request
 from marketplace.services.settlement import usage_settle
 from tests.list_queries import (
     PAGE,
     N,
-    assert_api_bounded,
     assert_page_bounded,
     load,
     measure,
+    measure_api,
+    measure_page,
+    next_link,
+    serial,
     signed_in,
 )
 from tests.marketplace.orders.conftest import PRICES, terms_doc, use
 
 pytestmark = pytest.mark.django_db
 
-SERIAL = count(1)
 FUNDS = 10_000_000
 
 
@@ -54,12 +56,53 @@ def add_orders(market, bolt, bob, fund) -> Callable[..., list[License]]:
     return _add
 
 
+@pytest.fixture
+def add_earnings(add_orders) -> Callable[[int], None]:
+    """``add_earnings(k)``: k settled orders, each on its own listing of Acme's (and Cora's)."""
+
+    def _add(k: int) -> None:
+        for license_ in add_orders(k):
+            usage_settle(usage_id=use(license_, f"job-{serial()}", "job_started", 1).pk)
+
+    return _add
+
+
+@pytest.fixture
+def add_payouts(acme, alice, add_earnings) -> Callable[[int], None]:
+    """``add_payouts(k)``: k payouts of Acme's, paid from one settled order's earnings."""
+    add_earnings(1)
+
+    def _add(k: int) -> None:
+        for _ in range(k):
+            payout_request(organisation=acme, amount=1, currency="EUR", actor=alice)
+
+    return _add
+
+
+@pytest.fixture
+def add_topups(fund) -> Callable[[int], None]:
+    """``add_topups(k)``: k top-ups, each of a new trainer organisation."""
+
+    def _add(k: int) -> None:
+        for _ in range(k):
+            n = serial()
+            fund(Organisation.objects.create(name=f"Payer {n}", slug=f"payer-{n}", is_trainer=True), 1_000)
+
+    return _add
+
+
+def add_proposals(listing: Listing, actor: User, shares: dict[int, int], k: int) -> None:
+    """``k`` rights proposals on the listed version, each superseding the one before it."""
+    for _ in range(k):
+        rights.allocation_propose(actor=actor, version=listing.version, shares=shares)
+
+
 def add_offers(listing: Listing, actor: User, k: int) -> None:
     for _ in range(k):
         catalog.offer_create(
             actor=actor,
             listing=listing,
-            name=f"Offer {next(SERIAL)}",
+            name=f"Offer {serial()}",
             terms=terms_doc(),
             price=PRICES["fixed"],
         )
@@ -69,15 +112,13 @@ class TestCatalogPages:
     def test_the_catalog_is_flat_and_paginated(self, bob, add_listings, monkeypatch):
         monkeypatch.setattr(pages_catalog, "LISTINGS_PER_PAGE", PAGE)
         client = signed_in(bob)
-        _few, many = measure(lambda: load(client, reverse("marketplace:catalog")), add_listings, "catalog")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, reverse("marketplace:catalog"), add_listings, "catalog")
+        assert next_link(client, reverse("marketplace:catalog"), {"q": "Tickets"}) == "?q=Tickets&page=2"
 
     def test_the_providers_listings_are_flat_and_paginated(self, alice, add_listings, monkeypatch):
         monkeypatch.setattr(pages_catalog, "LISTINGS_PER_PAGE", PAGE)
         client = signed_in(alice)
-        url = reverse("marketplace:provider_listings")
-        _few, many = measure(lambda: load(client, url), add_listings, "provider listings")
-        assert_page_bounded(many, rows=3 * N)
+        measure_page(client, reverse("marketplace:provider_listings"), add_listings, "provider listings")
 
     @pytest.mark.parametrize("route", ["marketplace:listing", "marketplace:listing_edit"])
     def test_a_listings_offers_cost_the_same_queries_for_few_or_many(self, route, alice, market):
@@ -141,61 +182,68 @@ class TestOrderPages:
         assert_page_bounded(many, rows=3 * N)
         assert len(many.response.context["rows"]) == PAGE
 
-    def test_the_earnings_statement_is_flat(self, alice, add_orders):
-        def earn(k: int) -> None:
-            for license_ in add_orders(k):
-                usage_settle(usage_id=use(license_, f"job-{next(SERIAL)}", "job_started", 1).pk)
-
+    def test_the_earnings_statement_is_flat(self, alice, add_earnings):
         client = signed_in(alice)
-        measure(lambda: load(client, reverse("marketplace:earnings")), earn, "earnings")
+        measure(lambda: load(client, reverse("marketplace:earnings")), add_earnings, "earnings")
 
-    def test_the_topups_list_is_flat(self, ops, fund):
-        def topups(k: int) -> None:
-            for _ in range(k):
-                org = Organisation.objects.create(
-                    name=f"Payer {next(SERIAL)}", slug=f"payer-{next(SERIAL)}", is_trainer=True
-                )
-                fund(org, 1_000)
+    def test_the_payouts_on_the_earnings_statement_are_flat_and_paginated(self, alice, add_payouts):
+        client = signed_in(alice)
+        url = reverse("marketplace:earnings")
+        measure_page(client, url, add_payouts, "earnings payouts", context_key="payouts")
 
+    def test_the_topups_list_is_flat(self, ops, add_topups):
         client = signed_in(ops, otp=True)
-        _few, many = measure(lambda: load(client, reverse("marketplace:topups")), topups, "topups")
-        assert_page_bounded(many, rows=3 * N, context_key="topups")
+        url = reverse("marketplace:topups")
+        measure_page(client, url, add_topups, "topups", context_key="topups")
 
 
 class TestMarketplaceApi:
     def test_the_catalog_is_flat_and_paginated(self, bob, bolt, add_listings, token_for):
         client = token_for(bob, bolt, ["read"])
-        url = reverse("api-catalog-listings")
-        _few, many = measure(lambda: load(client, url, {"page_size": PAGE}), add_listings, "api catalog")
-        assert_api_bounded(many, rows=3 * N)
+        measure_api(client, reverse("api-catalog-listings"), add_listings, "api catalog")
 
-    def test_the_orders_are_flat_and_paginated(self, bob, bolt, add_orders, token_for):
-        client = token_for(bob, bolt, ["read"])
-        url = reverse("api-orders")
-        _few, many = measure(lambda: load(client, url, {"page_size": PAGE}), add_orders, "api orders")
-        assert_api_bounded(many, rows=3 * N)
+    @pytest.mark.parametrize(
+        ("route", "trainer"), [("api-orders", True), ("api-orders-received", False), ("api-licenses", True)]
+    )
+    def test_the_order_lists_are_flat_and_paginated(
+        self, route, trainer, bob, bolt, alice, acme, add_orders, token_for
+    ):
+        client = token_for(bob, bolt, ["read"]) if trainer else token_for(alice, acme, ["read"])
+        measure_api(client, reverse(route), add_orders, route)
 
-    def test_the_received_orders_are_flat_and_paginated(self, alice, acme, add_orders, token_for):
-        client = token_for(alice, acme, ["read"])
-        url = reverse("api-orders-received")
-        _few, many = measure(lambda: load(client, url, {"page_size": PAGE}), add_orders, "api received")
-        assert_api_bounded(many, rows=3 * N)
-
-    def test_the_licenses_are_flat_and_paginated(self, bob, bolt, add_orders, token_for):
-        client = token_for(bob, bolt, ["read"])
-        url = reverse("api-licenses")
-        _few, many = measure(lambda: load(client, url, {"page_size": PAGE}), add_orders, "api licenses")
-        assert_api_bounded(many, rows=3 * N)
-
-    def test_the_topups_are_flat_and_paginated(self, ops, fund):
-        def topups(k: int) -> None:
-            for _ in range(k):
-                org = Organisation.objects.create(
-                    name=f"Payer {next(SERIAL)}", slug=f"payer-{next(SERIAL)}", is_trainer=True
-                )
-                fund(org, 1_000)
-
+    def test_the_topups_are_flat_and_paginated(self, ops, add_topups):
         client = signed_in(ops, otp=True)
-        url = reverse("api-ops-topups")
-        _few, many = measure(lambda: load(client, url, {"page_size": PAGE}), topups, "api topups")
-        assert_api_bounded(many, rows=3 * N)
+        measure_api(client, reverse("api-ops-topups"), add_topups, "api topups")
+
+    def test_the_payouts_are_flat_and_paginated(self, alice, acme, add_payouts, token_for):
+        client = token_for(alice, acme, ["read"])
+        measure_api(client, reverse("api-payouts"), add_payouts, "api payouts")
+
+    def test_a_listings_rights_history_is_flat(self, alice, acme, cora, market, token_for):
+        # Unpaginated: the history of one version's allocations, each with its shares and holders.
+        listing = Listing.objects.get(offers=market())
+        client = token_for(alice, acme, ["read"])
+        url = reverse("api-catalog-rights", args=[listing.pk])
+        shares = {acme.pk: 6_000, cora.pk: 4_000}
+        _few, many = measure(
+            lambda: load(client, url), lambda k: add_proposals(listing, alice, shares, k), "api rights"
+        )
+        allocations = many.response.json()["allocations"]
+        # The default in force, then the proposals: Cora has not approved, so each supersedes the last.
+        assert len(allocations) == 1 + 3 * N
+        assert {s["holder_id"] for s in allocations[0]["shares"]} == {acme.pk, cora.pk}
+
+    @pytest.mark.parametrize("bucket", ["month", "day"])
+    def test_the_earnings_statement_is_flat(self, bucket, alice, acme, add_earnings, token_for):
+        # Unpaginated: a row per period and listing earned from.
+        client = token_for(alice, acme, ["read"])
+        url = reverse("api-statements-earnings")
+        _few, many = measure(lambda: load(client, url, {"bucket": bucket}), add_earnings, "api earnings")
+        assert len(many.response.json()) == 3 * N
+
+    def test_the_spend_statement_is_flat(self, bob, bolt, add_orders, token_for):
+        # Unpaginated: a row per order.
+        client = token_for(bob, bolt, ["read"])
+        url = reverse("api-statements-spend")
+        _few, many = measure(lambda: load(client, url), add_orders, "api spend")
+        assert len(many.response.json()) == 3 * N
