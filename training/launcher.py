@@ -554,7 +554,7 @@ def _job_begin(job_id: int) -> TrainingJob | None:
     """Count an attempt and mark the job running; None when there is nothing to run."""
     with transaction.atomic():
         job = (
-            TrainingJob.objects.select_for_update()
+            TrainingJob.objects.select_for_update(of=("self",))
             .select_related("grant", "base", "organisation")
             .get(pk=job_id)
         )

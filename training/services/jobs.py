@@ -330,7 +330,7 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
     threshold = grant.terms.get("gate_max_exposure")
     gate_threshold = float(threshold) if threshold is not None else settings.TRAINING_GATE_MAX_EXPOSURE
     spec = spec_check(request, gate_max_exposure=gate_threshold)
-    locked = Grant.objects.select_for_update().select_related("version").get(pk=grant.pk)
+    locked = Grant.objects.select_for_update(of=("self",)).select_related("version").get(pk=grant.pk)
     if locked.licensee_id != organisation.pk:
         raise NotPermitted("This license belongs to another organisation.", code="training.license_other_org")
     _license_check_state(locked)
@@ -411,7 +411,9 @@ def job_finish(
 ) -> TrainingJob:
     """Move an active job to a final state, settle its budget, record and notify (idempotent)."""
     job = (
-        TrainingJob.objects.select_for_update().select_related("grant", "base", "organisation").get(pk=job_id)
+        TrainingJob.objects.select_for_update(of=("self",))
+        .select_related("grant", "base", "organisation")
+        .get(pk=job_id)
     )
     if job.is_final:
         return job
@@ -521,7 +523,7 @@ def artifacts_withheld_destroy(*, version_id: int, reason: str) -> list[int]:
     Downloaded artifacts cannot be recalled; their receipts name the version.
     """
     jobs = list(
-        TrainingJob.objects.select_for_update()
+        TrainingJob.objects.select_for_update(of=("self",))
         .filter(grant__version_id=version_id, artifact_encrypted=True)
         .exclude(artifact_blob_key="")
         .select_related("grant__version", "organisation", "base")
