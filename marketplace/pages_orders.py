@@ -112,7 +112,18 @@ def orders_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET"])
 def orders_received_page(request: HttpRequest) -> HttpResponse:
     """Orders on the organisation's listings; admins approve or reject pending ones."""
-    membership = _membership(request, provider=True)
+    return _render_received(request, _membership(request, provider=True))
+
+
+def _render_received(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    rejecting: str = "",
+    reject_form: RejectForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The received-orders page; a bound ``reject_form`` shows its error beside order ``rejecting``."""
     org = membership.organisation
     context = {
         "org": org,
@@ -128,21 +139,22 @@ def orders_received_page(request: HttpRequest) -> HttpResponse:
             ORDERS_PER_PAGE,
         ),
         "can_decide": membership.role == Role.ADMIN,
-        "reject_form": RejectForm(),
+        "rejecting": rejecting,
+        "reject_form": reject_form or RejectForm(),
     }
-    return render(request, "marketplace/orders/received.html", context)
+    return render(request, "marketplace/orders/received.html", context, status=status)
 
 
-def _decider(request: HttpRequest) -> Organisation:
+def _decider(request: HttpRequest) -> Membership:
     membership = _membership(request, provider=True)
     require_role(membership, Role.ADMIN, "decide on orders")
-    return membership.organisation
+    return membership
 
 
 @otp.signed_in
 @require_POST
 def order_approve_page(request: HttpRequest, order_ref: str) -> HttpResponse:
-    org = _decider(request)
+    org = _decider(request).organisation
     try:
         order = selectors.order_get_for_org(organisation=org, ref=order_ref)
         order_approve(order=order, provider=org, actor=page_user(request))
@@ -158,20 +170,24 @@ def order_approve_page(request: HttpRequest, order_ref: str) -> HttpResponse:
 @otp.signed_in
 @require_POST
 def order_reject_page(request: HttpRequest, order_ref: str) -> HttpResponse:
-    org = _decider(request)
+    """Reject a pending order with a reason; a missing or refused reason is shown beside its field, kept."""
+    membership = _decider(request)
+    org = membership.organisation
     try:
         order = selectors.order_get_for_org(organisation=org, ref=order_ref)
     except NotFound as exc:
         raise_http(exc)
     form = RejectForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "A rejection needs a reason (up to 300 characters).")
-        return redirect("marketplace:orders_received")
+        return _render_received(request, membership, rejecting=order_ref, reject_form=form, status=422)
     try:
         order_reject(order=order, provider=org, actor=page_user(request), reason=form.cleaned_data["reason"])
     except NotPermitted as exc:
         raise_http(exc)
-    except (Conflict, Invalid) as exc:
+    except Invalid as exc:
+        add_domain_error(form, exc)
+        return _render_received(request, membership, rejecting=order_ref, reject_form=form, status=422)
+    except Conflict as exc:
         messages.error(request, exc.detail)
     else:
         messages.success(request, f"Order {order_ref} rejected; the buyer is refunded.")

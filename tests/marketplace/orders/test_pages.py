@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -79,6 +81,29 @@ class TestProviderDecisions:
             OrderState.REJECTED,
             "Competitor",
         )
+
+    def test_a_refused_reason_is_shown_beside_its_field_and_kept(
+        self, alice_client, bob_client, market, bolt, fund
+    ):
+        offer = market("fixed", approval=True)
+        fund(bolt, 100_000)
+        bob_client.post(f"/market/catalog/offers/{offer.pk}/buy/", {"idempotency_key": "page-key-cccc"})
+        order = Order.objects.get()
+        typed = "Too long " * 40  # 360 characters; the limit is 300
+        response = alice_client.post(f"/market/orders/{order.ref}/reject/", {"reason": typed})
+        assert response.status_code == 422
+        page = response.content.decode()
+        field = re.search(rf'<input id="reason-{order.ref}"[^>]*>', page)
+        assert field is not None
+        assert f'value="{typed}"' in field.group(0)
+        assert f'aria-describedby="reason-{order.ref}-error"' in field.group(0)
+        error = re.search(rf'<p class="field__errors" id="reason-{order.ref}-error">([^<]*)</p>', page)
+        assert error is not None and "at most 300 characters" in error.group(1)
+        order.refresh_from_db()
+        assert order.state == OrderState.PENDING
+        blank = alice_client.post(f"/market/orders/{order.ref}/reject/", {"reason": "   "})
+        assert blank.status_code == 422
+        assert "This field is required." in blank.content.decode()
 
 
 class TestStatements:
