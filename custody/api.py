@@ -375,10 +375,15 @@ class FindingSerializer(serializers.Serializer):
     drop = serializers.BooleanField()
 
 
+class FindingQuerySerializer(serializers.Serializer):
+    # A CharField refuses NUL bytes, which Postgres cannot compare.
+    kind = serializers.CharField(required=False, allow_blank=True, max_length=32)
+
+
 class FindingListApi(SealroomListApi):
     serializer_class = FindingSerializer
     required_scopes = {"GET": Scope.READ, "POST": Scope.PROVIDE}
-    problem_statuses = (409,)
+    problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
         finding_ids = serializers.ListField(
@@ -392,7 +397,9 @@ class FindingListApi(SealroomListApi):
             version_id=self.kwargs["version_id"],
             owner_only=True,
         )
-        return selectors.finding_list(version=version, kind=self.request.query_params.get("kind"))
+        query = FindingQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.finding_list(version=version, kind=query.validated_data.get("kind") or None)
 
     @extend_schema(
         summary="Screening findings",

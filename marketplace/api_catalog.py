@@ -28,7 +28,15 @@ from custody.selectors import version_get_for_org
 from marketplace import selectors_catalog as selectors
 from marketplace.croissant import croissant_document
 from marketplace.exceptions import ListingInvalid, ListingStateConflict, QuoteInvalid
-from marketplace.models import Listing, ListingState, Offer, OfferState, OfferTerms, RightsAllocation
+from marketplace.models import (
+    Listing,
+    ListingState,
+    Offer,
+    OfferState,
+    OfferTerms,
+    PriceModel,
+    RightsAllocation,
+)
 from marketplace.quotes import quote
 from marketplace.services import catalog, rights
 from marketplace.terms import TERMS_SCHEMA, terms_plain
@@ -152,11 +160,23 @@ class TermsSchemaApi(APIView):
 # --- listings -------------------------------------------------------------------------------
 
 
+class ListingQuerySerializer(serializers.Serializer):
+    """The catalog search's query parameters: text without NUL bytes, a provider id that fits a bigint."""
+
+    q = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    tag = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    language = serializers.CharField(required=False, allow_blank=True, max_length=35)
+    price_model = serializers.ChoiceField(choices=PriceModel.choices, required=False, allow_blank=True)
+    provider = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    mine = serializers.BooleanField(required=False, default=False)
+
+
 class ListingListCreateApi(SealroomListApi):
     required_scopes = {"GET": Scope.READ, "POST": Scope.PROVIDE}
     required_roles = {"POST": Role.MEMBER}
     serializer_class = ListingSummarySerializer
-    problem_statuses = (409,)
+    # 422: a query parameter that does not parse (a provider id in other digits, a NUL byte).
+    problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
         version_id = serializers.IntegerField()
@@ -168,19 +188,20 @@ class ListingListCreateApi(SealroomListApi):
         requires_approval = serializers.BooleanField(required=False)
 
     def get_queryset(self) -> QuerySet[Listing]:
-        params = self.request.query_params
+        query = ListingQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
         organisation = acting_organisation(self.request)
-        if params.get("mine") in ("1", "true"):
+        if params["mine"]:
             if organisation is None:
                 return Listing.objects.none()
             return selectors.listing_list_for_provider(organisation=organisation)
-        provider = params.get("provider", "")
         filters = selectors.CatalogFilters(
             q=params.get("q", ""),
             tag=params.get("tag", ""),
             language=params.get("language", ""),
             price_model=params.get("price_model", ""),
-            provider_id=int(provider) if provider.isdigit() else None,
+            provider_id=params.get("provider"),
         )
         return selectors.listing_search(filters=filters)
 

@@ -21,7 +21,7 @@ from common.permissions import acting_organisation_required as acting_org
 from marketplace import selectors_orders as selectors
 from marketplace.exceptions import LicenseNotFound, NotAProvider, NotATrainer, OfferNotFound
 from marketplace.idempotency import idempotent
-from marketplace.models import License, ListingState, Offer, Order, Payout, TopUp
+from marketplace.models import License, ListingState, Offer, Order, OrderState, Payout, TopUp
 from marketplace.services import statements
 from marketplace.services.funding import topup_record
 from marketplace.services.orders import order_approve, order_place, order_reject
@@ -179,16 +179,23 @@ class OrderListCreateApi(SealroomListApi):
         return Response(result.body, status=result.status)
 
 
+class OrderReceivedQuerySerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=OrderState.choices, required=False, allow_blank=True)
+
+
 class OrderReceivedListApi(SealroomListApi):
     serializer_class = OrderSerializer
+    problem_statuses = (422,)  # an unknown state
 
     def get_queryset(self) -> QuerySet[Order]:
-        state = self.request.query_params.get("state") or None
+        query = OrderReceivedQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        state = query.validated_data.get("state") or None
         return selectors.order_list_for_provider(organisation=acting_org(self.request), state=state)
 
     @extend_schema(
         summary="Orders on your organisation's listings",
-        parameters=[OpenApiParameter("state", str, description="pending, paid, rejected or timed_out")],
+        parameters=[OpenApiParameter("state", str, enum=[value for value, _ in OrderState.choices])],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -372,6 +379,8 @@ def statement_responses(serializer: serializers.Serializer) -> dict[Any, Any]:
 
 
 class EarningsApi(SealroomApi):
+    problem_statuses = (422,)  # an unknown export or bucket
+
     class OutputSerializer(serializers.Serializer):
         period = serializers.DateField()
         listing_id = serializers.IntegerField()
@@ -395,6 +404,8 @@ class EarningsApi(SealroomApi):
 
 
 class SpendApi(SealroomApi):
+    problem_statuses = (422,)  # an unknown export or bucket
+
     class OutputSerializer(serializers.Serializer):
         order = serializers.CharField()
         placed_at = serializers.CharField()

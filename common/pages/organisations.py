@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common import otp, selectors, services
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.forms import InviteForm, RoleChangeForm, add_domain_error
+from common.ids import parse_id
 from common.models import Invitation, Membership, Role, User
 from common.pages.helpers import (
     admin_membership_or_403,
@@ -36,11 +37,11 @@ def org_switch(request: HttpRequest) -> HttpResponse:
     """Act for another of the user's organisations (kept in the session as ``org_id``)."""
     user = page_user(request)
     next_url = safe_next(request, request.POST.get("next"))
-    raw = request.POST.get("org_id", "")
-    if not raw.isdigit():
+    org_id = parse_id(request.POST.get("org_id", ""))
+    if org_id is None:
         messages.error(request, "Choose one of your organisations.")
         return redirect(next_url)
-    membership = membership_or_404(user, int(raw))
+    membership = membership_or_404(user, org_id)
     request.session["org_id"] = membership.organisation_id
     messages.success(request, f"You are now acting for {membership.organisation.name}.")
     return redirect(next_url)

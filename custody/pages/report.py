@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from common import otp
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
+from common.ids import parse_id
 from common.models import Role
 from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
@@ -144,7 +145,7 @@ def samples_page(request: HttpRequest, version_id: int) -> HttpResponse:
 
 
 def _ids(values: list[str]) -> list[int]:
-    return [int(v) for v in values if v.isdigit()]
+    return [value for value in map(parse_id, values) if value is not None]
 
 
 def _back_to_findings(version_id: int, kind: str, page: str) -> str:

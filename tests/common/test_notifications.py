@@ -237,6 +237,17 @@ class TestPages:
         assert 'visually-hidden"> unread' not in html
         assert notification_unread_count(organisation=acme) == 0
 
+    @pytest.mark.parametrize("raw", ["²", "9" * 25, "all"])
+    def test_an_id_that_is_not_one_marks_nothing(self, acme, acme_viewer, raw):
+        notify(acme, 2)
+        client = Client()
+        client.force_login(acme_viewer)
+        url = reverse("common:notifications_read", kwargs={"org_id": acme.pk})
+        response = client.post(url, {"id": raw}, follow=True)
+        assert response.status_code == 200
+        assert "That is not a notification id; nothing was marked read." in response.content.decode()
+        assert notification_unread_count(organisation=acme) == 2
+
     def test_admin_registers_a_webhook_and_sees_its_secret_once(self, acme, alice):
         client = Client()
         client.force_login(alice)

@@ -140,6 +140,13 @@ class TestOrganisationSwitcher:
         response = client_for(alice).post(reverse("common:org_switch"), {}, follow=True)
         assert "Choose one of your organisations." in html_of(response)
 
+    @pytest.mark.parametrize("raw", ["²", "9" * 25, "-1", "0x10"])
+    def test_an_id_that_is_not_one_goes_back_with_a_message(self, alice, raw):
+        # "²".isdigit() is true and int("²") fails; 25 nines overflow a bigint: both were a 500.
+        response = client_for(alice).post(reverse("common:org_switch"), {"org_id": raw}, follow=True)
+        assert response.status_code == 200
+        assert "Choose one of your organisations." in html_of(response)
+
 
 class TestOrganisationPage:
     @pytest.mark.parametrize(

@@ -148,6 +148,17 @@ class TestCustodyApi:
         url = reverse("api-version-findings", args=[reviewed.pk])
         measure_api(client, url, lambda k: add_findings(reviewed, k), "api findings")
 
+    def test_the_findings_kind_filter_is_checked(self, alice, acme, reviewed, token_for):
+        client = token_for(alice, acme, ["read"])
+        url = reverse("api-version-findings", args=[reviewed.pk])
+        add_findings(reviewed, 2)
+        assert client.get(url, {"kind": "garbage"}).json()["count"] == 2
+        assert client.get(url, {"kind": "exact_duplicate"}).json()["count"] == 0
+        for kind in ("garbage\x00", "k" * 33):  # NUL was a 500 on Postgres
+            refused = client.get(url, {"kind": kind})
+            assert refused.status_code == 422, refused.content
+            assert refused.json()["errors"][0]["pointer"] == "/kind"
+
     def test_the_key_list_is_flat_and_paginated(self, ops, acme):
         client = signed_in(ops, otp=True)
         existing = DatasetVersion.objects.count()

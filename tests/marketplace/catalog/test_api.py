@@ -190,6 +190,9 @@ class TestQuote:
         )
         url = f"/api/v1/catalog/offers/{offer.pk}/quote"
         assert_problem(trainer.get(url, {"tokens": "many"}), 422, "marketplace.quote_tokens_invalid")
+        # A digit to str.isdigit() that int() refuses, and more digits than int() parses: field errors too.
+        for tokens in ("²", "9" * 5000):
+            assert_problem(trainer.get(url, {"tokens": tokens}), 422, "marketplace.quote_tokens_invalid")
         body = assert_problem(trainer.get(url, {"tokens": 10**9}), 422, "marketplace.quote_tokens_above_cap")
         assert body["errors"][0]["pointer"] == "/tokens"
 
@@ -283,3 +286,38 @@ class TestQuoteOfARetiredOffer:
         catalog.offer_retire(actor=alice, offer=offer)
         response = trainer.get(f"/api/v1/catalog/offers/{offer.pk}/quote")
         assert_problem(response, 409, "marketplace.offer_retired")
+
+
+class TestSearchQuery:
+    """The catalog search checks its query parameters: each of these was a 500 on Postgres (proof fuzzing)."""
+
+    @pytest.mark.parametrize(
+        ("query", "field"),
+        [
+            ({"provider": "²"}, "provider"),  # a digit to str.isdigit, not to int()
+            ({"provider": "9" * 30}, "provider"),  # past a bigint
+            ({"q": "support\x00"}, "q"),  # Postgres text cannot hold NUL
+            ({"tag": "\x00"}, "tag"),
+            ({"language": "e\x00n"}, "language"),
+            ({"price_model": "barter"}, "price_model"),
+            ({"mine": "5"}, "mine"),
+        ],
+    )
+    def test_a_bad_parameter_is_a_field_error(self, trainer, published, query, field):
+        response = trainer.get("/api/v1/catalog/listings", query)
+        assert response.status_code == 422, response.content
+        assert response["Content-Type"] == "application/problem+json"
+        assert [error["pointer"] for error in response.json()["errors"]] == [f"/{field}"]
+
+    def test_good_parameters_still_filter(self, trainer, published):
+        provider = published.version.dataset.owner_id
+        found = trainer.get("/api/v1/catalog/listings", {"provider": provider, "mine": "false", "q": ""})
+        assert [row["id"] for row in found.json()["results"]] == [published.pk]
+        other = trainer.get("/api/v1/catalog/listings", {"provider": provider + 1000})
+        assert other.json()["results"] == []
+
+    def test_the_schema_declares_the_422(self, trainer):
+        schema = trainer.get("/api/v1/schema/?format=json").json()
+        assert "422" in schema["paths"]["/api/v1/catalog/listings"]["get"]["responses"]
+        for path in ("/api/v1/statements/earnings", "/api/v1/statements/spend"):
+            assert "422" in schema["paths"][path]["get"]["responses"], path

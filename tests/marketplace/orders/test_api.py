@@ -166,6 +166,10 @@ class TestDecisions:
         assert first["state"] == "pending"
         received = provider.get("/api/v1/orders/received?state=pending").json()
         assert {o["ref"] for o in received["results"]} == {first["ref"], second["ref"]}
+        for state in ("shipped", "pending\x00"):
+            refused = provider.get("/api/v1/orders/received", {"state": state})
+            assert refused.status_code == 422, refused.content
+            assert refused.json()["errors"][0]["pointer"] == "/state"
         approved = provider.post(f"/api/v1/orders/{first['ref']}/approve", format="json")
         assert approved.json()["state"] == "paid"
         assert_problem(
