@@ -208,6 +208,8 @@ class TestWorkRetryCommand:
             (("--kind", "test.retry.flaky"), "Give item ids, or --kind KIND --failed."),
             (("1", "--kind", "k", "--failed"), "not both"),
             (("1", "--reason", " "), "Give a reason"),
+            (("9" * 25,), "not a work item id"),
+            (("²",), "not a work item id"),
         ],
     )
     def test_bad_input_is_a_plain_error(self, args, message):

@@ -11,21 +11,32 @@ named; the others are still retried, and the command exits 1 if any was refused.
 
 from __future__ import annotations
 
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from common.exceptions import DomainError, Invalid
+from common.ids import parse_id
 from common.models import WorkItem, WorkState
 from common.work import work_retry
+
+
+def item_id(raw: str) -> int:
+    """A work item id from the command line (a plain error, not a database overflow, for a bad one)."""
+    value = parse_id(raw)
+    if value is None:
+        raise ArgumentTypeError(f"not a work item id: {raw!r}")
+    return value
 
 
 class Command(BaseCommand):
     help = "Queue failed work items again with fresh attempts: by id, or every failed item of a kind."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("item_ids", nargs="*", type=int, metavar="ITEM_ID", help="work items to retry")
+        parser.add_argument(
+            "item_ids", nargs="*", type=item_id, metavar="ITEM_ID", help="work items to retry"
+        )
         parser.add_argument("--kind", default="", help="with --failed: the kind of work to retry")
         parser.add_argument(
             "--failed", action="store_true", help="with --kind: retry every failed item of that kind"
