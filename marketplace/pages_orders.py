@@ -141,6 +141,10 @@ def _render_received(
         "can_decide": membership.role == Role.ADMIN,
         "rejecting": rejecting,
         "reject_form": reject_form or RejectForm(),
+        # One row's form among many: its error is shown beside that row's input, tied by id.
+        "reject_error": " ".join(str(e) for errors in reject_form.errors.values() for e in errors)
+        if reject_form is not None
+        else "",
     }
     return render(request, "marketplace/orders/received.html", context, status=status)
 
