@@ -229,7 +229,7 @@ def earnings_page(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         "over_time": bar_chart(
             slug="earnings-months",
             title="Earnings per month",
-            counts={f"{r.period:%Y-%m} {r.currency}": r.amount for r in rows},
+            counts=statements.earnings_by_period(rows),
         ),
         "balances": selectors.balances_for_org(organisation=org),
         "payouts": page_of(

@@ -8,6 +8,7 @@ the holders and refunded. Read-only; the CSV export neutralises formulas
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -62,9 +63,41 @@ def earnings_over_time(*, holder: Organisation, bucket: str = "month") -> list[E
 
 
 def earnings_by_listing(*, holder: Organisation) -> dict[str, int]:
-    """Total earnings per listing title (with its currency), for the chart."""
-    rows = _lines(holder).values("listing__title", "currency").annotate(amount=Sum("amount"))
-    return {f"{row['listing__title']} ({row['currency']})": int(row["amount"]) for row in rows}
+    """Total earnings per listing (title and currency), for the chart.
+
+    Grouped by the listing's id, not its title: two listings may share a title,
+    and a chart keyed by title alone showed one of their totals.
+    """
+    rows = (
+        _lines(holder)
+        .values("listing_id", "listing__title", "currency")
+        .annotate(amount=Sum("amount"))
+        .order_by("listing_id", "currency")
+    )
+    rows = list(rows)
+    distinct = {(row["listing__title"], row["listing_id"]) for row in rows}
+    repeated = {t for t, n in Counter(title for title, _ in distinct).items() if n > 1}
+    totals: dict[str, int] = {}
+    for row in rows:
+        title = row["listing__title"]
+        if title in repeated:
+            title = f"{title} #{row['listing_id']}"
+        label = f"{title} ({row['currency']})"
+        totals[label] = totals.get(label, 0) + int(row["amount"])
+    return totals
+
+
+def earnings_by_period(rows: Iterable[EarningsRow]) -> dict[str, int]:
+    """Sum per-listing earnings rows into one total per period and currency, oldest first, for the chart.
+
+    The rows hold one line per (period, listing, currency); keying the chart by
+    period alone showed only the last listing of each month.
+    """
+    totals: dict[str, int] = {}
+    for row in rows:
+        key = f"{row.period:%Y-%m} {row.currency}"
+        totals[key] = totals.get(key, 0) + row.amount
+    return totals
 
 
 def spend_orders(*, buyer: Organisation) -> QuerySet[Order]:
