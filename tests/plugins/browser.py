@@ -60,7 +60,7 @@ def browser_unavailable() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "needs the 'playwright' Python package (pip install -r requirements.txt)"
+        return "needs the 'playwright' Python package (make setup installs it from requirements/dev.txt)"
     return None
 
 
