@@ -34,6 +34,7 @@ from django.core.exceptions import ImproperlyConfigured
 from custody.desensitize.policy import SUPPORTED_ENTITIES, Policy
 from custody.language import cjk_free_segments, latin_view
 from custody.recognizers import Candidate, Context, Recognizer, TextView, sealroom_recognizers
+from custody.recognizers.base import english_stop_words
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 NER_BATCH_SIZE: Final = 256
 PRESIDIO_REGEX_FLAGS: Final = re.DOTALL | re.MULTILINE | re.IGNORECASE
-NER_ENTITIES: Final = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME"})
+NER_ENTITIES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
 # Presidio's spaCy configuration (conf/spacy.yaml): which model labels map to
 # which entity, which are dropped, and the score NER results get.
 NER_MODEL_CONFIGURATION: Final[dict[str, Any]] = {
@@ -64,9 +65,9 @@ NER_MODEL_CONFIGURATION: Final[dict[str, Any]] = {
     },
     "low_confidence_score_multiplier": 0.4,
     "low_score_entity_names": [],
+    # Organisations are reported (Presidio ignores them): a company or a
+    # team named next to a person narrows down who it is.
     "labels_to_ignore": [
-        "ORG",
-        "ORGANIZATION",
         "CARDINAL",
         "EVENT",
         "LANGUAGE",
@@ -92,6 +93,8 @@ _PRIORITY: Final = {
     "IP_ADDRESS": 6,
     "PHONE_NUMBER": 7,
     "US_SSN": 8,
+    "PASSPORT": 9,
+    "ID_NUMBER": 10,
 }
 _NHS_CONTEXT: Final = Context(en=("nhs", "national health", "health service", "health authority"))
 
@@ -231,22 +234,26 @@ class Engine:
             if r.languages & languages and entities.intersection(r.entities) and r.max_score >= threshold
         ]
         use_ner = "en" in policy.languages and bool(entities & NER_ENTITIES)
-        docs = self._ner_docs(texts, ner_flags) if use_ner else iter(())
-        for text, ner in zip(texts, ner_flags, strict=True):
-            view = TextView(text, policy_languages)
+        segments = ner_segments(texts, ner_flags) if use_ner else []
+        docs = iter(self.nlp.pipe((seg for _, _, seg in segments), batch_size=self.batch_size))
+        cursor = 0
+        for index, text in enumerate(texts):
+            view = TextView(text, policy_languages, english=ner_flags[index])
             candidates: list[Candidate] = []
             for recognizer in recognizers:
                 if recognizer.applies(view):
                     candidates.extend(recognizer.find(view, threshold))
-            if use_ner and ner:
-                candidates.extend(_plausible_ner(text, self._ner_candidates(text, next(docs)), candidates))
-            yield resolve(_without_false_nhs(view, candidates), entities, threshold)
+            ner: list[Candidate] = []
+            while cursor < len(segments) and segments[cursor][0] == index:
+                ner.extend(self._ner_candidates(text, next(docs), segments[cursor][1]))
+                cursor += 1
+            if ner:
+                candidates.extend(_plausible_ner(text, ner, candidates))
+            yield merge_adjacent_locations(
+                text, resolve(_without_false_nhs(view, candidates), entities, threshold)
+            )
 
-    def _ner_docs(self, texts: Sequence[str], ner_flags: Sequence[bool]) -> Iterator[Doc]:
-        ner_texts = (latin_view(text) for text, ner in zip(texts, ner_flags, strict=True) if ner)
-        return iter(self.nlp.pipe(ner_texts, batch_size=self.batch_size))
-
-    def _ner_candidates(self, text: str, doc: Doc) -> list[Candidate]:
+    def _ner_candidates(self, text: str, doc: Doc, offset: int) -> list[Candidate]:
         mapping, ignore = self.ner_mapping, self.ner_ignore
         found = []
         for ent in doc.ents:
@@ -259,7 +266,7 @@ class Engine:
             score = self.ner_score
             if entity in self.ner_low_score:
                 score *= self.ner_low_multiplier
-            for start, end in cjk_free_segments(text, ent.start_char, ent.end_char):
+            for start, end in cjk_free_segments(text, offset + ent.start_char, offset + ent.end_char):
                 found.append(Candidate(start, end, entity, score, "SpacyRecognizer"))
         return found
 
@@ -288,26 +295,211 @@ class Engine:
         return self._analyzer
 
 
+# The cascade's gate in front of the model: a sentence goes to NER only if it
+# holds a word with a capital letter that could start a name. For a writer
+# who capitalises, NER entities without a capital are dropped anyway
+# (``_plausible_ner``), so a sentence without one can only yield nothing;
+# lowercase names come from the gazetteers. A writer who does not capitalise
+# (``writes_in_lowercase``) has the whole record read by the model. Not
+# candidates: "I" and its contractions, a stop word opening the sentence
+# ("The", "It"), and capitals inside URLs, e-mail addresses, handles and
+# hashtags, which exact stages handle.
+_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?]+|\n|$)")
+_NOT_NAME_CONTEXT = re.compile(r"\S*(?:://|www\.|@|#)\S*")
+_CAPITAL_WORD = re.compile(r"(?<![\w'’])[A-Z][\w'’\-]*")
+_PRONOUN_I = frozenset({"I", "I'm", "I'll", "I've", "I'd", "I’m", "I’ll", "I’ve", "I’d"})
+
+
+def writes_in_lowercase(text: str) -> bool:
+    """Say whether the writer does not capitalise: most sentences start with a lowercase letter.
+
+    Such a writer does not capitalise names either, so the model sees all of
+    the text and its lowercase guesses stand.
+    """
+    lower = upper = 0
+    for m in _SENTENCE_START.finditer(text):
+        if m.group(1).islower():
+            lower += 1
+        else:
+            upper += 1
+    return lower > upper
+
+
+_SENTENCE_START = re.compile(r"(?:^|[.!?\n])[\s\"'(“‘*-]*([A-Za-z])")
+
+
+def _could_name(sentence: str) -> bool:
+    """Say whether a sentence holds a capitalised word that could be (part of) a name."""
+    if not any(ch.isupper() for ch in sentence):
+        return False
+    if "@" in sentence or "#" in sentence or "/" in sentence:
+        sentence = _NOT_NAME_CONTEXT.sub(" ", sentence)
+    stop = english_stop_words()
+    first = True
+    for m in _CAPITAL_WORD.finditer(sentence):
+        word = m.group()
+        opening = first and not sentence[: m.start()].strip(" \t\"'(“‘-*")
+        first = False
+        if word in _PRONOUN_I or (opening and word.lower() in stop):
+            continue
+        return True
+    return False
+
+
+def ner_segments(texts: Sequence[str], ner_flags: Sequence[bool]) -> list[tuple[int, int, str]]:
+    """Return ``(record index, offset, text)`` for each sentence the NER model should see.
+
+    Sentences are cut at ``.!?`` and line breaks, CJK characters blanked
+    (``latin_view``); consecutive sentences that qualify are passed as one
+    piece, so the model keeps their context.
+    """
+    segments: list[tuple[int, int, str]] = []
+    for index, (text, flag) in enumerate(zip(texts, ner_flags, strict=True)):
+        if not flag:
+            continue
+        latin = latin_view(text)
+        if writes_in_lowercase(latin):
+            segments.append((index, 0, latin))
+            continue
+        start = end = -1
+        for m in _SENTENCE.finditer(latin):
+            if m.start() == m.end():
+                continue
+            if _could_name(m.group()):
+                if start < 0:
+                    start = m.start()
+                end = m.end()
+            elif start >= 0:
+                segments.append((index, start, latin[start:end]))
+                start = -1
+        if start >= 0:
+            segments.append((index, start, latin[start:end]))
+    return segments
+
+
 def _overlaps(a: Candidate, b: Candidate) -> bool:
     return a.start < b.end and b.start < a.end
 
 
 def _plausible_ner(text: str, ner: list[Candidate], patterns: list[Candidate]) -> list[Candidate]:
-    """Drop NER entities made of digits and punctuation where a pattern recognizer matched.
+    """Drop the NER guesses that are not personal data, or that a pattern recognizer knows better.
 
-    The small English model labels phone numbers and card numbers DATE_TIME
-    or even PERSON, with the NER score (0.85) beating the pattern's; a number
-    is better judged by the recognizer that knows its shape.
+    - A number (fewer than two letters) where a pattern recognizer matched:
+      the small English model labels phone and card numbers DATE_TIME or even
+      PERSON, with the NER score (0.85) beating the pattern's.
+    - A date or time without a digit ("today", "this morning", "Sunday",
+      "July"), a duration or an age ("3 days", "64 years old"), a bare
+      number: none of them dates anything or anyone.
+    - A name, place or organisation inside a hashtag, a URL or an e-mail
+      address; one written without a capital letter by a writer who uses
+      capitals (the model's guesses there are noise; lowercase names come
+      from the gazetteers); one in capitals inside text written mostly in
+      capitals.
     """
-    if not ner or not patterns:
+    if not ner:
         return ner
+    # In text written mostly in capitals, capitals say nothing about names.
+    letters_upper = sum(ch.isupper() for ch in text)
+    shouting = letters_upper > 12 and letters_upper * 2 > sum(ch.isalpha() for ch in text)
+    capitalises = not writes_in_lowercase(text)
     kept = []
     for c in ner:
-        letters = sum(ch.isalpha() for ch in text[c.start : c.end])
-        if letters < 2 and any(_overlaps(c, p) for p in patterns):
-            continue
+        value = text[c.start : c.end]
+        if c.entity_type == "DATE_TIME":
+            if not _DATE_HAS_DIGIT.search(value) or _NOT_A_DATE.fullmatch(value.strip()):
+                continue
+        elif c.entity_type in _NAME_TYPES:
+            if _in_tag(text, c.start) or (capitalises and not any(ch.isupper() for ch in value)):
+                continue
+            if shouting and value.isupper():
+                continue
+            if value.lower() in _NOT_NAMES:
+                continue
+        if patterns:
+            letters = sum(ch.isalpha() for ch in value)
+            if letters < 2 and any(_overlaps(c, p) for p in patterns):
+                continue
+            if c.entity_type in _NAME_TYPES and any(
+                p.entity_type in _ADDRESS_TYPES and _overlaps(c, p) for p in patterns
+            ):
+                continue
         kept.append(c)
     return kept
+
+
+_DATE_HAS_DIGIT = re.compile(r"\d")
+_NOT_A_DATE = re.compile(
+    # a bare number that is not a year; a duration or an age
+    r"(?!(?:19|20)\d\d$)\d{1,4}"
+    r"|(?:about |around |over |under |almost |nearly |the )?(?:\d+|a|an|one|two|few)(?:st|nd|rd|th)?[ \-]*"
+    r"(?:years?|yrs?|months?|weeks?|wks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|semesters?|quarters?)"
+    r"(?:[ \-]*old| ago| later| long)?"
+    # a time of day ("8:30 today", "7pm", "9:14 AM CST")
+    r"|(?:at |by |until |from )?\d{1,2}(?:[:.]\d{2}){0,2} ?(?:[ap]\.?m\.?)?(?: [A-Z]{2,4})?"
+    r"(?: (?:today|tonight|tomorrow|yesterday|this morning|this evening|this afternoon))?"
+    # a numbered period of something ("Day 6", "Week 2", "Season 3")
+    r"|(?:day|week|season|round|episode|chapter|stage|phase|level|part|game) \d{1,3}",
+    re.IGNORECASE,
+)
+_NAME_TYPES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
+_ADDRESS_TYPES: Final = frozenset({"URL", "EMAIL_ADDRESS"})
+# Words the small model takes for names in informal text.
+_NOT_NAMES: Final = frozenset(
+    [
+        "rt",
+        "lol",
+        "lmao",
+        "omg",
+        "haha",
+        "wanna",
+        "gonna",
+        "gotta",
+        "congrats",
+        "thanx",
+        "thx",
+        "pls",
+        "plz",
+        "yay",
+        "yup",
+        "nope",
+        "ok",
+        "okay",
+        "email",
+        "e-mail",
+        "phone",
+        "tel",
+        "fax",
+        "aadhar",
+        "aadhaar",
+        "ssn",
+        "pan",
+        "iban",
+    ]
+)
+
+
+def _in_tag(text: str, start: int) -> bool:
+    """Say whether the span starts a hashtag ("#SWOOP"): a topic, not a name."""
+    return text[start : start + 1] == "#" or (start > 0 and text[start - 1] == "#")
+
+
+def merge_adjacent_locations(text: str, chosen: list[Candidate]) -> list[Candidate]:
+    """Join LOCATION spans separated only by commas and white space ("12 Main St", "Springfield, IL")."""
+    if len(chosen) < 2:
+        return chosen
+    merged = [chosen[0]]
+    for c in chosen[1:]:
+        last = merged[-1]
+        gap = text[last.end : c.start]
+        if (
+            last.entity_type == c.entity_type == "LOCATION"
+            and len(gap) <= 4
+            and all(ch in ", \t\n" for ch in gap)
+        ):
+            merged[-1] = Candidate(last.start, c.end, "LOCATION", max(last.score, c.score), last.source)
+        else:
+            merged.append(c)
+    return merged
 
 
 def _without_false_nhs(view: TextView, candidates: list[Candidate]) -> list[Candidate]:

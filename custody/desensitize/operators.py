@@ -126,6 +126,7 @@ def _surrogate_for(entity_type: str, value: str, rng: random.Random) -> str:
     generators: dict[str, Callable[[], str]] = {
         "PERSON": zh.name if chinese else en.name,
         "LOCATION": zh.city if chinese else en.city,
+        "ORGANIZATION": zh.company if chinese else en.company,
         "EMAIL_ADDRESS": en.safe_email,
         "URL": en.url,
         "IP_ADDRESS": en.ipv6 if ":" in value else en.ipv4_private,
@@ -144,6 +145,8 @@ def _surrogate_for(entity_type: str, value: str, rng: random.Random) -> str:
         digits = _SEPARATORS.sub("", value)
         mainland_mobile = len(digits) >= 11 and digits[-11] == "1" and digits[-10] in "3456789"
         generators["PHONE_NUMBER"] = zh.phone_number if mainland_mobile else en.phone_number
+    if entity_type == "PERSON" and value.startswith("@"):
+        generators["PERSON"] = lambda: "@" + en.user_name()
     generate = generators.get(entity_type, lambda: _shape_like(value, rng))
     return str(generate())
 

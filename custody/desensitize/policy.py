@@ -21,11 +21,15 @@ POLICY_LANGUAGES: Final[tuple[str, ...]] = ("en", "zh")
 MAX_KEEP_LAST: Final = 16
 
 # Every entity type the engine can report. Stock Presidio's English types,
-# plus ours: BANK_CARD (any issuer, Luhn), CN_RESIDENT_ID, CN_USCC; Chinese
-# mobile and landline numbers are PHONE_NUMBER, Chinese names PERSON.
+# plus ours: ORGANIZATION, BANK_CARD (any issuer, Luhn), CN_RESIDENT_ID,
+# CN_USCC, PASSPORT (any country, by context), LICENSE_PLATE, ID_NUMBER
+# (account, tax, licence and other identifiers named by a context word) and
+# PASSWORD; Chinese mobile and landline numbers are PHONE_NUMBER, Chinese
+# names PERSON, @handles PERSON.
 SUPPORTED_ENTITIES: Final[tuple[str, ...]] = (
     "PERSON",
     "LOCATION",
+    "ORGANIZATION",
     "NRP",
     "DATE_TIME",
     "EMAIL_ADDRESS",
@@ -47,7 +51,16 @@ SUPPORTED_ENTITIES: Final[tuple[str, ...]] = (
     "UUID",
     "CN_RESIDENT_ID",
     "CN_USCC",
+    "PASSPORT",
+    "LICENSE_PLATE",
+    "ID_NUMBER",
+    "PASSWORD",
 )
+# Reported only by a policy that names them: nationalities, religious and
+# political groups (NRP) identify nobody on their own, and tagging every
+# "American" or "Jewish" costs more text than it protects.
+OFF_BY_DEFAULT: Final[frozenset[str]] = frozenset({"NRP"})
+DEFAULT_ENTITIES: Final[tuple[str, ...]] = tuple(e for e in SUPPORTED_ENTITIES if e not in OFF_BY_DEFAULT)
 _POLICY_FIELDS: Final = ("name", "entities", "threshold", "languages", "operators", "default_operator")
 _OPERATOR_FIELDS: Final = ("kind", "mask_char", "keep_last")
 
@@ -129,7 +142,7 @@ class OperatorSpec:
 
 @dataclass(frozen=True)
 class Policy:
-    """A desensitization policy: entity types (``None``: all supported), score threshold,
+    """A desensitization policy: entity types (``None``: all but ``OFF_BY_DEFAULT``), score threshold,
     the languages whose recognizers run, and the operator per entity type.
 
     :raises Invalid: with field pointers (``/operators/PERSON/kind``) when anything is wrong.
@@ -211,8 +224,8 @@ class Policy:
 
     @property
     def entity_set(self) -> frozenset[str]:
-        """Return the entity types this policy reports."""
-        return frozenset(SUPPORTED_ENTITIES if self.entities is None else self.entities)
+        """Return the entity types this policy reports (``None``: every type but ``OFF_BY_DEFAULT``)."""
+        return frozenset(DEFAULT_ENTITIES if self.entities is None else self.entities)
 
     def operator_for(self, entity_type: str) -> OperatorSpec:
         """Return the operator that replaces this entity type."""

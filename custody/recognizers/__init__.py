@@ -15,8 +15,20 @@ from custody.recognizers.chinese import (
     CnResidentIdRecognizer,
     CnUsccRecognizer,
 )
+from custody.recognizers.en_ids import ContextIdRecognizer, ContextPhoneRecognizer, PasswordRecognizer
+from custody.recognizers.en_names import EnglishNameRecognizer, HandleRecognizer
+from custody.recognizers.en_orgs import OrganizationPatternRecognizer
+from custody.recognizers.en_places import AddressRecognizer, PlaceGazetteerRecognizer
 from custody.recognizers.generic import BankCardRecognizer, EmailRecognizer, PhoneRecognizer, UrlRecognizer
 from custody.recognizers.names_zh import ChineseNameRecognizer
+from custody.recognizers.zh_address import ChineseAddressRecognizer
+from custody.recognizers.zh_entities import ChineseEntityRecognizer, ChineseHandleRecognizer
+from custody.recognizers.zh_ids import (
+    CnAccountNumberRecognizer,
+    CnDateRecognizer,
+    CnLicensePlateRecognizer,
+    CnPassportRecognizer,
+)
 
 
 def sealroom_recognizers() -> list[Recognizer]:
@@ -26,25 +38,55 @@ def sealroom_recognizers() -> list[Recognizer]:
         UrlRecognizer(),
         PhoneRecognizer(),
         BankCardRecognizer(),
+        HandleRecognizer(),
+        EnglishNameRecognizer(),
+        AddressRecognizer(),
+        PlaceGazetteerRecognizer(),
+        OrganizationPatternRecognizer(),
+        ContextIdRecognizer(),
+        ContextPhoneRecognizer(),
+        PasswordRecognizer(),
         CnResidentIdRecognizer(),
         CnMobileRecognizer(),
         CnLandlineRecognizer(),
         CnUsccRecognizer(),
         ChineseNameRecognizer(),
+        ChineseEntityRecognizer(),
+        ChineseHandleRecognizer(),
+        ChineseAddressRecognizer(),
+        CnPassportRecognizer(),
+        CnLicensePlateRecognizer(),
+        CnAccountNumberRecognizer(),
+        CnDateRecognizer(),
     ]
 
 
 __all__ = [
+    "AddressRecognizer",
     "BankCardRecognizer",
     "Candidate",
+    "ChineseAddressRecognizer",
+    "ChineseEntityRecognizer",
+    "ChineseHandleRecognizer",
     "ChineseNameRecognizer",
+    "CnAccountNumberRecognizer",
+    "CnDateRecognizer",
     "CnLandlineRecognizer",
+    "CnLicensePlateRecognizer",
     "CnMobileRecognizer",
+    "CnPassportRecognizer",
     "CnResidentIdRecognizer",
     "CnUsccRecognizer",
     "Context",
+    "ContextIdRecognizer",
+    "ContextPhoneRecognizer",
     "EmailRecognizer",
+    "EnglishNameRecognizer",
+    "HandleRecognizer",
+    "OrganizationPatternRecognizer",
+    "PasswordRecognizer",
     "PhoneRecognizer",
+    "PlaceGazetteerRecognizer",
     "Recognizer",
     "TextView",
     "UrlRecognizer",

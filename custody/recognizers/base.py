@@ -52,12 +52,17 @@ def english_stop_words() -> frozenset[str]:
 class TextView:
     """One record with the cheap facts recognizers test before running their patterns."""
 
-    __slots__ = ("__dict__", "has_digit", "has_han", "languages", "text")
+    __slots__ = ("__dict__", "english", "has_digit", "has_han", "languages", "text")
 
-    def __init__(self, text: str, languages: frozenset[str] = frozenset({"en", "zh"})) -> None:
+    def __init__(
+        self, text: str, languages: frozenset[str] = frozenset({"en", "zh"}), *, english: bool = True
+    ) -> None:
         self.text = text
         # The policy's languages: which recognizer families are running on this record.
         self.languages = languages
+        # Whether the record is treated as English text (not forced to Chinese):
+        # the English name, place and organisation stages run only then.
+        self.english = english and "en" in languages
         self.has_digit = _DIGIT.search(text) is not None
         self.has_han = has_han(text)
 

@@ -39,11 +39,28 @@ class EmailRecognizer(Recognizer):
         return "@" in view.text
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
-        return [
-            Candidate(m.start(), m.end(), "EMAIL_ADDRESS", 1.0, self.name)
-            for m in _EMAIL.finditer(view.text)
-            if has_public_suffix(m.group(1))
-        ]
+        found = []
+        for m in _EMAIL.finditer(view.text):
+            end = m.end() if has_public_suffix(m.group(1)) else _glued_end(m.group(1), m.start(1))
+            if end is not None:
+                found.append(Candidate(m.start(), end, "EMAIL_ADDRESS", 1.0, self.name))
+        return found
+
+
+_GLUE = re.compile(r"(?<=[a-z])(?=[A-Z0-9])|(?<=[A-Z])(?=[0-9])")
+
+
+def _glued_end(domain: str, offset: int) -> int | None:
+    """Return where an address ends when text is glued to it ("ann@example.comPhone: ..."), or None.
+
+    The last label is cut where its case changes or digits begin; the cut
+    counts only if what is left ends in a public suffix.
+    """
+    head, _, last = domain.rpartition(".")
+    for cut in _GLUE.finditer(last):
+        if cut.start() >= 2 and has_public_suffix(f"{head}.{last[: cut.start()]}"):
+            return offset + len(head) + 1 + cut.start()
+    return None
 
 
 _URL_SCHEME = re.compile(rf"(?<![A-Za-z0-9])(?:https?|ftp)://[^{_STOP_CHARS}]+", re.IGNORECASE)

@@ -3,7 +3,8 @@
 There is no offline Chinese NER model here, and a surname list alone would
 flag half of any Chinese text (高兴, 方法, 王国 all start with a surname). So a
 name is only reported where the text says a person is named: after a label
-(姓名：, 联系人, 收件人 ...), before a title (先生, 女士, 经理, 老师 ...), or,
+(姓名：, 联系人, 收件人, 交接给, 转账至 ...; after 和, 跟, 找 ... only
+a frequent surname with common given-name characters), before a title (先生, 女士, 经理, 老师 ...), or,
 with a lower score, before a reporting verb (说, 表示 ...) when the given name
 is made of common given-name characters. A name found that way is also
 found where it recurs in the same record.
@@ -103,7 +104,11 @@ _LABELS: Final = _words(
     "审批人 审核人 填表人 报告人 举报人 投诉人 出租人 承租人 班主任 主讲人 姓名 名字 患者 病人",
     "户主 签名 签字 户名 乘客 旅客 学生 员工 职工 租客 房东 业主 我叫 名叫",
     "叫做 本人 作者 记者 讲师 客户 甲方 乙方 管理员 请联系 联系",
+    # Hand-overs, checks and payments name the person they concern (issue 12).
+    "用户 交接给 移交给 转交给 核对 核实 转账至 转账到 转账给 汇款给 打款给 车主 微信加 加微信 cc一下 抄送",
 )
+# Conjunctions: a name after them only with a frequent surname and given-name characters common in names.
+_WEAK_LABELS: Final = _words("和 跟 与 同 给 找 问 让 叫 请")
 _VERBS: Final = _words(
     "笑着说 表示 认为 指出 介绍 告诉 强调 透露 回忆 坦言 说 称 问 答",
 )
@@ -129,6 +134,7 @@ def _alternation(words: tuple[str, ...] | list[str]) -> str:
 
 
 _LABEL_RE: Final = re.compile(f"(?:{_alternation(_LABELS)})[:：]?[ \t]?(?:是|为)?[:：]?[ \t]?")
+_WEAK_LABEL_RE: Final = re.compile(f"(?:{_alternation(_WEAK_LABELS)})")
 _TITLE_RE: Final = re.compile(f"(?:{_alternation(_TITLES)})")
 _VERB_RE: Final = re.compile(f"(?:{_alternation(_VERBS)})")
 _POSSESSION_RE: Final = re.compile(f"的(?:{_alternation(_POSSESSIONS)})")
@@ -140,10 +146,20 @@ TITLE_SCORE: Final = 0.85
 VERB_SCORE: Final = 0.6
 POSSESSION_SCORE: Final = 0.7
 STANDALONE_SCORE: Final = 0.7
+# A two-character word at least this frequent in jieba's dictionary ends a name before it.
+COMMON_WORD_FREQUENCY: Final = 100
 
 
 def _is_given_char(char: str) -> bool:
     return _HAN.match(char) is not None and char not in NON_GIVEN
+
+
+def _starts_word(text: str, pos: int) -> bool:
+    """Say whether a common two-character word starts at ``pos`` (王明核对: 核对 is no part of the name)."""
+    from custody.recognizers.zh_segmenter import word_frequency  # jieba, loaded on first use
+
+    word = text[pos : pos + 2]
+    return len(word) == 2 and word_frequency(word) >= COMMON_WORD_FREQUENCY
 
 
 def _surname_at(text: str, pos: int) -> int:
@@ -168,6 +184,10 @@ class ChineseNameRecognizer(Recognizer):
         names: dict[tuple[int, int], float] = {}
         for m in _LABEL_RE.finditer(text):
             self._keep(names, text, self._after_label(text, m.end()), LABEL_SCORE)
+        for m in _WEAK_LABEL_RE.finditer(text):
+            span = self._after_label(text, m.end())
+            if span and self._common_name(text[span[0] : span[1]]):
+                self._keep(names, text, span, VERB_SCORE)
         for m in _TITLE_RE.finditer(text):
             self._keep(names, text, self._before(text, m.start(), common_only=False), TITLE_SCORE)
         for m in _VERB_RE.finditer(text):
@@ -192,6 +212,13 @@ class ChineseNameRecognizer(Recognizer):
         names[span] = max(score, names.get(span, 0.0))
 
     @staticmethod
+    def _common_name(name: str) -> bool:
+        """Say whether a name is made of a frequent surname and common given-name characters."""
+        surname = 2 if name[:2] in COMPOUND_SURNAMES else 1
+        top = surname == 2 or name[0] in TOP_SURNAMES
+        return top and len(name) > surname and all(c in COMMON_GIVEN for c in name[surname:])
+
+    @staticmethod
     def _after_label(text: str, pos: int) -> tuple[int, int] | None:
         surname = _surname_at(text, pos)
         if not surname:
@@ -205,6 +232,7 @@ class ChineseNameRecognizer(Recognizer):
             and _is_given_char(text[second])
             and not text.startswith(_FOLLOWERS, second)
             and not text.startswith(_FOLLOWERS, first)
+            and not _starts_word(text, second)
         )
         return (pos, second + 1) if two else (pos, second)
 

@@ -95,8 +95,10 @@ class TestDetection:
         ]
 
     def test_ignores_identifiers_with_bad_check_digits(self, desensitizer: Desensitizer) -> None:
+        # A card number after 卡号 is a card even with a bad check digit (issue 12: a
+        # mistyped card number is still one); resident IDs and credit codes are not.
         text = "身份证号110101199003078516，卡号6222021234567890127，代码91350100M000100Y44"
-        assert desensitizer.desensitize(text).spans == ()
+        assert [t for t, _ in found(desensitizer.desensitize(text), text)] == ["BANK_CARD"]
 
     def test_runs_english_ner_on_the_latin_runs_of_mixed_text(self, desensitizer: Desensitizer) -> None:
         text = "会议由John Smith主持，地点在上海。"
@@ -147,6 +149,68 @@ class TestDetection:
         assert len(results) == len(texts)
 
 
+class TestEnglishCascade:
+    """The exact stages in front of the NER model, and the precision rules after it (issue 12)."""
+
+    def test_a_handle_is_a_person_and_a_hashtag_is_not(self, desensitizer: Desensitizer) -> None:
+        text = "@maria_k see you at the game #GoReds #WinningTeam"
+        assert found(desensitizer.desensitize(text), text) == [("PERSON", "@maria_k")]
+
+    def test_names_after_titles_and_in_lowercase_text(self, desensitizer: Desensitizer) -> None:
+        text = "spoke to mr tanaka and then dr. okafor, my name is zoltan"
+        assert [v for _, v in found(desensitizer.desensitize(text), text)] == ["tanaka", "okafor", "zoltan"]
+
+    def test_organizations_are_on_by_default(self, desensitizer: Desensitizer) -> None:
+        text = "She joined Northwind Logistics LLC after ten years at the Bank of Montreal."
+        assert ("ORGANIZATION", "Northwind Logistics LLC") in found(desensitizer.desensitize(text), text)
+        assert "ORGANIZATION" in Policy().entity_set
+
+    def test_street_addresses_and_places(self, desensitizer: Desensitizer) -> None:
+        text = "Ship it to 4418 North Maple Avenue, Apt. 12, Springfield, IL 62704 before Friday."
+        assert found(desensitizer.desensitize(text), text) == [
+            ("LOCATION", "4418 North Maple Avenue, Apt. 12, Springfield, IL 62704")
+        ]
+
+    def test_relative_dates_and_nationalities_are_kept(self, desensitizer: Desensitizer) -> None:
+        text = "This morning the French team said they will call again tonight, or on Monday."
+        assert desensitizer.desensitize(text).spans == ()
+        assert "NRP" not in Policy().entity_set
+        assert "NRP" in Policy(entities=("NRP",)).entity_set
+
+    def test_dates_with_digits_are_still_found(self, desensitizer: Desensitizer) -> None:
+        text = "Born on March 3, 1987 in a small town."
+        assert ("DATE_TIME", "March 3, 1987") in found(desensitizer.desensitize(text), text)
+
+    def test_an_email_glued_to_the_next_word_is_cut_at_its_suffix(self, desensitizer: Desensitizer) -> None:
+        text = "contact ann.lee@example.comPhone 4"
+        assert found(desensitizer.desensitize(text), text) == [("EMAIL_ADDRESS", "ann.lee@example.com")]
+
+    def test_a_passport_number_by_its_context(self, desensitizer: Desensitizer) -> None:
+        text = "Passport no. X4829153 expires soon."
+        assert ("PASSPORT", "X4829153") in found(desensitizer.desensitize(text), text)
+
+    def test_sentences_without_a_possible_name_skip_the_model(
+        self, desensitizer: Desensitizer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        nlp = desensitizer.engine.nlp
+        seen: list[str] = []
+        original = nlp.pipe
+
+        def spy(texts: Iterator[str], **kwargs: Any) -> Iterator[object]:
+            def record() -> Iterator[str]:
+                for t in texts:
+                    seen.append(t)
+                    yield t
+
+            return original(record(), **kwargs)
+
+        monkeypatch.setattr(nlp, "pipe", spy)
+        text = "I am so tired today. The parcel went to Oslo yesterday! It was late."
+        result = desensitizer.desensitize(text)
+        assert seen == [" The parcel went to Oslo yesterday!"]
+        assert found(result, text) == [("LOCATION", "Oslo")]
+
+
 class TestNhsPhoneConflict:
     def test_stock_presidio_takes_the_phone_number_for_an_nhs_number(self) -> None:
         from presidio_analyzer.predefined_recognizers import NhsRecognizer
@@ -162,7 +226,11 @@ class TestNhsPhoneConflict:
 
     def test_an_nhs_number_with_context_stays_an_nhs_number(self, desensitizer: Desensitizer) -> None:
         text = "Her NHS number is 943 476 5919."
-        assert found(desensitizer.desensitize(text), text) == [("UK_NHS", "943 476 5919")]
+        # Organisations are reported by default since issue 12: the NHS is one.
+        assert found(desensitizer.desensitize(text), text) == [
+            ("ORGANIZATION", "NHS"),
+            ("UK_NHS", "943 476 5919"),
+        ]
 
 
 class TestOverlaps:

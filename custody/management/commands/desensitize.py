@@ -16,18 +16,39 @@ import os
 import secrets
 import tempfile
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, RawDescriptionHelpFormatter
 from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 
 from common.exceptions import Invalid
 from custody.desensitize import LANGUAGE_CHOICES, NAMED_POLICIES, Policy, policy_named
 from custody.desensitize.core import MIN_KEY_BYTES
 from custody.desensitize.parallel import desensitize_stream, process_count
+
+INPUT_FORMAT = """\
+input (--input): JSON Lines, UTF-8, one record a line:
+  {"id": "ticket-1", "text": "Call Maria Lopez at +1 415 555 0100."}
+  {"id": 2, "text": "请联系王小明，手机13812345678。"}
+  "id" (required): a string or an integer, copied to the output as given;
+  "text" (required): a string, the text to desensitize; other keys are ignored.
+  Blank lines and a leading byte order mark are skipped. A bad line (invalid
+  JSON or UTF-8, no "id", no "text", or one of the wrong type) stops the run
+  with a message naming its line number, and no output is written.
+
+output (--output): one line per record, in input order:
+  {"id": "ticket-1", "text": "Call <PERSON> at <PHONE_NUMBER>.",
+   "spans": [{"start": 5, "end": 16, "entity_type": "PERSON", "score": 0.85}, ...]}
+  "spans" are offsets into the input text. The file appears only when every
+  line succeeded.
+"""
+
+
+class _HelpFormatter(DjangoHelpFormatter, RawDescriptionHelpFormatter):
+    """Django's option order, with the input format's layout kept."""
 
 
 class Command(BaseCommand):
@@ -36,8 +57,16 @@ class Command(BaseCommand):
         "{id, text, spans} lines in input order. Uses every core unless --processes says otherwise."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.formatter_class = _HelpFormatter
+        parser.epilog = INPUT_FORMAT
+        return parser
+
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--input", required=True, type=Path, help="JSON Lines file of {id, text} records")
+        parser.add_argument(
+            "--input", required=True, type=Path, help="JSON Lines file of {id, text} records (format below)"
+        )
         parser.add_argument(
             "--output", required=True, type=Path, help="where to write the desensitized lines"
         )

@@ -1,0 +1,164 @@
+"""Identifiers named by the words before them, masked and unverified card numbers, passwords.
+
+A passport, account, tax or licence number has no checksum that holds across
+countries and issuers, so its shape alone proves nothing; the words just
+before it do. These recognizers take a token of letters and digits (at least
+five characters, at least three digits, or two digits and two letters) that
+follows an identifier cue within a few words:
+
+- ``passport`` (``passport no. X1234567``) gives ``PASSPORT``, 0.8;
+- account, tax, licence, voter, patient, employee, member, policy, routing,
+  IBAN, SSN, TIN, PAN, Aadhaar ... give ``ID_NUMBER``, 0.7;
+- ``card``/``card number`` followed by 12 to 19 digits that fail the Luhn
+  check (a mistyped card number is still one) give ``CREDIT_CARD``, 0.6, as
+  do printed cards with masked groups (``4532 **** **** 7890``);
+- ``password``/``passcode``/``pwd`` and what follows it (a quoted string or
+  one token) give ``PASSWORD``, 0.7.
+"""
+
+from __future__ import annotations
+
+import re
+
+from custody.recognizers.base import Candidate, Recognizer, TextView
+
+_PASSPORT_CUE = re.compile(r"\bpassport(?:s)?\b", re.IGNORECASE)
+_ID_CUE = re.compile(
+    r"\b(?:account|acct|a/c|iban|routing|sort code|swift|tax|tin|ein|itin|ssn|social security|pan|aadhaa?r"
+    r"|voter|licen[cs]e|driver'?s|dl|patient|mrn|medical record|employee|member|membership|policy|insurance"
+    r"|customer|client|user ?id|login id|badge|national id|identity|id|identification|reference|ref)\b",
+    re.IGNORECASE,
+)
+# What may stand between the cue and the number: a few words ("number",
+# "no.", "is", "#", a colon, a quote).
+_GAP = re.compile(
+    r"(?:[ \t]*(?:number|numbers|num|no\.?|nr\.?|id|code|card"
+    r"|is|was|of|:|#|=|-|ending in)[ \t]*){0,3}[ \t:'\"“(]*",
+    re.IGNORECASE,
+)
+_TOKEN = re.compile(r"[A-Z0-9][A-Za-z0-9]*(?:[\-/ ][A-Za-z0-9]+){0,5}")
+_CARD_CUE = re.compile(r"\b(?:card|cc|visa|mastercard|amex|credit|debit)\b", re.IGNORECASE)
+_DIGITS_ONLY = re.compile(r"\d{4}(?:[ \-]?\d{2,4}){2,4}|\d{12,19}")
+_MASKED_CARD = re.compile(
+    r"(?<![\w*])(?=[\dXx*• \-]*\d{4})(?:\d{4}|[Xx*•]{4})(?:[ \-]?(?:\d{4}"
+    r"|[Xx*•]{4})){2,3}(?:[ \-]?\d{1,4})?(?![\w*])"
+)
+_PHONE_CUE = re.compile(
+    r"\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|office"
+    r"|home|work|call|text|whatsapp|reach (?:me|us) at"
+    r"|answering at|contact (?:me|us) at)\b[ \t]*(?:number|no\.?|#)?[ \t:.]*",
+    re.IGNORECASE,
+)
+_PHONE_DIGITS = re.compile(r"\+?\(?\d[\d ()\-.]{4,22}\d")
+_PHONE_PLUS = re.compile(r"(?<![\w+])\+\d{1,3}[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d[\d \-]{5,16}\d(?!\d)")
+_PASSWORD = re.compile(
+    r"\b(?:password|passwd|passcode|pwd|pin)\b(?:[ \t]+(?:is|was|of))?[ \t]*[:=]?[ \t]*"
+    r"(?:'([^'\s]{3,40})'|\"([^\"\s]{3,40})\"|([^\s'\",]{4,40}?))(?=[\s,;)]|[.!?](?:\s|$)|$)",
+    re.IGNORECASE,
+)
+_PASSWORD_NOT: frozenset[str] = frozenset(
+    {"reset", "change", "manager", "protected", "policy", "and", "for", "was"}
+)
+
+
+def _identifier_like(token: str) -> bool:
+    digits = sum(c.isdigit() for c in token)
+    letters = sum(c.isalpha() for c in token)
+    return len(token) >= 5 and (digits >= 3 or (digits >= 2 and letters >= 2))
+
+
+class ContextIdRecognizer(Recognizer):
+    """Passport, account, tax, licence and other numbers, found by the cue word before them."""
+
+    name = "ContextIdRecognizer"
+    entities = ("ID_NUMBER", "PASSPORT", "CREDIT_CARD")
+
+    def applies(self, view: TextView) -> bool:
+        return view.has_digit
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        text = view.text
+        found: list[Candidate] = []
+        for cue, entity, score in (
+            (_PASSPORT_CUE, "PASSPORT", 0.8),
+            (_ID_CUE, "ID_NUMBER", 0.7),
+            (_CARD_CUE, "CREDIT_CARD", 0.6),
+        ):
+            for m in cue.finditer(text):
+                gap = _GAP.match(text, m.end())
+                start = gap.end() if gap else m.end()
+                token = _TOKEN.match(text, start)
+                if token is None:
+                    continue
+                value = _trim(token.group())
+                if entity == "CREDIT_CARD":
+                    card = _DIGITS_ONLY.match(value)
+                    if card and 12 <= sum(c.isdigit() for c in card.group()) <= 19:
+                        found.append(Candidate(start, start + card.end(), entity, score, self.name))
+                    continue
+                if _identifier_like(value):
+                    found.append(Candidate(start, start + len(value), entity, score, self.name))
+        for m in _MASKED_CARD.finditer(text):
+            if any(c in "Xx*•" for c in m.group()):
+                found.append(Candidate(m.start(), m.end(), "CREDIT_CARD", 0.6, self.name))
+        return found
+
+
+def _trim(value: str) -> str:
+    """Drop trailing words that are not part of the identifier ("A1234567 and")."""
+    parts = re.split(r"( )", value)
+    while len(parts) > 1 and not any(c.isdigit() for c in parts[-1]):
+        parts = parts[:-2]
+    return "".join(parts)
+
+
+class ContextPhoneRecognizer(Recognizer):
+    """Phone numbers of any country: after a phone cue, or written with a ``+`` country code.
+
+    python-phonenumbers knows the numbering plans of the configured regions
+    only; a number after ``phone:``, ``call`` or ``fax`` with six digits or
+    more is a phone wherever it is from.
+    """
+
+    name = "ContextPhoneRecognizer"
+    entities = ("PHONE_NUMBER",)
+
+    def applies(self, view: TextView) -> bool:
+        return view.has_digit
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        text = view.text
+        found = []
+        for m in _PHONE_CUE.finditer(text):
+            number = _PHONE_DIGITS.match(text, m.end())
+            if number:
+                value = number.group().rstrip(" -.(")
+                if 6 <= sum(c.isdigit() for c in value) <= 15:
+                    found.append(
+                        Candidate(number.start(), number.start() + len(value), "PHONE_NUMBER", 0.6, self.name)
+                    )
+        for m in _PHONE_PLUS.finditer(text):
+            if 8 <= sum(c.isdigit() for c in m.group()) <= 15:
+                found.append(Candidate(m.start(), m.end(), "PHONE_NUMBER", 0.55, self.name))
+        return found
+
+
+class PasswordRecognizer(Recognizer):
+    """The string after ``password``/``passcode``/``pwd``: a credential is as sensitive as an identity."""
+
+    name = "PasswordRecognizer"
+    entities = ("PASSWORD",)
+
+    def applies(self, view: TextView) -> bool:
+        lower = view.lower
+        return "pass" in lower or "pwd" in lower or "pin" in lower
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        found = []
+        for m in _PASSWORD.finditer(view.text):
+            group = next(g for g in (1, 2, 3) if m.group(g) is not None)
+            value = m.group(group)
+            if group == 3 and (value.lower() in _PASSWORD_NOT or (value.isalpha() and value.islower())):
+                continue
+            found.append(Candidate(m.start(group), m.end(group), "PASSWORD", 0.7, self.name))
+        return found

@@ -1,0 +1,246 @@
+"""English personal names the NER model misses: handles, titles, cue words, a first-name gazetteer.
+
+The small English model finds capitalised names in edited prose; in tweets,
+chat and lowercase text it misses most of them. These stages are exact and
+cheap (compiled patterns and set look-ups) and run on every Latin record:
+
+- ``@handles`` (``@jack_smith``): an account names its holder: PERSON, 0.9;
+- a title and what follows (``Mr. Smith``, ``Dr Helena Shaw``, ``mrs jones``):
+  the name after the title, 0.85 (0.7 for one lowercase word);
+- a cue that introduces a name (``my name is``, ``call me``, ``named``,
+  ``Dear``, ``Hi``, ``thanks``): the capitalised words after it, 0.7; a
+  lowercase word after it only when it is a known first name, or after the
+  strongest cues (``my name is``, ``call me``, ``named``);
+- a known first name (the gazetteer) written capitalised, with the
+  capitalised word after it as a surname: 0.6; first names that are also
+  common English words (``Will``, ``May``, ``Grace``) need a surname or a cue.
+
+The gazetteer is Faker's ``en_US`` first-name list (the US Social Security
+Administration's popular baby names; Faker is MIT-licensed and already a
+dependency, so nothing new is shipped or downloaded).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Final
+
+from custody.recognizers.base import Candidate, Recognizer, TextView, english_stop_words
+
+# A handle starts after white space or punctuation (not inside an e-mail
+# address or a URL) and may not run on into a host name ("@example.com").
+_HANDLE = re.compile(r"(?<![A-Za-z0-9_.@/#&])@[A-Za-z0-9_]{2,30}(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])")
+_NAME_WORD = r"[A-Z][a-z'’\-]*[a-z](?:-[A-Z][a-z]+)?"
+_INITIAL = r"[A-Z]\."
+_TITLED = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sgt|Capt|Det|Insp|Gov|Sen|Rep)\.?[ \t]+"
+    r"|\b(?:Miss|Mister|Doctor|Professor|Sir|Dame|Madam|Officer|Detective|Sergeant|Captain|Judge"
+    r"|Senator|Governor|President|Coach|Uncle|Auntie|Aunt|Nurse|Pastor|Father|Sister|Brother)[ \t]+"
+)
+_NAME_AFTER = re.compile(rf"(?:{_NAME_WORD}|{_INITIAL})(?:[ \t]+(?:{_NAME_WORD}|{_INITIAL})){{0,3}}")
+_LOWER_WORD = re.compile(r"[a-z][a-z'\-]{1,20}\b")
+_LOWER_TITLE = re.compile(r"(?<![A-Za-z])(?:mr|mrs|ms|dr|prof)\.?[ \t]+")
+_STRONG_CUE = re.compile(
+    r"\b(?:[Mm]y name(?: is|'s)|[Mm]y names|[Nn]ame:|[Nn]amed|[Cc]all me|[Cc]alls me|[Cc]alled me"
+    r"|I am called|[Ii]t'?s me,?|[Ss]igned,?)[ \t]+"
+)
+_WEAK_CUE = re.compile(
+    r"(?:^|(?<=[\s(\"']))(?:[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks,|[Tt]hank you,|[Rr]egards,|[Ss]incerely,"
+    r"|[Cc]heers,|[Ll]ove,|[Ii]nvite|[Ww]ith|[Mm]eet|[Aa]sk"
+    r"|[Tt]ell|[Cc]all|[Tt]ext|[Mm]arried|[Dd]ating)[ \t]+"
+)
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]{1,20}\b")
+_SURNAME_AFTER = re.compile(rf"[ \t]+(?:{_INITIAL}[ \t]+)?({_NAME_WORD})")
+# First names that are also ordinary English words, months or places: they
+# need a surname or a cue before they count.
+_AMBIGUOUS: Final = frozenset(
+    [
+        "will",
+        "may",
+        "june",
+        "april",
+        "august",
+        "grace",
+        "hope",
+        "faith",
+        "joy",
+        "mark",
+        "bill",
+        "rose",
+        "lily",
+        "summer",
+        "autumn",
+        "dawn",
+        "art",
+        "pat",
+        "sue",
+        "don",
+        "ray",
+        "jack",
+        "frank",
+        "rob",
+        "guy",
+        "max",
+        "van",
+        "young",
+        "king",
+        "chase",
+        "sky",
+        "star",
+        "ruby",
+        "pearl",
+        "iris",
+        "ivy",
+        "holly",
+        "violet",
+        "jade",
+        "amber",
+        "crystal",
+        "page",
+        "paige",
+        "brook",
+        "brooke",
+        "river",
+        "hunter",
+        "mason",
+        "carter",
+        "parker",
+        "taylor",
+        "cooper",
+        "tucker",
+        "angel",
+        "christian",
+        "major",
+        "miles",
+        "rich",
+        "lane",
+        "reed",
+        "dale",
+        "glen",
+        "sterling",
+        "destiny",
+        "harmony",
+        "heaven",
+        "genesis",
+        "trinity",
+        "unique",
+        "precious",
+        "marshall",
+        "forrest",
+        "penny",
+        "sandy",
+        "bob",
+        "gene",
+        "rod",
+        "jean",
+        "drew",
+        "bud",
+        "buck",
+        "colt",
+        "jordan",
+        "georgia",
+        "virginia",
+        "carolina",
+        "dakota",
+        "austin",
+        "dallas",
+        "houston",
+        "madison",
+        "phoenix",
+        "london",
+        "paris",
+        "sydney",
+        "brooklyn",
+        "china",
+        "india",
+        "kenya",
+    ]
+)
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """Return the first-name gazetteer, lower-cased (Faker's en_US list, minus stop words)."""
+    from faker.providers.person.en_US import Provider  # Faker is a dependency already
+
+    stop = english_stop_words()
+    names = {name.lower() for name in Provider.first_names}
+    return frozenset(n for n in names if n not in stop and len(n) > 2)
+
+
+def _is_name_word(word: str) -> bool:
+    lower = word.lower()
+    return lower not in english_stop_words() and not lower.isdigit()
+
+
+class HandleRecognizer(Recognizer):
+    """``@handles``: an account name identifies its holder."""
+
+    name = "HandleRecognizer"
+    entities = ("PERSON",)
+
+    def applies(self, view: TextView) -> bool:
+        return "@" in view.text
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        return [Candidate(m.start(), m.end(), "PERSON", 0.9, self.name) for m in _HANDLE.finditer(view.text)]
+
+
+class EnglishNameRecognizer(Recognizer):
+    """Names after titles and cue words, and capitalised known first names (with a surname)."""
+
+    name = "EnglishNameRecognizer"
+    entities = ("PERSON",)
+    languages = frozenset({"en"})
+
+    def applies(self, view: TextView) -> bool:
+        return view.english
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        text = view.text
+        found: list[Candidate] = []
+        for m in _TITLED.finditer(text):
+            name = _NAME_AFTER.match(text, m.end())
+            if name and _is_name_word(name.group().split()[0]):
+                found.append(Candidate(name.start(), name.end(), "PERSON", 0.85, self.name))
+        for m in _LOWER_TITLE.finditer(text):
+            word = _LOWER_WORD.match(text, m.end())
+            if word and _is_name_word(word.group()):
+                found.append(Candidate(word.start(), word.end(), "PERSON", 0.7, self.name))
+        found.extend(self._after_cues(text))
+        found.extend(self._gazetteer(text))
+        return found
+
+    def _after_cues(self, text: str) -> list[Candidate]:
+        found = []
+        names = first_names()
+        for strong, cue in ((True, _STRONG_CUE), (False, _WEAK_CUE)):
+            for m in cue.finditer(text):
+                name = _NAME_AFTER.match(text, m.end())
+                if name and _is_name_word(name.group().split()[0]):
+                    if strong or name.group().split()[0].lower() in names:
+                        found.append(Candidate(name.start(), name.end(), "PERSON", 0.7, self.name))
+                    continue
+                word = _LOWER_WORD.match(text, m.end())
+                if word and _is_name_word(word.group()) and (strong or word.group() in names):
+                    end = word.end()
+                    surname = _LOWER_WORD.match(text, end + 1) if text[end : end + 1] == " " else None
+                    if strong and surname and _is_name_word(surname.group()):
+                        end = surname.end()
+                    found.append(Candidate(word.start(), end, "PERSON", 0.7 if strong else 0.6, self.name))
+        return found
+
+    def _gazetteer(self, text: str) -> list[Candidate]:
+        found = []
+        names = first_names()
+        for m in _CAPITALISED.finditer(text):
+            lower = m.group().lower()
+            if lower not in names or (m.start() and text[m.start() - 1] in "#@"):
+                continue
+            surname = _SURNAME_AFTER.match(text, m.end())
+            if surname and _is_name_word(surname.group(1)):
+                found.append(Candidate(m.start(), surname.end(), "PERSON", 0.6, self.name))
+            elif lower not in _AMBIGUOUS:
+                found.append(Candidate(m.start(), m.end(), "PERSON", 0.55, self.name))
+        return found

@@ -1,0 +1,79 @@
+"""Organisations named with a legal form or an institutional head word.
+
+The NER model finds many organisations but misses those in lists, headings
+and informal text. A run of one to four capitalised words ending in a legal
+form (``Inc``, ``LLC``, ``Ltd``, ``GmbH`` ...) or an institutional word
+(``Bank``, ``University``, ``Hospital``, ``Agency`` ...) is an organisation,
+0.7; one starting with the institutional word (``University of Iowa``,
+``Bank of America``), 0.7 too. A short gazetteer of large companies,
+platforms, broadcasters, agencies and leagues (``facebook``, ``YouTube``,
+``FBI``, ``NFL``) is matched in any case, 0.7; those that are also common
+words (``Apple``, ``Amazon``, ``Target``) only capitalised.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from custody.recognizers.base import Candidate, Recognizer, TextView
+
+_HEADS: Final = (
+    "Inc|Incorporated|LLC|L\\.L\\.C\\.|Ltd|Limited|Corp|Corporation|Co|Company|GmbH|AG|SA|S\\.A\\.|PLC|LLP|LP"
+    "|Group|Holdings|Partners|Bank|Bancorp|Credit Union|University|College|School|Academy|Hospital|Clinic"
+    "|Institute|Foundation|Agency|Association|Department|Ministry|Council|Authority|Commission|Bureau|Society"
+    "|Technologies|Technology|Software|Systems|Solutions|Consulting|Labs|Laboratories|Industries|Enterprises"
+    "|Insurance|Financial|Capital|Ventures|Media|Network|Networks|Airlines|Motors|Pharmaceuticals|Services"
+    "|Cooperative|Federation|Union|Church|Club|Orchestra|Records|Studios|Press"
+)
+_CAP = r"(?:[A-Z][A-Za-z&'’.\-]*|&|and|of|the|for)"
+_ORG_TAIL = re.compile(rf"\b[A-Z][A-Za-z&'’.\-]*(?:[ \t]+{_CAP}){{0,3}}[ \t]+(?:{_HEADS})\b\.?")
+_ORG_HEAD = re.compile(
+    r"\b(?:University|Bank|Department|Ministry|Institute|College|Museum|Church|Council|Federal Bureau|Bureau)"
+    r"[ \t]+of[ \t]+(?:the[ \t]+)?[A-Z][A-Za-z'’\-]*(?:[ \t]+[A-Z][A-Za-z'’\-]*){0,3}"
+)
+_FIRST_WORD = re.compile(r"(\S+)[ \t]+")
+_LEADING_NOISE: Final = frozenset(
+    {"The", "A", "An", "At", "In", "For", "From", "With", "By", "Of", "And", "To"}
+)
+
+
+_ANY_CASE: Final = (
+    "facebook|twitter|youtube|instagram|tumblr|reddit|tiktok|snapchat|whatsapp|linkedin|pinterest|myspace"
+    "|google|microsoft|netflix|spotify|hulu|walmart|starbucks|mcdonalds|mcdonald's|ebay|paypal|uber|lyft"
+    "|airbnb|nintendo|xbox|playstation|samsung|huawei|xiaomi|toyota|honda|disney|pixar|marvel|ikea"
+    "|verizon|comcast|vevo|mtv|vh1|espn|bbc|cnn|nbc|cbs|abc news|fox news|hbo|nasa|fbi|cia|nsa|fema|irs"
+    "|nato|unicef|fifa|uefa|nfl|nba|nhl|mlb|nascar|wwe|ibm|intel|nvidia|oracle|adobe|yahoo|skype|dropbox"
+    "|wikipedia|github|stackoverflow|stack overflow|kfc|costco|tesco|nike|adidas|reebok|pepsi|coca-cola"
+)
+_CAPITALISED_ONLY: Final = (
+    "Apple|Amazon|Target|Gap|Shell|Visa|Oracle|Blackberry|BlackBerry|Tesla|Ford|Dell|Sony"
+)
+_GAZETTEER = re.compile(rf"(?<![\w@/.])#?(?:(?i:{_ANY_CASE})|{_CAPITALISED_ONLY})(?![\w\-]|\.[a-z])")
+
+
+class OrganizationPatternRecognizer(Recognizer):
+    """Names ending in a legal form or an institutional word, starting with one, or well known."""
+
+    name = "OrganizationPatternRecognizer"
+    entities = ("ORGANIZATION",)
+    languages = frozenset({"en"})
+
+    def applies(self, view: TextView) -> bool:
+        return view.english
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        text = view.text
+        found = []
+        for pattern in (_ORG_TAIL, _ORG_HEAD):
+            for m in pattern.finditer(text):
+                start, end = m.start(), m.end()
+                lead = _FIRST_WORD.match(text, start, end)
+                if lead and lead.group(1) in _LEADING_NOISE:
+                    start = lead.end()
+                if end - start > 3:
+                    found.append(Candidate(start, end, "ORGANIZATION", 0.7, self.name))
+        found.extend(
+            Candidate(m.start(), m.end(), "ORGANIZATION", 0.7, self.name) for m in _GAZETTEER.finditer(text)
+        )
+        return found

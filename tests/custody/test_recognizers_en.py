@@ -1,0 +1,165 @@
+"""Sealroom's English recognizers on their own (no spaCy model): what each stage finds and leaves."""
+
+from __future__ import annotations
+
+import pytest
+
+from custody.desensitize.engine import merge_adjacent_locations, resolve
+from custody.recognizers import (
+    AddressRecognizer,
+    ContextIdRecognizer,
+    ContextPhoneRecognizer,
+    EmailRecognizer,
+    EnglishNameRecognizer,
+    HandleRecognizer,
+    OrganizationPatternRecognizer,
+    PasswordRecognizer,
+    PlaceGazetteerRecognizer,
+    Recognizer,
+    TextView,
+)
+
+
+def found(recognizer: Recognizer, text: str, threshold: float = 0.5, *, english: bool = True) -> list[str]:
+    """Return the matched texts at or above the threshold, overlaps resolved as the engine does."""
+    view = TextView(text, english=english)
+    if not recognizer.applies(view):
+        return []
+    chosen = resolve(recognizer.find(view), frozenset(recognizer.entities), threshold)
+    return [text[c.start : c.end] for c in merge_adjacent_locations(text, chosen)]
+
+
+class TestHandles:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("@jack_smith thanks!", ["@jack_smith"]),
+            ("RT @V0Ella : new poem", ["@V0Ella"]),
+            ("mail jack@example.com", []),
+            ("meet @ noon", []),
+            ("see @example.com", []),
+        ],
+    )
+    def test_handles(self, text: str, expected: list[str]) -> None:
+        assert found(HandleRecognizer(), text) == expected
+
+
+class TestEnglishNames:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("Please ask Mr. Okonkwo to sign", ["Okonkwo"]),
+            ("Dr Helena Shaw called", ["Helena Shaw"]),
+            ("i met mrs patel today", ["patel"]),
+            ("my name is zoltan kovacs", ["zoltan kovacs"]),
+            ("hey jessica are you up", ["jessica"]),
+            ("Dinner with Jessica Alvarez tonight", ["Jessica Alvarez"]),
+        ],
+    )
+    def test_finds(self, text: str, expected: list[str]) -> None:
+        assert found(EnglishNameRecognizer(), text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "hey guys are you up",  # not a first name
+            "I will be there in May",  # first names that are common words need a surname
+            "Mr. and Mrs. are titles",
+            "the weather is nice",
+        ],
+    )
+    def test_leaves(self, text: str) -> None:
+        assert found(EnglishNameRecognizer(), text) == []
+
+    def test_does_not_run_on_records_forced_to_chinese(self) -> None:
+        assert found(EnglishNameRecognizer(), "Dr Helena Shaw called", english=False) == []
+
+
+class TestPlaces:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("at 221 Baker Street, London", ["221 Baker Street"]),
+            ("Send it to 4418 N Main St. Apt 5 today", ["4418 N Main St. Apt 5"]),
+            ("Springfield, IL 62704", ["Springfield, IL 62704"]),
+            ("PO Box 1234", ["PO Box 1234"]),
+            ("She lives at 12 Rua do Arenque 1634, Goiânia", ["12 Rua do Arenque 1634, Goiânia"]),
+        ],
+    )
+    def test_addresses(self, text: str, expected: list[str]) -> None:
+        assert found(AddressRecognizer(), text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("Flying from Toronto to New Zealand", ["Toronto", "New Zealand"]),
+            ("night out #Bangkok", ["#Bangkok"]),
+            ("Jordan scored twice", []),  # a first name first
+            ("back home in Georgia", ["Georgia"]),
+        ],
+    )
+    def test_gazetteer(self, text: str, expected: list[str]) -> None:
+        assert found(PlaceGazetteerRecognizer(), text) == expected
+
+
+class TestOrganizations:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("She works at Acme Widgets Inc. now", ["Acme Widgets Inc."]),
+            ("The University of Iowa said", ["University of Iowa"]),
+            ("The Global Trust Bank resulted", ["Global Trust Bank"]),
+            ("the bank said no", []),
+        ],
+    )
+    def test_organizations(self, text: str, expected: list[str]) -> None:
+        assert found(OrganizationPatternRecognizer(), text) == expected
+
+
+class TestIdentifiersByContext:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("his passport number 'A12345678' expired", ["A12345678"]),
+            ("Passport: X4829153", ["X4829153"]),
+            ("bank account 7391028373 linked", ["7391028373"]),
+            ("Tax ID 92-7315401 in filings", ["92-7315401"]),
+            ("card # 503890547220 limit", ["503890547220"]),  # fails Luhn: still a card
+            ("card 4532 **** **** 7890 used", ["4532 **** **** 7890"]),
+            ("account overview for 2024", []),
+            ("policy update 12", []),
+        ],
+    )
+    def test_identifiers(self, text: str, expected: list[str]) -> None:
+        assert found(ContextIdRecognizer(), text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("They're not answering at 516 466 638", ["516 466 638"]),
+            ("fax +41 (0)38 549 02 90 mobile", ["+41 (0)38 549 02 90"]),
+            ("call me at 5 pm", []),
+        ],
+    )
+    def test_phones(self, text: str, expected: list[str]) -> None:
+        assert found(ContextPhoneRecognizer(), text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("with password 'B@nZes94!', attempting", ["B@nZes94!"]),
+            ("password: Hunter2024 was leaked", ["Hunter2024"]),
+            ("a password reset link", []),
+        ],
+    )
+    def test_passwords(self, text: str, expected: list[str]) -> None:
+        assert found(PasswordRecognizer(), text) == expected
+
+
+class TestGluedEmail:
+    def test_cuts_an_address_where_the_next_word_begins(self) -> None:
+        assert found(EmailRecognizer(), "mail ann.lee@example.comPhone 555") == ["ann.lee@example.com"]
+        assert found(EmailRecognizer(), "邮箱zhang@example.com13812345678") == ["zhang@example.com"]
+
+    def test_leaves_a_domain_that_is_not_one(self) -> None:
+        assert found(EmailRecognizer(), "x@foo.comx") == []
