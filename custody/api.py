@@ -6,11 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.fields import IdField, StrictIntegerField
 from common.api.parsers import OctetStreamParser
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import NotPermitted
@@ -138,7 +139,7 @@ class ContributorInviteApi(SealroomApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        organisation_id = serializers.IntegerField()
+        organisation_id = IdField()
 
     @extend_schema(request=InputSerializer, responses={201: None}, summary="Let another provider contribute")
     def post(self, request: Request, version_id: int) -> Response:
@@ -173,7 +174,7 @@ class ContributionStartApi(SealroomApi):
         )
         text_fields = serializers.ListField(child=serializers.CharField(), required=False, default=["text"])
         metadata_fields = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-        size = serializers.IntegerField(required=False, min_value=1)
+        size = StrictIntegerField(required=False, min_value=1)
 
     @extend_schema(
         request=InputSerializer,
@@ -306,10 +307,24 @@ class VersionRetryApi(_VersionActionApi):
 
 
 class VersionSealApi(_VersionActionApi):
-    @extend_schema(request=None, responses=VersionSerializer, summary="Apply drops and seal (immutable)")
+    class InputSerializer(serializers.Serializer):
+        confirm_residual_risk = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Seal even though the residual-risk estimate is above the confirmation threshold "
+            "(else 409 custody.residual_risk_unconfirmed).",
+        )
+
+    @extend_schema(
+        request=InputSerializer, responses=VersionSerializer, summary="Apply drops and seal (immutable)"
+    )
     def post(self, request: Request, version_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         version = services.version_seal(
-            actor=request_user(request), version=self.version(request, version_id)
+            actor=request_user(request),
+            version=self.version(request, version_id),
+            confirm_residual_risk=data.validated_data["confirm_residual_risk"],
         )
         return Response(VersionSerializer(version).data)
 
@@ -328,6 +343,24 @@ class VersionRejectApi(_VersionActionApi):
         return Response(VersionSerializer(version).data)
 
 
+class ResidualRowSerializer(serializers.Serializer):
+    entity_type = serializers.CharField()
+    records = serializers.IntegerField(help_text="Sampled records where the strict detector found this type")
+    rate = serializers.FloatField(help_text="records / sampled_records")
+    low = serializers.FloatField(help_text="Lower bound of the 95% Wilson score interval")
+    high = serializers.FloatField(help_text="Upper bound of the 95% Wilson score interval")
+
+
+class ResidualSerializer(serializers.Serializer):
+    sampled_records = serializers.IntegerField()
+    records = serializers.IntegerField()
+    interval = serializers.CharField(help_text="wilson-95: a 95% Wilson score interval")
+    any = ResidualRowSerializer()
+    by_entity_type = ResidualRowSerializer(many=True)
+    confirm_above = serializers.FloatField()
+    needs_confirmation = serializers.BooleanField()
+
+
 class ReportApi(SealroomApi):
     problem_statuses = (409,)
 
@@ -335,6 +368,12 @@ class ReportApi(SealroomApi):
         counts = serializers.JSONField()
         findings_summary = serializers.JSONField()
         created_at = serializers.DateTimeField()
+        residual = serializers.SerializerMethodField()
+
+        @extend_schema_field(ResidualSerializer(allow_null=True))
+        def get_residual(self, obj: Any) -> dict[str, Any] | None:
+            estimate = services.version_residual_estimate(version=obj.version)
+            return None if estimate is None else dict(ResidualSerializer(estimate.to_dict()).data)
 
     @extend_schema(responses=OutputSerializer, summary="Desensitization report (counts and findings summary)")
     def get(self, request: Request, version_id: int) -> Response:
@@ -349,20 +388,86 @@ class ReportApi(SealroomApi):
         return Response(self.OutputSerializer(report).data)
 
 
+_SPANS_HELP = "[start, end, entity_type] of each replaced span, as offsets into the text"
+
+
 class ReportSamplesApi(SealroomApi):
+    problem_statuses = (422,)
+
+    class QuerySerializer(serializers.Serializer):
+        language = serializers.CharField(required=False, allow_blank=True, max_length=8)
+        entity_type = serializers.CharField(required=False, allow_blank=True, max_length=40)
+        offset = StrictIntegerField(required=False, min_value=0, max_value=1_000_000, default=0)
+        limit = StrictIntegerField(required=False, min_value=1, max_value=1000, default=100)
+
     class OutputSerializer(serializers.Serializer):
         record_id = serializers.IntegerField()
         field = serializers.CharField()
+        language = serializers.CharField()
+        entities = serializers.ListField(child=serializers.CharField())
         before = serializers.CharField()
         after = serializers.CharField()
+        before_spans = serializers.ListField(child=serializers.ListField(), help_text=_SPANS_HELP)
+        after_spans = serializers.ListField(child=serializers.ListField(), help_text=_SPANS_HELP)
 
-    @extend_schema(responses=OutputSerializer(many=True), summary="Before/after samples (audited)")
+    @extend_schema(
+        responses=OutputSerializer(many=True),
+        parameters=[QuerySerializer],
+        summary="Before/after samples, by language and entity type (audited)",
+    )
     def get(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
             organisation=acting_org(request), version_id=version_id, owner_only=True
         )
-        samples = services.report_samples(actor=request_user(request), version=version)
-        return Response(self.OutputSerializer(samples, many=True).data)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        found = services.report_samples_page(
+            actor=request_user(request),
+            version=version,
+            language=query.validated_data.get("language") or None,
+            entity_type=query.validated_data.get("entity_type") or None,
+            offset=query.validated_data["offset"],
+            limit=query.validated_data["limit"],
+        )
+        response = Response(self.OutputSerializer(found.samples, many=True).data)
+        response["X-Total-Count"] = str(found.total)
+        return response
+
+
+class ReportResidualApi(SealroomApi):
+    problem_statuses = (422,)
+
+    class QuerySerializer(serializers.Serializer):
+        entity_type = serializers.CharField(required=False, allow_blank=True, max_length=40)
+
+    class OutputSerializer(serializers.Serializer):
+        record_id = serializers.IntegerField()
+        field = serializers.CharField()
+        language = serializers.CharField()
+        entities = serializers.ListField(child=serializers.CharField())
+        text = serializers.CharField(help_text="The record's field as stored, after desensitization")
+        hits = serializers.ListField(
+            child=serializers.ListField(),
+            help_text="[start, end, entity_type] of what the strict detector found",
+        )
+
+    @extend_schema(
+        responses=OutputSerializer(many=True),
+        parameters=[QuerySerializer],
+        summary="Sampled records where the strict detector still found something (audited)",
+    )
+    def get(self, request: Request, version_id: int) -> Response:
+        version = selectors.version_get_for_org(
+            organisation=acting_org(request), version_id=version_id, owner_only=True
+        )
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        examples = services.residual_examples(
+            actor=request_user(request),
+            version=version,
+            entity_type=query.validated_data.get("entity_type") or None,
+        )
+        return Response(self.OutputSerializer(examples, many=True).data)
 
 
 class FindingSerializer(serializers.Serializer):
@@ -386,9 +491,7 @@ class FindingListApi(SealroomListApi):
     problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
-        finding_ids = serializers.ListField(
-            child=serializers.IntegerField(), allow_empty=False, max_length=100_000
-        )
+        finding_ids = serializers.ListField(child=IdField(), allow_empty=False, max_length=100_000)
         drop = serializers.BooleanField()
 
     def get_queryset(self) -> QuerySet[Finding]:

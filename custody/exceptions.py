@@ -19,4 +19,19 @@ class KeyUnavailable(Conflict):
     title = "Key unavailable"
 
 
-__all__ = ["Conflict", "IntegrityFailure", "Invalid", "KeyUnavailable", "NotFound", "NotPermitted"]
+class ResidualRiskUnconfirmed(Conflict):
+    """The residual-risk estimate is above the confirmation threshold and sealing was not confirmed."""
+
+    default_code = "custody.residual_risk_unconfirmed"
+    title = "Residual risk not confirmed"
+
+
+__all__ = [
+    "Conflict",
+    "IntegrityFailure",
+    "Invalid",
+    "KeyUnavailable",
+    "NotFound",
+    "NotPermitted",
+    "ResidualRiskUnconfirmed",
+]

@@ -18,6 +18,7 @@ urlpatterns: list[URLPattern] = [
     path("versions/<int:version_id>/contributors/", versions.contributor_invite, name="contributor_invite"),
     path("versions/<int:version_id>/report/", report.report_page, name="report"),
     path("versions/<int:version_id>/report/samples/", report.samples_page, name="samples"),
+    path("versions/<int:version_id>/report/residual/", report.residual_page, name="residual"),
     path("versions/<int:version_id>/findings/", report.findings_mark, name="findings_mark"),
     path("versions/<int:version_id>/seal/", report.seal_page, name="seal"),
 ]

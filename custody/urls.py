@@ -24,6 +24,11 @@ urlpatterns = [
     path(
         "versions/<int:version_id>/report/samples", api.ReportSamplesApi.as_view(), name="api-version-samples"
     ),
+    path(
+        "versions/<int:version_id>/report/residual",
+        api.ReportResidualApi.as_view(),
+        name="api-version-residual",
+    ),
     path("versions/<int:version_id>/findings", api.FindingListApi.as_view(), name="api-version-findings"),
     path(
         "contributions/<int:contribution_id>",

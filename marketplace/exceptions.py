@@ -98,6 +98,13 @@ class ListingStateConflict(Conflict):
     title = "Listing state conflict"
 
 
+class PreviewUnsafe(Invalid):
+    """The strict detector found what may be personal data in a preview record."""
+
+    default_code = "marketplace.preview_unsafe"
+    title = "Preview may hold personal data"
+
+
 class VersionNotSealed(Conflict):
     default_code = "marketplace.version_not_sealed"
     title = "Version not sealed"
@@ -226,6 +233,7 @@ __all__ = [
     "OrderStateConflict",
     "OrderingRefused",
     "PayoutExceedsPayable",
+    "PreviewUnsafe",
     "PriceInvalid",
     "QuoteInvalid",
     "ReversalRefused",

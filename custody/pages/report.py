@@ -21,11 +21,14 @@ from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
 from custody import selectors, services
 from custody.charts import BarChart, bar_chart, totals_by_key
+from custody.exceptions import ResidualRiskUnconfirmed
 from custody.models import DatasetVersion, Finding, Report, VersionState
 from custody.pages.access import VersionAccess, owner_version_for, require_role
 from custody.pages.forms import RejectForm
+from custody.services.residual import ResidualEstimate, ResidualRow
 
 FINDINGS_PER_PAGE = 50
+SAMPLES_PER_PAGE = 10
 LANGUAGE_LABELS = {"en": "English", "zh": "Chinese", "other": "Other", "": "Unknown"}
 FINDING_LABELS = {
     "exact_duplicate": "Exact duplicate",
@@ -43,6 +46,33 @@ FINDING_HELP = {
     "over_long": "Longer than the screening limit.",
     "trigger_ngram": "A rare word sequence repeated across records: a possible poisoning trigger.",
 }
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1%}" if value >= 0.001 or value == 0 else f"{value:.2%}"
+
+
+def residual_context(estimate: ResidualEstimate | None) -> dict[str, Any] | None:
+    """The residual-risk estimate as the report and seal pages show it (percentages, 95% Wilson interval)."""
+    if estimate is None:
+        return None
+
+    def row(r: ResidualRow, label: str) -> dict[str, Any]:
+        return {
+            "entity_type": r.entity_type,
+            "label": label,
+            "records": r.hits,
+            "rate": _percent(r.rate),
+            "interval": f"{_percent(r.low)} – {_percent(r.high)}",
+        }
+
+    return {
+        "sampled": estimate.sampled,
+        "any": row(estimate.any, "Any entity type"),
+        "rows": [row(r, r.entity_type) for r in estimate.rows],
+        "threshold": _percent(estimate.threshold),
+        "needs_confirmation": estimate.needs_confirmation,
+    }
 
 
 def _report_or_redirect(request: HttpRequest, access: VersionAccess) -> Report | HttpResponse:
@@ -122,26 +152,134 @@ def report_page(request: HttpRequest, version_id: int) -> HttpResponse:
         "page": page,
         "in_review": version.state == VersionState.REVIEW,
         "reject_form": RejectForm(),
+        "residual": residual_context(services.version_residual_estimate(version=version)),
     }
     return render(request, "custody/report.html", context)
+
+
+def highlighted(text: str, spans: list[list[Any]]) -> list[tuple[str, str]]:
+    """Split ``text`` into ``(piece, entity_type)`` pairs, ``""`` for the text between spans."""
+    pieces: list[tuple[str, str]] = []
+    cursor = 0
+    for start, end, entity_type in sorted(spans, key=lambda s: (s[0], s[1])):
+        if start < cursor or end > len(text):
+            continue  # overlapping or out of range: never show a wrong highlight
+        if start > cursor:
+            pieces.append((text[cursor:start], ""))
+        pieces.append((text[start:end], str(entity_type)))
+        cursor = end
+    if cursor < len(text):
+        pieces.append((text[cursor:], ""))
+    return pieces
+
+
+def _page_number(request: HttpRequest) -> int:
+    # parse_id, not str.isdigit: "²" passes isdigit and int() raises on it.
+    number = parse_id(request.GET.get("page", ""))
+    return number if number is not None and number < 10**8 else 1
+
+
+def _page_links(request: HttpRequest, number: int, total: int, per_page: int) -> dict[str, Any]:
+    """What ``includes/pagination.html`` reads, for a page the service cut."""
+    pages = max(1, -(-total // per_page))
+
+    def url(n: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(n)
+        return "?" + query.urlencode()
+
+    return {
+        "number": number,
+        "has_other_pages": pages > 1,
+        "paginator": {"num_pages": pages},
+        "previous_url": url(number - 1) if number > 1 else "",
+        "next_url": url(number + 1) if number < pages else "",
+    }
+
+
+def _never_cached(response: HttpResponse) -> HttpResponse:
+    # Raw records of the provider's own: never kept in a cache.
+    add_never_cache_headers(response)
+    return response
 
 
 @otp.signed_in
 @require_GET
 def samples_page(request: HttpRequest, version_id: int) -> HttpResponse:
-    """Before/after samples of the owner's own records: decrypted for this view, and audited."""
+    """Before/after samples of the owner's own records, by language and entity type: decrypted and audited."""
     access = owner_version_for(request, version_id)
     require_role(access.membership, Role.MEMBER, "see the before/after samples")
+    language = request.GET.get("language", "")[:8]
+    entity_type = request.GET.get("entity_type", "")[:40]
+    number = _page_number(request)
+    actor, version = page_user(request), access.version
     try:
-        samples = services.report_samples(actor=page_user(request), version=access.version)
+        found = services.report_samples_page(
+            actor=actor,
+            version=version,
+            language=language or None,
+            entity_type=entity_type or None,
+            offset=(number - 1) * SAMPLES_PER_PAGE,
+            limit=SAMPLES_PER_PAGE,
+        )
+        last = max(1, -(-found.total // SAMPLES_PER_PAGE))
+        if number > last:
+            number = last
+            found = services.report_samples_page(
+                actor=actor,
+                version=version,
+                language=language or None,
+                entity_type=entity_type or None,
+                offset=(number - 1) * SAMPLES_PER_PAGE,
+                limit=SAMPLES_PER_PAGE,
+            )
     except (NotFound, NotPermitted) as exc:
         raise_http(exc)
+    samples = [
+        {
+            **s,
+            "before_pieces": highlighted(s["before"], s["before_spans"]),
+            "after_pieces": highlighted(s["after"], s["after_spans"]),
+        }
+        for s in found.samples
+    ]
     template = "custody/_samples.html" if request.headers.get("HX-Request") else "custody/samples.html"
-    context = {"version": access.version, "dataset": access.version.dataset, "samples": samples}
-    response = render(request, template, context)
-    # Raw records of the provider's own: never kept in a cache.
-    add_never_cache_headers(response)
-    return response
+    context = {
+        "version": version,
+        "dataset": version.dataset,
+        "samples": samples,
+        "total": found.total,
+        "languages": [(code, LANGUAGE_LABELS.get(code, code)) for code in found.languages],
+        "entity_types": found.entity_types,
+        "language": language,
+        "entity_type": entity_type,
+        "page": _page_links(request, number, found.total, SAMPLES_PER_PAGE),
+    }
+    return _never_cached(render(request, template, context))
+
+
+@otp.signed_in
+@require_GET
+def residual_page(request: HttpRequest, version_id: int) -> HttpResponse:
+    """Records where the strict detector still found something: decrypted for the owner, audited."""
+    access = owner_version_for(request, version_id)
+    require_role(access.membership, Role.MEMBER, "see what may be left in the records")
+    entity_type = request.GET.get("entity_type", "")[:40]
+    try:
+        examples = services.residual_examples(
+            actor=page_user(request), version=access.version, entity_type=entity_type or None
+        )
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)
+    shown = [{**e, "pieces": highlighted(e["text"], e["hits"])} for e in examples]
+    template = "custody/_residual.html" if request.headers.get("HX-Request") else "custody/residual.html"
+    context = {
+        "version": access.version,
+        "dataset": access.version.dataset,
+        "examples": shown,
+        "entity_type": entity_type,
+    }
+    return _never_cached(render(request, template, context))
 
 
 def _ids(values: list[str]) -> list[int]:
@@ -193,13 +331,21 @@ def findings_mark(request: HttpRequest, version_id: int) -> HttpResponse:
 @otp.signed_in
 @require_http_methods(["GET", "POST"])
 def seal_page(request: HttpRequest, version_id: int) -> HttpResponse:
-    """Confirm, then seal: drops applied, Merkle root computed, version frozen."""
+    """Confirm, then seal: drops applied, Merkle root computed, version frozen.
+
+    A high residual-risk estimate needs its own checkbox ticked.
+    """
     access = owner_version_for(request, version_id)
     require_role(access.membership, Role.MEMBER, "seal versions")
     version = access.version
     if request.method == "POST":
+        confirmed = request.POST.get("confirm_residual_risk") in ("on", "true", "1")
         try:
-            sealed = services.version_seal(actor=page_user(request), version=version)
+            sealed = services.version_seal(
+                actor=page_user(request), version=version, confirm_residual_risk=confirmed
+            )
+        except ResidualRiskUnconfirmed as exc:
+            return _seal_confirm(request, version, error=exc.detail, status=409)
         except (Conflict, Invalid) as exc:
             messages.error(request, exc.detail)
         except (NotFound, NotPermitted) as exc:
@@ -212,11 +358,19 @@ def seal_page(request: HttpRequest, version_id: int) -> HttpResponse:
     if version.state != VersionState.REVIEW:
         messages.info(request, "Only a version in review can be sealed.")
         return redirect("custody:version", version_id=version_id)
+    return _seal_confirm(request, version)
+
+
+def _seal_confirm(
+    request: HttpRequest, version: DatasetVersion, *, error: str = "", status: int = 200
+) -> HttpResponse:
     dropping = Finding.objects.filter(version=version, drop=True).values("record_id").distinct().count()
     context = {
         "version": version,
         "dataset": version.dataset,
         "dropping": dropping,
         "keeping": max(version.records - dropping, 0),
+        "residual": residual_context(services.version_residual_estimate(version=version)),
+        "residual_error": error,
     }
-    return render(request, "custody/seal_confirm.html", context)
+    return render(request, "custody/seal_confirm.html", context, status=status)

@@ -55,10 +55,15 @@ from custody.services._keys import (
     version_screening_key,
 )
 from custody.services.datasets import raw_reader
+from custody.services.residual import (
+    REPORT_RESIDUAL_EXAMPLES,
+    REPORT_SAMPLES,
+    Cell,
+    batch_review,
+)
 from custody.tokens import count_tokens
 
 BATCH_RECORDS = 1000
-SAMPLES_PER_SHARD = 3
 LENGTH_BUCKETS = (0, 64, 256, 1024, 4096, 16384)
 
 
@@ -230,9 +235,13 @@ def contribution_fail(*, contribution_id: int, reason: str, code: str) -> None:
 # --- batch --------------------------------------------------------------------------------
 
 
-def _length_bucket(n: int) -> str:
+def length_bucket(n: int) -> str:
     bucket = max(b for b in LENGTH_BUCKETS if n >= b)
     return f">={bucket}"
+
+
+# A shard's stats key holding {record id: {field: {entity type: count}}}; kept out of the report.
+RECORD_ENTITIES = "record_entities"
 
 
 def _string_metadata(metadata: dict[str, Any]) -> list[str]:
@@ -242,6 +251,7 @@ def _string_metadata(metadata: dict[str, Any]) -> list[str]:
 def process_batch(*, contribution_id: int, index: int) -> None:
     """Desensitize, count, screen and encrypt one staged batch into its shard."""
     from custody.desensitize import Policy, get_desensitizer
+    from custody.desensitize.operators import Replacer
     from custody.screening import Screener
 
     contribution = Contribution.objects.select_related("version__dataset").get(pk=contribution_id)
@@ -279,29 +289,40 @@ def process_batch(*, contribution_id: int, index: int) -> None:
         "languages": Counter(),
         "lengths": Counter(),
     }
-    samples: list[dict[str, Any]] = []
+    # What each record held, so sealing can take a dropped record's entities
+    # out of the report (the listing's statistics count only what was sealed).
+    record_entities: dict[str, dict[str, Counter[str]]] = {}
+    text_cells: list[Cell] = []
     for (r, kind, field, before), result in zip(cells, results, strict=True):
         if kind == "t":
             out[r]["text"][field] = result.text
             if not out[r]["lang"]:
                 out[r]["lang"] = result.language
+            text_cells.append(Cell(first_id + r, field, before, result))
         else:
             out[r]["meta"][field] = result.text
         for span in result.spans:
             stats["entities"][span.entity_type] += 1
             stats["by_field"][field][span.entity_type] += 1
             stats["by_language"][result.language][span.entity_type] += 1
-        if result.spans and len(samples) < SAMPLES_PER_SHARD and kind == "t":
-            samples.append(
-                {"record_id": first_id + r, "field": field, "before": before, "after": result.text}
-            )
+            per_record = record_entities.setdefault(str(first_id + r), {})
+            per_record.setdefault(field, Counter())[span.entity_type] += 1
+    samples, residual = batch_review(
+        version_id=version.pk,
+        shard_index=shard_index,
+        cells=text_cells,
+        replacer=Replacer(version_pseudonym_key(version)),
+        policy=desensitizer.policy,
+    )
+    stats.update(residual)
+    stats[RECORD_ENTITIES] = record_entities
     texts = ["\n".join(o["text"].values()) for o in out]
     tokens = count_tokens(texts)
     screener = Screener(key=version_screening_key(version))
     label_field = "label" if "label" in contribution.metadata_fields else None
     for o, text in zip(out, texts, strict=True):
         stats["languages"][o["lang"] or "other"] += 1
-        stats["lengths"][_length_bucket(len(text))] += 1
+        stats["lengths"][length_bucket(len(text))] += 1
         label = o["meta"].get(label_field) if label_field else None
         screener.add(o["id"], text, str(label) if label is not None else None)
     _write_shard(
@@ -387,6 +408,8 @@ def _merge(counters: Iterable[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for stats in counters:
         for key, value in stats.items():
+            if key == RECORD_ENTITIES:
+                continue
             if isinstance(value, dict) and value and isinstance(next(iter(value.values())), dict):
                 bucket = merged.setdefault(key, {})
                 for sub, counts in value.items():
@@ -416,17 +439,25 @@ def version_finalize(*, version_id: int) -> None:
     findings = screener.findings()
     data_key = version_data_key(version)
     samples: list[dict[str, Any]] = []
+    residual: list[dict[str, Any]] = []
     for shard in shards:
-        if len(samples) >= 20 or shard.samples_blob is None:
+        if len(samples) >= REPORT_SAMPLES and len(residual) >= REPORT_RESIDUAL_EXAMPLES:
+            break
+        if shard.samples_blob is None:
             continue
-        samples += unpack(
+        for entry in unpack(
             blob_open(
                 key=data_key,
                 aad=samples_aad(version, shard.index),
                 blob=bytes(shard.samples_blob),
                 what="samples",
             )
-        )
+        ):
+            # Entries written before residual scans had no kind: they are review samples.
+            if entry.get("kind") == "residual":
+                residual.append(entry)
+            else:
+                samples.append(entry)
     with transaction.atomic():
         locked = DatasetVersion.objects.select_for_update().get(pk=version_id)
         if locked.state != VersionState.PROCESSING:
@@ -462,7 +493,7 @@ def version_finalize(*, version_id: int) -> None:
                 "samples_blob": blob_seal(
                     key=data_key,
                     aad=f"sealroom/report/v1|version={locked.pk}".encode(),
-                    plaintext=pack(samples[:20]),
+                    plaintext=pack(samples[:REPORT_SAMPLES] + residual[:REPORT_RESIDUAL_EXAMPLES]),
                 ),
             },
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +20,7 @@ from common.exceptions import DomainError
 from common.models import Role, User
 from common.work import work_enqueue
 from custody.crypto import ShardIdentity, blob_open, merkle_root, sha256_hex, shard_seal
-from custody.exceptions import Conflict, Invalid, NotFound
+from custody.exceptions import Conflict, Invalid, NotFound, ResidualRiskUnconfirmed
 from custody.keys import kek_provider
 from custody.models import (
     Contribution,
@@ -26,19 +28,23 @@ from custody.models import (
     DatasetVersion,
     Finding,
     GrantPurpose,
+    Report,
     Shard,
     VersionState,
 )
 from custody.services._keys import audit_decrypt, system_grant, version_data_key
 from custody.services.datasets import require_role
 from custody.services.ingest import (
+    RECORD_ENTITIES,
     finalize_if_ready,
+    length_bucket,
     pack,
     shard_blob_key,
     shard_records,
     unpack,
     validate_upload,
 )
+from custody.services.residual import ResidualEstimate, residual_estimate
 
 
 def _shred_parts(contribution: Contribution) -> None:
@@ -197,14 +203,22 @@ def version_retry(*, actor: User, version: DatasetVersion) -> DatasetVersion:
     return locked
 
 
-def report_samples(*, actor: User, version: DatasetVersion) -> list[dict[str, Any]]:
-    """Before/after samples for the contributing provider; each view is audited (purpose review)."""
-    require_role(actor, version.dataset.owner, Role.MEMBER)
+@dataclass(frozen=True)
+class SamplePage:
+    """A page of before/after samples, with what the filters can choose from."""
+
+    samples: list[dict[str, Any]]
+    total: int
+    languages: list[str]
+    entity_types: list[str]
+
+
+def _report_entries(version: DatasetVersion) -> list[dict[str, Any]]:
+    """Decrypt the report's samples and residual examples (the caller audits)."""
     report = getattr(version, "report", None)
     if report is None or report.samples_blob is None:
         return []
-    grant = system_grant(version, GrantPurpose.REVIEW)
-    samples = unpack(
+    return unpack(
         blob_open(
             key=version_data_key(version),
             aad=f"sealroom/report/v1|version={version.pk}".encode(),
@@ -212,8 +226,91 @@ def report_samples(*, actor: User, version: DatasetVersion) -> list[dict[str, An
             what="Report samples",
         )
     )
-    audit_decrypt(grant=grant, version=version, what="report_samples", count=len(samples), actor=actor)
-    return samples
+
+
+def _sample_view(entry: dict[str, Any]) -> dict[str, Any]:
+    # Reports written before samples carried their spans and language get empty ones.
+    return {
+        "record_id": entry["record_id"],
+        "field": entry["field"],
+        "language": entry.get("language", ""),
+        "entities": list(entry.get("entities", [])),
+        "before": entry["before"],
+        "after": entry["after"],
+        "before_spans": [list(s) for s in entry.get("before_spans", [])],
+        "after_spans": [list(s) for s in entry.get("after_spans", [])],
+    }
+
+
+def report_samples_page(
+    *,
+    actor: User,
+    version: DatasetVersion,
+    language: str | None = None,
+    entity_type: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> SamplePage:
+    """Before/after samples for the contributing provider, filtered and paged; the view is audited.
+
+    :raises NotFound, NotPermitted: not the owner's member.
+    """
+    require_role(actor, version.dataset.owner, Role.MEMBER)
+    entries = [_sample_view(e) for e in _report_entries(version) if e.get("kind", "sample") == "sample"]
+    languages = sorted({e["language"] for e in entries if e["language"]})
+    entity_types = sorted({t for e in entries for t in e["entities"]})
+    chosen = [
+        e
+        for e in entries
+        if (not language or e["language"] == language) and (not entity_type or entity_type in e["entities"])
+    ]
+    shown = chosen[max(offset, 0) :] if limit is None else chosen[max(offset, 0) : max(offset, 0) + limit]
+    if shown:
+        grant = system_grant(version, GrantPurpose.REVIEW)
+        audit_decrypt(grant=grant, version=version, what="report_samples", count=len(shown), actor=actor)
+    return SamplePage(shown, len(chosen), languages, entity_types)
+
+
+def report_samples(*, actor: User, version: DatasetVersion) -> list[dict[str, Any]]:
+    """Every before/after sample for the contributing provider; the view is audited (purpose review)."""
+    return report_samples_page(actor=actor, version=version).samples
+
+
+def residual_examples(
+    *, actor: User, version: DatasetVersion, entity_type: str | None = None
+) -> list[dict[str, Any]]:
+    """Records where the strict detector still found something, for the provider only; audited.
+
+    Each is ``{record_id, field, language, entities, text, hits: [[start, end, type]]}``.
+    :raises NotFound, NotPermitted: not the owner's member.
+    """
+    require_role(actor, version.dataset.owner, Role.MEMBER)
+    examples = [
+        {
+            "record_id": e["record_id"],
+            "field": e["field"],
+            "language": e.get("language", ""),
+            "entities": list(e.get("entities", [])),
+            "text": e["text"],
+            "hits": [list(h) for h in e.get("hits", [])],
+        }
+        for e in _report_entries(version)
+        if e.get("kind") == "residual" and (not entity_type or entity_type in e.get("entities", []))
+    ]
+    if examples:
+        grant = system_grant(version, GrantPurpose.REVIEW)
+        audit_decrypt(
+            grant=grant, version=version, what="residual_examples", count=len(examples), actor=actor
+        )
+    return examples
+
+
+def version_residual_estimate(*, version: DatasetVersion) -> ResidualEstimate | None:
+    """Return the report's residual-risk estimate (counts only); None without a report or a scan."""
+    report: Report | None = getattr(version, "report", None)
+    if report is None:
+        return None
+    return residual_estimate(report.counts or {}, version.records)
 
 
 @transaction.atomic
@@ -230,18 +327,30 @@ def findings_mark(*, actor: User, version: DatasetVersion, finding_ids: Iterable
     return found.update(drop=drop)
 
 
-def version_seal(*, actor: User, version: DatasetVersion) -> DatasetVersion:
+def version_seal(
+    *, actor: User, version: DatasetVersion, confirm_residual_risk: bool = False
+) -> DatasetVersion:
     """Apply the drops, compute the Merkle root, freeze the version and shred the quarantine.
 
-    :raises Conflict: not in review. :raises IntegrityFailure: a shard was tampered with.
+    A version whose residual-risk estimate is above RESIDUAL_RISK_CONFIRM_ABOVE is
+    sealed only with ``confirm_residual_risk``.
+    :raises Conflict: not in review. :raises ResidualRiskUnconfirmed: the estimate is
+    high and sealing was not confirmed. :raises IntegrityFailure: a shard was tampered with.
     """
     require_role(actor, version.dataset.owner, Role.MEMBER)
-    version = DatasetVersion.objects.select_related("dataset").get(pk=version.pk)
+    version = DatasetVersion.objects.select_related("dataset", "report").get(pk=version.pk)
     if version.state != VersionState.REVIEW:
         raise Conflict("Only a version in review can be sealed.", code="custody.not_in_review")
+    estimate = version_residual_estimate(version=version)
+    if estimate is not None and estimate.needs_confirmation and not confirm_residual_risk:
+        raise ResidualRiskUnconfirmed(
+            f"The strict detector found something left in {estimate.any.rate:.1%} of the "
+            f"{estimate.sampled} sampled records (above {estimate.threshold:.1%}). Review the examples "
+            "in the report, then confirm to seal anyway (confirm_residual_risk: true).",
+            code="custody.residual_risk_unconfirmed",
+        )
     drops = set(Finding.objects.filter(version=version, drop=True).values_list("record_id", flat=True))
-    if drops:
-        _apply_drops(version, drops, actor)
+    dropped = _apply_drops(version, drops, actor) if drops else None
     with transaction.atomic():
         locked = DatasetVersion.objects.select_for_update().get(pk=version.pk)
         if locked.state != VersionState.REVIEW:
@@ -259,6 +368,11 @@ def version_seal(*, actor: User, version: DatasetVersion) -> DatasetVersion:
         locked.save(
             update_fields=["merkle_root", "records", "tokens", "state", "stage", "sealed_at", "sealed_by"]
         )
+        if dropped is not None and hasattr(locked, "report"):
+            # The report's counts become the sealed version's: listings, their
+            # API and Croissant read them, and must not count dropped records.
+            locked.report.counts = _counts_without(locked.report.counts or {}, dropped)
+            locked.report.save(update_fields=["counts"])
         audit_record(
             action="custody.version_seal",
             actor=actor,
@@ -270,23 +384,45 @@ def version_seal(*, actor: User, version: DatasetVersion) -> DatasetVersion:
                 "shards": len(shards),
                 "records": locked.records,
                 "dropped": len(drops),
+                "residual": None
+                if estimate is None
+                else {
+                    "sampled": estimate.sampled,
+                    "rate": round(estimate.any.rate, 6),
+                    "confirmed": bool(confirm_residual_risk and estimate.needs_confirmation),
+                },
             },
         )
     quarantine_shred(version=locked)
     return locked
 
 
-def _apply_drops(version: DatasetVersion, drops: set[int], actor: User) -> None:
-    """Rewrite each shard that holds dropped records (same index, re-encrypted)."""
+def _apply_drops(version: DatasetVersion, drops: set[int], actor: User) -> dict[str, Any]:
+    """Rewrite each shard that holds dropped records (same index, re-encrypted).
+
+    Returns the report counts of the dropped records (languages, lengths, entities).
+    """
     from custody.tokens import count_tokens
 
     data_key = version_data_key(version)
     grant = system_grant(version, GrantPurpose.REVIEW)
+    dropped: dict[str, Any] = {
+        "languages": Counter(),
+        "lengths": Counter(),
+        "entities": Counter(),
+        "by_field": defaultdict(Counter),
+        "by_language": defaultdict(Counter),
+    }
     for shard in version.shards.order_by("index"):
         last = shard.first_record + shard.records
         if not any(shard.first_record <= d < last for d in drops):
             continue
-        records = [r for r in shard_records(version, shard, data_key) if r["id"] not in drops]
+        everything = shard_records(version, shard, data_key)
+        records = [r for r in everything if r["id"] not in drops]
+        entities = (shard.stats or {}).get(RECORD_ENTITIES) or {}
+        for record in everything:
+            if record["id"] in drops:
+                _count_dropped(dropped, record, entities.get(str(record["id"])) or {})
         audit_decrypt(
             grant=grant, version=version, what=f"seal_drop_shard_{shard.index}", count=shard.records
         )
@@ -300,6 +436,38 @@ def _apply_drops(version: DatasetVersion, drops: set[int], actor: User) -> None:
             records=len(records), tokens=tokens, size=len(blob), sha256=sha256_hex(blob), blob_key=key
         )
         blob_store().delete(old_key)
+    return dropped
+
+
+def _count_dropped(
+    dropped: dict[str, Any], record: dict[str, Any], entities: dict[str, dict[str, int]]
+) -> None:
+    language = record.get("lang") or "other"
+    dropped["languages"][language] += 1
+    dropped["lengths"][length_bucket(len("\n".join(record["text"].values())))] += 1
+    for field, counts in entities.items():
+        for entity_type, n in counts.items():
+            dropped["entities"][entity_type] += n
+            dropped["by_field"][field][entity_type] += n
+            dropped["by_language"][language][entity_type] += n
+
+
+def _counts_without(counts: dict[str, Any], dropped: dict[str, Any]) -> dict[str, Any]:
+    """The report's counts less those of the dropped records (never below zero)."""
+
+    def less(have: dict[str, int], minus: dict[str, int]) -> dict[str, int]:
+        left = {k: v - minus.get(k, 0) for k, v in have.items()}
+        return {k: v for k, v in left.items() if v > 0}
+
+    out = dict(counts)
+    for key in ("languages", "lengths", "entities"):
+        out[key] = less(counts.get(key) or {}, dropped[key])
+    for key in ("by_field", "by_language"):
+        nested = counts.get(key) or {}
+        out[key] = {
+            sub: rest for sub, have in nested.items() if (rest := less(have, dropped[key].get(sub, {})))
+        }
+    return out
 
 
 def version_reject(*, actor: User, version: DatasetVersion, reason: str = "") -> DatasetVersion:

@@ -98,6 +98,30 @@ class TestIngest:
         assert event.details["merkle_root"] == sealed.merkle_root
         assert audit_verify().ok
 
+    def test_the_sealed_report_counts_only_the_records_kept(self, alice, version, upload):
+        from marketplace.services.catalog import listing_statistics
+
+        mailed = {"text": "Write to maria.lopez@example.com about the duplex jam.", "topic": "printers"}
+        data = [*TICKETS, mailed, mailed, mailed]
+        upload(version, jsonl(data))
+        services.version_process(actor=alice, version=version)
+        drain()
+        version.refresh_from_db()
+        assert version.report.counts["entities"]["EMAIL_ADDRESS"] == 3
+        dupes = Finding.objects.filter(version=version, kind="exact_duplicate")
+        assert dupes.count() == 2
+        services.findings_mark(
+            actor=alice, version=version, finding_ids=list(dupes.values_list("pk", flat=True)), drop=True
+        )
+        sealed = services.version_seal(actor=alice, version=version)
+        statistics = listing_statistics(sealed)
+        assert statistics["records"] == 31
+        assert sum(statistics["languages"].values()) == 31
+        assert sum(statistics["length_distribution"].values()) == 31
+        assert statistics["entities"]["EMAIL_ADDRESS"] == 1
+        sealed.report.refresh_from_db()
+        assert sealed.report.counts["by_language"]["en"] == {"EMAIL_ADDRESS": 1}
+
     def test_sealing_shreds_the_quarantine_copy(self, alice, version, upload, settings):
         contribution = upload(version, jsonl(TICKETS))
         services.version_process(actor=alice, version=version)
