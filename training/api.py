@@ -16,6 +16,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.fields import IdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.audit import audit_record
 from common.models import Role, Scope
@@ -212,9 +213,9 @@ class JobListSubmitApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        grant = serializers.IntegerField(help_text="The license (custody grant) the job runs under")
+        grant = IdField(help_text="The license (custody grant) the job runs under")
         template = serializers.CharField()
-        base = serializers.IntegerField(help_text="A base model id (GET /training/bases)")
+        base = IdField(help_text="A base model id (GET /training/bases)")
         hyperparameters = serializers.DictField(required=False, default=dict)
         dp = DpInputSerializer(required=False, allow_null=True)
         label_field = serializers.CharField(required=False, allow_blank=True, default="")
@@ -298,10 +299,11 @@ class JobMetricsApi(SealroomApi):
         state = serializers.CharField()
         metrics = serializers.JSONField()
         loss_curve = serializers.JSONField()
-        gate = serializers.JSONField()
+        gate = serializers.JSONField(source="gate_public")
 
     @extend_schema(
-        responses=OutputSerializer, summary="Validation metrics, the loss curve and the release gate"
+        responses=OutputSerializer,
+        summary="Validation metrics, the loss curve (windowed means; none under DP) and the release gate",
     )
     def get(self, request: Request, job_id: int) -> Response:
         return Response(self.OutputSerializer(_job(request, job_id)).data)

@@ -43,6 +43,13 @@ class LineChart:
         return not self.points
 
 
+# The loss leaves a job only as means over windows of records, and not at all under DP.
+EMPTY = (
+    "No loss to show yet. The loss is published as the mean over windows of at least 32 records "
+    "(none for a job under differential privacy, or smaller than one window)."
+)
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
@@ -52,7 +59,7 @@ def loss_chart(curve: Sequence[Sequence[float]]) -> LineChart:
     pts = [(float(s), float(v)) for s, v in curve if v == v]
     left, right, top, bottom = PAD_LEFT, WIDTH - PAD_RIGHT, PAD_TOP, HEIGHT - PAD_BOTTOM
     if not pts:
-        return LineChart("", WIDTH, HEIGHT, (), (), left, right, top, bottom, "", "No loss reported yet.")
+        return LineChart("", WIDTH, HEIGHT, (), (), left, right, top, bottom, "", EMPTY)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)

@@ -13,6 +13,7 @@ spec, the canaries and the output, and is removed afterwards, also on failure.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -49,7 +50,7 @@ from training.models import (
 from training.receipts import receipt_body, receipt_sign
 from training.runner.canaries import canaries_generate, canary_records
 from training.services.bases import base_unpack
-from training.services.jobs import WORK_KIND, job_event, job_finish
+from training.services.jobs import WORK_KIND, job_event, job_finish, telemetry_block
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _inputs(job: TrainingJob) -> Inputs:
     inputs = Inputs(records=records, probes=[], platform_tokens=_count_platform_tokens(records))
     if classification:
         _relabel(inputs, label_field)
-    rng = random.Random(secrets.randbits(64))
+    rng = random.Random(license_seed(job, "probes"))
     inputs.probes = [
         {"text": r["text"]} for r in rng.sample(records, min(len(records), settings.TRAINING_GATE_PROBES))
     ]
@@ -202,11 +203,24 @@ def _relabel(inputs: Inputs, label_field: str) -> None:
     inputs.label_vocabulary_sha256 = digest
 
 
-def _mix_canaries(inputs: Inputs, workdir: Path, causal: bool) -> None:
+def license_seed(job: TrainingJob, purpose: str) -> int:
+    """A secret seed fixed per (license, base): the gate draws the same canaries and probes on every
+    attempt, so a retry meets the same test (issue 20, item 6). Keyed by the platform's secret."""
+    message = f"{purpose}:{job.grant_id}:{job.base.file_hash}".encode()
+    return int.from_bytes(
+        hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()[:16], "big"
+    )
+
+
+def _mix_canaries(inputs: Inputs, workdir: Path, job: TrainingJob) -> None:
     """Write the canaries document and mix each secret into the training records (causal templates)."""
-    doc = canaries_generate(count=settings.TRAINING_CANARIES, candidates=settings.TRAINING_CANARY_CANDIDATES)
+    doc = canaries_generate(
+        count=settings.TRAINING_CANARIES,
+        candidates=settings.TRAINING_CANARY_CANDIDATES,
+        seed=license_seed(job, "canaries"),
+    )
     (workdir / "canaries.json").write_text(json.dumps(doc))
-    if not causal:
+    if job.base.task != BaseTask.CAUSAL_LM:
         return
     rng = random.Random(secrets.randbits(64))
     for record in canary_records(doc, repeats=settings.TRAINING_CANARY_REPEATS):
@@ -216,11 +230,42 @@ def _mix_canaries(inputs: Inputs, workdir: Path, causal: bool) -> None:
 # --- progress ------------------------------------------------------------------------------
 
 
+def significant(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` significant digits (what a published metric may carry)."""
+    return float(f"{value:.{digits}g}")
+
+
+# What a published metric may be called: anything else the runner says stays in the sandbox.
+VALIDATION_KEYS = ("loss", "perplexity", "accuracy", "f1_macro")
+FINAL_KEYS = (
+    "steps",
+    "platform_tokens_trained",
+    "train_loss",
+    "validation_loss",
+    "validation_perplexity",
+    "validation_accuracy",
+    "validation_f1_macro",
+    "epsilon_metrics",
+    "device",
+    "precision",
+)
+
+
 class Recorder:
-    """Saves the runner's events on the job: progress throttled, the first one marks training begun."""
+    """Saves the runner's events on the job: progress throttled, the first one marks training begun.
+
+    It is also the last check on what the trainer can read (docs/threat-model.md): loss only as
+    a mean over a window of at least TRAINING_METRICS_WINDOW_RECORDS records and
+    TRAINING_METRICS_WINDOW_TOKENS platform tokens, rounded, at most TRAINING_LOSS_CURVE_POINTS
+    of them per attempt; none under DP until the noised final metrics, after the gate.
+    """
 
     def __init__(self, job: TrainingJob) -> None:
         self.job = job
+        self.protected = bool(settings.TRAINING_TELEMETRY_PROTECTED)
+        self.withheld = self.protected and bool(job.spec.get("dp"))
+        self.digits = int(settings.TRAINING_METRICS_DIGITS) if self.protected else 6
+        self.points = 0
         self.last_write = 0.0
         self.last_cancel_check = 0.0
         self.curve: list[list[float]] = list(job.loss_curve or [])
@@ -235,9 +280,12 @@ class Recorder:
             self._progress(event)
         elif kind == "metrics":
             self._began()
-            split = str(event.get("split", "validation"))
-            self.job.metrics.setdefault(split, []).append(
-                {k: v for k, v in event.items() if k not in ("event", "split") and _plain(v)}
+            if self.withheld or self.points >= settings.TRAINING_LOSS_CURVE_POINTS:
+                return
+            self.points += 1
+            values = {k: self._round(event.get(k)) for k in VALIDATION_KEYS if _number(event.get(k))}
+            self.job.metrics.setdefault("validation", []).append(
+                {"epoch": _int_or_none(event.get("epoch")), **values}
             )
             self._save(force=True)
         elif kind == "privacy":
@@ -264,18 +312,38 @@ class Recorder:
             )
             job_event(self.job, "training", "Training began.")
 
+    def _round(self, value: Any) -> float:
+        return significant(float(value), self.digits)
+
+    def _window_ok(self, event: dict[str, Any]) -> bool:
+        """A loss the trainer may see: a full window's mean, not withheld, under the cap."""
+        if self.withheld or self.points >= settings.TRAINING_LOSS_CURVE_POINTS:
+            return False
+        if not self.protected:
+            return True
+        records, tokens = _int_or_none(event.get("window_records")), _int_or_none(event.get("window_tokens"))
+        return (
+            records is not None
+            and tokens is not None
+            and records >= settings.TRAINING_METRICS_WINDOW_RECORDS
+            and tokens >= settings.TRAINING_METRICS_WINDOW_TOKENS
+        )
+
     def _progress(self, event: dict[str, Any]) -> None:
         self._began()
         job = self.job
         job.step = int(event.get("step") or 0)
         job.total_steps = _int_or_none(event.get("total_steps"))
         job.epoch = float(event.get("epoch") or 0)
-        job.loss = _float_or_none(event.get("loss"))
-        job.tokens_per_s = _float_or_none(event.get("tokens_per_s"))
-        job.eta_s = _float_or_none(event.get("eta_s"))
-        if job.loss is not None:
-            self.curve.append([job.step, round(job.loss, 5)])
-            self.curve = thin(self.curve, settings.TRAINING_LOSS_CURVE_POINTS)
+        eta = _float_or_none(event.get("eta_s"))
+        job.eta_s = significant(eta, 2) if eta is not None and self.protected else eta
+        loss = _float_or_none(event.get("loss"))
+        if loss is not None and self._window_ok(event):
+            self.points += 1
+            job.loss = self._round(loss)
+            rate = _float_or_none(event.get("tokens_per_s"))
+            job.tokens_per_s = significant(rate, 2) if rate is not None and self.protected else rate
+            self.curve.append([job.step, job.loss])
         self._save()
 
     def _save(self, *, force: bool = False) -> None:
@@ -302,6 +370,28 @@ class Recorder:
             ]
         )
 
+    def final_metrics(self, final: Any) -> dict[str, Any]:
+        """The run's closing metrics as the trainer may read them: named keys, rounded numbers.
+
+        Under DP the runner noised the validation ones (and counted that in epsilon_spent); a
+        validation split smaller than a window reports none.
+        """
+        if not isinstance(final, dict):
+            return {}
+        metrics: dict[str, Any] = {}
+        for key in FINAL_KEYS:
+            value = final.get(key)
+            if key in ("device", "precision"):
+                if isinstance(value, str):
+                    metrics[key] = value[:16]
+            elif key in ("steps", "platform_tokens_trained"):
+                count = _int_or_none(value)
+                if count is not None:
+                    metrics[key] = count
+            elif _number(value):
+                metrics[key] = self._round(value)
+        return metrics
+
     def flush(self) -> None:
         self._save(force=True)
 
@@ -323,6 +413,10 @@ class Recorder:
         return bool(self.cancel_reason)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def _plain(value: Any) -> bool:
     return isinstance(value, int | float | str | bool) or value is None
 
@@ -337,13 +431,6 @@ def _float_or_none(value: Any) -> float | None:
     return float(value) if value == value else None  # NaN stays out of the database
 
 
-def thin(points: list[list[float]], limit: int) -> list[list[float]]:
-    """Keep a curve under ``limit`` points: drop every other point but the last when it overflows."""
-    if len(points) <= limit:
-        return points
-    return [*points[:-1:2], points[-1]]
-
-
 # --- the attempt ------------------------------------------------------------------------------
 
 
@@ -352,6 +439,8 @@ def _limits() -> sandbox.Limits:
         memory_bytes=settings.TRAINING_MEMORY_BYTES,
         wall_seconds=float(settings.TRAINING_WALL_SECONDS),
         gpu_index=settings.TRAINING_GPU_INDEX,
+        max_processes=settings.TRAINING_MAX_PROCESSES,
+        disk_bytes=settings.TRAINING_DISK_BYTES,
     )
 
 
@@ -384,9 +473,28 @@ def _train(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) 
         )
 
 
+def _unrun_withholds(job: TrainingJob) -> bool:
+    """Whether a gate check that could not run withholds the model: the license decides."""
+    value = job.grant.terms.get("gate_unrun_withholds")
+    return bool(settings.TRAINING_GATE_UNRUN_WITHHOLDS if value is None else value)
+
+
 def _gate(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -> dict[str, Any]:
+    command = [
+        "gate",
+        "--model",
+        "out",
+        "--spec",
+        "spec.json",
+        "--canaries",
+        "canaries.json",
+        "--probes",
+        "-",
+    ]
+    if job.base.kind == BaseKind.UPLOADED:
+        command += ["--base", "base"]
     result = sandbox.run_runner(
-        ["gate", "--model", "out", "--spec", "spec.json", "--canaries", "canaries.json", "--probes", "-"],
+        command,
         workdir=workdir,
         limits=_limits(),
         stdin_records=inputs.probes,
@@ -394,19 +502,26 @@ def _gate(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -
         should_cancel=recorder.should_cancel,
     )
     gate = {
-        k: v for k, v in (recorder.gate or {}).items() if k != "event" and (_plain(v) or k == "exposures")
+        k: v
+        for k, v in (recorder.gate or {}).items()
+        if k != "event" and (_plain(v) or k in ("exposures", "checks"))
     }
+    checks = gate.get("checks")
+    unrun = sorted(k for k, v in checks.items() if v == "not_run") if isinstance(checks, dict) else []
+    if result.exit_code == 0 and unrun and _unrun_withholds(job):
+        gate["passed"] = False
+        gate["reason"] = (
+            f"the {' and '.join(unrun)} check could not run on this data, and the license requires it"
+        )
     job.gate = gate
     job.save(update_fields=["gate"])
     if recorder.cancel_reason and result.exit_code != 0:
         raise LaunchCancelled(recorder.cancel_reason)
-    if result.exit_code == 4 and recorder.gate is not None:
+    if (result.exit_code == 4 and recorder.gate is not None) or gate.get("passed") is False:
         raise LaunchFailure(
             "training.gate_failed",
-            f"The release gate withheld the model: canary exposure {gate.get('exposure', 0):.2f} "
-            f"(limit {gate.get('max_exposure')}), {gate.get('verbatim', 0)} verbatim continuation(s) "
-            f"(limit {gate.get('max_verbatim', 0)}). Train for fewer epochs, use a lower learning rate, "
-            "or enable DP.",
+            f"The release gate withheld the model: {gate.get('reason') or 'it failed a check'}. "
+            "Train for fewer epochs, use a lower learning rate, or enable DP.",
         )
     if result.exit_code != 0 or recorder.gate is None:
         raise _failure(result, recorder, "release gate")
@@ -478,9 +593,7 @@ def _release(
             Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
         )
         job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
-        final = done.get("metrics")
-        if isinstance(final, dict):
-            job.metrics["final"] = {k: v for k, v in final.items() if _plain(v)}
+        job.metrics["final"] = recorder.final_metrics(done.get("metrics"))
         job.receipt = receipt_sign(receipt_body(job, version=version))
         job.save(
             update_fields=[
@@ -518,10 +631,11 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
         }
     if job.base.kind == BaseKind.UPLOADED:
         base_unpack(base=job.base, into=workdir / "base")
+    spec["telemetry"] = telemetry_block()
     job.spec = spec
     job.save(update_fields=["spec", "metrics"])
     (workdir / "spec.json").write_text(json.dumps(spec))
-    _mix_canaries(inputs, workdir, causal=job.base.task == BaseTask.CAUSAL_LM)
+    _mix_canaries(inputs, workdir, job)
     _train(job, workdir, inputs, recorder)
     inputs.records.clear()
     _cancel_point(recorder)

@@ -184,6 +184,24 @@ class TrainingJob(models.Model):
     def version_id(self) -> int:
         return int(self.grant.version_id)
 
+    @property
+    def gate_public(self) -> dict[str, object]:
+        """What the trainer reads of the release gate: pass or fail, the reason, each check's status
+        (passed, failed, not_run, not_applicable, error).
+
+        Exposures, counts and thresholds stay with the provider and operators: shown to the
+        trainer, per-canary exposures were a gradient to retry along (issue 20, item 6).
+        """
+        gate = self.gate or {}
+        if not gate:
+            return {}
+        checks = gate.get("checks")
+        return {
+            "passed": bool(gate.get("passed")),
+            "reason": str(gate.get("reason") or ""),
+            "checks": {str(k): str(v) for k, v in checks.items()} if isinstance(checks, dict) else {},
+        }
+
 
 class JobEvent(models.Model):
     """A line of a job's history shown to the trainer: never record text."""

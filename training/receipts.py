@@ -8,6 +8,7 @@ key (``/api/v1/audit/keys``) verifies it offline: docs/receipts.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ from training.models import TrainingJob
 RECEIPT_TYPE = "sealroom.training-receipt/v1"
 
 
-def canonical(body: dict[str, Any]) -> bytes:
+def canonical(body: Any) -> bytes:
     """The bytes a receipt's signature covers."""
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -36,6 +37,14 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
         "template": job.template,
         "spec": spec,
         "grant": job.grant_id,
+        # What the weights were licensed under, checkable by a third party holding the license:
+        # its reference, the hash of the terms snapshot the grant carries, and the hash of the
+        # rights allocation in force when it was issued (None when the license names none).
+        "license": {
+            "ref": job.grant.external_ref,
+            "terms_sha256": hashlib.sha256(canonical(job.grant.terms)).hexdigest(),
+            "allocation_sha256": _allocation_hash(job.grant.terms),
+        },
         "dataset_version": version.pk,
         "merkle_root": version.merkle_root,
         "base_model": {"name": job.base.name, "kind": job.base.kind, "sha256": job.base.file_hash},
@@ -43,13 +52,29 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
         "weights_left_custody": not job.artifact_encrypted,
         "epsilon_spent": float(job.epsilon_spent) if job.epsilon_spent is not None else None,
         "platform_tokens_trained": job.tokens_trained,
-        "gate": {k: job.gate.get(k) for k in ("passed", "exposure", "verbatim", "max_exposure")},
+        "gate": {
+            "passed": job.gate.get("passed"),
+            "max_exposure": job.gate.get("max_exposure"),
+            "checks": job.gate_public.get("checks", {}),
+        },
+        "dp_delta": (job.spec.get("dp") or {}).get("delta"),
         "issued_at": timezone.now().isoformat(),
     }
     labels = job.metrics.get("labels")
     if isinstance(labels, dict) and labels.get("vocabulary_sha256"):
         body["label_vocabulary_sha256"] = labels["vocabulary_sha256"]
     return body
+
+
+def _allocation_hash(terms: dict[str, Any]) -> str | None:
+    """The allocation's hash from the terms snapshot: given there, or of the allocation given there."""
+    given = terms.get("allocation_sha256")
+    if isinstance(given, str) and given:
+        return given
+    allocation = terms.get("allocation")
+    if allocation is None:
+        return None
+    return hashlib.sha256(canonical(allocation)).hexdigest()
 
 
 def receipt_sign(body: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,15 @@ where neither is available a watchdog sums the resident memory of the sandbox's 
 kills them (not RLIMIT_AS: CUDA reserves huge address ranges). Wall time is enforced by killing the
 whole tree. Records go to the runner's stdin from a thread, never to disk.
 
-Where bubblewrap is missing, `unshare -n -r` gives the network wall only (no filesystem view, no
+Defence in depth behind those walls: a seccomp filter (training/seccomp.py, loaded by bubblewrap)
+refuses ptrace, mounts, namespaces, keyrings, BPF, perf events, io_uring, kexec, modules and any
+socket but AF_UNIX; --disable-userns where bubblewrap has it; a process limit (RLIMIT_NPROC set
+inside the new user namespace, and pids.max where a pids cgroup is ours: RLIMIT_NPROC spares a
+host uid of root); a disk limit (RLIMIT_FSIZE per file, a size-capped /tmp, and a watch on the
+working directory's blocks that kills the run past ``Limits.disk_bytes``).
+
+Where bubblewrap is missing, `unshare -n -r` gives the network wall, the process and disk limits
+but no seccomp filter (no filesystem view, no
 uid change): a weaker fallback that the operations docs flag; neither available raises
 SandboxUnavailable.
 """
@@ -39,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from training import seccomp
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_WORKDIR = "/job"
 # The sandbox's own private tmpfs (not the host's /tmp).
@@ -58,6 +68,10 @@ class Limits:
     memory_bytes: int
     wall_seconds: float
     gpu_index: int | None = None
+    # Tasks (processes and threads: torch starts a few dozen) the sandbox may hold at once.
+    max_processes: int = 512
+    # Bytes the job may hold in its working directory, and in its private /tmp (each).
+    disk_bytes: int = 16 * 1024**3
 
 
 @dataclass
@@ -97,7 +111,7 @@ def _works(command: list[str]) -> bool:
         return False
 
 
-def _bwrap_base(*, gpu_index: int | None) -> list[str]:
+def _bwrap_base(*, gpu_index: int | None, tmp_bytes: int | None = None) -> list[str]:
     args = [
         "--unshare-all",
         "--unshare-user",
@@ -123,7 +137,10 @@ def _bwrap_base(*, gpu_index: int | None) -> list[str]:
             args += ["--ro-bind", top, top]
     for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
         args += ["--ro-bind-try", etc, etc]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP, "--dir", SANDBOX_HOME]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    if tmp_bytes is not None:
+        args += ["--size", str(tmp_bytes)]
+    args += ["--tmpfs", SANDBOX_TMP, "--dir", SANDBOX_HOME]
     if gpu_index is not None:
         for node in (f"/dev/nvidia{gpu_index}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"):
             args += ["--dev-bind-try", node, node]
@@ -182,15 +199,78 @@ def sandbox_environment(limits: Limits) -> dict[str, str]:
     return env
 
 
-def _command(inner: list[str], *, workdir: Path, limits: Limits) -> tuple[list[str], Path | None]:
+# Runs first inside the sandbox (in its own user namespace, so the process count is the sandbox's
+# alone): caps processes, file size and core dumps, then execs the real command.
+_RLIMIT_SHIM = (
+    "import os, resource as r, sys\n"
+    "def cap(kind, value):\n"
+    "    hard = r.getrlimit(kind)[1]\n"
+    "    value = value if hard == r.RLIM_INFINITY else min(value, hard)\n"
+    "    r.setrlimit(kind, (value, value))\n"
+    "cap(r.RLIMIT_NPROC, int(sys.argv[1]))\n"
+    "cap(r.RLIMIT_FSIZE, int(sys.argv[2]))\n"
+    "cap(r.RLIMIT_CORE, 0)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+@functools.cache
+def _bwrap_options() -> frozenset[str]:
+    """The options this bubblewrap knows (--size, --disable-userns and --seccomp vary by version)."""
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        return frozenset()
+    try:
+        result = subprocess.run([bwrap, "--help"], capture_output=True, timeout=30, check=False)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    found = re.findall(rb"^\s+(--[a-z-]+)", result.stdout + result.stderr, re.M)
+    return frozenset(option.decode() for option in found)
+
+
+def _confined(inner: list[str], limits: Limits) -> list[str]:
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _RLIMIT_SHIM,
+        str(limits.max_processes),
+        str(limits.disk_bytes),
+        *inner,
+    ]
+
+
+def _command(
+    inner: list[str], *, workdir: Path, limits: Limits, seccomp_fd: int | None
+) -> tuple[list[str], Path | None]:
     """The full command line and the cwd to start it in."""
     tool = _sandbox_tool()
+    inner = _confined(inner, limits)
     if tool == "bwrap":
         bwrap = shutil.which("bwrap") or "bwrap"
-        args = [bwrap, *_bwrap_base(gpu_index=limits.gpu_index), *_interpreter_binds()]
+        options = _bwrap_options()
+        # A size-capped /tmp: a tmpfs is memory, which the watchdog fallback would not see.
+        tmp_bytes = limits.disk_bytes if "--size" in options else None
+        args = [bwrap, *_bwrap_base(gpu_index=limits.gpu_index, tmp_bytes=tmp_bytes), *_interpreter_binds()]
+        if "--disable-userns" in options:
+            args += ["--disable-userns"]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
         args += ["--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR, "--remount-ro", "/"]
         return [*args, "--", *inner], None
     return [shutil.which("unshare") or "unshare", "-n", "-r", "--", *inner], workdir
+
+
+def _seccomp_fd() -> int | None:
+    """A memfd holding the seccomp program for bubblewrap, or None (unshare, or no program here)."""
+    program = seccomp.filter_program()
+    if program is None or _sandbox_tool() != "bwrap" or "--seccomp" not in _bwrap_options():
+        return None
+    fd = os.memfd_create("sealroom-seccomp")
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,15 +278,21 @@ def _command(inner: list[str], *, workdir: Path, limits: Limits) -> tuple[list[s
 
 
 class _MemoryGuard:
-    """A cgroup with a memory limit (v2, else v1), or a resident-memory watchdog as the fallback."""
+    """A cgroup with a memory limit (v2, else v1), or a resident-memory watchdog as the fallback;
+    with ``pids``, also a process limit (pids.max) where the pids controller is ours to use."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, pids: int | None = None) -> None:
         self.limit = limit
         self.path: Path | None = None
         self.version = 0
         self.watchdog_fired = False
+        # Where pids.max was written: the memory cgroup itself (v2), or a v1 pids cgroup of its own.
+        self.pids_limited = False
+        self.pids_path: Path | None = None
         if _CGROUPS_ENABLED:
             self._create()
+            if pids is not None:
+                self._limit_pids(pids)
 
     @property
     def mode(self) -> str:
@@ -234,12 +320,35 @@ class _MemoryGuard:
             self.path, self.version = path, version
             return
 
+    def _limit_pids(self, pids: int) -> None:
+        """RLIMIT_NPROC (set inside) spares a sandbox whose host uid is root; pids.max does not."""
+        if self.version == 2 and self.path is not None and (self.path / "pids.max").exists():
+            with contextlib.suppress(OSError):
+                (self.path / "pids.max").write_text(str(pids))
+                self.pids_limited = True
+            return
+        parent = _pids_v1_parent()
+        if parent is None:
+            return
+        path = parent / f"sealroom-runner-{uuid.uuid4().hex[:12]}"
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(pids))
+        except OSError:
+            with contextlib.suppress(OSError, ValueError):
+                path.rmdir()
+            return
+        self.pids_path, self.pids_limited = path, True
+
     def wrap(self, command: list[str]) -> list[str]:
-        """Prefix the command so that it enters the cgroup before it execs (no race with forks)."""
-        if self.path is None:
+        """Prefix the command so that it enters the cgroups before it execs (no race with forks)."""
+        procs = [p / "cgroup.procs" for p in (self.path, self.pids_path) if p is not None]
+        if not procs:
             return command
-        procs = self.path / "cgroup.procs"
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), *command]
+        script = (
+            " && ".join(f'echo $$ > "${i}"' for i in range(1, len(procs) + 1)) + ' && shift {} && exec "$@"'
+        )
+        return ["/bin/sh", "-c", script.format(len(procs)), "sh", *map(str, procs), *command]
 
     def over_limit(self, root_pid: int) -> bool:
         """Watchdog mode only: kill-worthy when the sandbox's processes hold more than the limit."""
@@ -265,27 +374,27 @@ class _MemoryGuard:
         return _read(self.path / "memory.failcnt").strip() not in ("", "0")
 
     def kill_all(self) -> None:
-        if self.path is None:
-            return
-        if self.version == 2 and (self.path / "cgroup.kill").exists():
+        if self.path is not None and self.version == 2 and (self.path / "cgroup.kill").exists():
             with contextlib.suppress(OSError, ValueError):
                 (self.path / "cgroup.kill").write_text("1")
             return
-        for line in _read(self.path / "cgroup.procs").split():
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(line), signal.SIGKILL)
+        for path in (self.path, self.pids_path):
+            for line in _read(path / "cgroup.procs").split() if path is not None else []:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(line), signal.SIGKILL)
 
     def close(self) -> None:
-        if self.path is None:
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                self.kill_all()
-                time.sleep(0.05)
+        for path in (self.path, self.pids_path):
+            if path is None:
+                continue
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    self.kill_all()
+                    time.sleep(0.05)
 
 
 # Tests switch this off to exercise the watchdog fallback on a machine with writable cgroups.
@@ -330,6 +439,27 @@ def _cgroup_parents() -> list[tuple[int, Path]]:
     return found
 
 
+def _pids_v1_parent() -> Path | None:
+    """Our own cgroup in a writable v1 pids hierarchy, if there is one."""
+    mount = next(
+        (
+            Path(left.split()[4])
+            for left, _, right in (
+                line.partition(" - ") for line in _read(Path("/proc/self/mountinfo")).splitlines()
+            )
+            if right.startswith("cgroup ") and "pids" in right.split()[-1].split(",")
+        ),
+        None,
+    )
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if mount is not None and "pids" in controllers.split(","):
+            own = mount / path.lstrip("/")
+            if (own / "cgroup.procs").exists() and os.access(own, os.W_OK):
+                return own
+    return None
+
+
 def _tree_rss(root_pid: int) -> int:
     """Resident bytes of root_pid and all its descendants (from /proc)."""
     children: dict[int, list[int]] = collections.defaultdict(list)
@@ -351,6 +481,52 @@ def _tree_rss(root_pid: int) -> int:
             total += int(statm[1]) * page
         pending.extend(children.get(pid, []))
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk: the working directory's size, watched
+
+
+class _DiskGuard:
+    """Sums the blocks under the job's working directory (bind-mounted from the host, so no tmpfs
+    size applies) every second; over the limit, or over a file count, the run is killed. A single
+    file is capped by RLIMIT_FSIZE inside (see _RLIMIT_SHIM), so one write cannot outrun the watch."""
+
+    MAX_ENTRIES = 100_000
+    EVERY_SECONDS = 1.0
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+        self.reason = ""
+        self.checked = 0.0
+
+    def over_limit(self) -> bool:
+        now = time.monotonic()
+        if self.reason or now - self.checked < self.EVERY_SECONDS:
+            return bool(self.reason)
+        self.checked = now
+        used, entries = _tree_usage(self.root, self.MAX_ENTRIES)
+        if entries > self.MAX_ENTRIES:
+            self.reason = f"disk quota exceeded (more than {self.MAX_ENTRIES:,} files)"
+        elif used > self.limit:
+            self.reason = f"disk quota exceeded (limit {_human_bytes(self.limit)})"
+        return bool(self.reason)
+
+
+def _tree_usage(root: Path, max_entries: int) -> tuple[int, int]:
+    """Allocated bytes and entry count under root (links not followed); stops past max_entries."""
+    used, entries, pending = 0, 0, [str(root)]
+    while pending and entries <= max_entries:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                entries += 1
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        used += entry.stat(follow_symlinks=False).st_blocks * 512
+    return used, entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,21 +572,26 @@ def _run_sandboxed(
     workdir = Path(workdir).resolve()
     if not workdir.is_dir():
         raise FileNotFoundError(f"workdir {workdir} is not a directory")
-    command, cwd = _command(inner, workdir=workdir, limits=limits)
-    guard = _MemoryGuard(limits.memory_bytes)
+    seccomp_fd = _seccomp_fd()
+    guard = _MemoryGuard(limits.memory_bytes, pids=limits.max_processes)
     try:
+        command, cwd = _command(inner, workdir=workdir, limits=limits, seccomp_fd=seccomp_fd)
         return _supervise(
             guard.wrap(command),
             cwd=cwd or Path("/"),
             env=sandbox_environment(limits) if cwd is None else _unshare_environment(limits, workdir),
             limits=limits,
             guard=guard,
+            disk=_DiskGuard(workdir, limits.disk_bytes),
+            pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             stdin_records=stdin_records,
             on_event=on_event,
             should_cancel=should_cancel,
         )
     finally:
         guard.close()
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
 
 
 def _unshare_environment(limits: Limits, workdir: Path) -> dict[str, str]:
@@ -490,6 +671,8 @@ def _supervise(
     env: dict[str, str],
     limits: Limits,
     guard: _MemoryGuard,
+    disk: _DiskGuard,
+    pass_fds: tuple[int, ...],
     stdin_records: Iterable[dict[str, Any]] | None,
     on_event: Callable[[dict[str, Any]], None] | None,
     should_cancel: Callable[[], bool] | None,
@@ -502,6 +685,7 @@ def _supervise(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     assert process.stdin and process.stdout and process.stderr
     events: list[dict[str, Any]] = []
@@ -544,6 +728,8 @@ def _supervise(
                 stopped = "cancelled"
             elif guard.over_limit(process.pid):
                 stopped = f"out of memory (limit {_human_bytes(limits.memory_bytes)})"
+            elif disk.over_limit():
+                stopped = disk.reason
             if stopped is not None:
                 _kill(process, guard)
                 stdout_open = _wait_closed(sink, events, on_event)
@@ -648,9 +834,10 @@ _MAX_FILES = 64
 _LAYER_INDEX = re.compile(r"\.(?:h|layer|layers|block|blocks)\.(\d+)\.")
 
 
-def safetensors_header(path: Path) -> dict[str, Any]:
+def safetensors_header(path: Path, *, max_header: int = _MAX_HEADER) -> dict[str, Any]:
     """Parse and check a safetensors header: offsets contiguous, sizes matching dtype x shape.
 
+    Reads the header only (at most ``max_header`` bytes), never the tensors.
     :raises ValueError: describing the first problem.
     """
     size = path.stat().st_size
@@ -659,7 +846,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         if len(prefix) != 8:
             raise ValueError("too short for a safetensors header")
         (length,) = struct.unpack("<Q", prefix)
-        if length > min(_MAX_HEADER, size - 8):
+        if length > min(max_header, size - 8):
             raise ValueError("header length out of bounds")
         try:
             header = json.loads(handle.read(length))
@@ -704,7 +891,7 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _config_problems(config: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
+def config_problems(config: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
     """The weights must be the model that config.json describes (checked without torch)."""
     problems: list[str] = []
     hidden = config.get("hidden_size", config.get("n_embd", config.get("d_model")))
@@ -792,4 +979,4 @@ def output_check(out_dir: Path, *, max_bytes: int) -> list[str]:
     config = json.loads((out_dir / "config.json").read_bytes())
     if not isinstance(config, dict):
         return ["config.json is not an object"]
-    return _config_problems(config, shapes)
+    return config_problems(config, shapes)

@@ -14,6 +14,8 @@ balance before it, so taking them in this order never deadlocks with either.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from datetime import datetime, timedelta
 
@@ -233,6 +235,11 @@ def _license_issue(*, order: Order, version: DatasetVersion, actor: User | None)
     terms = grant_snapshot(order.terms, starts_at=starts_at)
     expires_at = _expires_at(order, terms["expires_at"], starts_at)
     terms["expires_at"] = expires_at.isoformat()
+    # The allocation in force, as a hash a receipt can bind (training reads only the grant's terms).
+    allocation = {"allocation": order.allocation_id, "shares": order.allocation_shares}
+    terms["allocation_sha256"] = hashlib.sha256(
+        json.dumps(allocation, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
     ref = _ref("lic")
     grant = custody.grant_issue(version=version, licensee_org=order.buyer, terms=terms, external_ref=ref)
     license_ = License.objects.create(

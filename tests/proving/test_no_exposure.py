@@ -130,6 +130,8 @@ MUST_ANSWER = {
     ("bob", "api/v1/catalog/listings/<int:listing_id>/croissant"),
     ("bob", "market/catalog/<int:listing_id>/croissant.json"),
     ("bob", "training/jobs/<int:job_id>/"),
+    ("bob", "api/v1/training/jobs/<int:job_id>/metrics"),
+    ("bob", "api/v1/training/jobs/<int:job_id>"),
     ("alice", "portal/access-log/export/"),
     ("alice", "data/versions/<int:version_id>/report/samples/"),
     ("audrey", "console/audit/export/"),
@@ -604,6 +606,30 @@ def must_answer(job: TrainingJob) -> set[tuple[str, str]]:
     return MUST_ANSWER | RELEASED if job.state == JobState.SUCCEEDED else MUST_ANSWER
 
 
+def telemetry_problems(client: Client, job: TrainingJob) -> list[str]:
+    """What the trainer reads of the job's metrics, against docs/threat-model.md's rules.
+
+    Sentinels are strings; a loss curve carries records as numbers (issue 20), so the scan
+    checks the numbers' shape too: windowed, rounded, capped, none under DP, gate pass/fail only.
+    """
+    body = client.get(f"/api/v1/training/jobs/{job.pk}/metrics").json()
+    problems = []
+    curve = body.get("loss_curve") or []
+    if len(curve) > settings.TRAINING_LOSS_CURVE_POINTS:
+        problems.append(f"{len(curve)} loss points, over the cap")
+    if job.dp_enabled and curve:
+        problems.append("a DP job published a loss curve")
+    values = [v for _step, v in curve] + [
+        v for row in body.get("metrics", {}).get("validation", []) for k, v in row.items() if k != "epoch"
+    ]
+    for value in values:
+        if value != float(f"{value:.{settings.TRAINING_METRICS_DIGITS}g}"):
+            problems.append(f"metric {value!r} carries more than the allowed significant digits")
+    if set(body.get("gate") or {}) - {"passed", "reason", "checks"}:
+        problems.append(f"the gate shows the trainer {sorted(body['gate'])}")
+    return problems
+
+
 def job_timeline(job: TrainingJob) -> dict[str, float]:
     def between(a: Any, b: Any) -> float:
         return round((b - a).total_seconds(), 1) if a and b else -1.0
@@ -699,12 +725,16 @@ def run_and_check(profile: Profile, worker, broker_dir: Path | None, caplog, cap
         else:
             verdicts["violations"].append(hit)
     figures = figures_of(run, job, preview, provider_users, verdicts)
+    bob = Client(raise_request_exception=False)
+    bob.force_login(User.objects.get(username="bob"))
+    figures["telemetry_problems"] = telemetry_problems(bob, job)
     FIGURES.mkdir(parents=True, exist_ok=True)
     (FIGURES / f"exposure-{profile.name}.json").write_text(json.dumps(figures, indent=1, sort_keys=True))
     print(json.dumps(figures, indent=1))
 
     assert not verdicts["violations"], "\n".join(figures["violations"][:50])
     assert not figures["not_fetched"], figures["not_fetched"]
+    assert not figures["telemetry_problems"], figures["telemetry_problems"]
     assert figures["pages_followed"], "no list was followed past its first page"
     assert figures["controls_found"] == figures["controls_planted"], "the scan missed a control"
     assert figures["sentinels_seen_by_provider"], (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common.models import AuditEvent
 from tests.training.conftest import drain
 from training.models import BaseKind, BaseModel, BaseState
 
@@ -90,15 +91,35 @@ class TestUpload:
                 tar.add(path, arcname=path.name)
         assert upload(bob_api, buffer.getvalue(), content_type="application/gzip").status_code == 202
 
-    def test_weights_that_do_not_load_are_rejected_with_a_reason(self, bob_api, base_dir):
+    def test_truncated_weights_are_refused_at_upload(self, bob_api, base_dir, settings):
         files = of_dir(base_dir)
         files["model.safetensors"] = files["model.safetensors"][:200]
-        response = upload(bob_api, zipped(files))
+        assert_refused(upload(bob_api, zipped(files)), 422, "training.base_invalid")
+        assert not any((settings.BLOB_DIR / "training").rglob("*.tar"))
+
+    def test_a_base_the_sandbox_rejects_keeps_its_reason_but_not_its_blob(self, bob_api, base_dir, settings):
+        """A tokenizer larger than the embeddings would fail only once records flow: the sandbox's
+        validation refuses it, the blob is deleted (audited), and the name can be used again."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        small = base_dir.parent / "small"
+        config = GPT2Config(vocab_size=100, n_positions=64, n_layer=1, n_head=2, n_embd=16, eos_token_id=1)
+        GPT2LMHeadModel(config).save_pretrained(small, safe_serialization=True)
+        (small / "tokenizer.json").write_bytes((base_dir / "tokenizer.json").read_bytes())
+        response = upload(bob_api, zipped(of_dir(small)))
         assert response.status_code == 202, response.content
+        blob = settings.BLOB_DIR / BaseModel.objects.get(pk=response.json()["id"]).blob_key
+        assert blob.is_file()
         drain()
         base = BaseModel.objects.get(pk=response.json()["id"])
         assert base.state == BaseState.REJECTED
-        assert base.failure_reason
+        assert "more than the 100 embedding rows" in base.failure_reason
+        assert not blob.exists() and base.blob_key == ""
+        event = AuditEvent.objects.get(action="training.base_rejected", object_id=str(base.pk))
+        assert event.details["blob_deleted"] is True
+        again = upload(bob_api, zipped(of_dir(base_dir)))  # same name: the rejected row is replaced
+        assert again.status_code == 202, again.content
+        assert not BaseModel.objects.filter(pk=base.pk).exists()
 
     def test_other_organisations_do_not_see_an_upload(self, bob_api, base_dir, token_for, alice, acme):
         base_id = upload(bob_api, zipped(of_dir(base_dir))).json()["id"]
@@ -145,15 +166,21 @@ class TestRefused:
         assert_refused(upload(client, zipped(of_dir(base_dir))), 403, "training.not_trainer")
 
 
-def test_a_job_trains_an_uploaded_base(bob_api, base_dir, submit, grant):
+@pytest.mark.timeout(900)  # validation, training and the gate: three sandboxed runs
+def test_a_job_trains_an_uploaded_base(bob_api, base_dir, submit, sealed_version, bolt, license_terms):
+    from tests.grants import grant_for_test
     from training.models import JobState
 
     base_id = upload(bob_api, zipped(of_dir(base_dir))).json()["id"]
     drain()
     base = BaseModel.objects.get(pk=base_id)
-    job = submit(grant, base=base)
+    # Weights of an uploaded base leave custody only from a DP job (issue 20, docs/threat-model.md):
+    # without DP they stay in custody. LoRA, so the gate's weights check has adapters to compare.
+    kept = grant_for_test(sealed_version, bolt, **{**license_terms, "weights_may_leave": False})
+    job = submit(kept, base=base, template="causal_lm_lora")
     assert job.spec["base"] == {"kind": "uploaded", "path": "base"}
     drain()
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED, job.failure_reason
     assert job.receipt["receipt"]["base_model"]["sha256"] == base.file_hash
+    assert job.gate["checks"]["weights"] == "passed"  # only the adapted layers changed

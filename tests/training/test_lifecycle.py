@@ -53,8 +53,10 @@ class TestSucceeded:
         job = run(submit(grant))
         assert job.state == JobState.SUCCEEDED, (job.failure_code, job.failure_reason)
         assert job.attempts == 1
-        assert job.step > 0 and job.loss is not None and job.loss_curve
-        assert job.metrics["validation"], job.metrics
+        # 30 short records make less than one telemetry window (32 records, 1,000 platform tokens):
+        # the trainer sees progress but no loss and no validation metrics (docs/threat-model.md).
+        assert job.step > 0 and job.loss is None and job.loss_curve == []
+        assert "validation" not in job.metrics and "train_loss" not in job.metrics["final"]
         assert job.gate["passed"] is True
         # Billed: the training records (the validation tenth is not trained on), every block once.
         assert 0 < job.tokens_trained < sealed_version.tokens * TINY_HP["epochs"]
@@ -86,7 +88,9 @@ class TestSucceeded:
         assert receipt_problems(receipt, public_keys=signing_key_provider().public_keys()) == []
 
         metrics = bob_api.get(f"{URL}/{job.pk}/metrics").json()
-        assert metrics["loss_curve"] and metrics["gate"]["passed"] is True
+        assert metrics["loss_curve"] == [] and metrics["gate"]["passed"] is True
+        assert set(metrics["gate"]) == {"passed", "reason", "checks"}
+        assert receipt["receipt"]["license"]["ref"] == grant.external_ref
 
     def test_weights_that_may_not_leave_stay_encrypted_in_custody(
         self, submit, sealed_version, bolt, bob_api, license_terms
@@ -109,6 +113,9 @@ class TestSucceeded:
         assert job.budget == BudgetHold.COMMITTED
         assert PrivacyBudgetEntry.objects.get(consumer_ref=job.consumer_ref).state == "committed"
         assert job.epsilon_spent is not None and float(job.epsilon_spent) <= 8.0
+        # The noised final metrics are paid from the same epsilon, and counted in it.
+        assert job.metrics["final"]["epsilon_metrics"] > 0
+        assert job.loss_curve == [] and job.loss is None
 
 
 class TestFailed:
@@ -128,20 +135,27 @@ class TestFailed:
         assert not UsageRecord.objects.filter(grant=grant).exists()
         assert list(_work_dir.iterdir()) == []
 
+    @pytest.mark.timeout(900)
     def test_a_gate_refusal_withholds_the_model(self, submit, grant, _work_dir, settings):
-        # Memorize hard: each canary planted 40 times, many epochs at a high learning rate, so the
+        # Memorize hard: each canary planted 40 times, epochs at a high learning rate, so the
         # secrets rank first among their candidates (exposure log2(32) = 5 bits, over the limit of 1)
-        # and the records' continuations come back verbatim.
+        # and the records' continuations come back verbatim. Headroom (issue 13 item 7): 12 epochs
+        # at 0.03 memorise as 40 at 0.01 did, in a third of the steps, under a wall limit of 15
+        # minutes, so a loaded machine cannot turn the refusal into a runner timeout.
         settings.TRAINING_CANARY_REPEATS = 40
+        settings.TRAINING_WALL_SECONDS = 900
         job = submit(grant)
         gate = {"max_exposure": 1.0, "max_verbatim": 0, "prefix_tokens": 4, "verbatim_tokens": 4}
-        hp = {**job.spec["hyperparameters"], "epochs": 40, "learning_rate": 0.01, "validation_fraction": 0}
+        hp = {**job.spec["hyperparameters"], "epochs": 12, "learning_rate": 0.03, "validation_fraction": 0}
         TrainingJob.objects.filter(pk=job.pk).update(spec={**job.spec, "gate": gate, "hyperparameters": hp})
         job.refresh_from_db()
         job = run(job)
         assert job.state == JobState.FAILED, job.state
         assert job.failure_code == "training.gate_failed", job.failure_reason
         assert not job.artifact_blob_key
+        # The trainer reads pass or fail and a reason; the exposures stay with the operators.
+        assert job.gate_public["passed"] is False and "memorised" in str(job.gate_public["reason"])
+        assert not any(ch.isdigit() for ch in job.failure_reason), job.failure_reason
         assert list(_work_dir.iterdir()) == []
 
 

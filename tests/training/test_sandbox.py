@@ -7,9 +7,13 @@ so no debug subcommand widens what a job spec can reach.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
+import shutil
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -19,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from training import sandbox
+from training import sandbox, seccomp
 from training.sandbox import Limits, RunResult, output_check, run_runner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,8 +210,8 @@ class TestLimits:
         guards: list[Any] = []
 
         class Recorded(sandbox._MemoryGuard):
-            def __init__(self, limit: int) -> None:
-                super().__init__(limit)
+            def __init__(self, limit: int, pids: int | None = None) -> None:
+                super().__init__(limit, pids)
                 guards.append(self)
 
         monkeypatch.setattr(sandbox, "_MemoryGuard", Recorded)
@@ -241,6 +245,148 @@ class TestLimits:
         seen: list[dict[str, Any]] = []
         result = inside(code, tmp_path, on_event=seen.append, should_cancel=lambda: len(seen) >= 3)
         assert result.reason == "cancelled" and result.exit_code != 0 and len(seen) >= 3
+
+
+def outside(code: str, cwd: Path) -> dict[str, Any]:
+    """The same probe run as a plain subprocess: the positive control for each wall."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, cwd=cwd, timeout=60, check=True
+    )
+    return dict(json.loads(result.stdout.splitlines()[-1]))
+
+
+FORK_BOMB = """
+    import json, os
+    read, write = os.pipe()
+    made, error = 0, None
+    for _ in range(300):
+        try:
+            pid = os.fork()
+        except OSError as failure:
+            error = failure.errno
+            break
+        if pid == 0:
+            os.close(write); os.read(read, 1); os._exit(0)
+        made += 1
+    os.close(write)
+    for _ in range(made):
+        os.wait()
+    print(json.dumps({"event": "forks", "made": made, "error": error}))
+"""
+
+SYSCALLS = """
+    import ctypes, errno, json, os, socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    def attempt(call):
+        try:
+            if call() == -1:
+                return errno.errorcode[ctypes.get_errno()]
+            return "ok"
+        except OSError as error:
+            return errno.errorcode[error.errno]
+    result = {
+        "inet_socket": attempt(lambda: socket.socket(socket.AF_INET).close()),
+        "unix_socketpair": attempt(lambda: [s.close() for s in socket.socketpair()]),
+        "unshare_user": attempt(lambda: libc.unshare(0x10000000)),  # CLONE_NEWUSER
+        "keyctl": attempt(lambda: libc.syscall(KEYCTL, 0, -3, 0)),  # the session keyring's id
+        "bpf": attempt(lambda: libc.syscall(BPF, 0, None, 0)),
+        "mount": attempt(lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
+        "fork": attempt(lambda: os._exit(0) if os.fork() == 0 else os.wait()),
+        # Last: once traced, any signal (a child's SIGCHLD) would stop this process for its tracer.
+        "ptrace": attempt(lambda: libc.ptrace(0, 0, None, None)),  # PTRACE_TRACEME
+    }
+    print(json.dumps({"event": "syscalls", **result}))
+"""
+
+
+def _syscalls_code() -> str:
+    machine = platform.machine()
+    numbers = {"x86_64": {"keyctl": 250, "bpf": 321}, "aarch64": {"keyctl": 219, "bpf": 280}}[machine]
+    return SYSCALLS.replace("KEYCTL", str(numbers["keyctl"])).replace("BPF", str(numbers["bpf"]))
+
+
+needs_bwrap = pytest.mark.skipif(
+    not shutil.which("bwrap"), reason="bubblewrap is not installed (the seccomp filter needs it)"
+)
+
+
+class TestDefenceInDepth:
+    def test_a_fork_bomb_stops_at_the_process_limit(self, tmp_path: Path) -> None:
+        if os.geteuid() == 0 and sandbox._pids_v1_parent() is None and not sandbox._cgroup_parents():
+            pytest.skip("running as root with no pids cgroup to use: RLIMIT_NPROC spares root's uid")
+        assert outside(FORK_BOMB, tmp_path) == {"event": "forks", "made": 300, "error": None}
+        limits = Limits(memory_bytes=1024**3, wall_seconds=60, max_processes=64)
+        event = report(inside(FORK_BOMB, tmp_path, limits))
+        assert event["made"] < 64 and event["error"] == errno.EAGAIN
+
+    @needs_bwrap
+    @pytest.mark.skipif(platform.machine() not in seccomp.ARCHITECTURES, reason="no seccomp filter here")
+    def test_denied_system_calls_fail_inside(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        denied = ("inet_socket", "ptrace", "unshare_user", "keyctl", "bpf", "mount")
+        event = report(inside(_syscalls_code(), tmp_path))
+        assert {name: event[name] for name in denied} == dict.fromkeys(denied, "EPERM")
+        assert event["unix_socketpair"] == "ok" and event["fork"] == "ok"
+        # Positive controls: outside, and inside without the filter, the same calls work.
+        control = outside(_syscalls_code(), tmp_path)
+        assert control["inet_socket"] == control["ptrace"] == control["unshare_user"] == "ok"
+        monkeypatch.setattr(seccomp, "filter_program", lambda machine=None: None)
+        unfiltered = report(inside(_syscalls_code(), tmp_path))
+        assert unfiltered["inet_socket"] == unfiltered["ptrace"] == "ok"
+
+    def test_the_filter_assembles_for_each_architecture(self) -> None:
+        for machine in seccomp.ARCHITECTURES:
+            program = seccomp.filter_program(machine)
+            assert program is not None and len(program) % 8 == 0 and 40 * 8 < len(program) < 255 * 8
+        assert seccomp.filter_program("ppc64le") is None
+
+    def test_a_big_file_fails_at_the_disk_limit(self, tmp_path: Path) -> None:
+        code = """
+            import json, os
+            def write(path):
+                try:
+                    with open(path, "wb") as out:
+                        out.seek(2 * 1024**3)  # a 2 GiB file (sparse: costs the test no disk)
+                        out.write(b"x")
+                    return "ok"
+                except OSError as error:
+                    return error.strerror
+            def fill(directory):  # 96 MiB in 4 MiB files: each under the per-file limit
+                try:
+                    for i in range(24):
+                        with open(f"{directory}/part-{i}", "wb") as out:
+                            out.write(b"x" * (4 << 20))
+                    return "ok"
+                except OSError as error:
+                    return error.strerror
+            tmp = "/tmp" if os.getcwd() == "/job" else "."  # outside: not the host's /tmp
+            result = {"job": write("big"), "tmp": write("/tmp/big"), "fill": fill(tmp)}
+            print(json.dumps({"event": "write", **result}))
+        """
+        control = outside(code, tmp_path)
+        assert control["job"] == control["fill"] == "ok"
+        for written in tmp_path.iterdir():
+            written.unlink()
+        limits = Limits(memory_bytes=512 * 1024**2, wall_seconds=60, disk_bytes=64 * 1024**2)
+        event = report(inside(code, tmp_path, limits))
+        assert event["job"] == event["tmp"] == "File too large"
+        assert event["fill"] == "No space left on device"  # the sandbox's /tmp is a capped tmpfs
+
+    def test_many_files_over_the_disk_limit_stop_the_run(self, tmp_path: Path) -> None:
+        code = """
+            import json, os, time
+            for i in range(24):
+                with open(f"part-{i}", "wb") as out:
+                    out.write(b"x" * (4 << 20))
+            if os.getcwd() == "/job":
+                time.sleep(3)  # inside: give the watch (every second) its look
+            print(json.dumps({"event": "wrote", "bytes": 24 << 22}))
+        """
+        assert outside(code, tmp_path) == {"event": "wrote", "bytes": 96 * 1024**2}
+        for part in tmp_path.glob("part-*"):
+            part.unlink()
+        limits = Limits(memory_bytes=512 * 1024**2, wall_seconds=60, disk_bytes=64 * 1024**2)
+        result = inside(code, tmp_path, limits)
+        assert result.exit_code != 0 and result.reason == "disk quota exceeded (limit 64 MiB)"
 
 
 class TestRunner:
@@ -356,8 +502,6 @@ def test_the_runner_trains_inside_the_sandbox(tmp_path: Path) -> None:
 
 
 def test_sandbox_module_imports_neither_django_nor_torch() -> None:
-    import subprocess
-
     code = "import sys, training.sandbox; print(sorted({'django', 'torch'} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True, timeout=60

@@ -3,6 +3,7 @@
     python -m training.runner train --spec SPEC.json --out DIR < records.jsonl
     python -m training.runner validate-base --dir DIR [--max-bytes N]
     python -m training.runner gate --model DIR --spec SPEC.json --canaries CANARIES.json [--probes -|FILE]
+        [--base DIR]
 
 Events go to stdout as JSON lines. Exit codes: 0 done, 2 invalid spec, 3 unusable input,
 4 release gate failed.
@@ -88,7 +89,9 @@ def _probes(source: str) -> list[str]:
     return [probe["text"] for probe in probes]
 
 
-def gate_command(model_dir: Path, spec_path: Path, canaries_path: Path, probes_source: str) -> int:
+def gate_command(
+    model_dir: Path, spec_path: Path, canaries_path: Path, probes_source: str, base_dir: Path | None = None
+) -> int:
     try:
         spec = _load_spec(spec_path)
         if spec.gate is None:
@@ -108,11 +111,16 @@ def gate_command(model_dir: Path, spec_path: Path, canaries_path: Path, probes_s
             if error.detail != "no records on stdin":
                 raise
             probes = []
-        from training.runner.gate import gate
-
-        event = gate(spec, model_dir, canaries, probes)
     except InputError as error:
         return _error(error.field, error.detail, EXIT_INPUT)
+    from training.runner.gate import gate, gate_refusal
+
+    try:
+        event = gate(spec, model_dir, canaries, probes, base_dir=base_dir)
+    except InputError as error:
+        event = gate_refusal(f"the gate could not evaluate the model ({error.field})")
+    except Exception as error:  # noqa: BLE001 - a crafted model fails in many ways: refuse, never pass
+        event = gate_refusal(f"the gate could not evaluate the model ({type(error).__name__})")
     emit(event)
     return 0 if event["passed"] else EXIT_GATE
 
@@ -131,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     gate_parser.add_argument("--spec", type=Path, required=True)
     gate_parser.add_argument("--canaries", type=Path, required=True)
     gate_parser.add_argument("--probes", default="-", help="'-' (stdin JSON lines, default) or a JSON file")
+    gate_parser.add_argument(
+        "--base", type=Path, default=None, help="an uploaded base, to compare the update"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         return train_command(args.spec, args.out)
     if args.command == "validate-base":
         return validate_base_command(args.dir, args.max_bytes)
-    return gate_command(args.model, args.spec, args.canaries, args.probes)
+    return gate_command(args.model, args.spec, args.canaries, args.probes, args.base)
 
 
 if __name__ == "__main__":

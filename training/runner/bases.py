@@ -106,6 +106,7 @@ def validate_base(directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dic
         "parameters": None,
         "causal": False,
         "sha256": None,
+        "positions": None,
         "detail": "",
     }
     problems = base_files_check(directory, max_bytes=max_bytes)
@@ -120,22 +121,75 @@ def validate_base(directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dic
     except Exception as error:  # noqa: BLE001 - untrusted files fail in many ways
         event["detail"] = f"transformers cannot load it: {type(error).__name__}: {str(error)[:300]}"
         return event
-    vocab = getattr(model.config, "vocab_size", None)
-    # The runner separates and pads records with these; GPT2Config's default bos id (50256) is
-    # unused in training, so a small vocabulary with that default is still a usable base.
-    for name in ("eos_token_id", "pad_token_id"):
-        value = getattr(model.config, name, None)
-        ids = value if isinstance(value, list) else [value]
-        if vocab is not None and any(isinstance(i, int) and not 0 <= i < vocab for i in ids):
-            # Training would fail later with an IndexError deep in the embedding.
-            event["detail"] = f"config.json: {name} {value} is outside the vocabulary (size {vocab})"
-            return event
+    problems = config_limit_problems(model.config.to_dict())
+    problems += _tokenizer_problems(directory, model, causal)
+    if problems:
+        event["detail"] = "; ".join(problems)[:1000]
+        return event
     event.update(
         ok=True,
         architecture=type(model).__name__,
         model_type=model.config.model_type,
         parameters=sum(p.numel() for p in model.parameters()),
         causal=causal,
+        positions=base_positions(model.config.to_dict()),
         detail="loaded with safetensors weights",
     )
     return event
+
+
+def _tokenizer_problems(directory: Path, model: Any, causal: bool) -> list[str]:
+    """What would fail only once records flow: ids past the embeddings, no record separator."""
+    from tokenizers import Tokenizer  # the library the runner trains with (no torch)
+
+    try:
+        tokenizer = Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
+    except Exception as error:  # noqa: BLE001 - untrusted files fail in many ways
+        return [f"tokenizer.json: cannot be loaded ({type(error).__name__})"]
+    rows = model.get_input_embeddings().num_embeddings
+    problems = []
+    if tokenizer.get_vocab_size() > rows:
+        problems.append(
+            f"tokenizer.json: {tokenizer.get_vocab_size()} tokens, more than the {rows} embedding rows"
+        )
+    eos = model.config.eos_token_id
+    if causal and not isinstance(eos[0] if isinstance(eos, list) and eos else eos, int):
+        problems.append("config.json: eos_token_id is missing (records are separated by it)")
+    return problems
+
+
+# The smallest max_seq_len a job may ask for (spec.py) is 8 positions.
+MIN_POSITIONS = 8
+_POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def base_positions(config: dict[str, Any]) -> int | None:
+    """How many positions the model can take (None when its config does not say)."""
+    for key in _POSITION_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def config_limit_problems(config: dict[str, Any]) -> list[str]:
+    """What config.json alone tells about a base that would only fail mid-training."""
+    problems: list[str] = []
+    positions = base_positions(config)
+    if positions is not None and positions < MIN_POSITIONS:
+        problems.append(f"config.json: {positions} positions, fewer than the {MIN_POSITIONS} a job needs")
+    vocab = config.get("vocab_size")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
+        return [*problems, "config.json: vocab_size is missing or not a positive integer"]
+    # The runner separates and pads records with these; GPT2Config's default bos id (50256) is
+    # unused in training, so a small vocabulary with that default is still a usable base.
+    for name in ("eos_token_id", "pad_token_id"):
+        value = config.get(name)
+        ids = value if isinstance(value, list) else [value]
+        if any(
+            i is not None and (not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab)
+            for i in ids
+        ):
+            # Training would fail later with an IndexError deep in the embedding.
+            problems.append(f"config.json: {name} {str(value)[:40]} is outside the vocabulary (size {vocab})")
+    return problems

@@ -141,13 +141,16 @@ class Blocks:
     """Packed token blocks: `input_ids` padded with `pad_id`, `lengths` the real tokens per block.
 
     `platform` holds each block's share of the records' platform tokens (what a step that trains
-    on the block is billed); `platform_tokens` is their sum.
+    on the block is billed); `platform_tokens` is their sum. `starts` counts the records that
+    begin in each block: the telemetry's windows are measured in records, not blocks, so that a long
+    record spread over many blocks counts once (None: one record per block).
     """
 
     input_ids: torch.Tensor
     lengths: torch.Tensor
     platform_tokens: int
     platform: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
 
 def record_weights(records: list[Record], counts: list[int], counted: list[bool] | None = None) -> list[int]:
@@ -208,7 +211,10 @@ def pack(
     lengths = torch.full((count,), max_seq_len, dtype=torch.long)
     lengths[-1] = len(stream) - (count - 1) * max_seq_len
     platform = _spread(spans, shares, count, max_seq_len)
-    return Blocks(ids.view(count, max_seq_len), lengths, sum(shares), platform)
+    starts = torch.zeros(count, dtype=torch.long)
+    for start, _length in spans:
+        starts[start // max_seq_len] += 1
+    return Blocks(ids.view(count, max_seq_len), lengths, sum(shares), platform, starts)
 
 
 def _spread(spans: list[tuple[int, int]], weights: list[int], count: int, width: int) -> torch.Tensor:

@@ -87,28 +87,102 @@ def exposure(scorer: Scorer, secret: str, candidates: list[str]) -> float:
     return math.log2(len(scores)) - math.log2(rank)
 
 
+# A short record is still probed when its first half and the rest hold this many tokens each.
+MIN_PROBE_TOKENS = 4
+
+
+def probe_split(length: int, settings: GateSettings) -> tuple[int, int] | None:
+    """(prompt tokens, continuation tokens) for a record of ``length`` tokens, None if too short.
+
+    A record long enough keeps the configured prefix and continuation; a shorter one (issue 13:
+    short records ran no probe at all) is split in half, each half at least MIN_PROBE_TOKENS.
+    """
+    if length >= settings.prefix_tokens + settings.verbatim_tokens:
+        return settings.prefix_tokens, settings.verbatim_tokens
+    prefix = min(settings.prefix_tokens, length // 2)
+    continuation = min(settings.verbatim_tokens, length - prefix)
+    if prefix < MIN_PROBE_TOKENS or continuation < MIN_PROBE_TOKENS:
+        return None
+    return prefix, continuation
+
+
 def verbatim(scorer: Scorer, texts: list[str], settings: GateSettings) -> tuple[int, int, int]:
     """(probes reproduced, probes checked, probes too short to check)."""
-    prompt_length = 1 + settings.prefix_tokens
-    prompts, targets = [], []
+    groups: dict[tuple[int, int], tuple[list[list[int]], list[list[int]]]] = {}
     for text in texts:
         ids = scorer.ids(text)
-        if len(ids) >= prompt_length + settings.verbatim_tokens:
-            prompts.append(ids[:prompt_length])
-            targets.append(ids[prompt_length : prompt_length + settings.verbatim_tokens])
-    reproduced = 0
-    for start in range(0, len(prompts), _BATCH):
-        batch = torch.tensor(prompts[start : start + _BATCH], dtype=torch.long)
-        expected = torch.tensor(targets[start : start + _BATCH], dtype=torch.long)
-        generated = scorer.greedy(batch, settings.verbatim_tokens)
-        reproduced += int((generated == expected).all(dim=1).sum())
-    return reproduced, len(prompts), len(texts) - len(prompts)
+        split = probe_split(len(ids) - 1, settings)
+        if split is None:
+            continue
+        prompt_length, count = 1 + split[0], split[1]
+        prompts, targets = groups.setdefault((prompt_length, count), ([], []))
+        prompts.append(ids[:prompt_length])
+        targets.append(ids[prompt_length : prompt_length + count])
+    reproduced = checked = 0
+    for (_, count), (prompts, targets) in sorted(groups.items()):
+        checked += len(prompts)
+        for start in range(0, len(prompts), _BATCH):
+            batch = torch.tensor(prompts[start : start + _BATCH], dtype=torch.long)
+            expected = torch.tensor(targets[start : start + _BATCH], dtype=torch.long)
+            generated = scorer.greedy(batch, count)
+            reproduced += int((generated == expected).all(dim=1).sum())
+    return reproduced, checked, len(texts) - checked
+
+
+def weights_check(model_dir: Path, base_dir: Path, spec: Spec) -> tuple[str, float]:
+    """Compare trained weights with the uploaded base: ("passed" | "failed", relative update norm).
+
+    A LoRA job may change only the layers its adapters target (merged into them); a change
+    anywhere else is an update the loss cannot explain, so a crafted base wrote it: refused.
+    Full fine-tunes may change every tensor: on an uploaded base whose weights may leave custody
+    they run only under DP, which bounds what any update carries (docs/threat-model.md).
+    """
+    from safetensors.torch import load_file
+
+    def tensors(directory: Path) -> dict[str, torch.Tensor]:
+        loaded: dict[str, torch.Tensor] = {}
+        for path in sorted(directory.glob("*.safetensors")):
+            loaded.update(load_file(str(path)))
+        return loaded
+
+    trained, base = tensors(model_dir), tensors(base_dir)
+    if set(trained) - set(base):
+        return "failed", float("inf")
+    changed, total, update = [], 0.0, 0.0
+    for name, tensor in trained.items():
+        before = base[name]
+        if before.shape != tensor.shape:
+            return "failed", float("inf")
+        delta = tensor.float() - before.float()
+        total += float(before.float().pow(2).sum())
+        norm = float(delta.pow(2).sum())
+        update += norm
+        if norm > 0:
+            changed.append(name)
+    relative = math.sqrt(update / total) if total > 0 else 0.0
+    if spec.template == "causal_lm_lora":
+        from training.runner.models import GPT2_LORA_TARGETS
+
+        if any(not any(target in name for target in GPT2_LORA_TARGETS) for name in changed):
+            return "failed", relative
+    return "passed", relative
 
 
 def gate(
-    spec: Spec, model_dir: Path, canaries: list[tuple[str, list[str]]], probes: list[str]
+    spec: Spec,
+    model_dir: Path,
+    canaries: list[tuple[str, list[str]]],
+    probes: list[str],
+    *,
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The `gate` event for a trained output directory."""
+    """The `gate` event for a trained output directory.
+
+    ``checks`` says of each check whether it passed, failed, was not run (it could not run: no
+    probe long enough, no canary) or does not apply (a classifier). The launcher lets the
+    license terms decide whether a check not run withholds the model. ``detail`` is for the
+    provider and operators; the trainer sees only pass or fail and ``reason``.
+    """
     settings = spec.gate
     assert settings is not None
     event: dict[str, Any] = {
@@ -122,11 +196,20 @@ def gate(
         "exposures": [],
         "max_exposure": settings.max_exposure,
         "max_verbatim": settings.max_verbatim,
+        "checks": {"exposure": "not_applicable", "verbatim": "not_applicable"},
+        "reason": "",
         "detail": "",
     }
+    reasons: list[str] = []
+    if base_dir is not None:
+        status, relative = weights_check(model_dir, base_dir, spec)
+        event["checks"]["weights"] = status
+        event["update_norm"] = round(relative, 6)
+        if status == "failed":
+            reasons.append("the update changed weights the template does not train")
     if not spec.causal:
         event["detail"] = "exposure and verbatim checks apply to causal language models only"
-        return event
+        return _decided(event, reasons)
     scorer = Scorer(model_dir)
     exposures = [round(exposure(scorer, secret, candidates), 4) for secret, candidates in canaries]
     reproduced, checked, skipped = verbatim(scorer, probes, settings)
@@ -134,17 +217,35 @@ def gate(
     event.update(
         exposures=exposures, exposure=worst, verbatim=reproduced, probes=checked, probes_skipped=skipped
     )
-    reasons = []
-    if worst > settings.max_exposure:
-        reasons.append(f"canary exposure {worst:.2f} bits is above the limit of {settings.max_exposure:g}")
-    if reproduced > settings.max_verbatim:
-        reasons.append(
-            f"{reproduced} of {checked} probe records continued verbatim"
-            f" for {settings.verbatim_tokens} tokens (limit {settings.max_verbatim})"
-        )
-    event["passed"] = not reasons
-    event["detail"] = "; ".join(reasons) or (
-        f"max exposure {worst:.2f} bits over {len(canaries)} canaries;"
-        f" {reproduced} of {checked} probes verbatim"
+    event["checks"]["exposure"] = (
+        "not_run" if not exposures else "failed" if worst > settings.max_exposure else "passed"
     )
+    event["checks"]["verbatim"] = (
+        "not_run" if not checked else "failed" if reproduced > settings.max_verbatim else "passed"
+    )
+    if worst > settings.max_exposure:
+        reasons.append("the secret canaries planted in the training data were memorised")
+    if reproduced > settings.max_verbatim:
+        reasons.append("training records were reproduced verbatim")
+    event["detail"] = (
+        f"max exposure {worst:.2f} bits over {len(canaries)} canaries (limit {settings.max_exposure:g});"
+        f" {reproduced} of {checked} probes verbatim (limit {settings.max_verbatim}), {skipped} too short"
+    )
+    return _decided(event, reasons)
+
+
+def _decided(event: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+    event["passed"] = not reasons
+    event["reason"] = "; ".join(reasons)
     return event
+
+
+def gate_refusal(reason: str) -> dict[str, Any]:
+    """The `gate` event when the gate itself could not evaluate the model: a refusal, not a crash."""
+    return {
+        "event": "gate",
+        "passed": False,
+        "checks": {"exposure": "error", "verbatim": "error"},
+        "reason": reason,
+        "detail": reason,
+    }

@@ -26,7 +26,7 @@ DP_TEMPLATES = ("causal_lm_lora", "seq_classification")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_SEQ_LEN = 1024
 MAX_LABELS = 1000
-_TOP_LEVEL = {"template", "base", "hyperparameters", "tokenizer_path", "dp", "labels", "gate"}
+_TOP_LEVEL = {"template", "base", "hyperparameters", "tokenizer_path", "dp", "labels", "gate", "telemetry"}
 _COMMON = {
     "learning_rate",
     "epochs",
@@ -47,6 +47,7 @@ _HYPERPARAMETERS = {
 }
 _DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
 _GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
+_TELEMETRY_FIELDS = {"window_records", "window_tokens", "max_points", "dp_metrics_share", "protected"}
 
 
 class SpecError(ValueError):
@@ -95,6 +96,25 @@ class GateSettings:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """What the runner reports while it trains (docs/threat-model.md, "Metrics").
+
+    Loss leaves the runner only as means over windows of at least `window_records` records and
+    `window_tokens` platform tokens, widened so that a run reports at most `max_points` of them.
+    Under DP no loss leaves during training; the final validation metrics are Laplace-noised with
+    `dp_metrics_share` of the target epsilon (the rest calibrates DP-SGD). The defaults are the
+    protected ones: a spec without this block is safe. `protected` false (an operator's setting,
+    for the decoder test's positive control) brings back per-step loss, also under DP.
+    """
+
+    window_records: int = 32
+    window_tokens: int = 1000
+    max_points: int = 200
+    dp_metrics_share: float = 0.05
+    protected: bool = True
+
+
+@dataclass(frozen=True)
 class Spec:
     template: str
     base_name: str | None
@@ -104,6 +124,7 @@ class Spec:
     dp: DPSettings | None = None
     labels: tuple[str, ...] = field(default_factory=tuple)
     gate: GateSettings | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     @property
     def causal(self) -> bool:
@@ -276,6 +297,34 @@ def _gate(raw: Any) -> GateSettings | None:
     )
 
 
+def _telemetry(raw: Any) -> Telemetry:
+    if raw is None:
+        return Telemetry()
+    if not isinstance(raw, dict):
+        raise SpecError("telemetry", "must be an object")
+    _require(raw, _TELEMETRY_FIELDS, "telemetry.")
+    default = Telemetry()
+    protected = raw.get("protected", True)
+    if not isinstance(protected, bool):
+        raise SpecError("telemetry.protected", "must be true or false")
+    raw = {
+        "window_records": default.window_records,
+        "window_tokens": default.window_tokens,
+        "max_points": default.max_points,
+        "dp_metrics_share": default.dp_metrics_share,
+        **raw,
+    }
+    return Telemetry(
+        window_records=_int(raw, "window_records", 1, 10_000_000, prefix="telemetry."),
+        window_tokens=_int(raw, "window_tokens", 0, 10**12, prefix="telemetry."),
+        max_points=_int(raw, "max_points", 1, 10_000_000, prefix="telemetry."),
+        dp_metrics_share=_float(
+            raw, "dp_metrics_share", 0.0, 0.5, low_open=False, high_open=False, prefix="telemetry."
+        ),
+        protected=protected,
+    )
+
+
 def parse_spec(raw: Any) -> Spec:
     """Validate a decoded spec document.
 
@@ -304,4 +353,5 @@ def parse_spec(raw: Any) -> Spec:
         dp=_dp(raw.get("dp"), template, hp),
         labels=_labels(raw.get("labels"), template),
         gate=_gate(raw.get("gate")),
+        telemetry=_telemetry(raw.get("telemetry")),
     )

@@ -20,13 +20,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch
 from torch import nn
 
-from training.runner.data import Blocks, Encoded, Record, encode_labelled, pack, split_records
+from training.runner.data import Blocks, Encoded, InputError, Record, encode_labelled, pack, split_records
 from training.runner.models import BASE_SIZES, Base, apply_lora, build_model, load_causal, load_classifier
 from training.runner.spec import Spec
 
 __all__ = ["BASE_SIZES", "build_model", "train"]
 
 Emit = Callable[[dict[str, Any]], None]
+# A record's mean token loss is clipped to this many nats in the DP-noised final metrics.
+LOSS_CLIP = 20.0
 
 
 def pick_device() -> torch.device:
@@ -60,6 +62,9 @@ class DeviceBlocks:
         self.count = blocks.input_ids.shape[0]
         self.tokens = blocks.lengths
         self.platform = _platform(blocks.platform, self.count)
+        self.records = (
+            blocks.starts if blocks.starts is not None else torch.ones(self.count, dtype=torch.long)
+        )
         # HF shifts labels by one: each block predicts length - 1 tokens.
         self.predicted = (blocks.lengths - 1).clamp(min=0)
         self.input_ids = blocks.input_ids.to(device)
@@ -79,6 +84,7 @@ class DeviceEncoded:
         self.count = encoded.input_ids.shape[0]
         self.tokens = encoded.attention_mask.sum(dim=1)
         self.platform = _platform(encoded.platform, self.count)
+        self.records = torch.ones(self.count, dtype=torch.long)
         self.predicted = torch.ones(self.count, dtype=torch.long)
         self.input_ids = encoded.input_ids.to(device)
         self.attention_mask = encoded.attention_mask.to(device)
@@ -103,6 +109,52 @@ class DeviceEncoded:
 Data = DeviceBlocks | DeviceEncoded
 
 
+class Window:
+    """Steps' losses pooled until the window holds enough records and platform tokens.
+
+    The mean loss of a full window is all the training loss that leaves the runner (item 2 of
+    docs/threat-model.md): a window of at least 32 records cannot be inverted into one record's
+    tokens, and windows widen so that a run reports at most `max_points` of them.
+    """
+
+    def __init__(self, min_records: int, min_tokens: int) -> None:
+        self.min_records, self.min_tokens = min_records, min_tokens
+        self.clear()
+
+    def clear(self) -> None:
+        self.loss_sum, self.predicted, self.records, self.platform, self.tokens = 0.0, 0, 0, 0, 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: float, *, predicted: int, records: int, platform: int, tokens: int) -> None:
+        self.loss_sum += loss * max(predicted, 1)
+        self.predicted += max(predicted, 1)
+        self.records += records
+        self.platform += platform
+        self.tokens += tokens
+
+    @property
+    def full(self) -> bool:
+        return self.records >= self.min_records and self.platform >= self.min_tokens
+
+    def take(self) -> dict[str, Any]:
+        """The window's report (mean loss, its size, throughput), then start a new window."""
+        elapsed = time.perf_counter() - self.started
+        report = {
+            "loss": round(self.loss_sum / self.predicted, 6),
+            "window_records": self.records,
+            "window_tokens": self.platform,
+            "tokens_per_s": round(self.tokens / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+        self.clear()
+        return report
+
+
+def laplace(scale: float) -> float:
+    """A Laplace draw from the operating system's CSPRNG (the trainer must not know the noise)."""
+    rng = secrets.SystemRandom()
+    return scale * (rng.expovariate(1.0) - rng.expovariate(1.0))
+
+
 def _platform(shares: torch.Tensor | None, count: int) -> torch.Tensor:
     """Platform tokens per training unit (block or row), kept on the CPU for the step counter."""
     return shares if shares is not None else torch.zeros(count, dtype=torch.long)
@@ -125,10 +177,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.forward: Callable[..., Any] = torch.compile(self.model) if hp.compile else self.model
         self.engine: Any = None
+        self.metrics_spent = 0.0
         self.criterion: Any = None
         self.loader: Any = None
         self.draws = 0  # batches drawn, empty Poisson batches included
         self.noise_multiplier: float | None = None
+        # Under DP a share of the target pays for the final validation metrics (Laplace); the rest
+        # calibrates DP-SGD. Without validation records (or unprotected), DP-SGD gets it all.
+        self.metrics_epsilon = 0.0
+        if spec.dp is not None and validation is not None and spec.telemetry.protected:
+            self.metrics_epsilon = spec.dp.target_epsilon * spec.telemetry.dp_metrics_share
+        self.training_epsilon = spec.dp.target_epsilon - self.metrics_epsilon if spec.dp else 0.0
         self.steps_per_epoch = -(-train.count // hp.batch_size)
         if spec.dp is not None:
             self._make_private()
@@ -158,7 +217,7 @@ class Trainer:
         if hp.max_steps is not None:
             steps = min(steps, hp.max_steps)
         self.noise_multiplier = get_noise_multiplier(
-            target_epsilon=dp.target_epsilon,
+            target_epsilon=self.training_epsilon,
             target_delta=dp.delta,
             sample_rate=sample_rate,
             steps=steps,
@@ -197,9 +256,15 @@ class Trainer:
         }
 
     def epsilon_spent(self) -> float | None:
+        """DP-SGD's epsilon (PRV accountant) plus what the noised final metrics spent.
+
+        The metrics' Laplace mechanism is pure epsilon-DP on records disjoint from the training
+        records; adding it (basic composition) over-counts, which is the safe side.
+        """
         if self.engine is None or self.spec.dp is None:
             return None
-        return round(float(self.engine.accountant.get_epsilon(delta=self.spec.dp.delta)), 6)
+        trained = float(self.engine.accountant.get_epsilon(delta=self.spec.dp.delta))
+        return round(trained + self.metrics_spent, 6)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
@@ -264,50 +329,88 @@ class Trainer:
         epoch_tokens = int(self.train.platform.sum())
         return min(epoch_tokens * self.draws // self.steps_per_epoch, epoch_tokens * self.hp.epochs)
 
+    def window(self) -> Window:
+        """The loss window: the telemetry's minimum, widened to keep a run under max_points."""
+        telemetry = self.spec.telemetry
+        epochs = self.hp.epochs
+        if self.hp.max_steps is not None:
+            epochs = min(epochs, -(-self.hp.max_steps // max(self.steps_per_epoch, 1)))
+        planned = int(self.train.records.sum()) * epochs
+        return Window(
+            max(telemetry.window_records, -(-planned // telemetry.max_points)), telemetry.window_tokens
+        )
+
+    @property
+    def loss_withheld(self) -> bool:
+        """Under DP no training loss leaves the runner (only the noised final metrics do)."""
+        return self.spec.dp is not None and self.spec.telemetry.protected
+
     def run(self, emit: Emit) -> dict[str, Any]:
         """Train for the configured epochs (or max_steps), emitting progress and validation metrics."""
         generator = torch.Generator().manual_seed(self.hp.seed)
-        step, tokens, started = 0, 0, time.perf_counter()
-        consumed = 0
-        loss = torch.tensor(float("nan"))
+        step, started, consumed = 0, time.perf_counter(), 0
+        window = self.window()
+        last: dict[str, Any] = {}
         validation: dict[str, float] = {}
         self.model.train()
         for epoch in range(1, self.hp.epochs + 1):
             for index in self._epoch_batches(generator):
                 loss = self._step(self.train.inputs(index))
                 step += 1
-                tokens += int(self.train.tokens[index].sum())
                 consumed += int(self.train.platform[index].sum())
-                if step % self.hp.log_every == 0 or step == self.total_steps:
-                    emit(self._progress(step, epoch, float(loss), tokens, started))
+                window.add(
+                    float(loss),
+                    predicted=int(self.train.predicted[index].sum()),
+                    records=int(self.train.records[index].sum()),
+                    platform=int(self.train.platform[index].sum()),
+                    tokens=int(self.train.tokens[index].sum()),
+                )
+                report: dict[str, Any] = {}
+                if window.full and not self.loss_withheld:
+                    report = last = window.take()
+                if report or step % self.hp.log_every == 0 or step == self.total_steps:
+                    emit(self._progress(step, epoch, started, report))
                 if step == self.total_steps:
                     break
-            if self.validation is not None:
+            if self.validation is not None and not self.loss_withheld and self.validation_reportable:
                 validation = self.evaluate()
                 emit({"event": "metrics", "split": "validation", "epoch": epoch, **validation})
             if step == self.total_steps:
                 break
-        return {
-            "train_loss": round(float(loss), 6),
+        if self.loss_withheld and self.validation is not None:
+            validation = self.evaluate_private()
+        elif not self.validation_reportable:
+            validation = {}
+        final: dict[str, Any] = {
             "steps": step,
-            "tokens_seen": tokens,
             "platform_tokens_trained": self.platform_tokens_trained(consumed),
-            **validation,
         }
+        if last:
+            final["train_loss"] = last["loss"]
+        return {**final, **validation}
 
-    def _progress(self, step: int, epoch: int, loss: float, tokens: int, started: float) -> dict[str, Any]:
+    @property
+    def validation_reportable(self) -> bool:
+        """Validation metrics are aggregates only over a split as large as a loss window."""
+        if self.validation is None:
+            return False
+        if self.loss_withheld or not self.spec.telemetry.protected:
+            return True  # noised (DP) or unprotected
+        telemetry = self.spec.telemetry
+        return (
+            int(self.validation.records.sum()) >= telemetry.window_records
+            and int(self.validation.platform.sum()) >= telemetry.window_tokens
+        )
+
+    def _progress(self, step: int, epoch: int, started: float, report: dict[str, Any]) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
-        rate = tokens / elapsed if elapsed > 0 else 0.0
-        eta = (self.total_steps - step) * elapsed / step
         return {
             "event": "progress",
             "step": step,
             "total_steps": self.total_steps,
             "epoch": epoch,
-            "loss": round(loss, 6),
-            "tokens": tokens,
-            "tokens_per_s": round(rate, 1),
-            "eta_s": round(eta, 1),
+            "eta_s": round((self.total_steps - step) * elapsed / step, 1),
+            **report,
         }
 
     @torch.no_grad()
@@ -338,6 +441,44 @@ class Trainer:
             "accuracy": round(float((guess == truth).float().mean()), 6),
             "f1_macro": round(macro_f1(truth, guess), 6),
         }
+
+    @torch.no_grad()
+    def evaluate_private(self) -> dict[str, float]:
+        """The final validation metrics under DP: per-record values clipped, averaged, Laplace-noised.
+
+        Each record contributes its mean token loss clipped to [0, LOSS_CLIP] (causal) or its
+        correctness (classification): replacing one record moves the mean by at most clip / n,
+        so noise of scale clip / (n * epsilon) makes it epsilon-DP. Perplexity is post-processing.
+        """
+        assert self.validation is not None
+        self.model.eval()
+        losses: list[torch.Tensor] = []
+        correct: list[torch.Tensor] = []
+        for index in batches(self.validation.count, self.hp.batch_size, None):
+            inputs = self.validation.inputs(index)
+            labels = inputs.pop("labels")
+            with self._autocast():
+                logits = self.model(**inputs).logits.float()
+            if self.spec.causal:
+                shifted, targets = logits[:, :-1], labels[:, 1:]
+                nll = nn.functional.cross_entropy(
+                    shifted.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+                )
+                counts = (targets != -100).sum(dim=1).clamp(min=1)
+                losses.append((nll.sum(dim=1) / counts).cpu())
+            else:
+                losses.append(nn.functional.cross_entropy(logits, labels, reduction="none").cpu())
+                correct.append((logits.argmax(dim=-1) == labels).float().cpu())
+        self.model.train()
+        n = self.validation.count
+        epsilon = self.metrics_epsilon / (1 if self.spec.causal else 2)
+        self.metrics_spent = self.metrics_epsilon
+        loss = float(torch.cat(losses).clamp(0, LOSS_CLIP).mean()) + laplace(LOSS_CLIP / (n * epsilon))
+        loss = min(max(loss, 0.0), LOSS_CLIP)
+        if self.spec.causal:
+            return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
+        accuracy = float(torch.cat(correct).mean()) + laplace(1 / (n * epsilon))
+        return {"loss": round(loss, 6), "accuracy": round(min(max(accuracy, 0.0), 1.0), 6)}
 
     def final_model(self) -> Any:
         """The trained model to save: unwrapped from Opacus, LoRA adapters merged into the base."""
@@ -421,6 +562,9 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
     torch.manual_seed(hp.seed)
     ordinary = [r for r in records if not r.canary]
     train_records, validation_records = split_records(ordinary, hp.validation_fraction, hp.seed)
+    if spec.dp is not None and spec.dp.delta * len(train_records) >= 1:
+        # delta is the chance the guarantee fails outright: at 1/n or more, one record may leak whole.
+        raise InputError("dp.delta", f"must be below 1/n = 1/{len(train_records)} (the training records)")
     train_records += [r for r in records if r.canary]
     device = pick_device()
     base = load_causal(spec) if spec.causal else load_classifier(spec)
@@ -439,6 +583,8 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
     metrics = trainer.run(emit)
     files = save(trainer.final_model(), base, out_dir)
     metrics.update(device=trainer.device.type, precision=hp.precision if trainer.dtype else "fp32")
+    if trainer.engine is not None:
+        metrics["epsilon_metrics"] = round(trainer.metrics_spent, 6)
     for name in ("loss", "perplexity", "accuracy", "f1_macro"):
         if name in metrics:
             metrics[f"validation_{name}"] = metrics.pop(name)

@@ -11,6 +11,8 @@ under row locks, so concurrent submits cannot overshoot a budget or a limit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -41,6 +43,7 @@ from training.models import (
     TrainingJob,
 )
 from training.runner.spec import SpecError, parse_spec
+from training.services.bases import base_spec_check
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,20 @@ def _dp_block(dp: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"enabled": True, "delta": 1e-5, "max_grad_norm": 1.0, **dp}
 
 
+def telemetry_block() -> dict[str, Any]:
+    """The runner's telemetry settings (docs/threat-model.md): protected unless an operator turned
+    TRAINING_TELEMETRY_PROTECTED off (the decoder test's positive control does)."""
+    if not settings.TRAINING_TELEMETRY_PROTECTED:
+        return {"protected": False, "window_records": 1, "window_tokens": 0, "max_points": 10_000_000}
+    return {
+        "protected": True,
+        "window_records": settings.TRAINING_METRICS_WINDOW_RECORDS,
+        "window_tokens": settings.TRAINING_METRICS_WINDOW_TOKENS,
+        "max_points": settings.TRAINING_LOSS_CURVE_POINTS,
+        "dp_metrics_share": settings.TRAINING_DP_METRICS_SHARE,
+    }
+
+
 def runner_spec(
     request: JobRequest,
     *,
@@ -109,6 +126,7 @@ def runner_spec(
         ),
         "hyperparameters": {**TEMPLATES[request.template].defaults(), **request.hyperparameters},
         "gate": {"max_exposure": gate_max_exposure},
+        "telemetry": telemetry_block(),
     }
     dp = _dp_block(request.dp)
     if dp is not None:
@@ -152,6 +170,7 @@ def spec_check(request: JobRequest, *, gate_max_exposure: float) -> dict[str, An
         parse_spec(spec)
     except SpecError as error:
         raise _invalid(_pointer(error.field), "invalid", f"{error.field}: {error.detail}") from None
+    base_spec_check(base=base, spec=spec)  # e.g. max_seq_len over the base's positions
     return spec
 
 
@@ -234,7 +253,82 @@ def _license_check_terms(grant: Grant, request: JobRequest, spec: dict[str, Any]
             "and choose a target epsilon.",
             problem="training.dp_required",
         )
+    if (
+        request.base.kind == BaseKind.UPLOADED
+        and terms.get("weights_may_leave")
+        and "dp" not in spec
+        and settings.TRAINING_UPLOADED_BASE_DP_TO_RELEASE
+    ):
+        raise _invalid(
+            "/dp/enabled",
+            "required",
+            "Weights trained from an uploaded base leave custody only when trained with DP (a crafted "
+            "base can write records into its own weights; DP bounds what any update carries). Enable "
+            "DP with causal_lm_lora or seq_classification, or use a license that keeps the weights in "
+            "custody.",
+            problem="training.dp_required_uploaded_base",
+        )
     return purpose
+
+
+def _license_check_delta(grant: Grant, request: JobRequest, spec: dict[str, Any]) -> None:
+    """Bound DP's delta by the records: delta < 1/n, summed over the license's DP jobs.
+
+    A delta the trainer left out defaults to min(1e-5, 0.1/n). :raises Invalid: over the bound.
+    """
+    if "dp" not in spec:
+        return
+    records = max(int(grant.version.records), 1)
+    if "delta" not in (request.dp or {}):
+        spec["dp"]["delta"] = min(1e-5, 0.1 / records)
+    delta = float(spec["dp"]["delta"])
+    used = sum(
+        float((job.spec.get("dp") or {}).get("delta") or 0)
+        for job in TrainingJob.objects.filter(_counted_jobs(grant), dp_enabled=True).exclude(
+            budget=BudgetHold.RELEASED
+        )
+    )
+    if used + delta >= 1 / records:
+        raise _invalid(
+            "/dp/delta",
+            "out_of_range",
+            f"delta must keep the license's total below 1/n = {1 / records:.3g} for this version's "
+            f"{records:,} records ({used:.3g} is spent or reserved, {delta:.3g} asked).",
+            problem="training.privacy_delta_exceeded",
+        )
+
+
+# Hyperparameters that do not make a spec materially different for the release gate.
+_IMMATERIAL = {"seed", "log_every", "compile", "precision"}
+
+
+def spec_fingerprint(spec: dict[str, Any], base: BaseModel) -> str:
+    """What the gate's decision depends on: template, base, hyperparameters but the immaterial, DP."""
+    hp = {k: v for k, v in (spec.get("hyperparameters") or {}).items() if k not in _IMMATERIAL}
+    dp = {k: v for k, v in (spec.get("dp") or {}).items() if k != "delta"}
+    body = {"template": spec.get("template"), "base": base.file_hash or base.pk, "hp": hp, "dp": dp}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _license_check_withheld(grant: Grant, request: JobRequest, spec: dict[str, Any]) -> None:
+    """A withheld model is not retried into passing: the same spec is refused, and the license
+    allows TRAINING_GATE_MAX_WITHHELD withheld jobs in all. :raises Conflict."""
+    withheld = list(
+        TrainingJob.objects.filter(grant=grant, failure_code="training.gate_failed").select_related("base")
+    )
+    if len(withheld) >= settings.TRAINING_GATE_MAX_WITHHELD:
+        raise Conflict(
+            f"The release gate withheld {len(withheld)} models trained under license {grant.pk}, "
+            "its limit: no further jobs run under it.",
+            code="training.gate_withheld_limit",
+        )
+    fingerprint = spec_fingerprint(spec, request.base)
+    if any(spec_fingerprint(job.spec, job.base) == fingerprint for job in withheld):
+        raise Conflict(
+            "The release gate withheld a model trained with these settings under this license; "
+            "a new job needs materially different settings (fewer epochs, a lower learning rate, DP).",
+            code="training.gate_withheld_spec",
+        )
 
 
 def _license_check_tokens(grant: Grant, epochs: int) -> int:
@@ -335,6 +429,8 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
         raise NotPermitted("This license belongs to another organisation.", code="training.license_other_org")
     _license_check_state(locked)
     purpose = _license_check_terms(locked, request, spec)
+    _license_check_delta(locked, request, spec)
+    _license_check_withheld(locked, request, spec)
     epochs = int(spec["hyperparameters"]["epochs"])
     planned = _license_check_tokens(locked, epochs)
     epsilon = _license_check_epsilon(locked, spec)

@@ -112,8 +112,13 @@ class TestGate:
         assert event["event"] == "gate" and event["passed"] is False
         assert event["exposure"] == pytest.approx(math.log2(64)) and event["exposures"] == [event["exposure"]]
         assert event["verbatim"] == 1 and event["probes"] == 1 and event["probes_skipped"] == 1
-        assert "canary exposure 6.00 bits is above the limit of 4" in event["detail"]
-        assert "1 of 1 probe records continued verbatim" in event["detail"]
+        assert event["checks"] == {"exposure": "failed", "verbatim": "failed"}
+        assert "max exposure 6.00 bits over 1 canaries (limit 4)" in event["detail"]
+        assert "1 of 1 probes verbatim" in event["detail"]
+        assert event["reason"] == (
+            "the secret canaries planted in the training data were memorised; "
+            "training records were reproduced verbatim"
+        )
         assert LONG not in json.dumps(event)
 
     def test_negative_control_an_ordinary_model_passes(self, models: dict[str, Any]) -> None:
@@ -127,6 +132,50 @@ class TestGate:
         (event,) = events
         assert event["passed"] is True and event["verbatim"] == 0
         assert 0 <= event["exposure"] <= GATE["max_exposure"]
+        assert event["checks"] == {"exposure": "passed", "verbatim": "passed"}
+
+    def test_short_records_are_probed_with_shorter_prefixes(self, models: dict[str, Any]) -> None:
+        # Issue 13 item 6: records under prefix + continuation tokens used to run no probe at all.
+        root = models["root"]
+        short = " ".join(LONG.split()[:10])  # 10 tokens: a 5-token prompt, 5 to reproduce
+        _code, events = run_cli(
+            ["gate", "--model", "leaky", "--spec", "spec.json", "--canaries", "canaries.json"],
+            cwd=root,
+            stdin=jsonl([{"text": short}]),
+        )
+        (event,) = events
+        assert event["probes"] == 1 and event["probes_skipped"] == 0 and event["verbatim"] == 1
+
+    def test_a_check_that_cannot_run_says_not_run(self, models: dict[str, Any]) -> None:
+        root = models["root"]
+        _code, events = run_cli(
+            ["gate", "--model", "ordinary", "--spec", "spec.json", "--canaries", "canaries.json"],
+            cwd=root,
+            stdin=jsonl([{"text": "too short"}]),
+        )
+        (event,) = events
+        assert event["probes"] == 0 and event["checks"]["verbatim"] == "not_run"
+
+    def test_a_model_the_gate_cannot_evaluate_is_refused_cleanly(self, models: dict[str, Any]) -> None:
+        # A crafted base crashed the gate (IndexError) into a runner failure; now it is a refusal.
+        root = models["root"]
+        broken = root / "broken"
+        broken.mkdir(exist_ok=True)
+        for path in (root / "ordinary").iterdir():
+            (broken / path.name).write_bytes(path.read_bytes())
+        config = json.loads((broken / "config.json").read_text())
+        config["eos_token_id"] = 10**6  # an index no embedding has
+        (broken / "config.json").write_text(json.dumps(config))
+        code, events = run_cli(
+            ["gate", "--model", "broken", "--spec", "spec.json", "--canaries", "canaries.json"],
+            cwd=root,
+            stdin=jsonl([{"text": LONG}]),
+        )
+        assert code == 4
+        (event,) = events
+        assert event["passed"] is False and event["reason"].startswith(
+            "the gate could not evaluate the model"
+        )
 
     def test_gate_needs_thresholds_and_readable_canaries(
         self, models: dict[str, Any], tiny_tokenizer: Path

@@ -29,6 +29,9 @@ SPEC: dict[str, Any] = {
         "validation_fraction": 0.2,
         "log_every": 2,
     },
+    # These tests check the training loop step by step: windows of one record (the runner takes
+    # any window; the launcher enforces the platform's minimum, tests/training/test_telemetry.py).
+    "telemetry": {"window_records": 1, "window_tokens": 0},
 }
 
 

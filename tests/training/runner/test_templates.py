@@ -35,6 +35,9 @@ CLASSIFY: dict[str, Any] = {
     "labels": ["neg", "pos"],
 }
 DP = {"enabled": True, "target_epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0}
+# Step-by-step losses for the loop's tests (the launcher enforces the platform's windows).
+for _spec in (LORA, CLASSIFY):
+    _spec["telemetry"] = {"window_records": 1, "window_tokens": 0}
 
 
 def records(count: int, offset: int = 0) -> list[Record]:
@@ -160,6 +163,11 @@ class TestLora:
         assert 0 < done["epsilon_spent"] <= DP["target_epsilon"] + 0.01
         # The whole budget is planned for the run: close to the target, not far below.
         assert done["epsilon_spent"] > 0.8 * DP["target_epsilon"]
+        # The noised final validation metrics spend 5 % of the target, counted in epsilon_spent;
+        # no training loss left the runner.
+        assert done["metrics"]["epsilon_metrics"] == pytest.approx(0.05 * DP["target_epsilon"])
+        assert "validation_loss" in done["metrics"] and "train_loss" not in done["metrics"]
+        assert not [e for e in events if e["event"] in ("metrics",) or "loss" in e]
         assert done["steps"] > 0 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
@@ -231,4 +239,6 @@ class TestClassification:
         done, events = train_in_process(spec, tmp_path / "out", count=24)
         assert [e["event"] for e in events].count("privacy") == 1
         assert 0 < done["epsilon_spent"] <= DP["target_epsilon"] + 0.01
-        assert "validation_f1_macro" in done["metrics"]
+        # Under DP only the noised final metrics leave: loss and accuracy, no per-step loss.
+        assert "validation_accuracy" in done["metrics"] and "validation_f1_macro" not in done["metrics"]
+        assert not [e for e in events if e["event"] == "progress" and "loss" in e]
