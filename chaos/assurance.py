@@ -7,7 +7,12 @@ corpus, the API fuzzing, the crash drills and every other test marked
 written whether or not the run passed, and says which; the exit status is
 pytest's.
 
-    python chaos/assurance.py [pytest arguments...]
+The figures stand for a commit, so the script refuses a working tree with
+uncommitted changes (tracked or untracked, ``.gitignore`` aside) before it runs
+anything. ``--allow-dirty`` runs anyway and marks the page at its top, naming
+the changed paths.
+
+    python chaos/assurance.py [--allow-dirty] [pytest arguments...]
     python chaos/assurance.py --report-only   # rewrite the page from the last figures
 """
 
@@ -18,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +32,42 @@ FIGURES = ROOT / "var" / "test-output" / "proving"
 PAGE = ROOT / "docs" / "assurance.md"
 
 
-def git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+def git(*args: str, root: Path = ROOT) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
     return result.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The commit the figures come from, and what differs from it in the working tree."""
+
+    commit: str
+    changed: list[str]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed) or self.commit == "unknown"
+
+
+def tree_state(root: Path = ROOT) -> Tree:
+    commit = git("rev-parse", "HEAD", root=root) or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=all", root=root)
+    # "XY path" lines; git() strips the first line's leading blank, so split rather than slice.
+    return Tree(commit, [line.split(None, 1)[-1] for line in status.splitlines() if line.strip()])
+
+
+def dirty_banner(tree: Tree) -> list[str]:
+    """The warning a page written from a dirty tree opens with (nothing for a clean one)."""
+    if not tree.dirty:
+        return []
+    shown = ", ".join(f"`{path}`" for path in tree.changed[:20])
+    more = f" and {len(tree.changed) - 20} more" if len(tree.changed) > 20 else ""
+    return [
+        "> **WARNING: NOT FROM A CLEAN COMMIT.** These figures were produced from a working tree",
+        f"> that differs from commit `{tree.commit}`: {shown or 'no commit found'}{more}.",
+        "> They do not describe any commit; rerun `make proof` on a clean checkout.",
+        "",
+    ]
 
 
 def run_proofs(extra: list[str]) -> tuple[int, float]:
@@ -136,9 +175,8 @@ def _exposure_section() -> list[str]:
     return rows or ["| not run | | | | | | |"]
 
 
-def write_page(status: int | None, seconds: float | None) -> None:
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+def write_page(status: int | None, seconds: float | None, tree: Tree, page: Path = PAGE) -> None:
+    dirty = " (with uncommitted changes)" if tree.dirty else ""
     if status is None:
         verdict = "not run by this script (--report-only): the figures are the latest proving-test runs"
     else:
@@ -147,11 +185,12 @@ def write_page(status: int | None, seconds: float | None) -> None:
     lines = [
         "# Assurance figures",
         "",
+        *dirty_banner(tree),
         "Written by `chaos/assurance.py` (`make proof`); do not edit by hand. The drills",
         "are described in `chaos/README.md`, the threats they answer in `docs/threat-model.md`.",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Commit: `{commit}`{dirty}",
+        f"- Commit: `{tree.commit}`{dirty}",
         f"- `pytest -m proof`: {verdict}{took}",
         "",
         "## Hostile uploads",
@@ -197,16 +236,28 @@ def write_page(status: int | None, seconds: float | None) -> None:
         *_exposure_section(),
         "",
     ]
-    PAGE.write_text("\n".join(lines))
-    print(f"wrote {PAGE.relative_to(ROOT)}")
+    page.write_text("\n".join(lines))
+    print(f"wrote {page}")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], root: Path = ROOT) -> int:
+    allow_dirty = "--allow-dirty" in argv
+    argv = [arg for arg in argv if arg != "--allow-dirty"]
+    tree = tree_state(root)
+    if tree.dirty and not allow_dirty:
+        print(
+            f"refusing: the working tree differs from commit {tree.commit} "
+            f"({', '.join(tree.changed[:10]) or 'no commit'}); commit or stash first, "
+            "or pass --allow-dirty to write a page marked as such",
+            file=sys.stderr,
+        )
+        return 2
+    page = root / "docs" / "assurance.md"
     if argv[:1] == ["--report-only"]:
-        write_page(None, None)
+        write_page(None, None, tree, page)
         return 0
     status, seconds = run_proofs(argv)
-    write_page(status, seconds)
+    write_page(status, seconds, tree, page)
     return status
 
 

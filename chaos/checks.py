@@ -8,7 +8,9 @@ finds as plain sentences, so an empty list means the promise held (DESIGN.md,
 
 - ``upload``: ``version`` (id) and ``records`` (how many the upload held);
 - ``job_submit``: ``job`` (id);
-- ``usage``: ``usage`` (custody usage record id).
+- ``usage``: ``usage`` (custody usage record id);
+- ``takedown``: ``version`` (id), and the ``listings``, ``orders`` (pending)
+  and ``licenses`` (active) it had when it was taken down.
 
 The ledger and audit checkers need no history (they check the whole
 database) and take it only so that every checker is called alike.
@@ -25,10 +27,24 @@ from django.db.models import Sum
 
 from chaos.history import Event
 from common.audit_verify import audit_verify
+from common.models import AuditEvent, Notification, WorkItem, WorkState
 from custody import services as custody
 from custody.models import DatasetVersion, GrantPurpose, UsageKind, UsageRecord, VersionState
 from marketplace.ledger import ledger_check
-from marketplace.models import AccountKind, LedgerTransaction, License, Payout, Posting, Settlement
+from marketplace.models import (
+    AccountKind,
+    LedgerTransaction,
+    License,
+    LicenseState,
+    Listing,
+    ListingState,
+    Order,
+    OrderState,
+    Payout,
+    Posting,
+    Settlement,
+)
+from marketplace.services.takedown import TAKEDOWN_KINDS
 from training.launcher import workdirs_of
 from training.models import JobState, TrainingJob
 
@@ -240,6 +256,64 @@ def check_ledger(events: Sequence[Event] = ()) -> list[str]:
     for license_ in License.objects.select_related("order").order_by("pk"):
         problems += _license_problems(license_)
     return problems + _payout_problems()
+
+
+# --- takedown ----------------------------------------------------------------------------------
+
+
+def _audited(action: str, object_id: object) -> int:
+    return AuditEvent.objects.filter(action=action, object_id=str(object_id)).count()
+
+
+def _once(what: str, action: str, object_id: object) -> list[str]:
+    n = _audited(action, object_id)
+    return [] if n == 1 else [f"{what} has {n} {action} audit events, not 1"]
+
+
+def _license_takedown_problems(license_: License) -> list[str]:
+    what = f"license {license_.ref}"
+    if license_.state != LicenseState.REVOKED:
+        return [f"{what} on a taken-down version is {license_.state}, not revoked"]
+    problems = _once(what, "marketplace.license_revoke", license_.ref)
+    if license_.escrow_left != 0:
+        problems.append(f"{what} was revoked with {license_.escrow_left} still in escrow")
+    refunds = LedgerTransaction.objects.filter(
+        kind="escrow.refund", idempotency_key__startswith=f"license:{license_.ref}:refund:"
+    ).count()
+    if refunds != (1 if license_.refunded else 0):
+        problems.append(f"{what} refunded {license_.refunded} in {refunds} ledger refunds")
+    told = Notification.objects.filter(
+        organisation_id=license_.licensee_id, kind="license.revoked", object_id=license_.ref
+    ).count()
+    if told != 1:
+        problems.append(f"{what}: the licensee was told {told} times, not once")
+    return problems
+
+
+def _takedown_problems(ack: Event) -> list[str]:
+    version = DatasetVersion.objects.filter(pk=ack["version"]).first()
+    if version is None or version.state != VersionState.TAKEN_DOWN:
+        return [f"version {ack['version']} was acknowledged taken down and is not"]
+    problems = []
+    for listing in Listing.objects.filter(pk__in=ack.get("listings", [])).order_by("pk"):
+        if listing.state != ListingState.WITHDRAWN:
+            problems.append(f"listing {listing.pk} of taken-down version {version.pk} is {listing.state}")
+        else:
+            problems += _once(f"listing {listing.pk}", "marketplace.listing_withdraw", listing.pk)
+    for order in Order.objects.filter(pk__in=ack.get("orders", [])).order_by("pk"):
+        if order.state == OrderState.PENDING:
+            problems.append(f"order {order.ref} on taken-down version {version.pk} is still pending")
+    for license_ in License.objects.filter(pk__in=ack.get("licenses", [])).order_by("pk"):
+        problems += _license_takedown_problems(license_)
+    return problems
+
+
+def check_takedown(events: Sequence[Event]) -> list[str]:
+    """Every acknowledged takedown withdrew, rejected, refunded and told once, and left no work behind."""
+    problems = [p for ack in acknowledged(events, "takedown") for p in _takedown_problems(ack)]
+    unfinished = WorkItem.objects.filter(kind__in=TAKEDOWN_KINDS).exclude(state=WorkState.DONE)
+    problems += [f"takedown work item {item} did not finish" for item in unfinished.order_by("pk")]
+    return problems
 
 
 # --- the audit log ------------------------------------------------------------------------------

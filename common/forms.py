@@ -15,6 +15,7 @@ from django.conf import settings
 
 from common.exceptions import DomainError
 from common.models import Membership, Role, Scope
+from common.numbers import StrictIntegerField
 
 
 def add_domain_error(form: forms.Form, error: DomainError) -> None:
@@ -109,6 +110,7 @@ SCOPE_HELP: dict[str, str] = {
     Scope.PROVIDE.value: "upload and manage datasets",
     Scope.ORDER.value: "quote and buy licenses",
     Scope.TRAIN.value: "submit and follow fine-tune jobs",
+    Scope.ADMIN.value: "manage members, invitations, webhooks and API tokens (as your role allows)",
 }
 
 
@@ -120,7 +122,7 @@ class TokenCreateForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Viewers may only create read tokens.",
     )
-    expires_in_days = forms.IntegerField()
+    expires_in_days = StrictIntegerField()
 
     def __init__(self, *args: Any, memberships: Iterable[Membership], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -128,7 +130,7 @@ class TokenCreateForm(forms.Form):
         assert isinstance(org_field, forms.TypedChoiceField)
         org_field.choices = [(m.organisation_id, f"{m.organisation.name} ({m.role})") for m in memberships]
         # Built here, not at import, so the limits follow the settings.
-        self.fields["expires_in_days"] = forms.IntegerField(
+        self.fields["expires_in_days"] = StrictIntegerField(
             label="Expires in (days)",
             min_value=1,
             max_value=settings.API_TOKEN_MAX_DAYS,

@@ -15,7 +15,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from common.models import ApiToken, Membership, Organisation, Role
+from common.models import ApiToken, Membership, Organisation, Role, Scope
 
 ROLE_RANK = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3}
 
@@ -64,28 +64,46 @@ def acting_organisation_required(request: Request) -> Organisation:
     return organisation
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Any one of these lets a token act (a change that belongs to no narrower scope: marking
+# notifications read). ``read`` alone never changes anything.
+ANY_WRITE_SCOPE = (Scope.PROVIDE, Scope.ORDER, Scope.TRAIN, Scope.ADMIN)
+
+
 class ScopeRequired(BasePermission):
-    """Token requests need the view's ``required_scope`` (default ``read`` for safe methods)."""
+    """Token requests need the view's ``required_scope(s)``: a scope, or a tuple of which any one will do.
+
+    Safe methods default to ``read``. A method that changes something and
+    declares no scope is refused to every token (a session may still use it),
+    and ``read`` is never enough for one: ``read`` means read.
+    """
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         token = request.auth if isinstance(request.auth, ApiToken) else None
         if token is None:
             return True
-        scope = _required_scope(request, view)
-        if scope and not token.has_scope(scope):
-            raise Forbidden(f"This API token lacks the '{scope}' scope.", "common.token_scope_missing")
+        needed = _required_scopes(request, view)
+        # A method the view lacks is left to answer 405.
+        if request.method not in SAFE_METHODS and hasattr(view, str(request.method).lower()):
+            needed = tuple(scope for scope in needed if scope != Scope.READ)
+            if not needed:
+                raise Forbidden(
+                    "API tokens may not do this; sign in to the portal instead.", "common.token_scope_missing"
+                )
+        if needed and not any(token.has_scope(scope) for scope in needed):
+            names = "' or '".join(needed)
+            raise Forbidden(f"This API token lacks the '{names}' scope.", "common.token_scope_missing")
         return True
 
 
-def _required_scope(request: Request, view: APIView) -> str | None:
+def _required_scopes(request: Request, view: APIView) -> tuple[str, ...]:
     scopes: Any = getattr(view, "required_scopes", None)
-    if isinstance(scopes, dict):
-        found: str | None = scopes.get(request.method)
-        return found
-    scope: str | None = getattr(view, "required_scope", None)
-    if scope is None and request.method in ("GET", "HEAD", "OPTIONS"):
-        return "read"
-    return scope
+    declared: Any = (
+        scopes.get(request.method) if isinstance(scopes, dict) else getattr(view, "required_scope", None)
+    )
+    if declared is None:
+        return (Scope.READ,) if request.method in SAFE_METHODS else ()
+    return tuple(declared) if isinstance(declared, tuple) else (declared,)
 
 
 class OrgRoleRequired(BasePermission):

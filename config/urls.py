@@ -24,5 +24,6 @@ urlpatterns = [
     path("", include("common.urls")),
 ]
 
+handler400 = "common.views.bad_request"
 handler404 = "common.views.page_not_found"
 handler500 = "common.views.server_error"

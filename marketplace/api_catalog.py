@@ -20,9 +20,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api.fields import IdField, StrictIntegerField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import FieldError
 from common.models import Organisation, Role, Scope
+from common.numbers import parse_integer
 from common.permissions import acting_organisation
 from custody.selectors import version_get_for_org
 from marketplace import selectors_catalog as selectors
@@ -167,7 +169,7 @@ class ListingQuerySerializer(serializers.Serializer):
     tag = serializers.CharField(required=False, allow_blank=True, max_length=100)
     language = serializers.CharField(required=False, allow_blank=True, max_length=35)
     price_model = serializers.ChoiceField(choices=PriceModel.choices, required=False, allow_blank=True)
-    provider = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    provider = IdField(required=False)
     mine = serializers.BooleanField(required=False, default=False)
 
 
@@ -179,7 +181,7 @@ class ListingListCreateApi(SealroomListApi):
     problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
-        version_id = serializers.IntegerField()
+        version_id = IdField()
         title = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True)
         domain_tags = serializers.ListField(child=serializers.CharField(), required=False)
@@ -360,7 +362,7 @@ class PreviewPickApi(SealroomApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        record_ids = serializers.ListField(child=serializers.IntegerField(min_value=0), max_length=50)
+        record_ids = serializers.ListField(child=StrictIntegerField(min_value=0), max_length=50)
 
     @extend_schema(request=InputSerializer, responses=ListingSerializer, summary="Pick the preview records")
     def put(self, request: Request, listing_id: int) -> Response:
@@ -452,15 +454,14 @@ def _usage_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None
-    assert raw is not None
-    try:
-        return int(raw)
-    except ValueError:
+    value = parse_integer(raw)
+    if value is None:
         raise QuoteInvalid(
-            f"{name} must be an integer.",
+            f"{name} must be an integer (ASCII digits).",
             code=f"marketplace.quote_{name}_invalid",
             errors=[{"pointer": f"/{name}", "code": "invalid", "detail": "Expected an integer."}],
-        ) from None
+        )
+    return value
 
 
 class OfferQuoteApi(SealroomApi):

@@ -13,10 +13,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.fields import AmountField, IdField, StrictIntegerField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exports import csv_response
 from common.models import Organisation, Role, Scope
-from common.permissions import PlatformStaffRequired
+from common.permissions import PlatformStaffRequired, ScopeRequired
 from common.permissions import acting_organisation_required as acting_org
 from marketplace import selectors_orders as selectors
 from marketplace.exceptions import LicenseNotFound, NotAProvider, NotATrainer, OfferNotFound
@@ -137,8 +138,8 @@ class OrderListCreateApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        offer_id = serializers.IntegerField(min_value=1)
-        periods = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+        offer_id = IdField()
+        periods = StrictIntegerField(min_value=1, max_value=10_000, required=False)
 
     def get_queryset(self) -> QuerySet[Order]:
         return selectors.order_list_for_buyer(organisation=acting_org(self.request))
@@ -283,7 +284,7 @@ class PayoutListCreateApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        amount = serializers.IntegerField(min_value=1)
+        amount = AmountField()
         currency = serializers.RegexField(r"^[A-Z]{3}$")
 
     def get_queryset(self) -> QuerySet[Payout]:
@@ -324,13 +325,14 @@ class PayoutListCreateApi(SealroomListApi):
 
 
 class OpsTopUpListCreateApi(SealroomListApi):
-    permission_classes = [IsAuthenticated, PlatformStaffRequired]
+    # ScopeRequired: tokens may read here, never act (platform powers take a session).
+    permission_classes = [IsAuthenticated, PlatformStaffRequired, ScopeRequired]
     serializer_class = TopUpSerializer
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        organisation_id = serializers.IntegerField(min_value=1)
-        amount = serializers.IntegerField(min_value=1)
+        organisation_id = IdField()
+        amount = AmountField()
         currency = serializers.RegexField(r"^[A-Z]{3}$")
         external_ref = serializers.CharField(max_length=120)
 
@@ -431,7 +433,8 @@ class SpendApi(SealroomApi):
 
 
 class OpsLicenseRefundApi(SealroomApi):
-    permission_classes = [IsAuthenticated, PlatformStaffRequired]
+    # ScopeRequired: tokens may read here, never act (platform powers take a session).
+    permission_classes = [IsAuthenticated, PlatformStaffRequired, ScopeRequired]
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):

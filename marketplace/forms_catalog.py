@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from common.models import Organisation
+from common.numbers import StrictIntegerField
 from custody.models import DatasetVersion
 from marketplace.terms import JOB_TEMPLATES, PURPOSE_WORDS, TEMPLATE_WORDS
 
@@ -99,13 +100,13 @@ class OfferForm(forms.Form):
     weights_may_leave = forms.BooleanField(
         required=False, label="Trained weights may be downloaded", help_text="After the release gate."
     )
-    max_jobs = forms.IntegerField(min_value=1, initial=3, label="Maximum jobs")
-    max_epochs = forms.IntegerField(min_value=1, initial=3, label="Maximum epochs per job")
-    max_tokens = forms.IntegerField(
+    max_jobs = StrictIntegerField(min_value=1, initial=3, label="Maximum jobs")
+    max_epochs = StrictIntegerField(min_value=1, initial=3, label="Maximum epochs per job")
+    max_tokens = StrictIntegerField(
         min_value=1, initial=10_000_000, label="Maximum platform tokens (tokens × epochs)"
     )
-    term_days = forms.IntegerField(min_value=1, initial=365, label="Term (days)")
-    max_licenses = forms.IntegerField(
+    term_days = StrictIntegerField(min_value=1, initial=365, label="Term (days)")
+    max_licenses = StrictIntegerField(
         min_value=1,
         required=False,
         label="Exclusive: at most this many licenses",
@@ -136,8 +137,8 @@ class OfferForm(forms.Form):
         widget=forms.RadioSelect,
         initial="fixed",
     )
-    unit_price = forms.IntegerField(label="Price (minor units, such as cents)", help_text="Never negative.")
-    period_days = forms.IntegerField(
+    unit_price = StrictIntegerField(label="Price (minor units, such as cents)", help_text="Never negative.")
+    period_days = StrictIntegerField(
         required=False, min_value=1, label="Period (days, per-period price only)"
     )
 
@@ -219,7 +220,7 @@ class RightsForm(forms.Form):
     ) -> None:
         super().__init__(*args, **kwargs)
         for org in holders:
-            self.fields[f"share_{org.pk}"] = forms.IntegerField(
+            self.fields[f"share_{org.pk}"] = StrictIntegerField(
                 label=f"{org.name} (basis points)",
                 min_value=1,
                 max_value=10_000,
@@ -231,5 +232,5 @@ class RightsForm(forms.Form):
 
 
 class QuoteForm(forms.Form):
-    tokens = forms.IntegerField(required=False, min_value=1, label="Platform tokens")
-    periods = forms.IntegerField(required=False, min_value=1, label="Periods")
+    tokens = StrictIntegerField(required=False, min_value=1, label="Platform tokens")
+    periods = StrictIntegerField(required=False, min_value=1, label="Periods")

@@ -6,11 +6,13 @@ import secrets
 
 from django import forms
 
+from common.numbers import AmountField, StrictIntegerField
+
 
 class BuyForm(forms.Form):
     # Generated when the page is shown: submitting the form twice places one order.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200, min_length=8)
-    periods = forms.IntegerField(
+    periods = StrictIntegerField(
         required=False, min_value=1, max_value=10_000, help_text="Per-period offers: how many periods to buy."
     )
 
@@ -25,7 +27,7 @@ class RejectForm(forms.Form):
 
 class PayoutForm(forms.Form):
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200, min_length=8)
-    amount = forms.IntegerField(min_value=1, help_text="In minor units (cents).")
+    amount = AmountField(help_text="In minor units (cents).")
     currency = forms.RegexField(regex=r"^[A-Z]{3}$", initial="EUR", max_length=3)
 
     @classmethod
@@ -34,7 +36,7 @@ class PayoutForm(forms.Form):
 
 
 class TopUpForm(forms.Form):
-    organisation = forms.IntegerField(min_value=1, help_text="The organisation's id.")
-    amount = forms.IntegerField(min_value=1, help_text="In minor units (cents).")
+    organisation = StrictIntegerField(min_value=1, help_text="The organisation's id.")
+    amount = AmountField(help_text="In minor units (cents).")
     currency = forms.RegexField(regex=r"^[A-Z]{3}$", initial="EUR", max_length=3)
     external_ref = forms.CharField(max_length=120, label="Transfer reference")

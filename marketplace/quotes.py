@@ -8,15 +8,12 @@ integer minor units; a metered price rounds up to the next minor unit.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.exceptions import FieldError
+from common.numbers import parse_integer
 from marketplace.exceptions import PriceInvalid, QuoteInvalid
-
-# ASCII digits only: str.isdigit() also passes "²", which int() refuses.
-_INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 if TYPE_CHECKING:
     from marketplace.models import OfferTerms
@@ -60,13 +57,7 @@ def _price_error(pointer: str, code: str, detail: str) -> PriceInvalid:
 
 
 def _integer(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        return int(value.strip())
-    return None
+    return parse_integer(value)
 
 
 def price_validate(document: Any, *, pointer: str = "/price") -> Price:

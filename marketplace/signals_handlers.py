@@ -1,18 +1,16 @@
-"""Custody's doorbells: settle usage promptly, refund and revoke on a takedown.
+"""Custody's doorbells: settle usage promptly; on a takedown, enqueue what must be undone.
 
-Receivers only speed things up: the sweep finds unsettled usage anyway, and a
-takedown's refunds are idempotent, so a lost signal delays money but never
-loses it.
+Receivers only speed things up: the sweep finds unsettled usage anyway, and
+the takedown's listings, pending orders and licenses become leased work items
+(``marketplace.services.takedown``) that the sweep also enqueues, so a lost
+signal delays money but never loses it, and a failing refund is retried.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from custody import signals
-
-logger = logging.getLogger(__name__)
 
 
 def _on_usage_recorded(sender: Any, *, usage_id: int, grant_id: int, **kwargs: Any) -> None:
@@ -24,14 +22,14 @@ def _on_usage_recorded(sender: Any, *, usage_id: int, grant_id: int, **kwargs: A
 
 
 def _on_version_taken_down(sender: Any, *, version_id: int, reason: str, **kwargs: Any) -> None:
-    from marketplace.services.catalog import listings_withdraw_for_version
-    from marketplace.services.settlement import license_refund, licenses_for_version
+    from marketplace.services.takedown import takedown_enqueue
 
-    listings_withdraw_for_version(version_id=version_id, reason=f"Dataset version taken down: {reason}"[:300])
-    for license_ in licenses_for_version(version_id=version_id):
-        license_refund(license_=license_, reason=f"Dataset version taken down: {reason}"[:300])
+    takedown_enqueue(version_id=version_id)
 
 
 def connect() -> None:
+    # Registers the takedown work handlers in every process (web, worker, tests).
+    from marketplace.services import takedown  # noqa: F401
+
     signals.usage_recorded.connect(_on_usage_recorded, dispatch_uid="marketplace.usage_recorded")
     signals.version_taken_down.connect(_on_version_taken_down, dispatch_uid="marketplace.version_taken_down")

@@ -1,7 +1,8 @@
 """Marketplace's Celery side: the sweep (beat) and the work items it enqueues.
 
 The sweep enqueues one work item per unsettled usage record, expiring license
-and per-period license; items are leased and retried by common/work.py, so a
+and per-period license, and what a takedown left undone
+(``services/takedown.py``); items are leased and retried by common/work.py, so a
 worker killed mid-settlement leaves the item to be run again, and the
 settlement's unique row and ledger key make the second run pay nothing.
 """
@@ -26,6 +27,7 @@ from marketplace.services.settlement import (
     unsettled_usage_ids,
     usage_settle,
 )
+from marketplace.services.takedown import takedown_sweep
 
 SETTLE_WORK = "marketplace.settle_usage"
 EXPIRE_WORK = "marketplace.license_expire"
@@ -55,7 +57,7 @@ def _period(item: WorkItem) -> None:
 
 
 def marketplace_sweep() -> dict[str, Any]:
-    """Enqueue settlements, expiries and period ticks; time out approvals; purge old idempotency keys."""
+    """Enqueue settlements, expiries, period ticks and takedowns left undone; time out approvals; purge."""
     usage_ids = unsettled_usage_ids(work_kind=SETTLE_WORK)
     for usage_id in usage_ids:
         settle_enqueue(usage_id)
@@ -66,12 +68,14 @@ def marketplace_sweep() -> dict[str, Any]:
     day = timezone.now().date().isoformat()
     for license_id in period:
         work_enqueue(kind=PERIOD_WORK, ref=f"{license_id}:{day}", queue="default")
+    takedown = takedown_sweep()
     timed_out = order_timeout_sweep()
     purged = idempotency_purge()
     return {
         "settle": usage_ids,
         "expire": expired,
         "period": period,
+        "takedown": takedown.as_dict(),
         "timed_out": timed_out,
         "purged": purged,
     }

@@ -2,7 +2,9 @@
 
 A revoked license cancels its queued jobs (running ones stop at the
 launcher's next cancel check, which also sees the revocation); a version taken
-down loses the artifacts kept in custody for its jobs.
+down enqueues its side of the takedown as leased work items
+(:mod:`training.takedown`: cancel queued jobs, destroy withheld artifacts),
+which the training sweep also finds if this bell is lost.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 from django.dispatch import receiver
 
 from custody import signals
-from training.services.jobs import artifacts_withheld_destroy, jobs_license_revoked
+from training import takedown  # registers the training.takedown_job work handler
+from training.services.jobs import jobs_license_revoked
 
 
 @receiver(signals.grant_revoked, dispatch_uid="training.grant_revoked")
@@ -22,4 +25,4 @@ def _on_grant_revoked(sender: Any, grant_id: int, reason: str, **kwargs: Any) ->
 
 @receiver(signals.version_taken_down, dispatch_uid="training.version_taken_down")
 def _on_version_taken_down(sender: Any, version_id: int, reason: str, **kwargs: Any) -> None:
-    artifacts_withheld_destroy(version_id=version_id, reason=reason)
+    takedown.takedown_enqueue(version_id=version_id)

@@ -13,7 +13,7 @@ import shutil
 
 from celery import shared_task
 
-from training import launcher  # registers the training.job work handler
+from training import launcher, takedown  # register the training.job and training.takedown_job handlers
 from training.models import FINAL_STATES, TrainingJob
 from training.services import bases  # noqa: F401 - registers the training.base_validate handler
 from training.services.jobs import job_reconcile_lost
@@ -22,6 +22,7 @@ from training.services.jobs import job_reconcile_lost
 @shared_task(name="training.sweep_jobs", ignore_result=True)
 def sweep_jobs() -> int:
     lost = job_reconcile_lost()
+    takedown.takedown_sweep()  # what a takedown left undone (a lost doorbell, a late artifact)
     for path in launcher.work_root().glob("job-*-*"):
         job_id = path.name.split("-")[1]
         if job_id.isdigit() and TrainingJob.objects.filter(pk=int(job_id), state__in=FINAL_STATES).exists():

@@ -1,9 +1,16 @@
-"""JSON parsing with a size limit, so an oversized body is a 413, not a memory spike."""
+"""JSON parsing with a size and a nesting limit: an oversized body is a 413, a deep one a 400.
+
+Python's ``json`` recurses once per level of nesting, so a small body nested a
+thousand levels deep raises ``RecursionError``, which is no ``ValueError``:
+the depth is counted before parsing, and refused past ``API_MAX_JSON_DEPTH``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import IO, Any
 
 from django.conf import settings
@@ -12,9 +19,27 @@ from rest_framework.parsers import BaseParser, JSONParser
 
 from common.exceptions import TooLarge
 
+# String literals (their brackets nest nothing), and whatever is not a bracket.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class JsonTooDeep(ParseError):
+    problem_code = "common.json_too_deep"
+
+
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether the JSON ``text`` opens more than ``limit`` arrays or objects inside each other."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    # The running depth after each bracket, summed in C (a Python loop is several times slower).
+    return max(accumulate(map(_STEP.__getitem__, brackets), initial=0)) > limit
+
 
 class LimitedJSONParser(JSONParser):
-    """Reads at most ``API_MAX_JSON_BYTES`` (+1 to detect overflow) before parsing."""
+    """Reads at most ``API_MAX_JSON_BYTES`` (+1 to detect overflow); nests at most ``API_MAX_JSON_DEPTH``."""
 
     def parse(
         self,
@@ -30,10 +55,16 @@ class LimitedJSONParser(JSONParser):
             text = raw.decode(settings.DEFAULT_CHARSET)
         except UnicodeDecodeError as exc:
             raise ParseError(f"The body is not valid UTF-8 (byte {exc.start}).") from None
+        depth = settings.API_MAX_JSON_DEPTH
+        if nesting_exceeds(text, depth):
+            raise JsonTooDeep(f"The JSON body nests arrays and objects more than {depth} levels deep.")
         try:
             return json.loads(text, parse_constant=_reject_constant)
         except ValueError as exc:
             raise ParseError(f"Malformed JSON: {exc}") from None
+        except RecursionError:
+            # Only reachable when API_MAX_JSON_DEPTH is set near the interpreter's recursion limit.
+            raise JsonTooDeep("The JSON body nests arrays and objects too deeply.") from None
 
 
 def _reject_constant(name: str) -> None:

@@ -12,7 +12,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -78,6 +80,12 @@ def django_problem(status: int, code: str, detail: str) -> JsonResponse:
     return JsonResponse(problem(status, code, detail), status=status, content_type=PROBLEM_CONTENT_TYPE)
 
 
+def body_too_large_problem() -> dict[str, Any]:
+    """The 413 for a body past ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django refuses it before any parser)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return problem(413, "common.body_too_large", f"The request body is larger than {limit} bytes.")
+
+
 def _escape(part: str) -> str:
     return part.replace("~", "~0").replace("/", "~1")
 
@@ -114,7 +122,8 @@ def _drf_problem(exc: drf.APIException) -> tuple[dict[str, Any], dict[str, str]]
         where = f" at {errors[0]['pointer']}" if errors else ""
         return problem(422, "validation_error", f"{first}{where}", errors), headers
     if isinstance(exc, drf.ParseError):
-        return problem(400, "malformed_request", str(exc.detail)), headers
+        code = getattr(exc, "problem_code", None) or "malformed_request"
+        return problem(400, code, str(exc.detail)), headers
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
         code = getattr(exc, "problem_code", None) or (
             "not_authenticated" if isinstance(exc, drf.NotAuthenticated) else "authentication_failed"
@@ -149,6 +158,8 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
         return problem_response(body)
     if isinstance(exc, Http404):
         return problem_response(problem(404, "not_found", "Not found."))
+    if isinstance(exc, RequestDataTooBig):
+        return problem_response(body_too_large_problem())
     if isinstance(exc, DjangoPermissionDenied):
         return problem_response(problem(403, "not_permitted", "You may not do this."))
     if isinstance(exc, drf.APIException):

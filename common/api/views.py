@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common import selectors, services
+from common.api.fields import IdField, StrictIntegerField
 from common.exceptions import NotPermitted
 from common.models import ApiToken, Membership, Role, Scope, User
 from common.permissions import OrgRoleRequired, ScopeRequired, acting_membership, role_at_least
@@ -114,7 +115,7 @@ class MemberListApi(SealroomListApi):
 
 
 class MemberDetailApi(SealroomApi):
-    required_scopes = {"GET": Scope.READ, "PATCH": Scope.READ, "DELETE": Scope.READ}
+    required_scopes = {"GET": Scope.READ, "PATCH": Scope.ADMIN, "DELETE": Scope.ADMIN}
 
     class InputSerializer(serializers.Serializer):
         role = serializers.ChoiceField(choices=Role.choices)
@@ -147,7 +148,7 @@ class MemberDetailApi(SealroomApi):
 
 
 class InvitationCreateApi(SealroomApi):
-    required_scope = Scope.READ
+    required_scope = Scope.ADMIN
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
@@ -190,15 +191,15 @@ class TokenOutSerializer(serializers.Serializer):
 
 
 class TokenListCreateApi(SealroomListApi):
-    required_scopes = {"GET": Scope.READ, "POST": Scope.READ}
+    required_scopes = {"GET": Scope.READ, "POST": Scope.ADMIN}
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=80)
-        organisation_id = serializers.IntegerField()
+        organisation_id = IdField()
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False
         )
-        expires_in_days = serializers.IntegerField(required=False, min_value=1)
+        expires_in_days = StrictIntegerField(required=False, min_value=1)
 
     class CreatedSerializer(TokenOutSerializer):
         token = serializers.CharField(help_text="The secret: shown this once, never again")
@@ -239,7 +240,7 @@ class TokenListCreateApi(SealroomListApi):
 
 
 class TokenRevokeApi(SealroomApi):
-    required_scopes = {"DELETE": Scope.READ}
+    required_scopes = {"DELETE": Scope.ADMIN}
 
     @extend_schema(responses={204: None}, summary="Revoke an API token")
     def delete(self, request: Request, token_id: int) -> Response:

@@ -1,7 +1,8 @@
 """Notifications and webhook endpoints of an organisation, with each endpoint's delivery log.
 
-Any member reads notifications and marks them read (token scope ``read``);
-only admins see and manage webhook endpoints, since an endpoint's URL and
+Any member reads notifications (token scope ``read``) and marks them read
+(any scope but ``read``); only admins see and manage webhook endpoints (a
+token needs ``admin`` to change them), since an endpoint's URL and
 delivery log say where the organisation's events go. The signing secret is
 returned once, in the answer to the create call.
 """
@@ -17,9 +18,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common import webhooks
+from common.api.fields import IdField
 from common.api.views import SealroomApi, SealroomListApi, _membership_for, request_user
 from common.models import DeliveryState, Notification, Role, Scope, WebhookDelivery, WebhookEndpoint
 from common.notifications import notification_list, notification_unread_count, notifications_mark_read
+from common.permissions import ANY_WRITE_SCOPE
 
 
 class NotificationOutSerializer(serializers.Serializer):
@@ -36,11 +39,11 @@ class NotificationOutSerializer(serializers.Serializer):
 
 class NotificationListApi(SealroomListApi):
     serializer_class = NotificationOutSerializer
-    required_scopes = {"GET": Scope.READ, "POST": Scope.READ}
+    required_scopes = {"GET": Scope.READ, "POST": ANY_WRITE_SCOPE}
 
     class InputSerializer(serializers.Serializer):
         ids = serializers.ListField(
-            child=serializers.IntegerField(min_value=1),
+            child=IdField(),
             required=False,
             max_length=1000,
             help_text="Notifications to mark read; leave out to mark all read",
@@ -86,7 +89,7 @@ class WebhookOutSerializer(serializers.Serializer):
 
 class WebhookListApi(SealroomListApi):
     serializer_class = WebhookOutSerializer
-    required_scopes = {"GET": Scope.READ, "POST": Scope.READ}
+    required_scopes = {"GET": Scope.READ, "POST": Scope.ADMIN}
 
     class InputSerializer(serializers.Serializer):
         url = serializers.CharField(max_length=500, help_text="http(s) URL that receives the signed POSTs")
@@ -129,7 +132,7 @@ class WebhookListApi(SealroomListApi):
 
 
 class WebhookDetailApi(SealroomApi):
-    required_scopes = {"GET": Scope.READ, "PATCH": Scope.READ, "DELETE": Scope.READ}
+    required_scopes = {"GET": Scope.READ, "PATCH": Scope.ADMIN, "DELETE": Scope.ADMIN}
 
     class InputSerializer(serializers.Serializer):
         active = serializers.BooleanField(

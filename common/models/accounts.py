@@ -25,6 +25,8 @@ class Scope(models.TextChoices):
     PROVIDE = "provide", "Provide data"
     ORDER = "order", "Place orders"
     TRAIN = "train", "Train models"
+    # Members, invitations, webhooks and API tokens: never implied by any other scope.
+    ADMIN = "admin", "Administer the organisation"
 
 
 class User(AbstractUser):

@@ -23,13 +23,14 @@ from common.exceptions import FieldError
 from common.models import Membership, Organisation, Role, User
 from common.permissions import role_at_least
 from custody.models import DatasetVersion, Grant, GrantPurpose, VersionState
-from custody.services import grant_stream_open, system_grant
+from custody.services import grant_stream_open, preview_strict_hits, system_grant
 from marketplace.exceptions import (
     ListingInvalid,
     ListingStateConflict,
     NotFound,
     NotPermitted,
     OfferNotFound,
+    PreviewUnsafe,
     VersionNotSealed,
 )
 from marketplace.models import Listing, ListingState, Offer, OfferState, OfferTerms
@@ -350,26 +351,72 @@ def preview_pick(*, actor: User, listing: Listing, record_ids: Sequence[int]) ->
     return locked
 
 
-@transaction.atomic
-def preview_approve(*, actor: User, listing: Listing) -> Listing:
-    """Approve the picked preview for trainers to see (an admin).
+def _preview_hits(listing: Listing) -> list[tuple[int, FieldError]]:
+    """What the strict detector finds in the picked preview: a record id and field error per hit field."""
+    cells = [
+        (i, p, field, str(text)) for i, p in enumerate(listing.preview) for field, text in p["text"].items()
+    ]
+    hits = preview_strict_hits(version=listing.version, texts=[c[3] for c in cells])
+    errors: list[tuple[int, FieldError]] = []
+    for (i, record, field, _), found in zip(cells, hits, strict=True):
+        if not found:
+            continue
+        kinds = sorted({h.entity_type for h in found})
+        where = ", ".join(f"{h.entity_type} at characters {h.start}-{h.end}" for h in found[:5])
+        detail = (
+            f"Preview record {record['record_id']} (field {field}) may still hold "
+            f"{' and '.join(kinds)}: {where}."
+        )
+        errors.append(
+            (
+                record["record_id"],
+                {"pointer": f"/preview/{i}/text/{field}", "code": "entity_found", "detail": detail},
+            )
+        )
+    return errors
 
-    :raises ListingStateConflict: no preview picked, or the listing was withdrawn.
+
+def preview_approve(*, actor: User, listing: Listing) -> Listing:
+    """Approve the picked preview for trainers to see (an admin), if the strict detector finds nothing.
+
+    :raises PreviewUnsafe: a preview record may still hold personal data (drop it: pick again).
+    :raises ListingStateConflict: no preview picked, the listing was withdrawn, or the
+        preview changed while it was checked.
     """
-    locked = _locked(listing)
-    require_role(actor, locked.provider, Role.ADMIN)
-    if not locked.preview:
-        raise ListingStateConflict("Pick the preview records first.", code="marketplace.preview_empty")
-    locked.preview_approved_at = timezone.now()
-    locked.preview_approved_by = actor
-    locked.save(update_fields=["preview_approved_at", "preview_approved_by"])
-    _audit(
-        "marketplace.preview_approve",
-        locked,
-        actor,
-        record_ids=[p["record_id"] for p in locked.preview],
-        digest=_preview_digest(locked.preview),
-    )
+    require_role(actor, listing.provider, Role.ADMIN)
+    checked = Listing.objects.select_related("version__dataset").get(pk=listing.pk)
+    if checked.preview:
+        # Outside the row lock: the first scan in a process loads the detector (seconds).
+        hits = _preview_hits(checked)
+        if hits:
+            records = sorted({record_id for record_id, _ in hits})
+            raise PreviewUnsafe(
+                f"The strict detector found what may be personal data in preview record"
+                f"{'s' if len(records) > 1 else ''} {', '.join(map(str, records))}. "
+                + " ".join(e["detail"] for _, e in hits)
+                + " Drop these records from the preview (pick again without them), then approve.",
+                errors=[e for _, e in hits],
+            )
+    with transaction.atomic():
+        locked = _locked(listing)
+        require_role(actor, locked.provider, Role.ADMIN)
+        if not locked.preview:
+            raise ListingStateConflict("Pick the preview records first.", code="marketplace.preview_empty")
+        if _preview_digest(locked.preview) != _preview_digest(checked.preview):
+            raise ListingStateConflict(
+                "The preview changed while it was checked; approve it again.",
+                code="marketplace.preview_changed",
+            )
+        locked.preview_approved_at = timezone.now()
+        locked.preview_approved_by = actor
+        locked.save(update_fields=["preview_approved_at", "preview_approved_by"])
+        _audit(
+            "marketplace.preview_approve",
+            locked,
+            actor,
+            record_ids=[p["record_id"] for p in locked.preview],
+            digest=_preview_digest(locked.preview),
+        )
     return locked
 
 

@@ -17,6 +17,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from common.audit import audit_record
+from common.ids import parse_id
 from common.models import Organisation, Role, User
 from custody.models import DatasetVersion, Shard, VersionState
 from marketplace.exceptions import (
@@ -157,13 +158,13 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
     clean: dict[int, int] = {}
     for raw_holder, raw_bps in shares.items():
         pointer = f"/shares/{raw_holder}"
-        try:
-            holder, bps = int(str(raw_holder)), raw_bps
-        except ValueError:
+        # ASCII digits only: int() would take "٣" or "1_2" as an organisation id.
+        holder, bps = parse_id(str(raw_holder)), raw_bps
+        if holder is None:
             raise AllocationInvalid(
                 "Holders are organisation ids.",
                 errors=[{"pointer": pointer, "code": "invalid", "detail": "Not an organisation id."}],
-            ) from None
+            )
         if isinstance(bps, bool) or not isinstance(bps, int) or not 1 <= bps <= BASIS_POINTS:
             raise AllocationInvalid(
                 "Each share is 1 to 10,000 basis points.",

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET
 from common.audit import audit_record
 from common.audit_verify import audit_verify
 from common.exports import csv_response, jsonl_response
+from common.ids import parse_id
 from common.models import AuditEvent
 from portal.console.access import console_page, staff_user
 
@@ -94,8 +95,9 @@ class AuditFilterForm(forms.Form):
 
 def _id_or_name(value: str, id_field: str, name_field: str) -> Q:
     value = value.strip()
-    if value.isdigit():
-        return Q(**{id_field: int(value)})
+    number = parse_id(value)  # not str.isdigit: "²" passes it, and int() refuses it
+    if number is not None:
+        return Q(**{id_field: number})
     return Q(**{f"{name_field}__iexact": value})
 
 
@@ -123,8 +125,7 @@ def audit_events_filtered(cleaned: dict[str, Any]) -> QuerySet[AuditEvent]:
 
 
 def _seq_param(request: HttpRequest, name: str) -> int | None:
-    raw = request.GET.get(name, "")
-    return int(raw) if raw.isdigit() else None
+    return parse_id(request.GET.get(name, ""))
 
 
 def _page(

@@ -21,7 +21,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.forms import add_domain_error
+from common.ids import parse_id
 from common.models import WorkItem, WorkState
+from common.numbers import StrictIntegerField
 from common.pages.helpers import raise_http
 from common.pages.paging import page_of
 from common.work import work_retry
@@ -48,7 +50,7 @@ class WorkFilterForm(forms.Form):
 
 
 class RetryForm(forms.Form):
-    item = forms.IntegerField(min_value=1, widget=forms.HiddenInput())
+    item = StrictIntegerField(min_value=1, widget=forms.HiddenInput())
     reason = forms.CharField(max_length=300, help_text="Why: it goes into the audit log.")
     # The list's filters, so the operator lands back where they were.
     back = forms.CharField(required=False, max_length=300, widget=forms.HiddenInput())
@@ -118,7 +120,7 @@ def work_retry_action(request: HttpRequest) -> HttpResponseBase:
 
 def _posted_item(retry: RetryForm | None) -> int | None:
     raw = retry.data.get("item", "") if retry is not None else ""
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+    return parse_id(raw)
 
 
 def _back_query(raw: str) -> dict[str, str]:

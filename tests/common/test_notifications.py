@@ -98,9 +98,9 @@ class TestNotifyEvent:
 
 
 class TestNotificationApi:
-    def test_lists_newest_first_and_filters_unread(self, acme, acme_viewer, token_for):
+    def test_lists_newest_first_and_filters_unread(self, acme, acme_member, token_for):
         notify(acme, 3)
-        client = token_for(acme_viewer, acme, ["read"])
+        client = token_for(acme_member, acme, ["read", "provide"])
         url = reverse("api-notifications", kwargs={"org_id": acme.pk})
         body = client.get(url).json()
         assert body["count"] == 3
@@ -127,8 +127,18 @@ class TestNotificationApi:
         assert client.get(url + "?unread=1").json()["count"] == 2
         assert client.post(url, {}, format="json").json() == {"marked": 2, "unread": 0}
 
+    def test_a_read_only_token_lists_but_does_not_mark_read(self, acme, acme_viewer, token_for):
+        notify(acme, 1)
+        client = token_for(acme_viewer, acme, ["read"])
+        url = reverse("api-notifications", kwargs={"org_id": acme.pk})
+        assert client.get(url).json()["count"] == 1
+        refused = client.post(url, {}, format="json")
+        assert refused.status_code == 403
+        assert problem_of(refused)["code"] == "common.token_scope_missing"
+        assert notification_unread_count(organisation=acme) == 1
+
     def test_bad_ids_get_a_problem_with_a_pointer(self, acme, alice, token_for):
-        client = token_for(alice, acme, ["read"])
+        client = token_for(alice, acme, ["read", "admin"])
         url = reverse("api-notifications", kwargs={"org_id": acme.pk})
         response = client.post(url, {"ids": ["x"]}, format="json")
         assert response.status_code == 422
@@ -144,7 +154,7 @@ class TestNotificationApi:
 
 class TestWebhookApi:
     def test_admin_registers_an_endpoint_and_sees_the_secret_once(self, acme, alice, token_for):
-        client = token_for(alice, acme, ["read"])
+        client = token_for(alice, acme, ["read", "admin"])
         url = reverse("api-webhooks", kwargs={"org_id": acme.pk})
         created = client.post(
             url,
@@ -169,7 +179,7 @@ class TestWebhookApi:
 
     def test_refused_url_gets_a_problem_with_pointers(self, acme, alice, token_for, settings):
         settings.WEBHOOK_ALLOW_PRIVATE = False
-        client = token_for(alice, acme, ["read"])
+        client = token_for(alice, acme, ["read", "admin"])
         response = client.post(
             reverse("api-webhooks", kwargs={"org_id": acme.pk}),
             {"url": "http://169.254.169.254/latest", "event_kinds": ["ok.kind", "no good"]},
@@ -181,8 +191,18 @@ class TestWebhookApi:
         assert [e["pointer"] for e in problem["errors"]] == ["/url", "/event_kinds/1"]
         assert not WebhookEndpoint.objects.exists()
 
+    def test_a_read_only_token_of_an_admin_may_not_register_one(self, acme, alice, token_for):
+        client = token_for(alice, acme, ["read", "provide", "order"])
+        url = reverse("api-webhooks", kwargs={"org_id": acme.pk})
+        response = client.post(url, {"url": "http://127.0.0.1:9/hook"}, format="json")
+        assert response.status_code == 403
+        assert problem_of(response)["code"] == "common.token_scope_missing"
+        assert "secret" not in response.content.decode()
+        assert not WebhookEndpoint.objects.exists()
+        assert client.get(url).status_code == 200
+
     def test_members_may_not_manage_webhooks(self, acme, acme_member, token_for):
-        client = token_for(acme_member, acme, ["read"])
+        client = token_for(acme_member, acme, ["read", "admin"])
         response = client.post(
             reverse("api-webhooks", kwargs={"org_id": acme.pk}), {"url": "http://127.0.0.1:9/"}, format="json"
         )
@@ -190,7 +210,7 @@ class TestWebhookApi:
         assert problem_of(response)["code"] == "common.role_insufficient"
 
     def test_disable_delete_and_the_delivery_log(self, acme, alice, token_for):
-        client = token_for(alice, acme, ["read"])
+        client = token_for(alice, acme, ["read", "admin"])
         with webhook_receiver(statuses=[500]) as receiver:
             endpoint, _secret = webhook_endpoint_create(actor=alice, organisation=acme, url=receiver.url)
             notify(acme, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -25,7 +27,7 @@ def assert_problem(response, status: int, code: str) -> dict:
 
 @pytest.fixture
 def admin_client(alice, acme, token_for) -> APIClient:
-    return token_for(alice, acme, ["read"])
+    return token_for(alice, acme, ["read", "admin"])
 
 
 class TestProblemJson:
@@ -48,7 +50,7 @@ class TestProblemJson:
         assert_problem(api.get("/api/v1/me"), 401, "common.token_malformed")
 
     def test_403_for_the_wrong_role(self, acme, acme_member, alice, token_for):
-        client = token_for(acme_member, acme, ["read"])
+        client = token_for(acme_member, acme, ["read", "admin"])
         response = client.post(
             f"/api/v1/organisations/{acme.pk}/invitations",
             {"email": "new@example.test", "role": "viewer"},
@@ -85,6 +87,20 @@ class TestProblemJson:
             "/api/v1/tokens", data='{"name": "' + "x" * 200 + '"}', content_type="application/json"
         )
         assert_problem(response, 413, "common.body_too_large")
+
+    def test_413_for_a_body_past_djangos_memory_cap(self, admin_client, settings):
+        # Django refuses it (RequestDataTooBig) before the parser's own limit is reached.
+        settings.API_MAX_JSON_BYTES = 8 * 1024 * 1024
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2621440
+        body = '{"name": "' + "x" * (3 * 1024 * 1024) + '"}'
+        response = admin_client.post("/api/v1/tokens", data=body, content_type="application/json")
+        assert_problem(response, 413, "common.body_too_large")
+
+    def test_the_default_settings_answer_413_up_to_and_past_the_memory_cap(self, admin_client):
+        for size in (1024 * 1024 + 10, 3 * 1024 * 1024):
+            body = '{"name": "' + "x" * size + '"}'
+            response = admin_client.post("/api/v1/tokens", data=body, content_type="application/json")
+            assert_problem(response, 413, "common.body_too_large")
 
     def test_415_for_an_unsupported_media_type(self, admin_client):
         response = admin_client.post("/api/v1/tokens", data="name=x", content_type="text/plain")
@@ -134,6 +150,65 @@ class TestProblemJson:
         first, second = token_for(alice, acme, ["read"]), token_for(alice, acme, ["read"])
         assert [first.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 429]
         assert second.get("/api/v1/me").status_code == 200
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+class TestJsonNesting:
+    @pytest.mark.parametrize(
+        "path", ["/api/v1/tokens", "/api/v1/datasets", "/api/v1/organisations/{}/webhooks"]
+    )
+    def test_a_thousand_levels_in_two_kilobytes_is_a_400(self, alice, acme, token_for, path):
+        client = token_for(alice, acme, ["read", "provide", "order", "train", "admin"])
+        body = nested(1000)
+        assert len(body) < 2100
+        response = client.post(path.format(acme.pk), data=body, content_type="application/json")
+        problem = assert_problem(response, 400, "common.json_too_deep")
+        assert "64" in problem["detail"]
+
+    def test_objects_count_as_levels_too(self, admin_client):
+        body = '{"a": ' * 65 + "1" + "}" * 65
+        response = admin_client.post("/api/v1/tokens", data=body, content_type="application/json")
+        assert_problem(response, 400, "common.json_too_deep")
+
+    def test_the_limit_is_a_setting_and_inclusive(self, admin_client, settings):
+        settings.API_MAX_JSON_DEPTH = 8
+        ok = '{"name": ' + nested(7, '"x"') + "}"
+        response = admin_client.post("/api/v1/tokens", data=ok, content_type="application/json")
+        assert_problem(response, 422, "validation_error")  # parsed: only the field is wrong
+        deep = '{"name": ' + nested(8, '"x"') + "}"
+        response = admin_client.post("/api/v1/tokens", data=deep, content_type="application/json")
+        assert_problem(response, 400, "common.json_too_deep")
+
+    def test_brackets_inside_strings_do_not_count(self, admin_client, acme):
+        name = "[{" * 35 + '\\"]'
+        body = '{"name": "' + name + f'", "organisation_id": {acme.pk}, "scopes": ["read"]}}'
+        response = admin_client.post("/api/v1/tokens", data=body, content_type="application/json")
+        assert response.status_code == 201, response.content
+        assert response.json()["name"] == "[{" * 35 + '"]'
+
+
+class TestRefusedPages:
+    def test_a_form_post_past_the_memory_cap_is_a_413_page(self, client, alice):
+        client.force_login(alice)
+        response = client.post("/tokens/", {"name": "x" * (3 * 1024 * 1024)})
+        assert response.status_code == 413
+        assert b"Too large" in response.content and b"Traceback" not in response.content
+
+    def test_a_403_page_logs_one_line_without_a_traceback(self, client, acme, acme_member, caplog):
+        stderr = next(h for h in logging.getLogger().handlers if h.name == "stderr")
+        client.force_login(acme_member)
+        with caplog.at_level(logging.WARNING):
+            response = client.post(f"/organisations/{acme.pk}/invitations/", {"email": "x@example.test"})
+        assert response.status_code == 403
+        records = [r for r in caplog.records if r.name == "django.request"]
+        assert len(records) == 1
+        written = [stderr.format(r) for r in records if stderr.filter(r)]
+        assert len(written) == 1
+        assert "\n" not in written[0] and "Traceback" not in written[0]
+        assert "Forbidden" in written[0] and "Only admins" in written[0]
 
 
 class TestSchemaDeclaresErrors:

@@ -70,8 +70,19 @@ class TestTokenCreate:
         token, _ = services.api_token_create(user=acme_viewer, organisation=acme, name="t", scopes=["read"])
         assert token.scopes == ["read"]
 
+    def test_a_read_only_token_cannot_mint_tokens(self, alice, acme, token_for):
+        client = token_for(alice, acme, ["read", "provide", "order", "train"])
+        response = client.post(
+            "/api/v1/tokens",
+            {"name": "same", "organisation_id": acme.pk, "scopes": ["read"]},
+            format="json",
+        )
+        assert response.status_code == 403
+        assert response.json()["code"] == "common.token_scope_missing"
+        assert ApiToken.objects.filter(name="same").count() == 0
+
     def test_a_token_cannot_mint_a_token_with_more_scopes(self, alice, acme, token_for):
-        client = token_for(alice, acme, ["read"])
+        client = token_for(alice, acme, ["read", "admin"])
         response = client.post(
             "/api/v1/tokens",
             {"name": "wider", "organisation_id": acme.pk, "scopes": ["read", "order"]},
@@ -155,3 +166,20 @@ class TestTokenRevoke:
         assert session_alice.delete(f"/api/v1/tokens/{token.pk}").status_code == 404
         token.refresh_from_db()
         assert token.revoked_at is None
+
+
+class TestTokensCannotUsePlatformPowers:
+    def test_an_operators_token_cannot_top_up_even_with_every_scope(self, ops, acme, bolt, token_for):
+        from marketplace.models import TopUp
+        from tests.factories import MembershipFactory
+
+        MembershipFactory(user=ops, organisation=acme, role="admin")
+        client = token_for(ops, acme, ["read", "provide", "order", "train", "admin"])
+        response = client.post(
+            "/api/v1/ops/topups",
+            {"organisation_id": bolt.pk, "amount": 100, "currency": "EUR", "external_ref": "tok-1"},
+            format="json",
+        )
+        assert response.status_code == 403, response.content
+        assert response.json()["code"] == "common.token_scope_missing"
+        assert not TopUp.objects.exists()

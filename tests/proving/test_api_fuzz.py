@@ -89,7 +89,7 @@ def org_tokens(alice, acme, bob, bolt, dataset, version) -> dict[str, Identity]:
     The objects are Acme's: Bolt gets them too, so its calls probe another
     organisation's objects (which must answer 404, never 5xx).
     """
-    scopes = ["read", "provide", "order", "train"]
+    scopes = ["read", "provide", "order", "train", "admin"]
     contribution = services.contribution_start(
         actor=alice, organisation=acme, version=version, filename="fuzz.jsonl"
     )
@@ -258,6 +258,88 @@ def run_profile(profile: str, schema: Any, tokens: dict[str, Identity]) -> None:
 
 def test_the_api_survives_quick_fuzzing_as_two_organisations(wsgi_schema, org_tokens):
     run_profile("quick", wsgi_schema, org_tokens)
+
+
+# --- hostile bodies the generators do not make: deep nesting and numbers int() would take ---------
+
+# What int() reads as a number and a person does not (issue 13): underscores, other scripts' digits.
+LAX_NUMBERS = ["3_0", "6_2", "٣", "３０", "१२"]
+
+
+def _json_operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(method, path, body schema) for every operation that takes a JSON body."""
+    components = schema["components"]["schemas"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                ref = body["schema"].get("$ref", "")
+                yield method, path, components.get(ref.rsplit("/", 1)[-1], body["schema"])
+
+
+def _integer_pointers(body_schema: dict[str, Any]) -> dict[str, Any]:
+    """JSON pointer -> a body that puts a placeholder number there (top-level integers and integer lists)."""
+    found: dict[str, Any] = {}
+    for name, prop in body_schema.get("properties", {}).items():
+        if prop.get("type") == "integer":
+            found[f"/{name}"] = lambda lax, name=name: {name: lax}
+        elif prop.get("type") == "array" and prop.get("items", {}).get("type") == "integer":
+            found[f"/{name}/0"] = lambda lax, name=name: {name: [lax]}
+    return found
+
+
+def _hostile_client(identity: Identity) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {identity.token}")
+
+
+def _url(path: str, identity: Identity) -> str:
+    return re.sub(r"{(\w+)}", lambda m: str(identity.path_ids.get(m.group(1), 1)), path)
+
+
+def test_every_json_operation_refuses_deep_nesting(org_tokens):
+    schema = Client().get(SCHEMA_PATH).json()
+    identity = org_tokens["acme"]
+    client = _hostile_client(identity)
+    refused_deep = []
+    for method, path, _body in _json_operations(schema):
+        cache.clear()
+        body = "[" * 1000 + "]" * 1000  # 2 KB
+        response = getattr(client, method)(_url(path, identity), body, content_type="application/json")
+        assert 400 <= response.status_code < 500, f"{method} {path}: {response.status_code}"
+        if response.status_code == 400:
+            assert response.json()["code"] == "common.json_too_deep", f"{method} {path}"
+            refused_deep.append(path)
+    # Most operations get past their permission checks to the parser with Acme's all-scope token.
+    print(f"{len(refused_deep)} operations refused the nesting at the parser")
+    assert len(refused_deep) >= 12, refused_deep
+
+
+def test_every_integer_in_a_json_body_takes_ascii_digits_only(org_tokens):
+    schema = Client().get(SCHEMA_PATH).json()
+    identity = org_tokens["acme"]
+    client = _hostile_client(identity)
+    checked: set[str] = set()
+    for method, path, body_schema in _json_operations(schema):
+        for pointer, make in _integer_pointers(body_schema).items():
+            for lax in LAX_NUMBERS:
+                cache.clear()
+                response = getattr(client, method)(
+                    _url(path, identity),
+                    make(lax),
+                    content_type="application/json",
+                    HTTP_IDEMPOTENCY_KEY="lax-numbers",
+                )
+                where = f"{method.upper()} {path} {pointer}={lax!r}"
+                assert 400 <= response.status_code < 500, f"{where}: {response.status_code}"
+                problem = response.json()
+                if problem["code"] == "validation_error":
+                    assert pointer in {e["pointer"] for e in problem["errors"]}, (
+                        f"{where} was taken as a number"
+                    )
+                    checked.add(f"{method} {path} {pointer}")
+    # Orders, payouts, top-ups, tokens, notifications, contributors, findings, jobs...: each reached.
+    print(f"{len(checked)} integer fields refused {len(LAX_NUMBERS)} lax spellings each")
+    assert len(checked) >= 6, sorted(checked)
 
 
 @pytest.mark.parametrize("resource", ["members", "webhooks", "members/1"])

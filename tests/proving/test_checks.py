@@ -22,20 +22,22 @@ from chaos.checks import (
     check_ledger,
     check_no_plaintext_left,
     check_settlement,
+    check_takedown,
     check_uploads,
     check_usage_once,
 )
 from chaos.history import Event
 from common.audit import audit_record
-from common.models import AuditEvent
+from common.models import AuditEvent, WorkItem, WorkState
 from custody import services as custody
 from custody.models import DatasetVersion, UsageKind
+from custody.services import version_takedown
 from marketplace.ledger import escrow_account, ledger_post, payable_account, platform_account
-from marketplace.models import AccountKind, License, Order
+from marketplace.models import AccountKind, License, LicenseState, Order
 from marketplace.services.orders import order_place
 from marketplace.services.settlement import usage_settle
 from tests.conftest import is_postgres
-from tests.custody.conftest import sealed_version, upload  # noqa: F401
+from tests.custody.conftest import drain, sealed_version, upload  # noqa: F401
 from tests.grants import grant_for_test
 from tests.marketplace.catalog.conftest import sealed_rows  # noqa: F401
 from tests.marketplace.orders.conftest import cora, fund, market, use  # noqa: F401
@@ -225,6 +227,39 @@ class TestCheckLedger:
             f"usage {pending.pk} was never settled",
             "usage 9 was acknowledged and is gone",
         ]
+
+
+# --- takedown ------------------------------------------------------------------------------------
+
+
+class TestCheckTakedown:
+    @pytest.fixture
+    def taken_down(self, settled, ops, django_capture_on_commit_callbacks) -> tuple[License, list[Event]]:
+        license_, _usage = settled(1_000_000)
+        with django_capture_on_commit_callbacks(execute=True):
+            version_takedown(actor=ops, version=license_.version, reason="court order")
+        drain()
+        license_.refresh_from_db()
+        history = [
+            ok("takedown", version=license_.version_id, listings=[], orders=[], licenses=[license_.pk])
+        ]
+        assert check_takedown(history) == []
+        return license_, history
+
+    def test_sees_a_license_left_active(self, taken_down):
+        license_, history = taken_down
+        License.objects.filter(pk=license_.pk).update(state=LicenseState.ACTIVE)
+        assert check_takedown(history) == [
+            f"license {license_.ref} on a taken-down version is active, not revoked"
+        ]
+
+    def test_sees_a_revocation_recorded_twice_and_work_left_failed(self, taken_down):
+        license_, history = taken_down
+        audit_record(action="marketplace.license_revoke", object_type="license", object_id=license_.ref)
+        WorkItem.objects.filter(kind="marketplace.takedown_license").update(state=WorkState.FAILED)
+        problems = check_takedown(history)
+        assert f"license {license_.ref} has 2 marketplace.license_revoke audit events, not 1" in problems
+        assert any(p.startswith("takedown work item marketplace.takedown_license") for p in problems)
 
 
 # --- the audit log --------------------------------------------------------------------------------

@@ -256,6 +256,29 @@ class TestHostileUploads:
             assert not {"/", "\\", "\x1b", "\r", "\n", "\u202e"} & set(shown), shown
             assert shown.endswith(".jsonl")
 
+    @pytest.mark.parametrize("size", ["3_0", "٣٠", "３０", "1e3", 30.5, True])
+    def test_a_declared_size_int_would_read_is_refused(self, client, version, hostile_limits, size):
+        response = client.post(
+            f"/api/v1/versions/{version.pk}/contributions",
+            {"filename": "rows.jsonl", "size": size},
+            format="json",
+        )
+        assert response.status_code == 422, response.content
+        assert [e["pointer"] for e in response.json()["errors"]] == ["/size"]
+        assert not Contribution.objects.filter(version=version).exists()
+
+    @pytest.mark.parametrize("depth", [65, 1000, 100_000])
+    def test_a_start_body_nested_deeply_is_refused_before_parsing(
+        self, client, version, hostile_limits, depth
+    ):
+        body = '{"filename": "rows.jsonl", "metadata_fields": ' + "[" * depth + "]" * depth + "}"
+        response = client.post(
+            f"/api/v1/versions/{version.pk}/contributions", body, content_type="application/json"
+        )
+        assert response.status_code == 400, response.content
+        assert response.json()["code"] == "common.json_too_deep"
+        assert not Contribution.objects.filter(version=version).exists()
+
 
 def _content_files(profile: str) -> list[HostileFile]:
     # Empty uploads are refused before the sync limit is consulted, so at complete always.

@@ -342,6 +342,7 @@ class TestRevocationAndTakedown:
         assert custody.artifact_open(version=sealed_version, name=f"training-job-{job.pk}") == b"weights"
         with django_capture_on_commit_callbacks(execute=True):
             custody.version_takedown(actor=alice, version=sealed_version, reason="contract ended")
+        drain()  # the destruction is a training.takedown_job work item
         job.refresh_from_db()
         assert job.artifact_blob_key == "" and not blob_store().exists(key)
         assert job.events.filter(kind="artifact_destroyed").exists()

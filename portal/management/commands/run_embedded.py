@@ -118,6 +118,9 @@ def web_command(host: str, port: int) -> list[str]:
         "--workers=2",
         "--graceful-timeout=5",
         "--access-logfile=-",
+        # gunicorn 25+ opens a control socket at one path in the user's home for every
+        # instance: a second `make run` would take it over and delete it on exit. Unused here.
+        "--no-control-socket",
     ]
 
 
