@@ -1,0 +1,536 @@
+"""``Client``: the Sealroom API as Python calls.
+
+    client = Client()                                   # SEALROOM_TOKEN, SEALROOM_URL
+    listing = client.search_catalog("support")[0]
+    offer = client.get_listing(listing.id).offers[0]
+    order = client.order(offer.id)                      # Idempotency-Key sent for you
+    job = client.submit_job(license=order.license_ref, template="causal_lm", base="gpt2-tiny")
+    job = client.follow_job(job.id)
+    archive = client.download_artifact(job.id)          # and its receipt, verified
+
+Map of the module: identity and tokens; catalog and quotes; orders and licenses;
+uploads (resumable); training jobs; artifacts and receipts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sealroom import __version__, _api, config
+from sealroom._http import Transport, new_idempotency_key
+from sealroom.errors import ConfigurationError, JobFailed, NotFound, ValidationError
+from sealroom.models import (
+    BaseModel,
+    Contribution,
+    Job,
+    JobMetrics,
+    License,
+    Listing,
+    Me,
+    Order,
+    Quote,
+    VerifiedReceipt,
+)
+from sealroom.receipts import verify_receipt
+
+DEFAULT_PART_SIZE = 8 * 1024**2
+LICENSE_PREFIX = "lic_"
+
+
+class Client:
+    """A client for one Sealroom server, acting with one API token.
+
+    ``token`` and ``base_url`` default to ``SEALROOM_TOKEN`` and ``SEALROOM_URL``, then to
+    what ``sealroom login`` saved. A token acts for the organisation it was made for.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        max_retry_wait: float = 60.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = config.resolve_url(base_url)
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        self.token = config.resolve_token(token)
+        self._transport = Transport(
+            base_url=self.base_url,
+            token=self.token,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            user_agent=f"sealroom-python/{__version__}",
+            http=http,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    @property
+    def retries(self) -> int:
+        """How many times this client retried a request (rate limits, dropped connections)."""
+        return self._transport.retries
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _need_token(self) -> None:
+        if not self.token:
+            raise ConfigurationError(
+                "No API token: pass token=, set SEALROOM_TOKEN, or run `sealroom login`."
+            )
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        self._need_token()
+        return self._transport.request("GET", path, params=params).json()
+
+    def _post(self, path: str, body: Any = None, *, idempotency_key: str | None = None) -> Any:
+        self._need_token()
+        response = self._transport.request("POST", path, json_body=body, idempotency_key=idempotency_key)
+        return response.json() if response.content else None
+
+    def _pages(
+        self, path: str, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[Any]:
+        """Items of a paginated list, page after page (``limit`` stops early)."""
+        query = dict(params or {})
+        query.setdefault("page_size", 100 if limit is None else min(limit, 200))
+        page = 1
+        seen = 0
+        while True:
+            data = self._get(path, {**query, "page": page})
+            for item in data.get("results", []):
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            if not data.get("next"):
+                return
+            page += 1
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def whoami(self) -> Me:
+        """The caller: user, organisations, and the token's organisation and scopes."""
+        return Me.from_api(self._get(_api.ME))
+
+    def public_keys(self) -> dict[str, str]:
+        """The platform's published signing keys (key id -> PEM), from ``/audit/keys`` (public)."""
+        data = self._transport.request("GET", _api.AUDIT_KEYS).json()
+        return {k["key_id"]: k["public_key_pem"] for k in data.get("keys", [])}
+
+    # --- catalog ----------------------------------------------------------------------------
+
+    def search_catalog(
+        self,
+        query: str = "",
+        *,
+        tag: str | None = None,
+        language: str | None = None,
+        price_model: str | None = None,
+        provider: int | None = None,
+        limit: int | None = 50,
+    ) -> list[Listing]:
+        """Published listings matching ``query`` (no offers: ``get_listing`` has them)."""
+        params: dict[str, Any] = {
+            "q": query or None,
+            "tag": tag,
+            "language": language,
+            "price_model": price_model,
+            "provider": provider,
+        }
+        return [Listing.from_api(item) for item in self._pages(_api.LISTINGS, params, limit)]
+
+    def get_listing(self, listing_id: int) -> Listing:
+        """A listing with its statistics, preview and offers (terms and prices)."""
+        return Listing.from_api(self._get(_api.LISTING.format(listing_id=listing_id)))
+
+    def quote(self, offer_id: int, *, tokens: int | None = None, periods: int | None = None) -> Quote:
+        """What a usage would cost under the offer's current terms (nothing is reserved)."""
+        return Quote.from_api(
+            self._get(_api.OFFER_QUOTE.format(offer_id=offer_id), {"tokens": tokens, "periods": periods})
+        )
+
+    # --- orders and licenses ----------------------------------------------------------------
+
+    def order(
+        self, offer_id: int, *, periods: int | None = None, idempotency_key: str | None = None
+    ) -> Order:
+        """Buy a license: escrowed from your balance. Idempotent: retries reuse one key.
+
+        Pass your own ``idempotency_key`` to make a retry across processes safe too: the
+        same key within 24 hours returns the first order instead of placing another.
+        """
+        body: dict[str, Any] = {"offer_id": offer_id}
+        if periods is not None:
+            body["periods"] = periods
+        key = idempotency_key or new_idempotency_key()
+        return Order.from_api(self._post(_api.ORDERS, body, idempotency_key=key))
+
+    def get_order(self, ref: str) -> Order:
+        return Order.from_api(self._get(_api.ORDER.format(ref=ref)))
+
+    def list_orders(self, *, limit: int | None = None) -> list[Order]:
+        return [Order.from_api(item) for item in self._pages(_api.ORDERS, limit=limit)]
+
+    def get_license(self, ref: str) -> License:
+        """A license (``lic_…``): what it has left, and the grant id jobs run under."""
+        return License.from_api(self._get(_api.LICENSE.format(ref=ref)))
+
+    def list_licenses(self, *, limit: int | None = None) -> list[License]:
+        return [License.from_api(item) for item in self._pages(_api.LICENSES, limit=limit)]
+
+    def grant_id_for(self, license: str | int) -> int:
+        """The custody grant id that ``POST /training/jobs`` wants, from a license ref or an order ref.
+
+        An integer is taken as a grant id already.
+        """
+        if isinstance(license, int):
+            return license
+        if license.isdigit():
+            return int(license)
+        if not license.startswith(LICENSE_PREFIX):
+            order = self.get_order(license)
+            if order.license_ref is None:
+                raise ValidationError(
+                    status=422,
+                    code="sdk.order_not_licensed",
+                    detail=f"Order {license} is {order.state}: it has no license yet.",
+                )
+            license = order.license_ref
+        return self.get_license(license).grant_id
+
+    def balances(self) -> list[dict[str, Any]]:
+        return list(self._get(_api.BALANCES))
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    def start_upload(
+        self,
+        version_id: int,
+        *,
+        filename: str,
+        size: int,
+        format: str | None = None,
+        text_fields: list[str] | None = None,
+        metadata_fields: list[str] | None = None,
+    ) -> Contribution:
+        body = _api.contribution_body(
+            filename=filename,
+            size=size,
+            format=format,
+            text_fields=text_fields,
+            metadata_fields=metadata_fields,
+        )
+        return Contribution.from_api(
+            self._post(_api.VERSION_CONTRIBUTIONS.format(version_id=version_id), body)
+        )
+
+    def get_upload(self, contribution_id: int) -> Contribution:
+        """An upload, with the parts the server holds (to resume)."""
+        return Contribution.from_api(self._get(_api.CONTRIBUTION.format(contribution_id=contribution_id)))
+
+    def put_part(self, contribution_id: int, number: int, data: bytes) -> dict[str, Any]:
+        """Send one part (1-based); sending a part again replaces it."""
+        self._need_token()
+        path = _api.CONTRIBUTION_PART.format(contribution_id=contribution_id, number=number)
+        response = self._transport.request("PUT", path, content=data, content_type="application/octet-stream")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def complete_upload(self, contribution_id: int) -> Contribution:
+        """Finish an upload: ingest (desensitization, screening, encryption) starts."""
+        path = _api.CONTRIBUTION_COMPLETE.format(contribution_id=contribution_id)
+        return Contribution.from_api(self._post(path))
+
+    def upload(
+        self,
+        version_id: int,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        text_fields: list[str] | None = None,
+        metadata_fields: list[str] | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        resume: bool = True,
+        contribution_id: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Contribution:
+        """Upload a corpus file to a dataset version in parts, resuming a dropped upload.
+
+        With ``resume`` the SDK remembers the upload (under ``~/.cache/sealroom/uploads``)
+        and, called again for the same file and version, asks the server which parts it
+        holds and sends only the others. ``on_progress(done_bytes, total_bytes)`` is
+        called after each part. Returns the completed contribution (ingest started).
+        """
+        source = Path(path)
+        size = source.stat().st_size
+        if size == 0:
+            raise ConfigurationError(f"{source} is empty: there is nothing to upload.")
+        record = _ResumeRecord(self.base_url, version_id, source, size) if resume else None
+        contribution = self._upload_target(
+            version_id, source, size, record, contribution_id, format, text_fields, metadata_fields, part_size
+        )
+        part_size = record.part_size if record and record.part_size else part_size
+        held = set(contribution.parts_received)
+        count = -(-size // part_size)
+        done = sum(min(part_size, size - (n - 1) * part_size) for n in held if 1 <= n <= count)
+        if contribution.size_received != done:
+            # The parts held were cut at another size: sending ours would corrupt the file.
+            raise ConfigurationError(
+                f"Upload {contribution.id} holds parts {sorted(held)} ({contribution.size_received} bytes), "
+                f"which do not match parts of {part_size} bytes: resume it with the part size it began with."
+            )
+        if on_progress:
+            on_progress(done, size)
+        with source.open("rb") as handle:
+            for number in range(1, count + 1):
+                if number in held:
+                    continue
+                handle.seek((number - 1) * part_size)
+                data = handle.read(part_size)
+                self.put_part(contribution.id, number, data)
+                done += len(data)
+                if on_progress:
+                    on_progress(done, size)
+        completed = self.complete_upload(contribution.id)
+        if record:
+            record.forget()
+        return completed
+
+    def _upload_target(
+        self,
+        version_id: int,
+        source: Path,
+        size: int,
+        record: _ResumeRecord | None,
+        contribution_id: int | None,
+        format: str | None,
+        text_fields: list[str] | None,
+        metadata_fields: list[str] | None,
+        part_size: int,
+    ) -> Contribution:
+        """The upload to continue (given, or remembered and still open), else a new one."""
+        remembered = contribution_id or (record.contribution_id() if record else None)
+        if remembered is not None:
+            try:
+                existing = self.get_upload(remembered)
+            except NotFound:
+                existing = None
+            if existing is not None and existing.state == "uploading":
+                return existing
+            if contribution_id is not None:
+                state = existing.state if existing else "gone"
+                raise ConfigurationError(f"Upload {contribution_id} cannot be resumed: it is {state}.")
+        contribution = self.start_upload(
+            version_id,
+            filename=source.name,
+            size=size,
+            format=format,
+            text_fields=text_fields,
+            metadata_fields=metadata_fields,
+        )
+        if record:
+            record.remember(contribution.id, part_size)
+        return contribution
+
+    # --- training ---------------------------------------------------------------------------
+
+    def list_bases(self) -> list[BaseModel]:
+        """Built-in base models and your organisation's uploads."""
+        return [BaseModel.from_api(item) for item in self._pages(_api.BASES)]
+
+    def base_id_for(self, base: str | int) -> int:
+        """A base model's id from its name (``gpt2-tiny``), as the job endpoint wants an id."""
+        if isinstance(base, int):
+            return base
+        if base.isdigit():
+            return int(base)
+        matches = [b for b in self.list_bases() if b.name == base]
+        if not matches:
+            raise ValidationError(
+                status=422,
+                code="sdk.base_unknown",
+                detail=f"No base model named {base!r} (see list_bases()).",
+            )
+        # An organisation's own upload of the same name wins over a built-in.
+        return sorted(matches, key=lambda b: b.kind == "builtin")[0].id
+
+    def submit_job(
+        self,
+        *,
+        license: str | int,
+        template: str,
+        base: str | int,
+        hyperparameters: dict[str, Any] | None = None,
+        dp: dict[str, Any] | None = None,
+        label_field: str = "",
+        purpose: str = "",
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a fine-tune job under a license (``lic_…``, an order ref, or a grant id).
+
+        ``base`` is a base model's name or id. The job is queued; ``follow_job`` watches it.
+        """
+        body = _api.job_body(
+            grant_id=self.grant_id_for(license),
+            template=template,
+            base_id=self.base_id_for(base),
+            hyperparameters=dict(hyperparameters or {}),
+            dp=dp,
+            label_field=label_field,
+            purpose=purpose,
+        )
+        return Job.from_api(self._post(_api.JOBS, body, idempotency_key=idempotency_key))
+
+    def get_job(self, job_id: int) -> Job:
+        return Job.from_api(self._get(_api.JOB.format(job_id=job_id)))
+
+    def list_jobs(self, *, limit: int | None = None) -> list[Job]:
+        return [Job.from_api(item) for item in self._pages(_api.JOBS, limit=limit)]
+
+    def cancel_job(self, job_id: int) -> Job:
+        return Job.from_api(self._post(_api.JOB_CANCEL.format(job_id=job_id)))
+
+    def job_metrics(self, job_id: int) -> JobMetrics:
+        """Validation metrics, the loss curve and the release gate's verdict."""
+        return JobMetrics.from_api(self._get(_api.JOB_METRICS.format(job_id=job_id)))
+
+    def follow_job(
+        self,
+        job_id: int,
+        *,
+        interval: float = 2.0,
+        timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> Job:
+        """Poll a job until it ends, calling ``on_update`` with each new state of it.
+
+        :raises JobFailed: it failed or was cancelled (unless ``raise_on_failure=False``).
+        :raises TimeoutError: ``timeout`` seconds passed first.
+        """
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        last: dict[str, Any] | None = None
+        while True:
+            job = self.get_job(job_id)
+            if on_update and job.raw != last:
+                on_update(job)
+            last = job.raw
+            if job.finished:
+                if raise_on_failure and not job.succeeded:
+                    raise JobFailed(job.id, job.state, job.failure_code, job.failure_reason)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout}s")
+            time.sleep(interval)
+
+    # --- artifacts and receipts -------------------------------------------------------------
+
+    def get_receipt(self, job_id: int) -> dict[str, Any]:
+        """The job's signed receipt document (see ``verify_receipt``)."""
+        document: dict[str, Any] = self._get(_api.JOB_RECEIPT.format(job_id=job_id))
+        return document
+
+    def download_artifact(
+        self,
+        job_id: int,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        verify: bool = True,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        """Download the trained model (``job-<id>.tar.gz``) and its receipt (``job-<id>-receipt.json``).
+
+        With ``verify`` (the default) the receipt's signature is checked against the
+        platform's published keys and every file of the archive against the receipt.
+        :raises ReceiptInvalid: verification failed (the files are kept, for inspection).
+        """
+        self._need_token()
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        archive = target / f"job-{job_id}.tar.gz"
+        partial = archive.with_suffix(".gz.part")
+        with self._transport.stream(_api.JOB_ARTIFACT.format(job_id=job_id)) as response:
+            total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
+            done = 0
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+        partial.replace(archive)
+        receipt = self.get_receipt(job_id)
+        receipt_path = target / f"job-{job_id}-receipt.json"
+        receipt_path.write_text(json.dumps(receipt, indent=2, ensure_ascii=False), encoding="utf-8")
+        if verify:
+            self.verify_receipt(receipt, artifact=archive)
+        return archive
+
+    def verify_receipt(
+        self,
+        document: dict[str, Any] | str | os.PathLike[str],
+        *,
+        artifact: str | os.PathLike[str] | None = None,
+        public_keys: dict[str, str] | None = None,
+    ) -> VerifiedReceipt:
+        """Verify a receipt against the platform's published keys (fetched unless given).
+
+        :raises ReceiptInvalid: see ``sealroom.receipts.verify_receipt``.
+        """
+        source = document if isinstance(document, dict) else Path(document)
+        keys = public_keys if public_keys is not None else self.public_keys()
+        return verify_receipt(source, keys, artifact=Path(artifact) if artifact is not None else None)
+
+
+class _ResumeRecord:
+    """Which upload a file was going to, so a second run resumes it (a small JSON file)."""
+
+    def __init__(self, base_url: str, version_id: int, source: Path, size: int) -> None:
+        stat = source.stat()
+        identity = f"{base_url}|{version_id}|{source.resolve()}|{size}|{stat.st_mtime_ns}"
+        self.path = (
+            config.cache_dir() / "uploads" / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
+        )
+        self.part_size: int | None = None
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def contribution_id(self) -> int | None:
+        data = self._read()
+        if not isinstance(data.get("contribution_id"), int):
+            return None
+        self.part_size = data.get("part_size") if isinstance(data.get("part_size"), int) else None
+        return int(data["contribution_id"])
+
+    def remember(self, contribution_id: int, part_size: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"contribution_id": contribution_id, "part_size": part_size}))
+        self.part_size = part_size
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
