@@ -89,6 +89,7 @@ class TestValidateBase:
                 "parameters": expected,
                 "causal": True,
                 "sha256": base_hash(base_dir),
+                "positions": 64,
                 "detail": "loaded with safetensors weights",
             }
         ]
