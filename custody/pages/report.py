@@ -213,26 +213,23 @@ def samples_page(request: HttpRequest, version_id: int) -> HttpResponse:
     entity_type = request.GET.get("entity_type", "")[:40]
     number = _page_number(request)
     actor, version = page_user(request), access.version
-    try:
-        found = services.report_samples_page(
+
+    def page(n: int) -> Any:
+        return services.report_samples_page(
             actor=actor,
             version=version,
             language=language or None,
             entity_type=entity_type or None,
-            offset=(number - 1) * SAMPLES_PER_PAGE,
+            offset=(n - 1) * SAMPLES_PER_PAGE,
             limit=SAMPLES_PER_PAGE,
         )
+
+    try:
+        found = page(number)
         last = max(1, -(-found.total // SAMPLES_PER_PAGE))
         if number > last:
             number = last
-            found = services.report_samples_page(
-                actor=actor,
-                version=version,
-                language=language or None,
-                entity_type=entity_type or None,
-                offset=(number - 1) * SAMPLES_PER_PAGE,
-                limit=SAMPLES_PER_PAGE,
-            )
+            found = page(number)
     except (NotFound, NotPermitted) as exc:
         raise_http(exc)
     samples = [
