@@ -35,6 +35,7 @@ from custody.desensitize.policy import SUPPORTED_ENTITIES, Policy
 from custody.language import cjk_free_segments, latin_view
 from custody.recognizers import Candidate, Context, Recognizer, TextView, sealroom_recognizers
 from custody.recognizers.base import english_stop_words
+from custody.recognizers.en_model import tag_segments
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -184,6 +185,8 @@ class Engine:
     ner_low_score: frozenset[str]
     ner_low_multiplier: float
     batch_size: int = NER_BATCH_SIZE
+    # The English tagger (custody/recognizers/en_model.py) when settings.DESENSITIZE_EN_MODEL is on.
+    en_tagger: Any = None
     _analyzer: AnalyzerEngine | None = field(default=None, repr=False)
 
     @classmethod
@@ -212,6 +215,7 @@ class Engine:
             ner_score=config.default_score if config.default_score is not None else 0.85,
             ner_low_score=frozenset(config.low_score_entity_names or ()),
             ner_low_multiplier=config.low_confidence_score_multiplier or 0.4,
+            en_tagger=load_en_tagger(),
         )
 
     # --- detection -------------------------------------------------------------------------
@@ -236,6 +240,12 @@ class Engine:
         use_ner = "en" in policy.languages and bool(entities & NER_ENTITIES)
         segments = ner_segments(texts, ner_flags) if use_ner else []
         docs = iter(self.nlp.pipe((seg for _, _, seg in segments), batch_size=self.batch_size))
+        # The English tagger reads every English record whole, in one batch; its spans fill what the
+        # other stages left (``fill_gaps``): chosen on the dev split, docs/desensitization.md.
+        tagged: dict[int, list[Candidate]] = {}
+        if use_ner and self.en_tagger is not None:
+            whole = [(i, 0, latin_view(t)) for i, t in enumerate(texts) if ner_flags[i]]
+            tagged = tag_segments(self.en_tagger, texts, whole, self.ner_score)
         cursor = 0
         for index, text in enumerate(texts):
             view = TextView(text, policy_languages, english=ner_flags[index])
@@ -248,10 +258,11 @@ class Engine:
                 ner.extend(self._ner_candidates(text, next(docs), segments[cursor][1]))
                 cursor += 1
             if ner:
-                candidates.extend(_plausible_ner(text, ner, candidates))
-            yield merge_adjacent_locations(
-                text, resolve(_without_false_nhs(view, candidates), entities, threshold)
-            )
+                candidates.extend(_plausible_ner(text, ner, candidates, threshold))
+            chosen = resolve(_joined_phones(_without_false_nhs(view, candidates)), entities, threshold)
+            if index in tagged:
+                chosen = fill_gaps(chosen, tagged[index], entities, threshold)
+            yield merge_adjacent_locations(text, chosen)
 
     def _ner_candidates(self, text: str, doc: Doc, offset: int) -> list[Candidate]:
         mapping, ignore = self.ner_mapping, self.ner_ignore
@@ -381,7 +392,9 @@ def _overlaps(a: Candidate, b: Candidate) -> bool:
     return a.start < b.end and b.start < a.end
 
 
-def _plausible_ner(text: str, ner: list[Candidate], patterns: list[Candidate]) -> list[Candidate]:
+def _plausible_ner(
+    text: str, ner: list[Candidate], patterns: list[Candidate], threshold: float = 0.0
+) -> list[Candidate]:
     """Drop the NER guesses that are not personal data, or that a pattern recognizer knows better.
 
     - A number (fewer than two letters) where a pattern recognizer matched:
@@ -395,6 +408,11 @@ def _plausible_ner(text: str, ner: list[Candidate], patterns: list[Candidate]) -
       capitals (the model's guesses there are noise; lowercase names come
       from the gazetteers); one in capitals inside text written mostly in
       capitals.
+    - The part of a guess that runs over a number a pattern recognizer found
+      (phone, card, identifier): "Ring +420 728 778" read as an organisation,
+      "+44 28 9018 4700 later" as a date. The model's higher score would
+      otherwise win the overlap and leave the rest of the number in clear;
+      what is left beside the number stays if it still reads as a name or a date.
     """
     if not ner:
         return ner
@@ -419,30 +437,87 @@ def _plausible_ner(text: str, ner: list[Candidate], patterns: list[Candidate]) -
             letters = sum(ch.isalpha() for ch in value)
             if letters < 2 and any(_overlaps(c, p) for p in patterns):
                 continue
-            if c.entity_type in _NAME_TYPES and any(
-                p.entity_type in _ADDRESS_TYPES and _overlaps(c, p) for p in patterns
-            ):
-                continue
+            addresses = [p for p in patterns if p.entity_type in _ADDRESS_TYPES and _overlaps(c, p)]
+            if addresses:
+                if c.entity_type in _NAME_TYPES:
+                    continue
+                # "Sept 18 http://is.gd/x": keep the date before the link, not the link's start.
+                clipped = _clipped_before(text, c, min(p.start for p in addresses))
+                if clipped is None:
+                    continue
+                c = clipped
+            numbers = [
+                p
+                for p in patterns
+                if p.entity_type not in _NOT_NUMBER_TYPES and p.score >= threshold and _overlaps(c, p)
+            ]
+            if numbers:
+                beside = _beside_numbers(text, c, numbers)
+                if beside is None:
+                    continue
+                c = beside
         kept.append(c)
     return kept
+
+
+def _clipped_before(text: str, c: Candidate, limit: int) -> Candidate | None:
+    """Return the candidate cut to end before ``limit`` (white space dropped), or None if no date is left."""
+    end = min(c.end, limit)
+    while end > c.start and text[end - 1] in " \t\n-,(":
+        end -= 1
+    value = text[c.start : end]
+    if not _DATE_HAS_DIGIT.search(value) or _NOT_A_DATE.fullmatch(value.strip()):
+        return None
+    return c._replace(end=end)
+
+
+_TRIM: Final = " \t\n-,:;()[]/+.#"
+
+
+def _beside_numbers(text: str, c: Candidate, numbers: list[Candidate]) -> Candidate | None:
+    """Return the part of a model guess before (or else after) the numbers it overlaps, or None."""
+    pieces = ((c.start, min(p.start for p in numbers)), (max(p.end for p in numbers), c.end))
+    for start, end in pieces:
+        while start < end and text[start] in _TRIM:
+            start += 1
+        while end > start and text[end - 1] in _TRIM:
+            end -= 1
+        value = text[start:end]
+        if sum(ch.isalpha() for ch in value) < 2:
+            continue
+        if c.entity_type == "DATE_TIME" and (
+            not _DATE_HAS_DIGIT.search(value) or _NOT_A_DATE.fullmatch(value)
+        ):
+            continue
+        return c._replace(start=start, end=end)
+    return None
 
 
 _DATE_HAS_DIGIT = re.compile(r"\d")
 _NOT_A_DATE = re.compile(
     # a bare number that is not a year; a duration or an age
     r"(?!(?:19|20)\d\d$)\d{1,4}"
-    r"|(?:about |around |over |under |almost |nearly |the )?(?:\d+|a|an|one|two|few)(?:st|nd|rd|th)?[ \-]*"
+    r"|(?:about |around |over |under |almost |nearly |the )?(?:(?:last|next|past|coming|first|previous) )?"
+    r"(?:\d+|a|an|one|two|few)(?:st|nd|rd|th)?[ \-]*"
     r"(?:years?|yrs?|months?|weeks?|wks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|semesters?|quarters?)"
     r"(?:[ \-]*old| ago| later| long)?"
     # a time of day ("8:30 today", "7pm", "9:14 AM CST")
     r"|(?:at |by |until |from )?\d{1,2}(?:[:.]\d{2}){0,2} ?(?:[ap]\.?m\.?)?(?: [A-Z]{2,4})?"
     r"(?: (?:today|tonight|tomorrow|yesterday|this morning|this evening|this afternoon))?"
     # a numbered period of something ("Day 6", "Week 2", "Season 3")
-    r"|(?:day|week|season|round|episode|chapter|stage|phase|level|part|game) \d{1,3}",
+    r"|(?:day|week|season|round|episode|chapter|stage|phase|level|part|game) \d{1,3}"
+    # a time of day on a relative day ("today 5 pm", "tomorrow 10-12")
+    r"|(?:today|tonight|tomorrow|yesterday) (?:at |from )?\d{1,2}(?:[:.]\d{2})?"
+    r"(?: ?- ?\d{1,2}(?:[:.]\d{2})?)?(?: ?[ap]\.?m\.?)?"
+    # an ordinal without a month, an age, a century ("the 1st", "the age of 30", "the 21st century")
+    r"|(?:the |their |his |her |my |our |your )?\d{1,2}(?:st|nd|rd|th)(?: century| half| place| time)?"
+    r"|(?:the )?age of \d{1,3}",
     re.IGNORECASE,
 )
 _NAME_TYPES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 _ADDRESS_TYPES: Final = frozenset({"URL", "EMAIL_ADDRESS"})
+# Pattern types a model guess is not cut around: other guesses of its kind, dates, addresses.
+_NOT_NUMBER_TYPES: Final = _NAME_TYPES | _ADDRESS_TYPES | {"DATE_TIME"}
 # Words the small model takes for names in informal text.
 _NOT_NAMES: Final = frozenset(
     [
@@ -525,6 +600,47 @@ def _without_false_nhs(view: TextView, candidates: list[Candidate]) -> list[Cand
     return kept
 
 
+def _joined_phones(candidates: list[Candidate]) -> list[Candidate]:
+    """Join overlapping phone candidates into one span with the best score.
+
+    The numbering-plan matcher often reads only part of a foreign number
+    ("757 938 3470" of "+7 757 938 3470") and scores it higher than the
+    recognizer that saw the whole: resolved by score, the country code and
+    trunk digits would stay in clear. Digits two recognizers share belong to
+    the same number.
+    """
+    phones = [c for c in candidates if c.entity_type == "PHONE_NUMBER"]
+    if len(phones) < 2:
+        return candidates
+    phones.sort(key=lambda c: (c.start, -c.end))
+    joined = [phones[0]]
+    for c in phones[1:]:
+        last = joined[-1]
+        if c.start < last.end:
+            if c.end > last.end or c.score > last.score:
+                best = c if c.score > last.score else last
+                joined[-1] = Candidate(
+                    last.start, max(last.end, c.end), "PHONE_NUMBER", best.score, best.source
+                )
+        else:
+            joined.append(c)
+    return [c for c in candidates if c.entity_type != "PHONE_NUMBER"] + joined
+
+
+def fill_gaps(
+    chosen: list[Candidate], extra: list[Candidate], entities: frozenset[str], threshold: float
+) -> list[Candidate]:
+    """Add the ``extra`` spans (the English tagger's) that overlap nothing already chosen, sorted."""
+    added = [
+        c
+        for c in extra
+        if c.entity_type in entities and c.score >= threshold and not any(_overlaps(c, k) for k in chosen)
+    ]
+    if not added:
+        return chosen
+    return resolve([*chosen, *added], entities, threshold)
+
+
 def resolve(candidates: list[Candidate], entities: frozenset[str], threshold: float) -> list[Candidate]:
     """Keep the candidates the policy asks for; overlaps go to the highest score, then the longest span."""
     eligible = [c for c in candidates if c.score >= threshold and c.entity_type in entities]
@@ -542,6 +658,30 @@ def resolve(candidates: list[Candidate], entities: frozenset[str], threshold: fl
         starts.insert(index, c.start)
         chosen.insert(index, c)
     return chosen
+
+
+def load_en_tagger() -> Any:
+    """Load the English tagger when ``settings.DESENSITIZE_EN_MODEL`` is on, else None.
+
+    :raises ImproperlyConfigured: when it is on and the tagger cannot load (torch or transformers
+        missing, a file failing its pinned hash): never a silent fallback that finds less.
+    """
+    import os
+
+    from django.conf import settings
+
+    if not getattr(settings, "DESENSITIZE_EN_MODEL", False):
+        return None
+    from custody.recognizers.en_model import EnglishModelError, EnglishTagger, default_threads
+
+    processes = settings.DESENSITIZE_PROCESSES or (os.cpu_count() or 1)
+    try:
+        return EnglishTagger(threads=default_threads(processes))
+    except EnglishModelError as error:
+        raise ImproperlyConfigured(
+            f"{error}. settings.DESENSITIZE_EN_MODEL (SEALROOM_DESENSITIZE_EN_MODEL) is on: "
+            "install requirements/training.txt on this worker or turn the setting off"
+        ) from None
 
 
 _ENGINES: dict[str, Engine] = {}

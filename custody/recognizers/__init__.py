@@ -19,7 +19,13 @@ from custody.recognizers.en_ids import ContextIdRecognizer, ContextPhoneRecogniz
 from custody.recognizers.en_names import EnglishNameRecognizer, HandleRecognizer
 from custody.recognizers.en_orgs import OrganizationPatternRecognizer
 from custody.recognizers.en_places import AddressRecognizer, PlaceGazetteerRecognizer
-from custody.recognizers.generic import BankCardRecognizer, EmailRecognizer, PhoneRecognizer, UrlRecognizer
+from custody.recognizers.generic import (
+    BankCardRecognizer,
+    DateTimeRecognizer,
+    EmailRecognizer,
+    PhoneRecognizer,
+    UrlRecognizer,
+)
 from custody.recognizers.names_zh import ChineseNameRecognizer
 from custody.recognizers.zh_address import ChineseAddressRecognizer
 from custody.recognizers.zh_entities import ChineseEntityRecognizer, ChineseHandleRecognizer
@@ -38,6 +44,7 @@ def sealroom_recognizers() -> list[Recognizer]:
         UrlRecognizer(),
         PhoneRecognizer(),
         BankCardRecognizer(),
+        DateTimeRecognizer(),
         HandleRecognizer(),
         EnglishNameRecognizer(),
         AddressRecognizer(),
@@ -80,6 +87,7 @@ __all__ = [
     "Context",
     "ContextIdRecognizer",
     "ContextPhoneRecognizer",
+    "DateTimeRecognizer",
     "EmailRecognizer",
     "EnglishNameRecognizer",
     "HandleRecognizer",

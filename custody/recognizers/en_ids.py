@@ -45,12 +45,32 @@ _MASKED_CARD = re.compile(
 )
 _PHONE_CUE = re.compile(
     r"\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|office"
-    r"|home|work|call|text|whatsapp|reach (?:me|us) at"
-    r"|answering at|contact (?:me|us) at)\b[ \t]*(?:number|no\.?|#)?[ \t:.]*",
+    r"|home|work|call|text|ring|dial|whatsapp|reach|contact|answering"
+    r"|(?:my|our|his|her|their|your) number|ph(?=[.:])|mob(?=[.:]))\b"
+    # "call me on", "reach the desk at", "phone number is", "mobile no. changed to"
+    r"(?:[ \t]+(?:me|us|him|her|them|(?:the|our|my|your|his|her|their)[ \t]+[a-z]+))?"
+    r"(?:[ \t]*(?:number|no\.?|#))?"
+    r"(?:[ \t]+(?:is|was|on|at|to|from|changed to|now))?[ \t:.]*",
     re.IGNORECASE,
 )
-_PHONE_DIGITS = re.compile(r"\+?\(?\d[\d ()\-.]{4,22}\d")
-_PHONE_PLUS = re.compile(r"(?<![\w+])\+\d{1,3}[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d[\d \-]{5,16}\d(?!\d)")
+# Digits and phone punctuation; "(+358) ...", "+(370) ...", "87/789-3287" included.
+_PHONE_DIGITS = re.compile(r"(?:\(\+|\+\(|\+)?\(?\d[\d ()\-./]{4,22}\d")
+# A number labelled after it, as in a signature or a contact card ("781 1704 office",
+# "28-64-66-98 fax", "... is my cell"): a short local number that no numbering plan
+# check accepts.
+_PHONE_LABELLED = re.compile(
+    r"(?<![\w+\-./])(\+?\(?\d[\d ()\-.]{4,22}\d)[ \t]*[(\[]?"
+    # "... is my cell", "... - that's my landline"
+    r"(?:[\-–:,]?[ \t]*(?:(?:that|it)['’]?s[ \t]+|is[ \t]+|was[ \t]+)?(?:my|our|his|her|their|the)[ \t]+)?"
+    r"(?:office|fax|mobile|cell|home|work|tel|phone|landline|direct|main)\b",
+    re.IGNORECASE,
+)
+_DATE_LIKE = re.compile(r"\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{2,4}")
+_PHONE_PLUS = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}|\(\+\d{1,3}\)|\+\(\d{1,3}\))[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d[\d \-]{5,16}\d(?!\d)"
+    r"(?: ?(?:x|ext\.?) ?\d{1,6}(?!\d))?",
+    re.IGNORECASE,
+)
 _PASSWORD = re.compile(
     r"\b(?:password|passwd|passcode|pwd|pin)\b(?:[ \t]+(?:is|was|of))?[ \t]*[:=]?[ \t]*"
     r"(?:'([^'\s]{3,40})'|\"([^\"\s]{3,40})\"|([^\s'\",]{4,40}?))(?=[\s,;)]|[.!?](?:\s|$)|$)",
@@ -132,11 +152,17 @@ class ContextPhoneRecognizer(Recognizer):
         for m in _PHONE_CUE.finditer(text):
             number = _PHONE_DIGITS.match(text, m.end())
             if number:
-                value = number.group().rstrip(" -.(")
+                value = number.group().rstrip(" -.(/")
+                if _DATE_LIKE.fullmatch(value):
+                    continue
                 if 6 <= sum(c.isdigit() for c in value) <= 15:
                     found.append(
                         Candidate(number.start(), number.start() + len(value), "PHONE_NUMBER", 0.6, self.name)
                     )
+        for m in _PHONE_LABELLED.finditer(text):
+            value = m.group(1)
+            if 7 <= sum(c.isdigit() for c in value) <= 15 and not _DATE_LIKE.fullmatch(value):
+                found.append(Candidate(m.start(1), m.end(1), "PHONE_NUMBER", 0.6, self.name))
         for m in _PHONE_PLUS.finditer(text):
             if 8 <= sum(c.isdigit() for c in m.group()) <= 15:
                 found.append(Candidate(m.start(), m.end(), "PHONE_NUMBER", 0.55, self.name))

@@ -10,6 +10,7 @@ directly against Chinese text is found.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import ClassVar, Final
 
@@ -63,7 +64,9 @@ def _glued_end(domain: str, offset: int) -> int | None:
     return None
 
 
-_URL_SCHEME = re.compile(rf"(?<![A-Za-z0-9])(?:https?|ftp)://[^{_STOP_CHARS}]+", re.IGNORECASE)
+# A scheme starts a URL even when text is glued to it ("E12http://t.cn/x", "@annhttp://..."):
+# posts written without spaces put links straight after a word or a handle.
+_URL_SCHEME = re.compile(rf"(?:https?|ftp)://[^{_STOP_CHARS}]+", re.IGNORECASE)
 _URL_BARE = re.compile(
     r"(?<![A-Za-z0-9@._\-/])"
     r"((?:www\d{0,3}\.)?(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})"
@@ -72,6 +75,12 @@ _URL_BARE = re.compile(
 )
 _URL_TRAILING = ".,;:!?"
 _URL_HINT = re.compile(r"[a-z0-9]\.[a-z]|://", re.IGNORECASE)
+
+
+# A URL with a scheme, or a host name starting "www.", is nothing else: it
+# outranks the model's guesses (0.85) and the address patterns that overlap
+# it ("Sept 18 http://is.gd/x" read as a date, "11am - www" as a street).
+URL_CERTAIN_SCORE: Final = 0.9
 
 
 class UrlRecognizer(Recognizer):
@@ -93,13 +102,15 @@ class UrlRecognizer(Recognizer):
         for m in _URL_SCHEME.finditer(text):
             end = _strip_trailing(text, m.start(), m.end())
             taken.append((m.start(), end))
-            found.append(self.scored(view, m.start(), end, 0.6))
+            found.append(Candidate(m.start(), end, "URL", URL_CERTAIN_SCORE, self.name))
         for m in _URL_BARE.finditer(text):
             start, end = m.start(), _strip_trailing(text, m.start(), m.end())
             if any(s <= start < e for s, e in taken) or not has_public_suffix(m.group(1)):
                 continue
-            score = 0.6 if m.group(1).lower().startswith("www") else 0.5
-            found.append(self.scored(view, start, end, score))
+            if m.group(1)[:4].lower() == "www.":
+                found.append(Candidate(start, end, "URL", URL_CERTAIN_SCORE, self.name))
+            else:
+                found.append(self.scored(view, start, end, 0.5))
         return found
 
 
@@ -124,6 +135,19 @@ _NANP_SHAPE = re.compile(
     r"(?: ?(?:x|ext\.?) ?\d{1,6})?(?!\d)",
     re.IGNORECASE,
 )
+# Written with a trunk 0 and in groups ("010-1234-5678", "08-123 45 67", "03-1234567"):
+# a national number of a country outside the configured regions.
+_TRUNK_GROUPED = re.compile(r"(?<![\w+\-./])0\d{1,4}(?:[ \-.]\d{2,8}){1,4}(?![\w\-/]|\.\d)")
+# Three or more short groups ("17 46 81 45", "22 383 47 01", "8 (877) 893-28-79"): how
+# phone numbers are written, and not how amounts are ("1 234 567": thousands groups).
+_GROUPED = re.compile(
+    r"(?<![\w+\-./,])(?:\d{1,4}[ \-.])?(?:\(\d{2,4}\)[ \-]?)?\d{2,4}(?:[ \-.]\d{2,4}){2,4}(?![\w\-/]|[.,]\d)"
+)
+# An area code in brackets ("(72) 754-186", "(0123) 456789"): a phone in every plan.
+_BRACKETED = re.compile(r"(?<![\w)])\(\d{1,4}\)[ \-]?\d{2,5}(?:[ \-.]?\d{2,5}){0,2}(?![\w\-/]|[.,]\d)")
+_THOUSANDS = re.compile(r"\d{1,3}(?:([ .,])\d{3})(?:\1\d{3})*|(?:(?:19|20)\d\d[ \-.]?)+")
+# An extension written after the number ("... 4567 x123", "ext. 12").
+_EXTENSION = re.compile(r" ?(?:x|ext\.?|extension) ?\d{1,6}(?!\d)", re.IGNORECASE)
 # Left to CnMobileRecognizer when Chinese recognizers run.
 _CN_MOBILE = re.compile(r"(?:(?:\+|00)?86[ \-]?)?1[3-9]\d(?:[ \-]?\d{4}){2}")
 # Windows that python-phonenumbers would reject anyway, after a costly look:
@@ -197,10 +221,27 @@ class PhoneRecognizer(Recognizer):
                 for match in self._phonenumbers.PhoneNumberMatcher(chunk, region, leniency=self.leniency):
                     raw = chunk[match.start : match.end]
                     score = 0.6 if _looks_formatted(raw) else 0.4
-                    key = (offset + match.start, offset + match.end)
+                    end = match.end
+                    extension = _EXTENSION.match(chunk, end)
+                    if extension:
+                        end = extension.end()
+                    key = (offset + match.start, offset + end)
                     spans[key] = max(score, spans.get(key, 0.0))
         for m in _NANP_SHAPE.finditer(text):
             spans[m.span()] = max(0.5, spans.get(m.span(), 0.0))
+        for m in itertools.chain(_GROUPED.finditer(text), _BRACKETED.finditer(text)):
+            chunk = m.group()
+            if (
+                8 <= sum(c.isdigit() for c in chunk) <= 12
+                and not _NOT_A_PHONE.fullmatch(chunk)
+                and not _THOUSANDS.fullmatch(chunk)
+                and not chunk.startswith(("(19", "(20"))
+            ):
+                spans[m.span()] = max(0.5, spans.get(m.span(), 0.0))
+        for m in _TRUNK_GROUPED.finditer(text):
+            chunk = m.group()
+            if 8 <= sum(c.isdigit() for c in chunk) <= 12 and not _NOT_A_PHONE.fullmatch(chunk):
+                spans[m.span()] = max(0.5, spans.get(m.span(), 0.0))
         return [self.scored(view, s, e, score) for (s, e), score in spans.items()]
 
 
@@ -260,3 +301,42 @@ class BankCardRecognizer(Recognizer):
             score = 0.5 if digits.startswith("62") or (grouped and len(digits) in (16, 19)) else 0.4
             found.append(self.scored(view, m.start(), m.end(), score))
         return found
+
+
+# A calendar date in digits followed by a time of day: "1978-04-13 12:20:39",
+# "2024-05-01T08:30:00Z", "4/5/1992 3:45 PM", "13.04.1978, 12:20". Presidio's
+# date patterns and the model stop at the date, leaving the time in clear, and
+# the phone windows read "2018-01-14 03" as a number; the whole stamp is one span.
+_DAY: Final = r"(?:3[01]|[12]\d|0?[1-9])"
+_MONTH: Final = r"(?:1[0-2]|0?[1-9])"
+_NUMERIC_DATE: Final = (
+    rf"(?:[12]\d{{3}}([\-/.]){_MONTH}\1{_DAY}"  # 1978-04-13, 1978/4/13
+    rf"|{_DAY}([\-/.]){_DAY}\2(?:[12]\d{{3}}|\d{{2}}))"  # 13.04.1978, 4/5/1992, 04-13-78
+)
+_TIME_OF_DAY: Final = (
+    r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?"
+    r"(?: ?[AaPp]\.?[Mm]\.?(?![A-Za-z]))?"
+    r"(?:Z|[+\-](?:[01]\d|2[0-3]):?[0-5]\d| ?(?:UTC|GMT)(?:[+\-]\d{1,2}(?::?\d{2})?)?)?"
+)
+_DATE_TIME: Final = re.compile(
+    rf"(?<![\d/.\-]){_NUMERIC_DATE}(?:T|,? (?:at )?|,){_TIME_OF_DAY}(?![\d:])", re.IGNORECASE
+)
+# Certain, as a time stamp is nothing else; it must also beat the date part alone,
+# which Presidio's date pattern scores 0.95 after a context word ("Date: ...").
+DATE_TIME_SCORE: Final = 1.0
+
+
+class DateTimeRecognizer(Recognizer):
+    """Time stamps: a date in digits and the time of day after it, as one span, in any script."""
+
+    name = "DateTimeRecognizer"
+    entities = ("DATE_TIME",)
+
+    def applies(self, view: TextView) -> bool:
+        return view.has_digit and ":" in view.text
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        return [
+            Candidate(m.start(), m.end(), "DATE_TIME", DATE_TIME_SCORE, self.name)
+            for m in _DATE_TIME.finditer(view.text)
+        ]

@@ -239,7 +239,8 @@ class ChineseEntityRecognizer(Recognizer):
 
 # A Weibo or WeChat handle: "@" and up to 20 characters of Han, Latin, digits and the
 # separators nicknames use, ending at white space, punctuation or the next "@".
-_HANDLE: Final = re.compile(f"@([{HAN_CLASS}A-Za-z0-9_\\-丶·]{{1,20}})")
+# A link glued to the handle ("@朱元冰Ryanhttp://t.cn/…") is not part of it.
+_HANDLE: Final = re.compile(f"@((?:(?!https?://)[{HAN_CLASS}A-Za-z0-9_\\-丶·]){{1,20}})")
 # Words that follow a handle directly in posts written without spaces ("@严之吟转发微博").
 _AFTER_HANDLE: Final = re.compile("转发|回复|评论|微博|分享|说")
 # As the English handle recognizer's, so that the longer of two overlapping handles wins.

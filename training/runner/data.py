@@ -5,6 +5,7 @@ Errors here never quote record text: they name a line number at most.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterable
@@ -43,6 +44,8 @@ class Record:
     canary: bool = False
     line: int = 0
     platform_tokens: int | None = None
+    # token_classification: labelled character spans (start, end, type), offsets into `text`.
+    spans: tuple[tuple[int, int, str], ...] | None = None
 
 
 def read_records(lines: Iterable[bytes]) -> list[Record]:
@@ -71,10 +74,41 @@ def read_records(lines: Iterable[bytes]) -> list[Record]:
             isinstance(platform_tokens, bool) or not isinstance(platform_tokens, int) or platform_tokens < 0
         ):
             raise InputError("records", f"line {number}: 'platform_tokens' must be a non-negative integer")
-        records.append(Record(record["text"], label, canary, number, platform_tokens))
+        spans = _spans(record.get("spans"), len(record["text"]), number)
+        records.append(Record(record["text"], label, canary, number, platform_tokens, spans))
     if not records:
         raise InputError("records", "no records on stdin")
     return records
+
+
+def _spans(raw: object, length: int, number: int) -> tuple[tuple[int, int, str], ...] | None:
+    """A record's labelled spans: [{"start", "end", "type"}], within the text, not overlapping."""
+    if raw is None:
+        return None
+    problem = (
+        f"line {number}: 'spans' must be a list of {{start, end, type}} inside the text, not overlapping"
+    )
+    if not isinstance(raw, list):
+        raise InputError("records", problem)
+    spans: list[tuple[int, int, str]] = []
+    for span in raw:
+        if not isinstance(span, dict):
+            raise InputError("records", problem)
+        start, end, kind = span.get("start"), span.get("end"), span.get("type")
+        if (
+            isinstance(start, bool)
+            or isinstance(end, bool)
+            or not isinstance(start, int)
+            or not isinstance(end, int)
+            or not isinstance(kind, str)
+            or not 0 <= start < end <= length
+        ):
+            raise InputError("records", problem)
+        spans.append((start, end, kind))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in itertools.pairwise(spans)):
+        raise InputError("records", problem)
+    return tuple(spans)
 
 
 def load_tokenizer(path: str | None = None) -> Tokenizer:
@@ -286,3 +320,80 @@ def encode_labelled(
         sum(weights),
         torch.tensor(weights, dtype=torch.long),
     )
+
+
+def bio_tags(types: tuple[str, ...]) -> list[str]:
+    """The token tags of span types: O, then B-<type> and I-<type> for each, in order."""
+    return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in ("B", "I"))]
+
+
+def encode_spans(
+    tokenizer: Tokenizer,
+    records: list[Record],
+    types: tuple[str, ...],
+    max_seq_len: int,
+    pad: int,
+) -> Encoded:
+    """Encode records for token classification: one BIO tag index per token (``bio_tags(types)``).
+
+    A token is inside a span when its characters are; the span's first token is B-, the rest I-.
+    Special tokens and padding get -100 (no loss). Truncated to max_seq_len (the closing [SEP]
+    kept), padded to the longest row.
+
+    :raises InputError: naming the line of a record without spans or with a type not in `types`.
+    """
+    index = {kind: i for i, kind in enumerate(types)}
+    for record in records:
+        if record.spans is None:
+            raise InputError("records", f"line {record.line}: token_classification needs 'spans' (may be [])")
+        for _start, _end, kind in record.spans:
+            if kind not in index:
+                raise InputError("records", f"line {record.line}: span type must be one of the spec's labels")
+    encodings = tokenizer.encode_batch([r.text for r in records], add_special_tokens=True)
+    weights = record_weights(
+        records,
+        [len(e.ids) - e.special_tokens_mask.count(1) for e in encodings],
+        [not r.canary for r in records],
+    )
+    width = max(1, min(max_seq_len, max(len(e.ids) for e in encodings)))
+    ids = torch.full((len(records), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(records), width), dtype=torch.long)
+    tags = torch.full((len(records), width), -100, dtype=torch.long)
+    for row, (record, encoding) in enumerate(zip(records, encodings, strict=True)):
+        tokens = encoding.ids[:width]
+        if len(encoding.ids) > width and encoding.special_tokens_mask[-1]:
+            tokens[-1] = encoding.ids[-1]
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+        row_tags = token_tags(encoding.offsets, encoding.special_tokens_mask, record.spans or (), index)
+        kept = row_tags[: len(tokens)]
+        if len(encoding.ids) > width:
+            kept[-1] = -100
+        tags[row, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+    return Encoded(ids, mask, tags, sum(weights), torch.tensor(weights, dtype=torch.long))
+
+
+def token_tags(
+    offsets: list[tuple[int, int]],
+    special: list[int],
+    spans: tuple[tuple[int, int, str], ...],
+    index: dict[str, int],
+) -> list[int]:
+    """BIO tag indices of a tokenized text: 0 (O), 1 + 2k (B of type k), 2 + 2k (I), -100 special."""
+    tags = []
+    cursor = 0
+    previous: tuple[int, int, str] | None = None
+    for (start, end), is_special in zip(offsets, special, strict=True):
+        if is_special:
+            tags.append(-100)
+            continue
+        while cursor < len(spans) and spans[cursor][1] <= start:
+            cursor += 1
+        span = spans[cursor] if cursor < len(spans) else None
+        if span is not None and span[0] < end and start < span[1]:
+            base = 1 + 2 * index[span[2]]
+            tags.append(base if span is not previous else base + 1)
+            previous = span
+        else:
+            tags.append(0)
+    return tags

