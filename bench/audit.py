@@ -1,17 +1,20 @@
-"""Audit log throughput: chained appends against plain inserts, and verification speed.
+"""Audit log throughput: appends until integrated against plain inserts, and verification speed.
 
-    .venv/bin/python bench/audit.py [--events 2000] [--writers 8] [--verify-events 50000]
+    .venv/bin/python bench/audit.py [--events 4000] [--writers 8 16] [--verify-events 50000]
 
 Runs on the configured backend (SQLite by default, Postgres with
 DATABASE_URL) in a throwaway database that it creates and drops, with its
 own key and export directories: it never touches the development data.
 
-Prints, from one run:
-- audit appends per second: ``--writers`` threads, each calling
-  ``audit_record`` in its own transaction (head lock, hash, checkpoints);
+Prints, from one run, for each ``--writers`` count:
+- audited appends per second, integration included: ``--writers`` threads,
+  each calling ``audit_record`` in its own transaction (a pending insert; the
+  sequencer runs after each commit, combining threads, and signs checkpoints
+  when due); the clock stops when the last event has its seq and chain hash;
 - the reference: plain inserts of the same columns and indexes into a table
   of its own, same threads, one transaction each, no chain;
-- their ratio;
+- their ratio, and how many events the writers' commits left to the final
+  sequencer run (what beat's sweep would integrate within the merge delay);
 - verification speed: ``audit_verify`` over a chain of ``--verify-events``.
 
 Figures only: nothing here asserts a timing.
@@ -42,7 +45,7 @@ from django.db import connection, connections, models, transaction  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from common.audit import audit_record, chain_head_lock, event_hash  # noqa: E402
+from common.audit import audit_integrate, audit_pending, audit_record, chain_head_lock, event_hash  # noqa: E402
 from common.audit_checkpoints import checkpoint_tick  # noqa: E402
 from common.audit_verify import audit_verify  # noqa: E402
 from common.models import AuditEvent  # noqa: E402
@@ -163,17 +166,47 @@ def extend_chain(total: int) -> None:
         head.save(update_fields=["seq", "hash"])
 
 
-def bench(events: int, writers: int, verify_events: int) -> int:
-    with connection.schema_editor() as editor:
-        editor.create_model(PlainEvent)
+def audit_until_integrated(*, writers: int, total: int) -> tuple[float, int]:
+    """Audited appends from ``writers`` threads, timed until every event is integrated.
+
+    Returns the wall seconds and how many events the writers' after-commit
+    sequencer runs left pending (integrated by the final run, as beat's sweep would).
+    """
+    began = time.perf_counter()
+    run_writers(audit_append, writers=writers, total=total)
+    left = audit_pending().count
+    audit_integrate()
+    return time.perf_counter() - began, left
+
+
+def bench_writers(events: int, writers: int) -> None:
     # Warm both paths (connections, key generation, statement caches) untimed.
     run_writers(plain_insert, writers=writers, total=writers)
     PlainEvent.objects.all().delete()
-    run_writers(audit_append, writers=writers, total=writers)
+    audit_until_integrated(writers=writers, total=writers)
 
     plain_s = run_writers(plain_insert, writers=writers, total=events)
-    audit_s = run_writers(audit_append, writers=writers, total=events)
+    audit_s, left = audit_until_integrated(writers=writers, total=events)
+    PlainEvent.objects.all().delete()
     plain_rate, audit_rate = events / plain_s, events / audit_s
+    assert audit_pending().count == 0, "the figure counts integrated events only"
+
+    print(f"audit log bench on {connection.vendor} ({writers} writer threads, {events} writes each way)")
+    print(
+        f"  audit appends (integrated):  {audit_rate:9.0f} events/s  ({events} in {audit_s:.2f} s;"
+        f" {left} left to the final sequencer run)"
+    )
+    print(f"  plain inserts (reference):   {plain_rate:9.0f} rows/s    ({events} in {plain_s:.2f} s)")
+    ratio = audit_rate / plain_rate
+    print(f"  ratio audit/plain:           {ratio:9.2f}")
+
+
+def bench(events: int, writer_counts: list[int], verify_events: int) -> int:
+    with connection.schema_editor() as editor:
+        editor.create_model(PlainEvent)
+    print(f"load average: {' '.join(f'{load:.2f}' for load in os.getloadavg())} ({os.cpu_count()} cores)")
+    for writers in writer_counts:
+        bench_writers(events, writers)
 
     extend_chain(max(verify_events, AuditEvent.objects.count()))
     checkpoint_tick()
@@ -181,11 +214,6 @@ def bench(events: int, writers: int, verify_events: int) -> int:
     report = audit_verify()
     verify_s = time.perf_counter() - began
 
-    print(f"audit log bench on {connection.vendor} ({writers} writer threads, {events} writes each way)")
-    print(f"  audit appends (chained):     {audit_rate:9.0f} events/s  ({events} in {audit_s:.2f} s)")
-    print(f"  plain inserts (reference):   {plain_rate:9.0f} rows/s    ({events} in {plain_s:.2f} s)")
-    ratio = audit_rate / plain_rate
-    print(f"  ratio audit/plain:           {ratio:9.2f}  ({1 / ratio:.1f}x slower)")
     print(
         f"  verification:                {report.events_checked / verify_s:9.0f} events/s  "
         f"({report.events_checked} events, {report.checkpoints_checked} checkpoints in {verify_s:.2f} s)"
@@ -196,8 +224,14 @@ def bench(events: int, writers: int, verify_events: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000, help="writes per variant (default 2000)")
-    parser.add_argument("--writers", type=int, default=8, help="concurrent writer threads (default 8)")
+    parser.add_argument("--events", type=int, default=4000, help="writes per variant (default 4000)")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        nargs="+",
+        default=[8, 16],
+        help="concurrent writer threads, one run each (8 16)",
+    )
     parser.add_argument(
         "--verify-events", type=int, default=50_000, help="chain length to verify (default 50000)"
     )

@@ -16,7 +16,11 @@ processes, like a web server's workers) each posting in its own transaction:
   payables and fee account take no lock);
 - the reference: the same rows (one transaction, ``--legs`` postings) as
   plain inserts into tables of its own: no locks, no audit, no triggers;
-- transactions per second and p50/p99 latency of each.
+- transactions per second and p50/p99 latency of each, and their ratio;
+- the audit events the run left pending for the sequencer (appends take no
+  lock; the sequencer thread integrates them after the commits) and the time
+  the last of them took to integrate;
+- the load average when the run began (figures from a busy machine say so).
 
 Figures only: nothing here asserts a timing.
 """
@@ -49,6 +53,7 @@ from django.db import connection, connections, models, transaction  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from common.audit import audit_integrate, audit_pending  # noqa: E402
 from common.models import Organisation  # noqa: E402
 from marketplace.ledger import (  # noqa: E402
     ledger_check,
@@ -242,8 +247,13 @@ def bench(total: int, clients: int, legs: int, processes: bool) -> int:
     run(lambda c, n: plain(c, n, prefix="warm-"), total=clients * 2)
     run(lambda c, n: ledger(c, n, prefix="warm-"), total=clients * 2)
 
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     plain_s, plain_lat = run(plain, total=total)
     ledger_s, ledger_lat = run(ledger, total=total)
+    left = audit_pending().count
+    began = time.perf_counter()
+    audit_integrate(wait=True)
+    drain_s = time.perf_counter() - began
 
     print(
         f"ledger bench on {connection.vendor}"
@@ -253,6 +263,8 @@ def bench(total: int, clients: int, legs: int, processes: bool) -> int:
     ledger_rate = report("ledger_post (locks, audit)", total, ledger_s, ledger_lat)
     plain_rate = report("plain inserts (reference)", total, plain_s, plain_lat)
     print(f"  ratio ledger/plain:            {ledger_rate / plain_rate:8.2f}")
+    print(f"  audit events left pending:     {left:8d}   (integrated {drain_s * 1000:.0f} ms after the run)")
+    print(f"  load average at the start:     {load} ({os.cpu_count()} cores)")
     problems = ledger_check()
     print(f"  ledger_check:                  {'sound' if not problems else problems[:3]}")
     return 0 if not problems else 1

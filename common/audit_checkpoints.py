@@ -2,9 +2,9 @@
 
 A checkpoint is an Ed25519 signature (``common.signing``) over the canonical
 bytes of (seq, hash, key id, signed_at) of the chain at one point. One is
-signed inside the append transaction every ``AUDIT_CHECKPOINT_EVERY`` events
-or ``AUDIT_CHECKPOINT_SECONDS`` (``checkpoint_if_due``), and by the periodic
-``checkpoint_tick`` whenever events arrived since the last one.
+signed inside the sequencer's batch transaction every ``AUDIT_CHECKPOINT_EVERY``
+events or ``AUDIT_CHECKPOINT_SECONDS`` (``checkpoint_if_due``), and by the
+periodic ``checkpoint_tick`` whenever events were integrated since the last one.
 
 After commit, each checkpoint is appended to a JSON Lines file under
 ``AUDIT_EXPORT_DIR`` with the public keys beside it, so that anyone can check
@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from common.audit import format_instant
+from common.audit import audit_integrate, format_instant
 from common.models import AuditChainHead, AuditCheckpoint
 from common.signing import signing_key_provider
 
@@ -115,8 +115,9 @@ def public_keys_path() -> Path:
 def checkpoint_if_due(head: AuditChainHead) -> AuditCheckpoint | None:
     """Sign a checkpoint at ``head`` if enough events or time passed since the last one.
 
-    Called by ``audit_record`` with the head locked, inside the append
-    transaction, so the checkpoint commits with the event it covers.
+    Called by the sequencer (``common.audit.audit_integrate``) with the head
+    locked, inside the batch's transaction, so the checkpoint commits with the
+    events it covers.
     """
     pending = head.seq - head.last_checkpoint_seq
     if pending <= 0:
@@ -157,13 +158,16 @@ def checkpoint_sign(head: AuditChainHead) -> AuditCheckpoint | None:
 
 
 def checkpoint_tick() -> AuditCheckpoint | None:
-    """Sign a checkpoint if events arrived since the last one, then export what the export lacks.
+    """Integrate what is pending, sign a checkpoint if events arrived since the last one, then export.
 
     Celery beat calls this every ``AUDIT_CHECKPOINT_SECONDS``; so does
     ``manage.py audit_checkpoint``. The export also repairs a lost one: a
     checkpoint whose after-commit export never ran, or a lost export file.
     Returns the new checkpoint, if one was signed.
     """
+    # The checkpoint covers every event committed so far, not only those the
+    # sequencer happened to reach (a busy sequencer integrates them itself).
+    audit_integrate(wait=True)
     with transaction.atomic():
         head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
         checkpoint = None

@@ -1,4 +1,4 @@
-"""Celery tasks for common: thin adapters over :mod:`common.work` and the audit checkpoints.
+"""Celery tasks for common: thin adapters over :mod:`common.work`, the audit sequencer and checkpoints.
 
 Every task takes ids as keyword arguments and is safe to run twice; the
 database holds the state, the message is only a doorbell. Apps register their
@@ -13,6 +13,7 @@ import socket
 import uuid
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from common import webhooks  # registers the webhook delivery work handler
 from common.work import RunOutcome, work_run, work_sweep
@@ -33,6 +34,30 @@ def run_work(*, item_id: int) -> RunOutcome:
 def sweep_work() -> dict[str, list[int]]:
     """Re-enqueue expired leases and lost doorbells; fail what ran out of attempts (beat)."""
     return work_sweep().as_dict()
+
+
+@worker_ready.connect
+def _audit_sequencer_sweeps(**_kwargs: object) -> None:
+    """Each worker sweeps the audit log's pending events every AUDIT_MERGE_DELAY_MS (maximum merge delay).
+
+    A thread of the worker's main process, not a beat task: a message a
+    second would crowd the broker and the worker's log for what is most often
+    a no-op (writers' commits integrate their own events within milliseconds).
+    """
+    from common.audit import audit_sequencer_sweep
+
+    audit_sequencer_sweep()
+
+
+@shared_task(name="common.audit_integrate", ignore_result=True)
+def audit_integrate_tick() -> int:
+    """Integrate what is pending in the audit log now (on demand; workers also sweep on their own).
+
+    A no-op when another sequencer holds the head. Returns the events integrated.
+    """
+    from common.audit import audit_integrate
+
+    return audit_integrate().integrated
 
 
 @shared_task(name="common.audit_checkpoint_tick", ignore_result=True)

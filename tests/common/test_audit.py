@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from common.audit import audit_record
+from common.audit import audit_integrate, audit_pending, audit_record, audit_sequencer_sweep
 from common.audit_checkpoints import checkpoint_export, checkpoint_tick, export_read
 from common.audit_verify import VerifyReport, audit_verify
 from common.models import AuditChainHead, AuditCheckpoint, AuditEvent
@@ -64,7 +66,13 @@ def as_database_owner() -> Iterator[None]:
             cursor.execute("SET session_replication_role = DEFAULT")
 
 
-def record(count: int, *, start: int = 1) -> None:
+def record(count: int, *, start: int = 1, integrate: bool = True) -> None:
+    """Append ``count`` events; each is integrated at once, as a writer's commit does, unless told not to.
+
+    Inside a test's transaction no commit happens, so the sequencer thread is
+    never poked: the test runs the sequencer, one event at a time (waiting for
+    the thread where a committing test poked it).
+    """
     for n in range(start, start + count):
         audit_record(
             action="test.event",
@@ -73,6 +81,8 @@ def record(count: int, *, start: int = 1) -> None:
             object_id=n,
             details={"n": n, "ip": "10.0.0.7", "note": "ok"},
         )
+        if integrate:
+            audit_integrate(wait=True)
 
 
 def first_reason(report: VerifyReport) -> str:
@@ -161,11 +171,196 @@ class TestAuditRecord:
             for result in [pool.submit(write, writer) for writer in range(4)]:
                 result.result()
 
-        assert list(AuditEvent.objects.values_list("seq", flat=True)) == list(range(1, 81))
+        # Whatever the sequencer thread, poked by each commit, has not reached yet.
+        audit_integrate(wait=True)
+        assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 81))
         report = audit_verify()
         assert report.ok, report.summary_lines()
-        exported = [line["seq"] for line in export_lines(every_five.AUDIT_EXPORT_DIR)]
-        assert sorted(exported) == list(range(5, 81, 5))
+        assert report.pending_count == 0
+        # A checkpoint at the end of each batch that brought 5 events or more since the last.
+        exported = sorted(line["seq"] for line in export_lines(every_five.AUDIT_EXPORT_DIR))
+        assert exported and all(b - a >= 5 for a, b in zip([0, *exported], exported, strict=False))
+
+
+class TestSequencer:
+    def test_an_append_is_pending_until_integrated(self, db):
+        audit_record(action="test.pending", object_type="thing", object_id=1)
+        event = AuditEvent.objects.get(action="test.pending")
+        assert (event.seq, event.prev_hash, event.hash) == (None, "", "")
+        assert not AuditChainHead.objects.exists()
+        result = audit_integrate()
+        assert (result.integrated, result.batches, result.busy, result.head_seq) == (1, 1, False, 1)
+        event.refresh_from_db()
+        assert (event.seq, event.prev_hash) == (1, "0" * 64)
+        assert AuditChainHead.objects.get().hash == event.hash
+        assert audit_integrate().integrated == 0
+
+    def test_integrates_in_batches_in_id_order_gap_free(self, db):
+        record(25, integrate=False)
+        result = audit_integrate(batch_size=10)
+        assert (result.integrated, result.batches, result.head_seq) == (25, 3, 25)
+        by_id = list(AuditEvent.objects.order_by("id").values_list("seq", "object_id"))
+        assert by_id == [(n, str(n)) for n in range(1, 26)]
+        report = audit_verify()
+        assert report.ok, report.summary_lines()
+        assert (report.events_checked, report.head_seq, report.pending_count) == (25, 25, 0)
+
+    def test_max_batches_leaves_the_rest_pending(self, db):
+        record(7, integrate=False)
+        assert audit_integrate(batch_size=3, max_batches=2).integrated == 6
+        assert audit_pending().count == 1
+        assert audit_integrate().integrated == 1
+
+    def test_a_checkpoint_is_signed_at_the_end_of_a_batch_that_made_it_due(self, db, every_five):
+        record(12, integrate=False)
+        audit_integrate(batch_size=4)
+        # Batches end at 4, 8 and 12: due (5 or more since the last) at 8, then not again until 13.
+        assert list(AuditCheckpoint.objects.values_list("seq", flat=True)) == [8]
+        assert AuditCheckpoint.objects.get(seq=8).hash == AuditEvent.objects.get(seq=8).hash
+        assert audit_verify().ok
+
+    def test_pending_events_are_reported_never_verified(self, db):
+        record(3)
+        record(2, start=4, integrate=False)
+        with as_database_owner():  # appended 90 s ago
+            AuditEvent.objects.filter(seq__isnull=True).update(at=timezone.now() - timedelta(seconds=90))
+        report = audit_verify()
+        assert report.ok, report.summary_lines()
+        assert (report.events_checked, report.last_seq, report.pending_count) == (3, 3, 2)
+        assert report.pending_oldest_age_seconds is not None and report.pending_oldest_age_seconds >= 90
+        assert any(
+            line.startswith("pending, not yet integrated: 2 events, the oldest 9")
+            for line in report.summary_lines()
+        )
+        assert report.summary_lines()[-1] == "chain intact"
+
+    def test_the_checkpoint_tick_integrates_first(self, db):
+        record(3, integrate=False)
+        checkpoint = checkpoint_tick()
+        assert checkpoint is not None and checkpoint.seq == 3
+        assert audit_pending().count == 0
+
+    def test_the_task_integrates_on_demand(self, db):
+        from common.tasks import audit_integrate_tick
+
+        record(4, integrate=False)
+        assert audit_integrate_tick() == 4
+        assert audit_integrate_tick() == 0
+
+    def test_workers_sweep_what_no_commit_poked_within_the_merge_delay(self, committed, settings):
+        from common import audit
+        from common.tasks import _audit_sequencer_sweeps
+
+        def unpoked(start: int, count: int) -> None:  # committed, but no writer's commit poked the thread
+            AuditEvent.objects.bulk_create(
+                AuditEvent(action="test.unpoked", object_id=str(n)) for n in range(start, start + count)
+            )
+
+        unpoked(0, 3)
+        settings.AUDIT_MERGE_DELAY_MS = 50
+        try:
+            _audit_sequencer_sweeps()  # what Celery's worker_ready signal runs
+            assert audit._sequencer.sweep_seconds == 0.05
+            assert integrated_soon(3)
+            unpoked(3, 2)
+            assert integrated_soon(5)  # the sweep, nothing else, got these
+        finally:
+            audit_sequencer_sweep(0)
+        assert audit._sequencer.sweep_seconds is None
+        assert audit_verify().ok
+
+    def test_the_command_integrates_and_says_what_is_left(self, db):
+        record(5, integrate=False)
+        out = StringIO()
+        call_command("audit_integrate", "--batch-size", "2", stdout=out)
+        assert "integrated 5 event(s) in 3 batch(es); chain head at seq 5" in out.getvalue()
+        assert "pending: 0" in out.getvalue()
+        with pytest.raises(CommandError, match="at least 1"):
+            call_command("audit_integrate", "--batch-size", "0")
+
+    def test_a_writers_commit_integrates_its_events_once_per_transaction(self, committed):
+        with transaction.atomic():
+            for n in range(3):
+                audit_record(action="test.commit", object_id=n)
+            # One poke of the sequencer thread for the transaction, however many events.
+            runs = [
+                entry for entry in connection.run_on_commit if entry[1].__name__ == "audit_integrate_soon"
+            ]
+            assert len(runs) == 1
+            assert audit_pending().count == 3
+        # The commit poked the sequencer thread, which integrates without being asked again.
+        assert integrated_soon(3)
+        assert list(AuditEvent.objects.order_by("id").values_list("seq", flat=True)) == [1, 2, 3]
+        audit_record(action="test.autocommit")  # outside a transaction: poked at once
+        assert integrated_soon(4)
+        assert audit_verify().ok
+
+    def test_a_rolled_back_action_leaves_no_pending_event(self, committed):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            audit_record(action="test.doomed")
+            raise RuntimeError("the audited action failed")
+        assert not AuditEvent.objects.exists()
+        assert audit_pending().count == 0
+
+
+class TestPendingTamper:
+    """What an intruder with database access can do to events before and after integration."""
+
+    def test_an_event_edited_after_integration_is_detected(self, db):
+        record(3, integrate=False)
+        audit_integrate()
+        with as_database_owner():
+            AuditEvent.objects.filter(seq=2).update(object_id="forged")
+        report = audit_verify()
+        assert report.first_bad_seq == 2
+        assert "content does not match its hash" in first_reason(report)
+
+    def test_an_event_deleted_after_integration_leaves_a_gap(self, db):
+        record(3, integrate=False)
+        audit_integrate()
+        with as_database_owner():
+            AuditEvent.objects.filter(seq=2).delete()
+        assert report_first(audit_verify()) == (2, "missing: seq 2 absent before seq 3 (deleted)")
+
+    def test_an_event_sent_back_to_pending_is_a_gap_not_a_second_chance(self, db):
+        record(3)
+        # Hide seq 2 by turning it back into a pending event, to be re-sequenced later...
+        with as_database_owner():
+            AuditEvent.objects.filter(seq=2).update(seq=None, prev_hash="", hash="")
+        report = audit_verify()
+        assert report_first(report) == (2, "missing: seq 2 absent before seq 3 (deleted)")
+        assert report.pending_count == 1
+        # ...and integrating it again puts it at the end, where the gap stays.
+        audit_integrate()
+        report = audit_verify()
+        assert report.first_bad_seq == 2
+        assert report.last_seq == 4 and report.pending_count == 0
+
+    def test_an_edit_before_integration_is_what_gets_chained(self, db):
+        """The honest limit (docs/audit.md): before integration only the trigger (Postgres) protects a row."""
+        record(1, integrate=False)
+        with as_database_owner():
+            AuditEvent.objects.update(object_id="edited-while-pending")
+        audit_integrate()
+        assert audit_verify().ok
+        assert AuditEvent.objects.get(seq=1).object_id == "edited-while-pending"
+        with as_database_owner():
+            AuditEvent.objects.filter(seq=1).update(object_id="1")
+        assert audit_verify().first_bad_seq == 1
+
+
+def integrated_soon(count: int, timeout: float = 30) -> bool:
+    """Whether ``count`` events get integrated, by someone else, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if AuditEvent.objects.filter(seq__isnull=False).count() >= count:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def report_first(report: VerifyReport) -> tuple[int | None, str]:
+    return report.first_bad_seq, first_reason(report)
 
 
 class TestAuditVerify:
@@ -508,6 +703,70 @@ class TestAppendOnlyTrigger:
         with pytest.raises(DatabaseError, match="append-only: DELETE"), transaction.atomic():
             AuditEvent.objects.filter(seq=2).delete()
         assert AuditEvent.objects.count() == 2
+
+    def test_allows_only_the_sequencer_to_fill_in_a_pending_event(self, db):
+        record(2, integrate=False)
+        pending = AuditEvent.objects.order_by("id").first()
+        assert pending is not None
+        with pytest.raises(DatabaseError, match="append-only: UPDATE"), transaction.atomic():
+            AuditEvent.objects.filter(pk=pending.pk).update(action="test.rewritten")
+        with pytest.raises(DatabaseError, match="append-only: DELETE"), transaction.atomic():
+            AuditEvent.objects.filter(pk=pending.pk).delete()
+        # Sequencing with the content changed at the same time is refused too.
+        with pytest.raises(DatabaseError, match="append-only: UPDATE"), transaction.atomic():
+            AuditEvent.objects.filter(pk=pending.pk).update(
+                seq=1, prev_hash="0" * 64, hash="a" * 64, object_id="x"
+            )
+        assert audit_integrate().integrated == 2
+        with pytest.raises(DatabaseError, match="append-only: UPDATE"), transaction.atomic():
+            AuditEvent.objects.filter(seq=1).update(seq=None, prev_hash="", hash="")
+        assert audit_verify().ok
+
+    def test_a_second_sequencer_skips_while_one_holds_the_head(self, committed):
+        record(1)
+        held, release = threading.Event(), threading.Event()
+
+        def sequencer_holding_the_head() -> None:
+            try:
+                with transaction.atomic():
+                    AuditChainHead.objects.select_for_update().get(pk=1)
+                    held.set()
+                    release.wait(30)
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            holder = pool.submit(sequencer_holding_the_head)
+            assert held.wait(30)
+            try:
+                # Writers never wait for the head; their after-commit sequencer skips it.
+                record(2, start=2, integrate=False)
+                result = audit_integrate()
+            finally:
+                release.set()
+            holder.result()
+        assert (result.busy, result.integrated) == (True, 0)
+        audit_integrate(wait=True)  # or the sequencer thread, poked by the commits, got there first
+        assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3]
+
+    def test_concurrent_writers_are_integrated_gap_free(self, committed, every_five):
+        def write(writer: int) -> None:
+            try:
+                for n in range(25):
+                    with transaction.atomic():
+                        audit_record(action="test.concurrent", object_id=f"{writer}-{n}")
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for result in [pool.submit(write, writer) for writer in range(8)]:
+                result.result()
+        audit_integrate(wait=True)  # whatever the sequencer thread has not reached yet
+        seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, 201))
+        assert AuditEvent.objects.values("object_id").distinct().count() == 200
+        report = audit_verify()
+        assert report.ok, report.summary_lines()
 
     def test_refuses_truncate(self, db):
         record(1)
