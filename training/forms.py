@@ -1,0 +1,212 @@
+"""The portal's job form: a license, the purpose it permits, a template, a base that template can
+train, and starting settings that learn on a CPU.
+
+The choices come from what the organisation holds (its licenses and their terms' purposes, the
+bases it may use); ``clean`` refuses a purpose the chosen license does not permit and a base of
+the wrong kind for the template, with the error on the field, before the service's own checks
+(which still run, and whose errors land on their fields through ``add_domain_error``).
+``static/js/job_form.js`` narrows the base list to the chosen template and swaps in the template's
+starting settings while the person has not typed their own; without script every choice is shown
+and the server decides.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from common.exceptions import Conflict, Invalid
+from common.models import Membership
+from common.numbers import StrictIntegerField
+from training import selectors, services
+from training.job_templates import DEFAULT_BASE, QUICK_START, quick_start
+from training.model_card import PURPOSE_WORDS
+from training.models import TEMPLATE_TASK, BaseModel, BaseState, BaseTask, JobTemplate
+
+TASK_GROUPS = {
+    BaseTask.CAUSAL_LM: "Causal language models",
+    BaseTask.CLASSIFICATION: "Classification encoders",
+}
+
+
+class OptionDataSelect(forms.Select):
+    """A select whose options carry ``data-*`` attributes (by option value)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.option_data: dict[str, dict[str, str]] = {}
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        option["attrs"].update(self.option_data.get(str(value), {}))
+        return option
+
+
+def _template_task(template: str) -> str:
+    try:
+        return str(TEMPLATE_TASK[JobTemplate(template)])
+    except ValueError:
+        return ""
+
+
+class JobForm(forms.Form):
+    grant = forms.TypedChoiceField(label="License", coerce=int, help_text="The license the job trains under.")
+    purpose = forms.ChoiceField(
+        label="Purpose",
+        help_text="What the trained model is for: one of the purposes the license's terms permit.",
+    )
+    template = forms.ChoiceField(
+        choices=JobTemplate.choices, initial=JobTemplate.CAUSAL_LM, widget=OptionDataSelect
+    )
+    base = forms.TypedChoiceField(
+        label="Base model",
+        coerce=int,
+        widget=OptionDataSelect,
+        help_text="Only bases the template can train are offered; gpt2-tiny trains in a minute on a CPU.",
+    )
+    epochs = StrictIntegerField(min_value=1, max_value=100)
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=0.5)
+    batch_size = StrictIntegerField(min_value=1, max_value=1024)
+    max_seq_len = StrictIntegerField(label="Maximum sequence length", min_value=8, max_value=1024)
+    seed = StrictIntegerField(min_value=0, max_value=2**32 - 1, initial=0)
+    label_field = forms.CharField(
+        required=False, help_text="Classification only: the metadata field that holds each record's label."
+    )
+    dp_enabled = forms.BooleanField(label="Differential privacy (DP-SGD)", required=False)
+    target_epsilon = forms.FloatField(label="Target epsilon", required=False, min_value=0.001)
+
+    FIELD_OF_POINTER = {
+        "/grant": "grant",
+        "/license": "grant",
+        "/template": "template",
+        "/base": "base",
+        "/label_field": "label_field",
+        "/purpose": "purpose",
+        "/dp/enabled": "dp_enabled",
+        "/dp/target_epsilon": "target_epsilon",
+        "/dp/delta": "target_epsilon",
+    }
+
+    def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        organisation = membership.organisation
+        self.grants = {g.pk: g for g in selectors.grant_list_for_org(organisation=organisation)}
+        bases = selectors.base_list_for_org(organisation=organisation).filter(state=BaseState.VALIDATED)
+        self.bases: dict[int, BaseModel] = {b.pk: b for b in bases}
+        self._license_choices()
+        self._template_choices()
+        self._base_choices()
+        for name, value in quick_start(str(self.fields["template"].initial)).items():
+            self.fields[name].initial = value
+
+    def _first_template(self, grant: Any) -> str:
+        """The template the form starts on: the first the license permits, a causal one first."""
+        permitted = [str(t) for t in (grant.terms.get("job_templates") or []) if t in JobTemplate.values]
+        order = [t for t in JobTemplate.values if t in permitted] or [JobTemplate.CAUSAL_LM.value]
+        return order[0]
+
+    def _license_choices(self) -> None:
+        grant_field = self.fields["grant"]
+        purpose_field = self.fields["purpose"]
+        assert isinstance(grant_field, forms.ChoiceField) and isinstance(purpose_field, forms.ChoiceField)
+        grant_field.choices = [
+            (g.pk, f"{g.external_ref or f'License {g.pk}'}: {g.version.dataset.name} v{g.version.number}")
+            for g in self.grants.values()
+        ]
+        purposes: list[str] = []
+        for grant in self.grants.values():
+            purposes += [str(p) for p in grant.terms.get("purposes") or [] if str(p) not in purposes]
+        purpose_field.choices = [(p, PURPOSE_WORDS.get(p, p).capitalize()) for p in purposes]
+        first = next(iter(self.grants.values()), None)
+        if first is not None and first.terms.get("purposes"):
+            purpose_field.initial = str(first.terms["purposes"][0])
+        assert isinstance(grant_field.widget, forms.Select)
+        grant_field.widget.attrs["data-license-purposes"] = json.dumps(
+            {str(g.pk): [str(p) for p in g.terms.get("purposes") or []] for g in self.grants.values()}
+        )
+        grant_field.widget.attrs["data-license-templates"] = json.dumps(
+            {str(g.pk): [str(t) for t in g.terms.get("job_templates") or []] for g in self.grants.values()}
+        )
+        if first is not None:
+            self.fields["template"].initial = self._first_template(first)
+
+    def _template_choices(self) -> None:
+        widget = self.fields["template"].widget
+        assert isinstance(widget, OptionDataSelect)
+        widget.option_data = {
+            t: {"data-task": _template_task(t), "data-quick-start": json.dumps(QUICK_START.get(t, {}))}
+            for t in JobTemplate.values
+        }
+
+    def _base_choices(self) -> None:
+        base_field = self.fields["base"]
+        assert isinstance(base_field, forms.ChoiceField) and isinstance(base_field.widget, OptionDataSelect)
+        groups: list[tuple[str, list[tuple[int, str]]]] = []
+        for task, title in TASK_GROUPS.items():
+            options = [(b.pk, b.name) for b in self.bases.values() if b.task == task]
+            if options:
+                groups.append((title, options))
+        base_field.choices = groups
+        defaults = {self._default_base(template) for template in JobTemplate.values} - {None}
+        base_field.widget.option_data = {
+            str(b.pk): {"data-task": str(b.task), **({"data-default": "true"} if b.pk in defaults else {})}
+            for b in self.bases.values()
+        }
+        base_field.initial = self._default_base(str(self.fields["template"].initial))
+
+    def _default_base(self, template: str) -> int | None:
+        """The built-in base a template starts from, when the organisation may use it."""
+        name = DEFAULT_BASE.get(template)
+        return next((b.pk for b in self.bases.values() if b.name == name and b.owner_id is None), None)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        grant = self.grants.get(data.get("grant", -1))
+        purpose = data.get("purpose")
+        if grant is not None and purpose:
+            permitted = [str(p) for p in grant.terms.get("purposes") or []]
+            if purpose not in permitted:
+                words = ", ".join(PURPOSE_WORDS.get(p, p) for p in permitted) or "none"
+                self.add_error(
+                    "purpose",
+                    f"{grant.external_ref or f'License {grant.pk}'} does not permit "
+                    f"{PURPOSE_WORDS.get(purpose, purpose)}; it permits: {words}.",
+                )
+        base = self.bases.get(data.get("base", -1))
+        template = data.get("template")
+        if base is not None and template and base.task != _template_task(template):
+            wanted = BaseTask(_template_task(template)).label.lower()
+            self.add_error(
+                "base",
+                f"{base.name} is a {base.get_task_display().lower()}; the "
+                f"{JobTemplate(template).label} template trains a {wanted}. Choose one of those.",
+            )
+        return data
+
+    def job_request(self) -> services.JobRequest:
+        data = self.cleaned_data
+        hyperparameters = {
+            name: data[name] for name in ("epochs", "learning_rate", "batch_size", "max_seq_len", "seed")
+        }
+        dp = {"enabled": True, "target_epsilon": data["target_epsilon"]} if data["dp_enabled"] else None
+        return services.JobRequest(
+            template=data["template"],
+            base=self.bases[data["base"]],
+            hyperparameters=hyperparameters,
+            dp=dp,
+            label_field=data["label_field"],
+            purpose=data["purpose"],
+        )
+
+    def add_domain_error(self, error: Invalid | Conflict) -> None:
+        placed = False
+        for item in error.errors:
+            pointer = item["pointer"]
+            name = self.FIELD_OF_POINTER.get(pointer) or pointer.removeprefix("/hyperparameters/")
+            if name in self.fields:
+                self.add_error(name, item["detail"])
+                placed = True
+        if not placed:
+            self.add_error(None, error.detail)
