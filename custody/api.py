@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.fields import IdField, StrictIntegerField
+from common.api.idempotency import idempotent_post
+from common.api.ids import PublicIdField
 from common.api.parsers import OctetStreamParser
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import NotPermitted
@@ -23,7 +25,7 @@ from custody.services.datasets import require_role
 
 
 class DatasetSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="ds", source="public_id")
     name = serializers.CharField()
     slug = serializers.CharField()
     description = serializers.CharField()
@@ -32,8 +34,8 @@ class DatasetSerializer(serializers.Serializer):
 
 
 class VersionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    dataset_id = serializers.IntegerField()
+    id = PublicIdField(prefix="dsv", source="public_id")
+    dataset_id = PublicIdField(prefix="ds", source="dataset.public_id")
     number = serializers.IntegerField()
     state = serializers.CharField()
     stage = serializers.CharField()
@@ -50,8 +52,8 @@ class VersionSerializer(serializers.Serializer):
 
 class ContributionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    version_id = serializers.IntegerField()
-    contributor_id = serializers.IntegerField()
+    version_id = PublicIdField(prefix="dsv", source="version.public_id")
+    contributor_id = PublicIdField(prefix="org", source="contributor.public_id")
     filename = serializers.CharField()
     format = serializers.CharField()
     gzip = serializers.BooleanField()
@@ -94,6 +96,7 @@ class DatasetListCreateApi(SealroomListApi):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(request=InputSerializer, responses={201: DatasetSerializer}, summary="Create a dataset")
+    @idempotent_post("datasets.create")
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -114,6 +117,7 @@ class VersionCreateApi(SealroomApi):
         )
 
     @extend_schema(request=InputSerializer, responses={201: VersionSerializer}, summary="Open a new version")
+    @idempotent_post("versions.create")
     def post(self, request: Request, dataset_id: int) -> Response:
         dataset = selectors.dataset_get_for_org(organisation=acting_org(request), dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
@@ -139,9 +143,10 @@ class ContributorInviteApi(SealroomApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        organisation_id = IdField()
+        organisation_id = PublicIdField(prefix="org")
 
     @extend_schema(request=InputSerializer, responses={201: None}, summary="Let another provider contribute")
+    @idempotent_post("contributors.invite")
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.version_get_for_org(
             organisation=acting_org(request), version_id=version_id, owner_only=True
@@ -181,6 +186,7 @@ class ContributionStartApi(SealroomApi):
         responses={201: ContributionSerializer},
         summary="Start an upload (then PUT its parts and POST complete)",
     )
+    @idempotent_post("contributions.start")
     def post(self, request: Request, version_id: int) -> Response:
         organisation = acting_org(request)
         version = selectors.version_get_for_org(organisation=organisation, version_id=version_id)

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.models import ApiToken, Role, Scope
 from common.permissions import Forbidden, PlatformStaffRequired
@@ -56,7 +57,7 @@ def _version(version_id: int) -> DatasetVersion:
 
 
 class VersionKeySerializer(serializers.Serializer):
-    version_id = serializers.IntegerField()
+    version_id = PublicIdField(prefix="dsv")
     version_label = serializers.CharField(
         source="label", help_text="owner/dataset/vN: type it back to confirm a destroy"
     )

@@ -7,13 +7,13 @@ Content-Security-Policy, and without JavaScript.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 ROW_HEIGHT = 28
 BAR_GAP = 8
 LABEL_WIDTH = 190
-VALUE_WIDTH = 64
+VALUE_WIDTH = 100  # room for an amount of money ("€12,345.67")
 PLOT_WIDTH = 420
 MAX_LABEL_CHARS = 26
 
@@ -23,6 +23,8 @@ class Bar:
     label: str
     full_label: str
     value: int
+    # The value as shown: the number, or what ``bar_chart``'s ``value_text`` made of it (money).
+    shown: str
     # Geometry in SVG user units.
     y: int
     bar_y: int
@@ -71,10 +73,12 @@ def bar_chart(
     counts: Mapping[str, int],
     labels: Mapping[str, str] | None = None,
     limit: int = 12,
+    value_text: Callable[[str, int], str] | None = None,
 ) -> BarChart:
     """Lay out a horizontal bar chart of ``counts`` (zero counts are left out).
 
-    ``labels`` renames keys for display (``{"en": "English"}``).
+    ``labels`` renames keys for display (``{"en": "English"}``); ``value_text(label, value)``
+    writes a value for people (amounts of money: ``format_money``), else the number is shown.
     """
     named = {(labels or {}).get(key, key): value for key, value in counts.items()}
     rows = _rows(named, limit)
@@ -88,6 +92,7 @@ def bar_chart(
                 label=_shorten(label),
                 full_label=label,
                 value=value,
+                shown=value_text(label, value) if value_text else str(value),
                 y=y,
                 bar_y=y + BAR_GAP // 2,
                 bar_height=ROW_HEIGHT - BAR_GAP,
@@ -97,7 +102,7 @@ def bar_chart(
             )
         )
     total = sum(v for _, v in rows)
-    summary = ", ".join(f"{b.full_label}: {b.value}" for b in bars) or "nothing found"
+    summary = ", ".join(f"{b.full_label}: {b.shown}" for b in bars) or "nothing found"
     return BarChart(
         slug=slug,
         title=title,

@@ -12,9 +12,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.models import Organisation, User
+from common.public_ids import PublicIdField
 
 
 class Dataset(models.Model):
+    public_id = PublicIdField(prefix="ds")
     owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="datasets")
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=64)
@@ -43,6 +45,7 @@ class VersionState(models.TextChoices):
 
 
 class DatasetVersion(models.Model):
+    public_id = PublicIdField(prefix="dsv")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     state = models.CharField(max_length=16, choices=VersionState.choices, default=VersionState.UPLOADING)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
 from common.models import AuditEvent, Organisation
 from custody.exceptions import NotFound
@@ -121,7 +121,8 @@ def stream_opens_for(*, jobs: Sequence[GrantJob]) -> dict[tuple[int, str], list[
             object_type="grant",
             object_id__in=sorted({str(grant_id) for grant_id, _ in wanted}),
         )
-        .order_by("seq")
+        # Events the audit sequencer has not integrated yet (no seq) are the newest.
+        .order_by(F("seq").asc(nulls_last=True), "id")
         .values_list("object_id", "at", "details")
     )
     opens: dict[tuple[int, str], list[datetime]] = {}

@@ -4,32 +4,32 @@ from custody import api, api_ops
 
 urlpatterns = [
     path("datasets", api.DatasetListCreateApi.as_view(), name="api-datasets"),
-    path("datasets/<int:dataset_id>/versions", api.VersionCreateApi.as_view(), name="api-dataset-versions"),
-    path("versions/<int:version_id>", api.VersionDetailApi.as_view(), name="api-version-detail"),
+    path("datasets/<ds:dataset_id>/versions", api.VersionCreateApi.as_view(), name="api-dataset-versions"),
+    path("versions/<dsv:version_id>", api.VersionDetailApi.as_view(), name="api-version-detail"),
     path(
-        "versions/<int:version_id>/contributors",
+        "versions/<dsv:version_id>/contributors",
         api.ContributorInviteApi.as_view(),
         name="api-version-contributors",
     ),
     path(
-        "versions/<int:version_id>/contributions",
+        "versions/<dsv:version_id>/contributions",
         api.ContributionStartApi.as_view(),
         name="api-contributions",
     ),
-    path("versions/<int:version_id>/process", api.VersionProcessApi.as_view(), name="api-version-process"),
-    path("versions/<int:version_id>/retry", api.VersionRetryApi.as_view(), name="api-version-retry"),
-    path("versions/<int:version_id>/seal", api.VersionSealApi.as_view(), name="api-version-seal"),
-    path("versions/<int:version_id>/reject", api.VersionRejectApi.as_view(), name="api-version-reject"),
-    path("versions/<int:version_id>/report", api.ReportApi.as_view(), name="api-version-report"),
+    path("versions/<dsv:version_id>/process", api.VersionProcessApi.as_view(), name="api-version-process"),
+    path("versions/<dsv:version_id>/retry", api.VersionRetryApi.as_view(), name="api-version-retry"),
+    path("versions/<dsv:version_id>/seal", api.VersionSealApi.as_view(), name="api-version-seal"),
+    path("versions/<dsv:version_id>/reject", api.VersionRejectApi.as_view(), name="api-version-reject"),
+    path("versions/<dsv:version_id>/report", api.ReportApi.as_view(), name="api-version-report"),
     path(
-        "versions/<int:version_id>/report/samples", api.ReportSamplesApi.as_view(), name="api-version-samples"
+        "versions/<dsv:version_id>/report/samples", api.ReportSamplesApi.as_view(), name="api-version-samples"
     ),
     path(
-        "versions/<int:version_id>/report/residual",
+        "versions/<dsv:version_id>/report/residual",
         api.ReportResidualApi.as_view(),
         name="api-version-residual",
     ),
-    path("versions/<int:version_id>/findings", api.FindingListApi.as_view(), name="api-version-findings"),
+    path("versions/<dsv:version_id>/findings", api.FindingListApi.as_view(), name="api-version-findings"),
     path(
         "contributions/<int:contribution_id>",
         api.ContributionDetailApi.as_view(),
@@ -46,35 +46,35 @@ urlpatterns = [
         name="api-contribution-complete",
     ),
     path(
-        "versions/<int:version_id>/takedown",
+        "versions/<dsv:version_id>/takedown",
         api_ops.VersionTakedownApi.as_view(),
         name="api-version-takedown",
     ),
     path("ops/keys", api_ops.OpsKeyListApi.as_view(), name="api-ops-keys"),
     path("ops/keys/rotate", api_ops.OpsKeyRotateApi.as_view(), name="api-ops-keys-rotate"),
-    path("ops/versions/<int:version_id>/key", api_ops.OpsVersionKeyApi.as_view(), name="api-ops-version-key"),
+    path("ops/versions/<dsv:version_id>/key", api_ops.OpsVersionKeyApi.as_view(), name="api-ops-version-key"),
     path(
-        "ops/versions/<int:version_id>/key/rewrap",
+        "ops/versions/<dsv:version_id>/key/rewrap",
         api_ops.OpsVersionKeyRewrapApi.as_view(),
         name="api-ops-version-key-rewrap",
     ),
     path(
-        "ops/versions/<int:version_id>/key/disable",
+        "ops/versions/<dsv:version_id>/key/disable",
         api_ops.OpsVersionKeyDisableApi.as_view(),
         name="api-ops-version-key-disable",
     ),
     path(
-        "ops/versions/<int:version_id>/key/enable",
+        "ops/versions/<dsv:version_id>/key/enable",
         api_ops.OpsVersionKeyEnableApi.as_view(),
         name="api-ops-version-key-enable",
     ),
     path(
-        "ops/versions/<int:version_id>/key/destroy",
+        "ops/versions/<dsv:version_id>/key/destroy",
         api_ops.OpsVersionKeyDestroyApi.as_view(),
         name="api-ops-version-key-destroy",
     ),
     path(
-        "ops/versions/<int:version_id>/data-key/rotate",
+        "ops/versions/<dsv:version_id>/data-key/rotate",
         api_ops.OpsVersionDataKeyRotateApi.as_view(),
         name="api-ops-version-data-key-rotate",
     ),

@@ -9,27 +9,31 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api.fields import IdField, StrictIntegerField
+from common.api.fields import MinorField, MoneyField, StrictIntegerField
+from common.api.idempotency import idempotent_post
+from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import FieldError
 from common.models import Organisation, Role, Scope
+from common.money import major_amount
 from common.numbers import parse_integer
 from common.permissions import acting_organisation
+from common.public_ids import example, is_public_id
 from custody.selectors import version_get_for_org
 from marketplace import selectors_catalog as selectors
 from marketplace.croissant import croissant_document
-from marketplace.exceptions import ListingInvalid, ListingStateConflict, QuoteInvalid
+from marketplace.exceptions import AllocationInvalid, ListingInvalid, ListingStateConflict, QuoteInvalid
 from marketplace.models import (
     Listing,
     ListingState,
@@ -57,23 +61,32 @@ class TermsVersionSerializer(serializers.Serializer):
         return terms_plain(obj.terms)
 
     def get_price(self, obj: OfferTerms) -> dict[str, Any]:
-        return {"model": obj.price_model, "unit_price": obj.unit_price, "period_days": obj.period_days}
+        # The listing's currency: from the context when the caller has the listing at hand.
+        currency = self.context.get("currency") or obj.offer.listing.currency
+        return {
+            "model": obj.price_model,
+            "unit_price": major_amount(obj.unit_price, currency),
+            "unit_price_minor": obj.unit_price,
+            "currency": currency,
+            "period_days": obj.period_days,
+        }
 
 
 class OfferSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    listing_id = serializers.IntegerField()
+    id = PublicIdField(prefix="ofr", source="public_id")
+    listing_id = PublicIdField(prefix="lst", source="listing.public_id")
     name = serializers.CharField()
     state = serializers.CharField()
     max_licenses = serializers.IntegerField(allow_null=True)
     current = serializers.SerializerMethodField()
 
     def get_current(self, obj: Offer) -> dict[str, Any]:
-        return dict(TermsVersionSerializer(catalog.offer_terms_current(obj)).data)
+        context = {"currency": obj.listing.currency}
+        return dict(TermsVersionSerializer(catalog.offer_terms_current(obj), context=context).data)
 
 
 class ShareSerializer(serializers.Serializer):
-    holder_id = serializers.IntegerField()
+    holder_id = PublicIdField(prefix="org", source="holder.public_id")
     holder_name = serializers.CharField(source="holder.name")
     basis_points = serializers.IntegerField()
     approved_at = serializers.DateTimeField(allow_null=True)
@@ -81,7 +94,7 @@ class ShareSerializer(serializers.Serializer):
 
 class AllocationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    version_id = serializers.IntegerField()
+    version_id = PublicIdField(prefix="dsv", source="version.public_id")
     number = serializers.IntegerField()
     state = serializers.CharField()
     from_contributions = serializers.BooleanField()
@@ -91,11 +104,11 @@ class AllocationSerializer(serializers.Serializer):
 
 
 class ListingSummarySerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="lst", source="public_id")
     title = serializers.CharField()
-    provider_id = serializers.IntegerField()
+    provider_id = PublicIdField(prefix="org", source="provider.public_id")
     provider_name = serializers.CharField(source="provider.name")
-    version_id = serializers.IntegerField()
+    version_id = PublicIdField(prefix="dsv", source="version.public_id")
     state = serializers.CharField()
     domain_tags = serializers.ListField(child=serializers.CharField())
     languages = serializers.ListField(child=serializers.CharField())
@@ -103,6 +116,28 @@ class ListingSummarySerializer(serializers.Serializer):
     records = serializers.IntegerField(source="statistics.records", default=0)
     platform_tokens = serializers.IntegerField(source="statistics.platform_tokens", default=0)
     published_at = serializers.DateTimeField(allow_null=True)
+    offers = serializers.SerializerMethodField(
+        help_text="The listing's active offers, each with its current terms and price (quote or order one)"
+    )
+
+    @extend_schema_field(OfferSerializer(many=True))
+    def get_offers(self, obj: Listing) -> list[dict[str, Any]]:
+        # The list prefetches them (``with_active_offers``); a lone listing reads them here.
+        offers = getattr(obj, "active_offers", None)
+        if offers is None:
+            offers = selectors.offer_list_for_listing(listing=obj)
+        return [dict(OfferSerializer(o).data) for o in offers]
+
+
+def with_active_offers(listings: QuerySet[Listing]) -> QuerySet[Listing]:
+    """Prefetch each listing's active offers and their terms (newest first): a constant number of queries."""
+    newest_first = OfferTerms.objects.order_by("-number")
+    active = (
+        Offer.objects.filter(state=OfferState.ACTIVE)
+        .prefetch_related(Prefetch("terms_versions", queryset=newest_first, to_attr="terms_newest_first"))
+        .order_by("pk")
+    )
+    return listings.prefetch_related(Prefetch("offers", queryset=active, to_attr="active_offers"))
 
 
 class ListingSerializer(ListingSummarySerializer):
@@ -136,7 +171,7 @@ class ListingSerializer(ListingSummarySerializer):
         return [dict(ShareSerializer(s).data) for s in allocation.shares.select_related("holder")]
 
     def get_croissant_url(self, obj: Listing) -> str:
-        return reverse("api-catalog-listing-croissant", kwargs={"listing_id": obj.pk})
+        return reverse("api-catalog-listing-croissant", kwargs={"listing_id": obj.public_id})
 
 
 def _context(request: Request) -> dict[str, Any]:
@@ -169,7 +204,7 @@ class ListingQuerySerializer(serializers.Serializer):
     tag = serializers.CharField(required=False, allow_blank=True, max_length=100)
     language = serializers.CharField(required=False, allow_blank=True, max_length=35)
     price_model = serializers.ChoiceField(choices=PriceModel.choices, required=False, allow_blank=True)
-    provider = IdField(required=False)
+    provider = PublicIdField(prefix="org", required=False)
     mine = serializers.BooleanField(required=False, default=False)
 
 
@@ -181,7 +216,7 @@ class ListingListCreateApi(SealroomListApi):
     problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
-        version_id = IdField()
+        version_id = PublicIdField(prefix="dsv")
         title = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True)
         domain_tags = serializers.ListField(child=serializers.CharField(), required=False)
@@ -197,7 +232,7 @@ class ListingListCreateApi(SealroomListApi):
         if params["mine"]:
             if organisation is None:
                 return Listing.objects.none()
-            return selectors.listing_list_for_provider(organisation=organisation)
+            return with_active_offers(selectors.listing_list_for_provider(organisation=organisation))
         filters = selectors.CatalogFilters(
             q=params.get("q", ""),
             tag=params.get("tag", ""),
@@ -205,7 +240,7 @@ class ListingListCreateApi(SealroomListApi):
             price_model=params.get("price_model", ""),
             provider_id=params.get("provider"),
         )
-        return selectors.listing_search(filters=filters)
+        return with_active_offers(selectors.listing_search(filters=filters))
 
     @extend_schema(
         parameters=[
@@ -213,7 +248,7 @@ class ListingListCreateApi(SealroomListApi):
             OpenApiParameter("tag", str, description="A domain tag"),
             OpenApiParameter("language", str, description="A language code (ISO 639-1)"),
             OpenApiParameter("price_model", str, enum=["fixed", "metered", "period"]),
-            OpenApiParameter("provider", int, description="A provider organisation id"),
+            OpenApiParameter("provider", str, description=f"A provider organisation's id ({example('org')})"),
             OpenApiParameter("mine", bool, description="Your organisation's own listings, in any state"),
         ],
         summary="Search the catalog (published listings)",
@@ -222,6 +257,7 @@ class ListingListCreateApi(SealroomListApi):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(request=InputSerializer, responses={201: ListingSerializer}, summary="Draft a listing")
+    @idempotent_post("listings.create")
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -321,14 +357,14 @@ class ListingCroissantApi(SealroomApi):
         document = croissant_document(
             listing,
             listing_url=request.build_absolute_uri(
-                reverse("marketplace:listing", kwargs={"listing_id": listing.pk})
+                reverse("marketplace:listing", kwargs={"listing_id": listing.public_id})
             ),
             terms_schema_url=request.build_absolute_uri(reverse("api-catalog-terms-schema")),
         )
         response = HttpResponse(
             json.dumps(document, indent=2, ensure_ascii=False), content_type="application/ld+json"
         )
-        response["Content-Disposition"] = f'attachment; filename="listing-{listing.pk}-croissant.json"'
+        response["Content-Disposition"] = f'attachment; filename="listing-{listing.public_id}-croissant.json"'
         return response
 
 
@@ -394,7 +430,8 @@ class _TermsInput(serializers.Serializer):
     # Validated by the JSON Schema in marketplace.terms (pointers under /terms).
     terms = serializers.JSONField()
     price = serializers.JSONField(
-        help_text='{"model": "fixed"|"metered"|"period", "unit_price", "period_days"}'
+        help_text='{"model": "fixed"|"metered"|"period", "unit_price": "150.00" (a decimal string in the '
+        'listing currency\'s major units), "period_days"}'
     )
 
 
@@ -403,6 +440,7 @@ class OfferCreateApi(_ProviderListingAction):
         name = serializers.CharField(max_length=120)
 
     @extend_schema(request=InputSerializer, responses={201: OfferSerializer}, summary="Add an offer")
+    @idempotent_post("offers.create")
     def post(self, request: Request, listing_id: int) -> Response:
         listing = self.listing(request, listing_id)
         data = self.InputSerializer(data=request.data)
@@ -416,7 +454,11 @@ class OfferDetailApi(SealroomApi):
         versions = serializers.SerializerMethodField()
 
         def get_versions(self, obj: Offer) -> list[dict[str, Any]]:
-            return [dict(TermsVersionSerializer(t).data) for t in selectors.offer_terms_history(offer=obj)]
+            context = {"currency": obj.listing.currency}
+            return [
+                dict(TermsVersionSerializer(t, context=context).data)
+                for t in selectors.offer_terms_history(offer=obj)
+            ]
 
     @extend_schema(responses=OutputSerializer, summary="An offer, with every version of its terms")
     def get(self, request: Request, offer_id: int) -> Response:
@@ -432,6 +474,7 @@ class OfferTermsApi(SealroomApi):
     @extend_schema(
         request=_TermsInput, responses={201: TermsVersionSerializer}, summary="Publish new terms for an offer"
     )
+    @idempotent_post("offers.terms")
     def post(self, request: Request, offer_id: int) -> Response:
         offer = selectors.offer_get_for_provider(organisation=acting_organisation(request), offer_id=offer_id)
         data = _TermsInput(data=request.data)
@@ -468,10 +511,12 @@ class OfferQuoteApi(SealroomApi):
     problem_statuses = (409,)
 
     class OutputSerializer(serializers.Serializer):
-        offer_id = serializers.IntegerField()
+        offer_id = PublicIdField(prefix="ofr")
         terms_number = serializers.IntegerField()
-        amount = serializers.IntegerField(help_text="Minor units")
-        escrow = serializers.IntegerField(help_text="Escrowed when ordering (minor units)")
+        amount = MoneyField()
+        amount_minor = MinorField(source="amount")
+        escrow = MoneyField(help_text="Escrowed when ordering (major units)")
+        escrow_minor = MinorField(source="escrow")
         currency = serializers.CharField()
         price_model = serializers.CharField()
         breakdown = serializers.CharField()
@@ -492,7 +537,7 @@ class OfferQuoteApi(SealroomApi):
             )
         row = catalog.offer_terms_current(offer)
         result = quote(row, tokens=_usage_param(request, "tokens"), periods=_usage_param(request, "periods"))
-        data = {"offer_id": offer.pk, "terms_number": row.number, **result.__dict__}
+        data = {"offer_id": offer.public_id, "terms_number": row.number, **result.__dict__}
         return Response(self.OutputSerializer(data).data)
 
 
@@ -506,7 +551,8 @@ class ListingRightsApi(SealroomApi):
 
     class InputSerializer(serializers.Serializer):
         shares = serializers.DictField(
-            child=serializers.JSONField(), help_text="Organisation id -> basis points (sum 10,000)"
+            child=serializers.JSONField(),
+            help_text=f"Organisation id ({example('org')}) -> basis points (sum 10,000)",
         )
 
     class OutputSerializer(serializers.Serializer):
@@ -528,16 +574,29 @@ class ListingRightsApi(SealroomApi):
         return Response(self.OutputSerializer(self._data(listing)).data)
 
     @extend_schema(request=InputSerializer, responses={201: AllocationSerializer}, summary="Propose shares")
+    @idempotent_post("rights.propose")
     def post(self, request: Request, listing_id: int) -> Response:
         listing = selectors.listing_get_for_provider(
             organisation=acting_organisation(request), listing_id=listing_id
         )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        _holders_are_public_ids(data.validated_data["shares"])
         allocation = rights.allocation_propose(
             actor=request_user(request), version=listing.version, shares=data.validated_data["shares"]
         )
         return Response(AllocationSerializer(allocation).data, status=201)
+
+
+def _holders_are_public_ids(shares: dict[str, Any]) -> None:
+    """:raises AllocationInvalid: a holder is not an organisation's public id (an integer key, say)."""
+    for holder in shares:
+        if not is_public_id(holder, "org"):
+            detail = f"Expected an organisation id like '{example('org')}'."
+            raise AllocationInvalid(
+                "Holders are organisation ids (org_…).",
+                errors=[{"pointer": f"/shares/{holder}", "code": "invalid_public_id", "detail": detail}],
+            )
 
 
 class _AllocationAction(SealroomApi):

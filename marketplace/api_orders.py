@@ -7,24 +7,25 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.fields import AmountField, IdField, StrictIntegerField
+from common.api.fields import MinorField, MoneyField, StrictIntegerField
+from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exports import csv_response
+from common.idempotency import idempotent
 from common.models import Organisation, Role, Scope
 from common.permissions import PlatformStaffRequired, ScopeRequired
 from common.permissions import acting_organisation_required as acting_org
 from marketplace import selectors_orders as selectors
 from marketplace.exceptions import LicenseNotFound, NotAProvider, NotATrainer, OfferNotFound
-from marketplace.idempotency import idempotent
 from marketplace.models import License, ListingState, Offer, Order, OrderState, Payout, TopUp
 from marketplace.services import statements
-from marketplace.services.funding import topup_record
+from marketplace.services.funding import MAX_TOPUP, topup_record
 from marketplace.services.orders import order_approve, order_place, order_reject
 from marketplace.services.payouts import payout_request
 from marketplace.services.settlement import license_job_refund, license_refund
@@ -41,23 +42,44 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 class OrderSerializer(serializers.Serializer):
     ref = serializers.CharField()
     state = serializers.CharField()
-    buyer_id = serializers.IntegerField()
-    listing_id = serializers.IntegerField()
-    offer_id = serializers.IntegerField()
+    buyer_id = PublicIdField(prefix="org", source="buyer.public_id")
+    listing_id = PublicIdField(prefix="lst", source="listing.public_id")
+    offer_id = PublicIdField(prefix="ofr", source="offer.public_id")
     terms_id = serializers.IntegerField()
     price_model = serializers.CharField()
     currency = serializers.CharField()
-    unit_price = serializers.IntegerField()
-    escrow_amount = serializers.IntegerField()
+    unit_price = MoneyField()
+    unit_price_minor = MinorField(source="unit_price")
+    escrow_amount = MoneyField()
+    escrow_amount_minor = MinorField(source="escrow_amount")
     periods = serializers.IntegerField(allow_null=True)
     fee_bps = serializers.IntegerField()
     allocation_id = serializers.IntegerField()
-    allocation_shares = serializers.DictField(child=serializers.IntegerField())
+    allocation_shares = serializers.SerializerMethodField()
     reject_reason = serializers.CharField()
     approval_deadline = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
     license_ref = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_allocation_shares(self, order: Order) -> dict[str, int]:
+        """Holder organisation's public id -> basis points (the order keeps integer keys inside)."""
+        shares: dict[str, int] = order.allocation_shares or {}
+        names = self._holder_public_ids()
+        return {names.get(int(k), str(k)): bps for k, bps in shares.items()}
+
+    def _holder_public_ids(self) -> dict[int, str]:
+        # One query for the whole page of orders (the root holds them all), not one per order.
+        root = self.root
+        cached: dict[int, str] | None = getattr(root, "_holder_public_id_cache", None)
+        if cached is None:
+            instance = root.instance
+            orders = list(instance) if isinstance(instance, list | tuple | QuerySet) else [instance]
+            pks = {int(k) for order in orders for k in (getattr(order, "allocation_shares", None) or {})}
+            cached = dict(Organisation.objects.filter(pk__in=pks).values_list("pk", "public_id"))
+            setattr(root, "_holder_public_id_cache", cached)  # noqa: B010 - per-response cache
+        return cached
 
     def get_license_ref(self, order: Order) -> str | None:
         # The list selectors join the license (select_related): no query per order.
@@ -70,15 +92,18 @@ class OrderSerializer(serializers.Serializer):
 class LicenseSerializer(serializers.Serializer):
     ref = serializers.CharField()
     order_ref = serializers.CharField(source="order.ref")
-    licensee_id = serializers.IntegerField()
-    version_id = serializers.IntegerField()
+    licensee_id = PublicIdField(prefix="org", source="licensee.public_id")
+    version_id = PublicIdField(prefix="dsv", source="version.public_id")
     grant_id = serializers.IntegerField()
     state = serializers.CharField()
     starts_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
-    escrowed = serializers.IntegerField()
-    released = serializers.IntegerField()
-    refunded = serializers.IntegerField()
+    escrowed = MoneyField(currency_field="order.currency")
+    escrowed_minor = MinorField(source="escrowed")
+    released = MoneyField(currency_field="order.currency")
+    released_minor = MinorField(source="released")
+    refunded = MoneyField(currency_field="order.currency")
+    refunded_minor = MinorField(source="refunded")
     currency = serializers.CharField(source="order.currency")
     remaining = serializers.SerializerMethodField()
 
@@ -88,9 +113,10 @@ class LicenseSerializer(serializers.Serializer):
 
 class PayoutSerializer(serializers.Serializer):
     ref = serializers.CharField()
-    organisation_id = serializers.IntegerField()
+    organisation_id = PublicIdField(prefix="org", source="organisation.public_id")
     currency = serializers.CharField()
-    amount = serializers.IntegerField()
+    amount = MoneyField()
+    amount_minor = MinorField(source="amount")
     state = serializers.CharField()
     gateway = serializers.CharField()
     gateway_ref = serializers.CharField()
@@ -101,9 +127,10 @@ class PayoutSerializer(serializers.Serializer):
 
 class TopUpSerializer(serializers.Serializer):
     ref = serializers.CharField()
-    organisation_id = serializers.IntegerField()
+    organisation_id = PublicIdField(prefix="org", source="organisation.public_id")
     currency = serializers.CharField()
-    amount = serializers.IntegerField()
+    amount = MoneyField()
+    amount_minor = MinorField(source="amount")
     gateway = serializers.CharField()
     external_ref = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -138,7 +165,7 @@ class OrderListCreateApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        offer_id = IdField()
+        offer_id = PublicIdField(prefix="ofr")
         periods = StrictIntegerField(min_value=1, max_value=10_000, required=False)
 
     def get_queryset(self) -> QuerySet[Order]:
@@ -269,7 +296,8 @@ class BalanceApi(SealroomApi):
     class OutputSerializer(serializers.Serializer):
         kind = serializers.CharField()
         currency = serializers.CharField()
-        amount = serializers.IntegerField()
+        amount = MoneyField()
+        amount_minor = MinorField(source="amount")
 
     @extend_schema(responses=OutputSerializer(many=True), summary="Your balances and what you are owed")
     def get(self, request: Request) -> Response:
@@ -284,7 +312,7 @@ class PayoutListCreateApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        amount = AmountField()
+        amount = MoneyField(max_minor=MAX_TOPUP)
         currency = serializers.RegexField(r"^[A-Z]{3}$")
 
     def get_queryset(self) -> QuerySet[Payout]:
@@ -331,8 +359,8 @@ class OpsTopUpListCreateApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        organisation_id = IdField()
-        amount = AmountField()
+        organisation_id = PublicIdField(prefix="org")
+        amount = MoneyField(max_minor=MAX_TOPUP)
         currency = serializers.RegexField(r"^[A-Z]{3}$")
         external_ref = serializers.CharField(max_length=120)
 
@@ -385,10 +413,11 @@ class EarningsApi(SealroomApi):
 
     class OutputSerializer(serializers.Serializer):
         period = serializers.DateField()
-        listing_id = serializers.IntegerField()
+        listing_id = PublicIdField(prefix="lst")
         listing = serializers.CharField()
         currency = serializers.CharField()
-        amount = serializers.IntegerField()
+        amount = MoneyField()
+        amount_minor = MinorField(source="amount")
 
     @extend_schema(
         responses=statement_responses(OutputSerializer(many=True)),
@@ -414,9 +443,12 @@ class SpendApi(SealroomApi):
         listing = serializers.CharField()
         state = serializers.CharField()
         currency = serializers.CharField()
-        escrowed = serializers.IntegerField()
-        released = serializers.IntegerField()
-        refunded = serializers.IntegerField()
+        escrowed = MoneyField(source="escrowed_minor")
+        escrowed_minor = MinorField()
+        released = MoneyField(source="released_minor")
+        released_minor = MinorField()
+        refunded = MoneyField(source="refunded_minor")
+        refunded_minor = MinorField()
 
     @extend_schema(
         responses=statement_responses(OutputSerializer(many=True)),
@@ -448,7 +480,8 @@ class OpsLicenseRefundApi(SealroomApi):
 
     class OutputSerializer(serializers.Serializer):
         license = LicenseSerializer()
-        returned_to_escrow = serializers.IntegerField(allow_null=True)
+        returned_to_escrow = MoneyField(currency_field="license.order.currency", allow_null=True)
+        returned_to_escrow_minor = MinorField(source="returned_to_escrow", allow_null=True)
 
     @extend_schema(
         request=InputSerializer,

@@ -70,8 +70,12 @@ def seed(stdout: OutputWrapper) -> None:
         actor=alice,
         listing=listing,
         name="Research",
-        terms=_terms(["research"], ["causal_lm_lora", "seq_classification"], weights=True, tokens=budget),
-        price={"model": "fixed", "unit_price": 25_000},
+        # causal_lm first: the built-in causal bases are random-init, and LoRA on a random base
+        # barely learns (adapters cannot lift frozen random embeddings; loss ~10.2 -> 10.0).
+        terms=_terms(
+            ["research"], ["causal_lm", "causal_lm_lora", "seq_classification"], weights=True, tokens=budget
+        ),
+        price={"model": "fixed", "unit_price": "250.00"},
     )
     catalog.offer_create(
         actor=alice,
@@ -84,7 +88,7 @@ def seed(stdout: OutputWrapper) -> None:
             tokens=budget,
             licenses=3,
         ),
-        price={"model": "metered", "unit_price": 40_000},
+        price={"model": "metered", "unit_price": "400.00"},
     )
     candidates = catalog.preview_candidates(actor=alice, listing=listing)
     catalog.preview_pick(actor=alice, listing=listing, record_ids=[c["record_id"] for c in candidates[:3]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
+from common.idempotency import IdempotencyInProgress, IdempotencyKeyInvalid, IdempotencyKeyMismatch
 
 
 class UnbalancedTransaction(Invalid):
@@ -132,6 +133,13 @@ class OrderingRefused(Conflict):
     title = "Not orderable"
 
 
+class TermsChanged(Conflict):
+    """The offer's terms changed after the buyer read and accepted them."""
+
+    default_code = "marketplace.terms_changed"
+    title = "Terms changed"
+
+
 class OfferSoldOut(Conflict):
     """An exclusive offer has no license slot left."""
 
@@ -183,27 +191,6 @@ class PayoutExceedsPayable(Conflict):
     title = "Payout exceeds what is owed"
 
 
-class IdempotencyInProgress(Conflict):
-    """The first request with this Idempotency-Key is still being processed."""
-
-    default_code = "idempotency.in_progress"
-    title = "Request in progress"
-
-
-class IdempotencyKeyMismatch(Invalid):
-    """The Idempotency-Key was used with a different request body."""
-
-    default_code = "idempotency.key_reused"
-    title = "Idempotency key reused with another request"
-
-
-class IdempotencyKeyInvalid(Invalid):
-    """The Idempotency-Key header is missing or malformed."""
-
-    default_code = "idempotency.key_invalid"
-    title = "Invalid idempotency key"
-
-
 __all__ = [
     "AllocationInvalid",
     "AllocationNotFound",
@@ -237,6 +224,7 @@ __all__ = [
     "PriceInvalid",
     "QuoteInvalid",
     "ReversalRefused",
+    "TermsChanged",
     "TermsInvalid",
     "UnbalancedTransaction",
     "VersionNotSealed",

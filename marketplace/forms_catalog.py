@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from common.models import Organisation
+from common.money import MoneyFormField, major_amount
 from common.numbers import StrictIntegerField
 from custody.models import DatasetVersion
 from marketplace.terms import JOB_TEMPLATES, PURPOSE_WORDS, TEMPLATE_WORDS
@@ -137,10 +138,22 @@ class OfferForm(forms.Form):
         widget=forms.RadioSelect,
         initial="fixed",
     )
-    unit_price = StrictIntegerField(label="Price (minor units, such as cents)", help_text="Never negative.")
+    unit_price = MoneyFormField(
+        allow_zero=True, label="Price", help_text="In the listing's currency, such as 150.00. Never negative."
+    )
     period_days = StrictIntegerField(
         required=False, min_value=1, label="Period (days, per-period price only)"
     )
+
+    def __init__(self, *args: Any, currency: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The price is typed in the listing's currency, in its major units.
+        self.currency = currency
+        price = self.fields["unit_price"]
+        assert isinstance(price, MoneyFormField)
+        price.currency = currency
+        price.label = f"Price ({currency})"
+        price.widget.attrs["data-money"] = currency
 
     def terms_document(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -176,7 +189,9 @@ class OfferForm(forms.Form):
 
     def price_document(self) -> dict[str, Any]:
         data = self.cleaned_data
-        price: dict[str, Any] = {"model": data["price_model"], "unit_price": data["unit_price"]}
+        # The service reads prices as the API sends them: a decimal string in major units.
+        unit_price = major_amount(data["unit_price"], self.currency)
+        price: dict[str, Any] = {"model": data["price_model"], "unit_price": unit_price}
         if data["price_model"] == "period":
             price["period_days"] = data["period_days"]
         return price

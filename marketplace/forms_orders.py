@@ -3,22 +3,58 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django import forms
 
-from common.numbers import AmountField, StrictIntegerField
+from common.models import Organisation
+from common.money import MoneyFormField, bind_currency
+from common.numbers import StrictIntegerField
+from marketplace.models import PriceModel
+from marketplace.services.funding import MAX_TOPUP
 
 
 class BuyForm(forms.Form):
+    """The order of one offer's terms, after the recap: only what its price model asks, and the acceptance.
+
+    ``terms`` carries the terms row the page showed, so the order records which
+    snapshot was accepted (and is refused if the terms changed meanwhile).
+    ``periods`` exists for per-period offers only; ``buy_again`` only when the
+    organisation already holds a license on the offer (or has one awaiting approval).
+    """
+
     # Generated when the page is shown: submitting the form twice places one order.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200, min_length=8)
+    terms = StrictIntegerField(widget=forms.HiddenInput, min_value=1)
     periods = StrictIntegerField(
-        required=False, min_value=1, max_value=10_000, help_text="Per-period offers: how many periods to buy."
+        min_value=1,
+        max_value=10_000,
+        initial=1,
+        help_text="How many periods to buy; one is escrowed at a time.",
+    )
+    accept_terms = forms.BooleanField(
+        label="I have read these terms and accept them",
+        error_messages={"required": "Accept the terms to place the order."},
+    )
+    buy_again = forms.BooleanField(
+        label="Yes, buy another license on this offer",
+        error_messages={"required": "You already hold this offer: confirm that you want another license."},
     )
 
+    def __init__(self, *args: Any, price_model: str, held: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if price_model != PriceModel.PERIOD:
+            del self.fields["periods"]
+        if not held:
+            del self.fields["buy_again"]
+
     @classmethod
-    def fresh(cls) -> BuyForm:
-        return cls(initial={"idempotency_key": f"page-{secrets.token_urlsafe(16)}"})
+    def fresh(cls, *, terms_id: int, price_model: str, held: bool) -> BuyForm:
+        return cls(
+            initial={"idempotency_key": f"page-{secrets.token_urlsafe(16)}", "terms": terms_id},
+            price_model=price_model,
+            held=held,
+        )
 
 
 class RejectForm(forms.Form):
@@ -27,16 +63,36 @@ class RejectForm(forms.Form):
 
 class PayoutForm(forms.Form):
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200, min_length=8)
-    amount = AmountField(help_text="In minor units (cents).")
+    amount = MoneyFormField(max_minor=MAX_TOPUP, help_text="In the currency's major units, such as 150.00.")
     currency = forms.RegexField(regex=r"^[A-Z]{3}$", initial="EUR", max_length=3)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bind_currency(self)
 
     @classmethod
     def fresh(cls) -> PayoutForm:
         return cls(initial={"idempotency_key": f"page-{secrets.token_urlsafe(16)}", "currency": "EUR"})
 
 
+class OrganisationChoiceField(forms.ModelChoiceField):
+    """An organisation picked by name (and its kind), posted as its id."""
+
+    def label_from_instance(self, obj: Organisation) -> str:
+        return f"{obj.name} ({obj.kind_label})"
+
+
 class TopUpForm(forms.Form):
-    organisation = StrictIntegerField(min_value=1, help_text="The organisation's id.")
-    amount = AmountField(help_text="In minor units (cents).")
+    organisation = OrganisationChoiceField(
+        queryset=Organisation.objects.order_by("name"),
+        empty_label="Choose an organisation",
+        help_text="Whose balance the transfer tops up (type the first letters to jump to it).",
+        error_messages={"invalid_choice": "No such organisation: choose one from the list."},
+    )
+    amount = MoneyFormField(max_minor=MAX_TOPUP, help_text="In the currency's major units, such as 150.00.")
     currency = forms.RegexField(regex=r"^[A-Z]{3}$", initial="EUR", max_length=3)
     external_ref = forms.CharField(max_length=120, label="Transfer reference")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bind_currency(self)

@@ -26,6 +26,7 @@ from django.db.models import BigIntegerField, Case, ExpressionWrapper, F, Sum, V
 
 from common.audit import audit_record
 from common.models import Organisation, User
+from common.money import format_money
 from marketplace.exceptions import (
     IdempotencyKeyReused,
     InsufficientFunds,
@@ -149,7 +150,8 @@ def _lock_and_check_funds(guarded: dict[int, int]) -> None:
     for account in accounts:
         if account.balance + guarded[account.pk] < 0:
             raise InsufficientFunds(
-                f"Balance {account.balance} {account.currency} cannot cover {-guarded[account.pk]}."
+                f"Balance {format_money(account.balance, account.currency)} cannot cover "
+                f"{format_money(-guarded[account.pk], account.currency)}."
             )
 
 

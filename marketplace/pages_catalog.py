@@ -25,6 +25,7 @@ from common.models import Membership, Organisation, Role
 from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
 from common.permissions import role_at_least
+from custody.models import DatasetVersion, VersionState
 from marketplace import selectors_catalog as selectors
 from marketplace.croissant import croissant_document
 from marketplace.forms_catalog import (
@@ -154,10 +155,15 @@ def listing_page(request: HttpRequest, listing_id: int) -> HttpResponse:
     listing, membership = _visible_listing(request, listing_id)
     is_provider = membership is not None
     allocation = rights.allocation_in_force(version=listing.version)
+    acting = _memberships(request)
     context = {
         "listing": listing,
         "membership": membership,
         "is_provider": is_provider,
+        # The Buy link shows only to whom the buy page would let order: a member of the acting trainer org.
+        "can_buy": bool(acting)
+        and acting[0].organisation.is_trainer
+        and role_at_least(acting[0].role, Role.MEMBER),
         "can_edit": is_provider
         and membership is not None
         and role_at_least(membership.role, _editor_role(listing)),
@@ -177,14 +183,14 @@ def listing_croissant(request: HttpRequest, listing_id: int) -> HttpResponse:
     document = croissant_document(
         listing,
         listing_url=request.build_absolute_uri(
-            reverse("marketplace:listing", kwargs={"listing_id": listing.pk})
+            reverse("marketplace:listing", kwargs={"listing_id": listing.public_id})
         ),
         terms_schema_url=request.build_absolute_uri(reverse("api-catalog-terms-schema")),
     )
     response = HttpResponse(
         json.dumps(document, indent=2, ensure_ascii=False), content_type="application/ld+json"
     )
-    response["Content-Disposition"] = f'attachment; filename="listing-{listing.pk}-croissant.json"'
+    response["Content-Disposition"] = f'attachment; filename="listing-{listing.public_id}-croissant.json"'
     return response
 
 
@@ -230,13 +236,30 @@ def _provider_membership(request: HttpRequest) -> Membership:
     return memberships[0]
 
 
+def _version_preselected(request: HttpRequest, organisation: Organisation) -> dict[str, Any]:
+    """``?version=<public id>`` (the sealed version page's "Create a listing") chosen in the form."""
+    public_id = request.GET.get("version", "")
+    version = (
+        DatasetVersion.objects.filter(
+            public_id=public_id, dataset__owner=organisation, state=VersionState.SEALED
+        ).first()
+        if public_id
+        else None
+    )
+    return {"version": version.pk} if version is not None else {}
+
+
 @otp.signed_in
 @require_http_methods(["GET", "POST"])
 def provider_listings(request: HttpRequest) -> HttpResponse:
     """The organisation's listings in every state, and (members) a form to list a sealed version."""
     membership = _provider_membership(request)
     organisation = membership.organisation
-    form = ListingCreateForm(request.POST if request.method == "POST" else None, organisation=organisation)
+    form = ListingCreateForm(
+        request.POST if request.method == "POST" else None,
+        organisation=organisation,
+        initial=_version_preselected(request, organisation),
+    )
     if request.method == "POST":
         _require(membership, Role.MEMBER, "create listings")
         if form.is_valid():
@@ -250,7 +273,7 @@ def provider_listings(request: HttpRequest) -> HttpResponse:
                 raise_http(exc)
             else:
                 messages.success(request, "Listing drafted. Add an offer and pick a preview, then publish.")
-                return redirect("marketplace:listing_edit", listing_id=listing.pk)
+                return redirect("marketplace:listing_edit", listing_id=listing.public_id)
     listings = selectors.listing_list_for_provider(organisation=organisation)
     context = {
         "membership": membership,
@@ -288,7 +311,7 @@ def listing_edit(request: HttpRequest, listing_id: int) -> HttpResponse:
             raise_http(exc)
         else:
             messages.success(request, "Listing saved.")
-            return redirect("marketplace:listing_edit", listing_id=listing.pk)
+            return redirect("marketplace:listing_edit", listing_id=listing.public_id)
     context = {
         "listing": listing,
         "membership": membership,
@@ -313,7 +336,7 @@ def _listing_action(request: HttpRequest, listing_id: int, action: str) -> HttpR
             messages.success(request, "Withdrawn: no new orders; licenses already sold are unchanged.")
     except DomainError as exc:
         _domain_message(request, exc)
-    return redirect("marketplace:listing_edit", listing_id=listing.pk)
+    return redirect("marketplace:listing_edit", listing_id=listing.public_id)
 
 
 @otp.signed_in
@@ -343,7 +366,7 @@ def preview_page(request: HttpRequest, listing_id: int) -> HttpResponse:
         candidates = catalog.preview_candidates(actor=page_user(request), listing=listing)
     except DomainError as exc:
         _domain_message(request, exc)
-        return redirect("marketplace:listing_edit", listing_id=listing.pk)
+        return redirect("marketplace:listing_edit", listing_id=listing.public_id)
     picked = [p["record_id"] for p in listing.preview]
     form = PreviewPickForm(
         request.POST if request.method == "POST" else None,
@@ -361,7 +384,7 @@ def preview_page(request: HttpRequest, listing_id: int) -> HttpResponse:
             raise_http(exc)
         else:
             messages.success(request, "Preview picked. An admin approves it before trainers see it.")
-            return redirect("marketplace:preview", listing_id=listing.pk)
+            return redirect("marketplace:preview", listing_id=listing.public_id)
     context = {
         "listing": listing,
         "membership": membership,
@@ -383,7 +406,7 @@ def preview_approve(request: HttpRequest, listing_id: int) -> HttpResponse:
         messages.success(request, "Preview approved: trainers see these records on the listing.")
     except DomainError as exc:
         _domain_message(request, exc)
-    return redirect("marketplace:preview", listing_id=listing.pk)
+    return redirect("marketplace:preview", listing_id=listing.public_id)
 
 
 # --- provider side: offers -------------------------------------------------------------------
@@ -392,7 +415,9 @@ def preview_approve(request: HttpRequest, listing_id: int) -> HttpResponse:
 def _offer_form_page(
     request: HttpRequest, listing: Listing, offer: Offer | None, initial: dict[str, Any]
 ) -> HttpResponse:
-    form = OfferForm(request.POST if request.method == "POST" else None, initial=initial)
+    form = OfferForm(
+        request.POST if request.method == "POST" else None, initial=initial, currency=listing.currency
+    )
     plain: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:
@@ -417,7 +442,7 @@ def _offer_form_page(
                         price=form.price_document(),
                     )
                 messages.success(request, "Offer saved: new orders get these terms.")
-                return redirect("marketplace:listing_edit", listing_id=listing.pk)
+                return redirect("marketplace:listing_edit", listing_id=listing.public_id)
         except (Invalid, Conflict) as exc:
             _add_terms_error(form, exc)
         except (NotFound, NotPermitted) as exc:
@@ -477,7 +502,7 @@ def offer_retire(request: HttpRequest, offer_id: int) -> HttpResponse:
         messages.success(request, f"Offer “{offer.name}” retired; licenses already sold keep their terms.")
     except DomainError as exc:
         _domain_message(request, exc)
-    return redirect("marketplace:listing_edit", listing_id=offer.listing_id)
+    return redirect("marketplace:listing_edit", listing_id=offer.listing.public_id)
 
 
 # --- rights ----------------------------------------------------------------------------------
@@ -518,7 +543,7 @@ def rights_page(request: HttpRequest, listing_id: int) -> HttpResponse:
                     messages.success(
                         request, f"Allocation v{proposal.number} proposed; the other holders approve it."
                     )
-                return redirect("marketplace:rights", listing_id=listing.pk)
+                return redirect("marketplace:rights", listing_id=listing.public_id)
     context = {
         "listing": listing,
         "membership": membership,

@@ -3,7 +3,9 @@
 Three price models (``PriceModel``): fixed per license; metered per million
 platform tokens, escrowed up to the terms' token cap (``max_tokens``); and
 per period (``period_days`` long), escrowed one period at a time. Amounts are
-integer minor units; a metered price rounds up to the next minor unit.
+integer minor units; a metered price rounds up to the next minor unit. A price
+arrives as a decimal string in the listing currency's major units
+(``"150.00"``), read by ``common.money.parse_money`` like every other amount.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.exceptions import FieldError
-from common.numbers import parse_integer
+from common.money import MoneyInvalid, format_money, parse_money
+from common.numbers import MAX_AMOUNT, parse_integer
 from marketplace.exceptions import PriceInvalid, QuoteInvalid
 
 if TYPE_CHECKING:
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 
 TOKENS_PER_UNIT = 1_000_000
 # A price above this (minor units) is a typo, not a price.
-MAX_UNIT_PRICE = 10**13
+MAX_UNIT_PRICE = MAX_AMOUNT
 PRICE_MODELS = ("fixed", "metered", "period")
 
 
@@ -60,10 +63,12 @@ def _integer(value: Any) -> int | None:
     return parse_integer(value)
 
 
-def price_validate(document: Any, *, pointer: str = "/price") -> Price:
-    """Parse ``{"model", "unit_price", "period_days"}``.
+def price_validate(document: Any, *, currency: str, pointer: str = "/price") -> Price:
+    """Parse ``{"model", "unit_price", "period_days"}``; ``unit_price`` is a decimal string of
+    ``currency``'s major units (``"150.00"``), zero allowed (a free offer).
 
-    :raises PriceInvalid: unknown model or field, a negative or non-integer price, a period without days.
+    :raises PriceInvalid: unknown model or field, a price that is not an exact amount of the
+        currency (negative, a number, too many decimals), a period without days.
     """
     if not isinstance(document, dict):
         raise _price_error(pointer, "invalid", "Expected an object with model and unit_price.")
@@ -73,13 +78,12 @@ def price_validate(document: Any, *, pointer: str = "/price") -> Price:
     model = document.get("model")
     if model not in PRICE_MODELS:
         raise _price_error(f"{pointer}/model", "invalid", f"Use one of {', '.join(PRICE_MODELS)}.")
-    unit_price = _integer(document.get("unit_price"))
-    if unit_price is None:
-        raise _price_error(f"{pointer}/unit_price", "invalid", "An integer amount in minor units.")
-    if unit_price < 0:
-        raise _price_error(f"{pointer}/unit_price", "negative", "A price cannot be negative.")
-    if unit_price > MAX_UNIT_PRICE:
-        raise _price_error(f"{pointer}/unit_price", "too_large", f"At most {MAX_UNIT_PRICE}.")
+    try:
+        unit_price = parse_money(
+            document.get("unit_price"), currency, allow_zero=True, max_minor=MAX_UNIT_PRICE
+        )
+    except MoneyInvalid as error:
+        raise _price_error(f"{pointer}/unit_price", error.code, error.message) from error
     period_days = document.get("period_days")
     if model == "period":
         days = _integer(period_days)
@@ -97,7 +101,7 @@ def _quote_error(pointer: str, code: str, detail: str) -> QuoteInvalid:
 
 
 def _money(amount: int, currency: str) -> str:
-    return f"{amount / 100:,.2f} {currency}"
+    return format_money(amount, currency)
 
 
 def quote(terms_row: OfferTerms, *, tokens: int | None = None, periods: int | None = None) -> Quote:

@@ -177,6 +177,7 @@ def offer_terms_history(*, offer: Offer) -> QuerySet[OfferTerms]:
 def allocation_list_for_version(*, version_id: int) -> QuerySet[RightsAllocation]:
     return (
         RightsAllocation.objects.filter(version_id=version_id)
+        .select_related("version")
         .prefetch_related("shares__holder")
         .order_by("-number")
     )

@@ -13,13 +13,22 @@ from common.models import Organisation
 from custody.models import BudgetState, GrantJob, PrivacyBudgetEntry, UsageKind, UsageRecord
 from marketplace.exceptions import LicenseNotFound, OrderNotFound
 from marketplace.ledger import balance
-from marketplace.models import AccountKind, LedgerAccount, License, Order, Payout, TopUp
+from marketplace.models import (
+    AccountKind,
+    LedgerAccount,
+    License,
+    LicenseState,
+    Order,
+    OrderState,
+    Payout,
+    TopUp,
+)
 
 
 def order_list_for_buyer(*, organisation: Organisation) -> QuerySet[Order]:
     return (
         Order.objects.filter(buyer=organisation)
-        .select_related("listing", "offer", "license")
+        .select_related("listing", "offer", "license", "buyer")
         .order_by("-created_at", "-pk")
     )
 
@@ -45,11 +54,30 @@ def order_get_for_org(*, organisation: Organisation, ref: str) -> Order:
     return order
 
 
+def offer_holdings_for_org(
+    *, organisation: Organisation, offer_id: int, except_key: str = ""
+) -> tuple[list[License], list[Order]]:
+    """The organisation's active licenses on an offer and its orders on it still awaiting approval.
+
+    ``except_key`` leaves out the order placed with that idempotency key (a resubmitted form's own order).
+    """
+    orders = Order.objects.filter(buyer=organisation, offer_id=offer_id)
+    if except_key:
+        orders = orders.exclude(idempotency_key=except_key)
+    licenses = list(
+        License.objects.filter(order__in=orders, state=LicenseState.ACTIVE)
+        .select_related("order")
+        .order_by("-created_at", "-pk")
+    )
+    pending = list(orders.filter(state=OrderState.PENDING).order_by("-created_at", "-pk"))
+    return licenses, pending
+
+
 def license_list_for_org(*, organisation: Organisation) -> QuerySet[License]:
     """The organisation's licenses, with what ``license_remaining`` reads annotated (no query per row)."""
     return (
         License.objects.filter(licensee=organisation)
-        .select_related("order__listing", "grant")
+        .select_related("order__listing", "grant", "licensee", "version")
         .annotate(tokens_trained_sum=_tokens_trained(OuterRef("grant")), epsilon_spent_sum=_epsilon_spent())
         .order_by("-created_at", "-pk")
     )
@@ -150,7 +178,11 @@ def balances_for_org(*, organisation: Organisation) -> list[dict[str, Any]]:
 
 
 def payout_list_for_org(*, organisation: Organisation) -> QuerySet[Payout]:
-    return Payout.objects.filter(organisation=organisation).order_by("-created_at", "-pk")
+    return (
+        Payout.objects.filter(organisation=organisation)
+        .select_related("organisation")
+        .order_by("-created_at", "-pk")
+    )
 
 
 def topup_list(*, organisation: Organisation | None = None) -> QuerySet[TopUp]:

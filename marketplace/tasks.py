@@ -14,9 +14,9 @@ from typing import Any
 from celery import shared_task
 from django.utils import timezone
 
+from common.idempotency import idempotency_purge
 from common.models import WorkItem
 from common.work import PermanentWorkError, work_enqueue, work_handler
-from marketplace.idempotency import idempotency_purge
 from marketplace.models import License
 from marketplace.services import payouts  # noqa: F401 - registers marketplace.payout_send
 from marketplace.services.orders import order_timeout_sweep

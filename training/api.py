@@ -17,9 +17,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.fields import IdField
+from common.api.idempotency import OPTIONAL_HEADER, idempotent_response
+from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.audit import audit_record
-from common.models import Role, Scope
+from common.models import Organisation, Role, Scope
 from common.permissions import acting_organisation, acting_organisation_required
 from custody.models import Grant
 from training import selectors, services
@@ -30,7 +32,7 @@ from training.models import BaseModel, JobState, TrainingJob
 
 
 class BaseSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="base", source="public_id")
     name = serializers.CharField()
     kind = serializers.CharField()
     task = serializers.CharField()
@@ -42,18 +44,19 @@ class BaseSerializer(serializers.Serializer):
     description = serializers.CharField()
     size = serializers.IntegerField()
     files = serializers.JSONField()
-    owner_id = serializers.IntegerField(allow_null=True)
+    owner_id = PublicIdField(prefix="org", source="owner.public_id", allow_null=True)
     created_at = serializers.DateTimeField()
     validated_at = serializers.DateTimeField(allow_null=True)
 
 
 class JobSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="job", source="public_id")
     state = serializers.CharField()
     template = serializers.CharField()
     base = serializers.SerializerMethodField()
+    license = serializers.CharField(source="grant.external_ref", help_text="The license reference (lic_...)")
     grant_id = serializers.IntegerField()
-    dataset_version_id = serializers.IntegerField(source="grant.version_id")
+    dataset_version_id = PublicIdField(prefix="dsv", source="grant.version.public_id")
     purpose = serializers.CharField()
     request = serializers.JSONField()
     dp_enabled = serializers.BooleanField()
@@ -73,7 +76,7 @@ class JobSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_base(self, job: TrainingJob) -> dict[str, Any]:
-        return {"id": job.base_id, "name": job.base.name, "sha256": job.base.file_hash}
+        return {"id": job.base.public_id, "name": job.base.name, "sha256": job.base.file_hash}
 
     def get_cancel_requested(self, job: TrainingJob) -> bool:
         return job.cancel_requested_at is not None
@@ -213,9 +216,19 @@ class JobListSubmitApi(SealroomListApi):
     problem_statuses = (409,)
 
     class InputSerializer(serializers.Serializer):
-        grant = IdField(help_text="The license (custody grant) the job runs under")
+        license = serializers.CharField(
+            required=False,
+            max_length=120,
+            help_text="The license the job runs under: the license_ref an order returned (lic_...)",
+        )
+        grant = IdField(
+            required=False,
+            help_text="Deprecated (removed in the next release): the license's grant id; send license",
+        )
         template = serializers.CharField()
-        base = IdField(help_text="A base model id (GET /training/bases)")
+        base = PublicIdField(
+            prefix="base", help_text="A base model's id, like 'base_0123456789abcdef' (GET /training/bases)"
+        )
         hyperparameters = serializers.DictField(required=False, default=dict)
         dp = DpInputSerializer(required=False, allow_null=True)
         label_field = serializers.CharField(required=False, allow_blank=True, default="")
@@ -228,7 +241,12 @@ class JobListSubmitApi(SealroomListApi):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=InputSerializer, responses={202: JobSerializer}, summary="Submit a training job")
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: JobSerializer},
+        parameters=[OPTIONAL_HEADER],
+        summary="Submit a training job under a license",
+    )
     def post(self, request: Request) -> Response:
         organisation = acting_organisation_required(request)
         if not organisation.is_trainer:
@@ -238,7 +256,15 @@ class JobListSubmitApi(SealroomListApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        grant = selectors.grant_get_for_org(organisation=organisation, grant_id=v["grant"])
+        return idempotent_response(
+            request,
+            endpoint="training.jobs.submit",
+            body=request.data,
+            run=lambda _key: (202, dict(JobSerializer(self._submit(request, organisation, v)).data)),
+        )
+
+    def _submit(self, request: Request, organisation: Organisation, v: dict[str, Any]) -> TrainingJob:
+        grant = _license_grant(organisation, v)
         try:
             base = selectors.base_get_for_org(organisation=organisation, base_id=v["base"])
         except NotFound as exc:
@@ -247,7 +273,7 @@ class JobListSubmitApi(SealroomListApi):
                 code="training.base_not_found",
                 errors=[{"pointer": "/base", "code": "not_found", "detail": "No such base model."}],
             ) from exc
-        job = services.job_submit(
+        return services.job_submit(
             actor=request_user(request),
             organisation=organisation,
             grant=grant,
@@ -260,7 +286,25 @@ class JobListSubmitApi(SealroomListApi):
                 purpose=v["purpose"],
             ),
         )
-        return Response(JobSerializer(job).data, status=202)
+
+
+def _license_grant(organisation: Organisation, v: dict[str, Any]) -> Grant:
+    """The grant a submit names: by ``license`` (the ref), or by the deprecated ``grant`` id; not both."""
+    if ("license" in v) == ("grant" in v):
+        detail = (
+            "Name the license once: send license (the lic_... reference), not grant as well."
+            if "license" in v
+            else "Name the license the job runs under: license (the lic_... reference an order returned)."
+        )
+        code = "ambiguous" if "license" in v else "required"
+        raise Invalid(
+            detail,
+            code="training.license_required",
+            errors=[{"pointer": "/license", "code": code, "detail": detail}],
+        )
+    if "license" in v:
+        return selectors.grant_get_for_license_ref(organisation=organisation, license_ref=v["license"])
+    return selectors.grant_get_for_org(organisation=organisation, grant_id=v["grant"])
 
 
 def _job(request: Request, job_id: int) -> TrainingJob:
@@ -295,7 +339,7 @@ class JobCancelApi(SealroomApi):
 
 class JobMetricsApi(SealroomApi):
     class OutputSerializer(serializers.Serializer):
-        job = serializers.IntegerField(source="pk")
+        job = PublicIdField(prefix="job", source="public_id")
         state = serializers.CharField()
         metrics = serializers.JSONField()
         loss_curve = serializers.JSONField()
@@ -312,7 +356,7 @@ class JobMetricsApi(SealroomApi):
 def _finished(job: TrainingJob) -> None:
     if job.state != JobState.SUCCEEDED:
         raise Conflict(
-            f"Job {job.pk} is {job.state}: nothing was released.", code="training.artifact_not_ready"
+            f"Job {job.public_id} is {job.state}: nothing was released.", code="training.artifact_not_ready"
         )
 
 
@@ -343,7 +387,7 @@ class JobArtifactApi(SealroomApi):
             artifact_stream(job),
             content_type="application/gzip",
             as_attachment=True,
-            filename=f"job-{job.pk}.tar.gz",
+            filename=f"job-{job.public_id}.tar.gz",
         )
         return response
 
@@ -356,14 +400,14 @@ class JobReceiptApi(SealroomApi):
         job = _job(request, job_id)
         _finished(job)
         response = Response(job.receipt)
-        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-receipt.json"'
+        response["Content-Disposition"] = f'attachment; filename="job-{job.public_id}-receipt.json"'
         return response
 
 
 class TrainingLicenseSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     dataset = serializers.CharField(source="version.dataset.name")
-    version = serializers.IntegerField(source="version_id")
+    version = PublicIdField(prefix="dsv", source="version.public_id")
     state = serializers.CharField()
     terms = serializers.JSONField()
     jobs_reserved = serializers.IntegerField()

@@ -20,6 +20,7 @@ from custody import services as custody
 from custody.demo import DATASET_NAME
 from custody.models import DatasetVersion, Grant, GrantPurpose, VersionState
 from training import services  # launcher: registers the job handler
+from training.job_templates import quick_start
 from training.models import BaseModel, TrainingJob
 
 DEMO_TERMS = {
@@ -31,7 +32,9 @@ DEMO_TERMS = {
     "weights_may_leave": True,
     "gate_max_exposure": 20.0,
 }
-DEMO_HYPERPARAMETERS = {"epochs": 1, "batch_size": 8, "max_seq_len": 64, "learning_rate": 0.001, "seed": 7}
+# The job form's starting settings (training/job_templates.py QUICK_START), so the demo job shows
+# what a newcomer's first job does: gpt2-tiny's loss falls visibly within its one epoch.
+DEMO_HYPERPARAMETERS = {**quick_start("causal_lm"), "seed": 7}
 
 
 def _license(bolt: Organisation, version: DatasetVersion) -> Grant:
@@ -79,11 +82,11 @@ def seed(stdout: OutputWrapper) -> None:
     grant = _license(bolt, version)
     job = TrainingJob.objects.filter(organisation=bolt, grant=grant).order_by("pk").first()
     if job is not None:
-        stdout.write(f"  license {grant.pk} for Bolt; job {job.pk} exists ({job.state})")
+        stdout.write(f"  license {grant.pk} for Bolt; job {job.public_id} exists ({job.state})")
         return
     try:
         job = services.job_submit(actor=bob, organisation=bolt, grant=grant, request=_demo_request(grant))
     except DomainError as exc:
         stdout.write(f"  license {grant.pk} for Bolt; no demo job: {exc.code}: {exc.detail}")
         return
-    stdout.write(f"  license {grant.pk} for Bolt; job {job.pk} queued (the worker trains it)")
+    stdout.write(f"  license {grant.pk} for Bolt; job {job.public_id} queued (the worker trains it)")

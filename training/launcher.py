@@ -41,13 +41,14 @@ from custody.exceptions import Conflict as CustodyConflict
 from custody.models import DatasetVersion, Grant, GrantState, UsageKind
 from custody.tokens import count_tokens
 from training import sandbox
+from training.model_card import CARD_NAME, model_card
 from training.models import (
     BaseKind,
     BaseTask,
     JobState,
     TrainingJob,
 )
-from training.receipts import receipt_body, receipt_sign
+from training.receipts import receipt_body, receipt_sha256, receipt_sign
 from training.runner.canaries import canaries_generate, canary_records
 from training.services.bases import base_unpack
 from training.services.jobs import WORK_KIND, job_event, job_finish, telemetry_block
@@ -528,20 +529,30 @@ def _gate(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -
     return gate
 
 
-def _artifact_archive(out_dir: Path) -> tuple[bytes, list[dict[str, Any]]]:
-    """A tar.gz of the output directory's files, and each file's name, size and sha256."""
+def _artifact_files(out_dir: Path) -> list[dict[str, Any]]:
+    """Each output file's name, size and sha256 (what the receipt lists)."""
     files = []
+    for path in sorted(out_dir.iterdir()):
+        data = path.read_bytes()
+        files.append({"name": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return files
+
+
+def _artifact_archive(out_dir: Path, card: str | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+    """A tar.gz of the output directory's files under ``model/``, with the model card as README.md,
+    and each output file's name, size and sha256 (the card is not among them: it names the receipt)."""
     buffer = io.BytesIO()
+    members = [(path.name, path.read_bytes()) for path in sorted(out_dir.iterdir())]
+    if card is not None:
+        members.append((CARD_NAME, card.encode()))
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(out_dir.iterdir()):
-            data = path.read_bytes()
-            files.append({"name": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-            info = tarfile.TarInfo(name=f"model/{path.name}")
+        for name, data in members:
+            info = tarfile.TarInfo(name=f"model/{name}")
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue(), files
+    return buffer.getvalue(), _artifact_files(out_dir)
 
 
 def artifact_blob_key(job: TrainingJob) -> str:
@@ -575,26 +586,26 @@ def tokens_billed(done: dict[str, Any], *, bound: int) -> int:
 def _release(
     job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion, inputs: Inputs
 ) -> None:
-    archive, files = _artifact_archive(workdir / "out")
     may_leave = bool(job.grant.terms.get("weights_may_leave"))
+    done = recorder.done or {}
+    epsilon = done.get("epsilon_spent")
+    job.artifact_encrypted = not may_leave
+    job.artifact_files = _artifact_files(workdir / "out")
+    job.epsilon_spent = Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
+    job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
+    job.metrics["final"] = recorder.final_metrics(done.get("metrics"))
+    # Signed before the archive is built: the model card in it names the receipt's hash.
+    job.receipt = receipt_sign(receipt_body(job, version=version))
+    card = model_card(job, job.receipt, receipt_sha256(job.receipt))
+    archive, _files = _artifact_archive(workdir / "out", card)
     if may_leave:
         key = artifact_blob_key(job)
         blob_store().put(key, io.BytesIO(archive))
     else:
         key = custody.artifact_seal(version=version, name=f"training-job-{job.pk}", data=archive)
-    done = recorder.done or {}
-    epsilon = done.get("epsilon_spent")
     with transaction.atomic():
         job.artifact_blob_key = key
-        job.artifact_encrypted = not may_leave
-        job.artifact_files = files
         job.artifact_size = len(archive)
-        job.epsilon_spent = (
-            Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
-        )
-        job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
-        job.metrics["final"] = recorder.final_metrics(done.get("metrics"))
-        job.receipt = receipt_sign(receipt_body(job, version=version))
         job.save(
             update_fields=[
                 "artifact_blob_key",

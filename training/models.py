@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.models import Organisation, User
+from common.public_ids import PublicIdField
 from custody.models import Grant
 
 
@@ -47,6 +48,7 @@ class BaseState(models.TextChoices):
 class BaseModel(models.Model):
     """A base model a job fine-tunes: built into the platform, or uploaded by a trainer."""
 
+    public_id = PublicIdField(prefix="base")
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=16, choices=BaseKind.choices)
     task = models.CharField(max_length=32, choices=BaseTask.choices)
@@ -108,6 +110,7 @@ class BudgetHold(models.TextChoices):
 class TrainingJob(models.Model):
     """One fine-tune of a base model on a licensed dataset version."""
 
+    public_id = PublicIdField(prefix="job")
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="training_jobs")
     submitted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
     grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="training_jobs")

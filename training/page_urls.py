@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from common.pages.legacy import legacy_redirect
 from training import pages
 
 app_name = "training"
@@ -9,9 +10,15 @@ app_name = "training"
 urlpatterns: list[URLPattern] = [
     path("jobs/", pages.jobs_page, name="jobs"),
     path("jobs/new/", pages.job_new, name="job_new"),
-    path("jobs/<int:job_id>/", pages.job_page, name="job"),
-    path("jobs/<int:job_id>/status/", pages.job_status, name="job_status"),
-    path("jobs/<int:job_id>/cancel/", pages.job_cancel, name="job_cancel"),
+    path("jobs/<job:job_id>/", pages.job_page, name="job"),
+    path("jobs/<job:job_id>/status/", pages.job_status, name="job_status"),
+    path("jobs/<job:job_id>/cancel/", pages.job_cancel, name="job_cancel"),
     path("ops/jobs/", pages.ops_jobs_page, name="ops_jobs"),
-    path("ops/jobs/<int:job_id>/cancel/", pages.ops_job_cancel, name="ops_job_cancel"),
+    path("ops/jobs/<job:job_id>/cancel/", pages.ops_job_cancel, name="ops_job_cancel"),
+    # An old integer URL: a redirect for the owner's members, else 404 (common/pages/legacy.py).
+    path(
+        "jobs/<int:legacy_job_id>/",
+        legacy_redirect("job", owner="organisation", to="training:job", kwarg="job_id"),
+        name="legacy_job",
+    ),
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -19,9 +18,10 @@ from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
 from common.permissions import role_at_least
 from training import selectors, services
-from training.charts import loss_chart
+from training.forms import JobForm
 from training.job_templates import TEMPLATES
-from training.models import BaseState, JobTemplate, TrainingJob
+from training.job_view import job_view
+from training.models import TrainingJob
 
 POLL_SECONDS = 2
 JOBS_PER_PAGE = 25
@@ -75,77 +75,6 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-class JobForm(forms.Form):
-    grant = forms.TypedChoiceField(label="License", coerce=int, help_text="The license the job trains under.")
-    template = forms.ChoiceField(choices=JobTemplate.choices, initial=JobTemplate.CAUSAL_LM)
-    base = forms.TypedChoiceField(label="Base model", coerce=int)
-    epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
-    learning_rate = forms.FloatField(initial=5e-4)
-    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8)
-    max_seq_len = forms.IntegerField(
-        label="Maximum sequence length", min_value=8, max_value=1024, initial=128
-    )
-    seed = forms.IntegerField(min_value=0, initial=0)
-    label_field = forms.CharField(
-        required=False, help_text="Classification only: the metadata field that holds each record's label."
-    )
-    dp_enabled = forms.BooleanField(label="Differential privacy (DP-SGD)", required=False)
-    target_epsilon = forms.FloatField(label="Target epsilon", required=False, min_value=0.001)
-    purpose = forms.CharField(required=False, help_text="One of the license's purposes (default: its first).")
-
-    FIELD_OF_POINTER = {
-        "/grant": "grant",
-        "/template": "template",
-        "/base": "base",
-        "/label_field": "label_field",
-        "/purpose": "purpose",
-        "/dp/enabled": "dp_enabled",
-        "/dp/target_epsilon": "target_epsilon",
-        "/dp/delta": "target_epsilon",
-    }
-
-    def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        organisation = membership.organisation
-        self.grants = {g.pk: g for g in selectors.grant_list_for_org(organisation=organisation)}
-        grant_field = self.fields["grant"]
-        base_field = self.fields["base"]
-        assert isinstance(grant_field, forms.ChoiceField) and isinstance(base_field, forms.ChoiceField)
-        grant_field.choices = [
-            (g.pk, f"License {g.pk}: {g.version.dataset.name} v{g.version.number}")
-            for g in self.grants.values()
-        ]
-        bases = selectors.base_list_for_org(organisation=organisation).filter(state=BaseState.VALIDATED)
-        self.bases = {b.pk: b for b in bases}
-        base_field.choices = [(b.pk, f"{b.name} ({b.get_task_display()})") for b in bases]
-
-    def job_request(self) -> services.JobRequest:
-        data = self.cleaned_data
-        hyperparameters = {
-            name: data[name] for name in ("epochs", "learning_rate", "batch_size", "max_seq_len", "seed")
-        }
-        dp = {"enabled": True, "target_epsilon": data["target_epsilon"]} if data["dp_enabled"] else None
-        return services.JobRequest(
-            template=data["template"],
-            base=self.bases[data["base"]],
-            hyperparameters=hyperparameters,
-            dp=dp,
-            label_field=data["label_field"],
-            purpose=data["purpose"],
-        )
-
-    def add_domain_error(self, error: Invalid | Conflict) -> None:
-        placed = False
-        for item in error.errors:
-            pointer = item["pointer"]
-            name = self.FIELD_OF_POINTER.get(pointer) or pointer.removeprefix("/hyperparameters/")
-            if name in self.fields:
-                self.add_error(name, item["detail"])
-                placed = True
-        if not placed:
-            self.add_error(None, error.detail)
-
-
 @otp.signed_in
 @require_http_methods(["GET", "POST"])
 def job_new(request: HttpRequest) -> HttpResponse:
@@ -170,25 +99,20 @@ def job_new(request: HttpRequest) -> HttpResponse:
         except (NotFound, NotPermitted) as exc:
             raise_http(exc)
         else:
-            messages.success(request, f"Job {job.pk} is queued.")
-            return redirect("training:job", job_id=job.pk)
+            messages.success(request, f"Job {job.public_id} is queued.")
+            return redirect("training:job", job_id=job.public_id)
     templates = [t.as_dict() for t in TEMPLATES.values()]
     return render(request, "training/job_new.html", {"form": form, "templates": templates})
 
 
 def _job_context(job: TrainingJob, membership: Membership) -> dict[str, Any]:
-    percent = min(100, job.step * 100 // job.total_steps) if job.total_steps else None
     return {
         "job": job,
         "membership": membership,
         "can_act": role_at_least(membership.role, Role.MEMBER),
-        "chart": loss_chart(job.loss_curve or []),
-        "percent": percent,
         "polling": not job.is_final,
         "poll_seconds": POLL_SECONDS,
-        "validation": (job.metrics or {}).get("validation", []),
-        "final_metrics": (job.metrics or {}).get("final", {}),
-        "events": list(job.events.all()),
+        **job_view(job),
     }
 
 
@@ -202,13 +126,9 @@ def job_page(request: HttpRequest, job_id: int) -> HttpResponse:
 @otp.signed_in
 @require_GET
 def job_status(request: HttpRequest, job_id: int) -> HttpResponse:
-    """The live part of the job page (htmx polls it until the job ends)."""
+    """The live part of the job page, all of it: header state, stage, progress, chart, history and
+    result from one reading of the job (htmx swaps it every few seconds and stops once it ends)."""
     job, membership = _job_for(request, job_id)
-    shown = request.GET.get("state")
-    if request.headers.get("HX-Request") and shown and shown != job.state and job.is_final:
-        response = HttpResponse(status=204)
-        response["HX-Refresh"] = "true"
-        return response
     return render(request, "training/_job_status.html", _job_context(job, membership))
 
 
@@ -226,7 +146,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
         messages.success(
             request, "Cancelled." if job.is_final else "Cancel requested: the job stops within seconds."
         )
-    return redirect("training:job", job_id=job_id)
+    return redirect("training:job", job_id=job.public_id)
 
 
 def _staff(request: HttpRequest, *, act: bool) -> None:
@@ -260,5 +180,5 @@ def ops_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     except Conflict as exc:
         messages.error(request, exc.detail)
     else:
-        messages.success(request, f"Job {job_id}: cancel requested.")
+        messages.success(request, f"Job {job.public_id}: cancel requested.")
     return redirect("training:ops_jobs")

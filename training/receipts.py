@@ -26,14 +26,20 @@ def canonical(body: Any) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def receipt_sha256(document: dict[str, Any]) -> str:
+    """The receipt's hash: sha256 (hex) of the canonical JSON of ``receipt``, the bytes its signature
+    covers. The artifact's model card names it (training/model_card.py)."""
+    return hashlib.sha256(canonical(document["receipt"])).hexdigest()
+
+
 def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]:
     """The receipt's fields. A classifier's labels appear only as ids (``LABEL_<i>``, in the spec)
     with the hash of the sorted label vocabulary: the values are custody data."""
     spec = {k: v for k, v in job.spec.items() if k != "base"}
     body = {
         "type": RECEIPT_TYPE,
-        "job": job.pk,
-        "organisation": job.organisation_id,
+        "job": job.public_id,
+        "organisation": job.organisation.public_id,
         "template": job.template,
         "spec": spec,
         "grant": job.grant_id,
@@ -45,7 +51,7 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
             "terms_sha256": hashlib.sha256(canonical(job.grant.terms)).hexdigest(),
             "allocation_sha256": _allocation_hash(job.grant.terms),
         },
-        "dataset_version": version.pk,
+        "dataset_version": version.public_id,
         "merkle_root": version.merkle_root,
         "base_model": {"name": job.base.name, "kind": job.base.kind, "sha256": job.base.file_hash},
         "artifact_files": job.artifact_files,

@@ -60,3 +60,20 @@ def grant_get_for_org(*, organisation: Organisation, grant_id: int) -> Grant:
     if grant is None:
         raise NotFound("No such license.", code="training.license_not_found")
     return grant
+
+
+def grant_get_for_license_ref(*, organisation: Organisation, license_ref: str) -> Grant:
+    """The grant behind a license reference (``lic_...``, what an order returned).
+
+    :raises NotFound: the organisation holds no license with that reference.
+    """
+    grant = None
+    if license_ref:
+        grant = grant_list_for_org(organisation=organisation).filter(external_ref=license_ref).first()
+    if grant is None:
+        raise NotFound(
+            "No such license.",
+            code="training.license_not_found",
+            errors=[{"pointer": "/license", "code": "not_found", "detail": "No such license."}],
+        )
+    return grant

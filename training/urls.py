@@ -8,13 +8,13 @@ urlpatterns: list[URLPattern] = [
     path("training/templates", api.TemplateListApi.as_view(), name="api-training-templates"),
     path("training/licenses", api.LicenseListApi.as_view(), name="api-training-licenses"),
     path("training/bases", api.BaseListUploadApi.as_view(), name="api-training-bases"),
-    path("training/bases/<int:base_id>", api.BaseDetailApi.as_view(), name="api-training-base-detail"),
+    path("training/bases/<base:base_id>", api.BaseDetailApi.as_view(), name="api-training-base-detail"),
     path("training/jobs", api.JobListSubmitApi.as_view(), name="api-training-jobs"),
-    path("training/jobs/<int:job_id>", api.JobDetailApi.as_view(), name="api-training-job-detail"),
-    path("training/jobs/<int:job_id>/cancel", api.JobCancelApi.as_view(), name="api-training-job-cancel"),
-    path("training/jobs/<int:job_id>/metrics", api.JobMetricsApi.as_view(), name="api-training-job-metrics"),
+    path("training/jobs/<job:job_id>", api.JobDetailApi.as_view(), name="api-training-job-detail"),
+    path("training/jobs/<job:job_id>/cancel", api.JobCancelApi.as_view(), name="api-training-job-cancel"),
+    path("training/jobs/<job:job_id>/metrics", api.JobMetricsApi.as_view(), name="api-training-job-metrics"),
     path(
-        "training/jobs/<int:job_id>/artifact", api.JobArtifactApi.as_view(), name="api-training-job-artifact"
+        "training/jobs/<job:job_id>/artifact", api.JobArtifactApi.as_view(), name="api-training-job-artifact"
     ),
-    path("training/jobs/<int:job_id>/receipt", api.JobReceiptApi.as_view(), name="api-training-job-receipt"),
+    path("training/jobs/<job:job_id>/receipt", api.JobReceiptApi.as_view(), name="api-training-job-receipt"),
 ]

@@ -55,7 +55,12 @@ def seed() -> dict[str, object]:
     _token, raw = api_token_create(
         user=bob, organisation=trainer, name="crash drills", scopes=[Scope.READ, Scope.ORDER]
     )
-    return {"token": raw, "offer_id": offer.pk, "trainer_id": trainer.pk, "currency": offer.listing.currency}
+    return {
+        "token": raw,
+        "offer_id": offer.public_id,
+        "trainer_id": trainer.pk,
+        "currency": offer.listing.currency,
+    }
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class Stream:
 
     base_url: str
     token: str
-    offer_id: int
+    offer_id: str
     history: History
     key_prefix: str
     record_usage: Callable[[str, str], int] | None = None

@@ -1,13 +1,20 @@
-"""OpenAPI: every operation declares its problem+json error responses."""
+"""OpenAPI: every operation declares its problem+json error responses, and reads like a guide.
+
+Descriptions, tags and request examples come from ``common/api/schema_docs.py`` (or the view's
+own ``extend_schema``); a docstring inherited from a base view is never used.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+from common.api.schema_docs import operation_doc
 
 FieldErrorSerializer = inline_serializer(
     name="FieldError",
@@ -45,6 +52,34 @@ ERROR_DESCRIPTIONS = {
 
 class ProblemAutoSchema(AutoSchema):
     """Adds the error contract to each operation; views may extend with ``problem_statuses``."""
+
+    def get_description(self) -> str:  # type: ignore[override]
+        doc = operation_doc(self.view, self.method)
+        if doc is not None:
+            return doc.description
+        # Only what the concrete view says itself: drf-spectacular's default walks the MRO and
+        # would show a base class's docstring ("Base for paginated list endpoints...").
+        handler = type(self.view).__dict__.get(self.method.lower())
+        own = (handler.__doc__ if handler is not None else None) or type(self.view).__dict__.get("__doc__")
+        return inspect.cleandoc(own) if own else ""
+
+    def get_summary(self) -> str | None:
+        doc = operation_doc(self.view, self.method)
+        return doc.summary or None if doc is not None else None
+
+    def get_tags(self) -> list[str]:
+        doc = operation_doc(self.view, self.method)
+        if doc is None:
+            return super().get_tags()
+        return [doc.tag, *doc.extra_tags]
+
+    def get_examples(self) -> list[OpenApiExample]:
+        doc = operation_doc(self.view, self.method)
+        if doc is None or doc.example is None:
+            return []
+        # A string example is a binary body (a part, an archive); the rest are JSON.
+        media_type = "application/octet-stream" if isinstance(doc.example, str) else "application/json"
+        return [OpenApiExample("Example", value=doc.example, request_only=True, media_type=media_type)]
 
     def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)

@@ -13,7 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common import selectors, services
-from common.api.fields import IdField, StrictIntegerField
+from common.api.fields import StrictIntegerField
+from common.api.idempotency import idempotent_post
+from common.api.ids import PublicIdField
 from common.exceptions import NotPermitted
 from common.models import ApiToken, Membership, Role, Scope, User
 from common.permissions import OrgRoleRequired, ScopeRequired, acting_membership, role_at_least
@@ -40,7 +42,7 @@ class SealroomListApi(generics.ListAPIView, SealroomApi):
 
 
 class OrganisationSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="org", source="public_id")
     name = serializers.CharField()
     slug = serializers.CharField()
     is_provider = serializers.BooleanField()
@@ -59,7 +61,7 @@ class MeApi(SealroomApi):
         email = serializers.EmailField()
         platform_role = serializers.CharField(allow_blank=True)
         memberships = MembershipOutSerializer(many=True)
-        acting_organisation_id = serializers.IntegerField(allow_null=True)
+        acting_organisation_id = PublicIdField(prefix="org", allow_null=True)
         token_scopes = serializers.ListField(child=serializers.CharField(), allow_null=True)
 
     @extend_schema(responses=OutputSerializer, summary="The caller, its organisations and roles")
@@ -74,7 +76,7 @@ class MeApi(SealroomApi):
             "email": user.email,
             "platform_role": user.platform_role,
             "memberships": [{"organisation": m.organisation, "role": m.role} for m in memberships],
-            "acting_organisation_id": acting.organisation_id if acting else None,
+            "acting_organisation_id": acting.organisation.public_id if acting else None,
             "token_scopes": token.scopes if token else None,
         }
         return Response(self.OutputSerializer(data).data)
@@ -166,6 +168,7 @@ class InvitationCreateApi(SealroomApi):
         responses={201: OutputSerializer},
         summary="Invite someone by e-mail (the link is mailed, never returned)",
     )
+    @idempotent_post("invitations.create")
     def post(self, request: Request, org_id: int) -> Response:
         membership = _membership_for(request, org_id, Role.ADMIN)
         data = self.InputSerializer(data=request.data)
@@ -179,10 +182,10 @@ class InvitationCreateApi(SealroomApi):
 
 
 class TokenOutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="tok", source="public_id")
     name = serializers.CharField()
     prefix = serializers.CharField()
-    organisation_id = serializers.IntegerField()
+    organisation_id = PublicIdField(prefix="org", source="organisation.public_id")
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices))
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
@@ -195,7 +198,7 @@ class TokenListCreateApi(SealroomListApi):
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=80)
-        organisation_id = IdField()
+        organisation_id = PublicIdField(prefix="org")
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False
         )

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 
 from common import webhooks
 from common.api.fields import IdField
+from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, _membership_for, request_user
 from common.models import DeliveryState, Notification, Role, Scope, WebhookDelivery, WebhookEndpoint
 from common.notifications import notification_list, notification_unread_count, notifications_mark_read
@@ -78,7 +79,7 @@ class NotificationListApi(SealroomListApi):
 
 
 class WebhookOutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="whk", source="public_id")
     url = serializers.URLField()
     description = serializers.CharField()
     event_kinds = serializers.ListField(child=serializers.CharField())

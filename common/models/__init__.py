@@ -10,6 +10,7 @@ from common.models.accounts import (
     User,
 )
 from common.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from common.models.idempotency import IdempotencyRecord, IdempotencyState
 from common.models.notifications import DeliveryState, Notification, WebhookDelivery, WebhookEndpoint
 from common.models.work import WorkItem, WorkState
 
@@ -19,6 +20,8 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "DeliveryState",
+    "IdempotencyRecord",
+    "IdempotencyState",
     "Invitation",
     "LoginThrottle",
     "Membership",

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from common.public_ids import PublicIdField
+
 
 class PlatformRole(models.TextChoices):
     NONE = "", "None"
@@ -53,6 +55,7 @@ class User(AbstractUser):
 class Organisation(models.Model):
     """A company or team: a data provider, a model trainer, or both."""
 
+    public_id = PublicIdField(prefix="org")
     name = models.CharField(max_length=120, unique=True)
     slug = models.SlugField(max_length=64, unique=True)
     is_provider = models.BooleanField(default=False)
@@ -123,6 +126,7 @@ class ApiToken(models.Model):
     The secret is shown once at creation and stored only as its SHA-256.
     """
 
+    public_id = PublicIdField(prefix="tok")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=80)

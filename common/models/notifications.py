@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.models.accounts import Organisation, User
+from common.public_ids import PublicIdField
 
 
 class Notification(models.Model):
@@ -45,6 +46,7 @@ class WebhookEndpoint(models.Model):
     shown once, when the endpoint is created, and never returned again.
     """
 
+    public_id = PublicIdField(prefix="whk")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(max_length=500)
     description = models.CharField(max_length=200, blank=True)

@@ -90,12 +90,12 @@ def notifications_read(request: HttpRequest, org_id: int) -> HttpResponse:
     notification_id = parse_id(raw)
     if raw and notification_id is None:
         messages.error(request, "That is not a notification id; nothing was marked read.")
-        return redirect("common:notifications", org_id=org_id)
+        return redirect("common:notifications", org_id=membership.organisation.public_id)
     ids = [notification_id] if notification_id is not None else None
     marked = notifications_mark_read(organisation=membership.organisation, ids=ids)
     if ids is None:
         messages.success(request, f"Marked {marked} notification{'s' if marked != 1 else ''} read.")
-    return redirect("common:notifications", org_id=org_id)
+    return redirect("common:notifications", org_id=membership.organisation.public_id)
 
 
 @otp.signed_in
@@ -156,7 +156,7 @@ def webhook_toggle(request: HttpRequest, org_id: int, webhook_id: int) -> HttpRe
     active = request.POST.get("active") == "true"
     webhooks.webhook_endpoint_set_active(actor=page_user(request), endpoint=endpoint, active=active)
     messages.success(request, f"Webhook {endpoint.url} is {'enabled' if active else 'disabled'}.")
-    return redirect("common:webhook", org_id=org_id, webhook_id=webhook_id)
+    return redirect("common:webhook", org_id=membership.organisation.public_id, webhook_id=endpoint.public_id)
 
 
 @otp.signed_in
@@ -168,4 +168,4 @@ def webhook_delete(request: HttpRequest, org_id: int, webhook_id: int) -> HttpRe
     url = endpoint.url
     webhooks.webhook_endpoint_delete(actor=page_user(request), endpoint=endpoint)
     messages.success(request, f"Webhook {url} was deleted.")
-    return redirect("common:webhooks", org_id=org_id)
+    return redirect("common:webhooks", org_id=membership.organisation.public_id)

@@ -15,7 +15,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common import otp, selectors, services
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.forms import InviteForm, RoleChangeForm, add_domain_error
-from common.ids import parse_id
 from common.models import Invitation, Membership, Role, User
 from common.pages.helpers import (
     admin_membership_or_403,
@@ -27,6 +26,7 @@ from common.pages.helpers import (
 )
 from common.pages.paging import page_of
 from common.permissions import role_at_least
+from common.public_ids import is_public_id, pk_for
 
 MEMBERS_PER_PAGE = 50
 
@@ -37,11 +37,11 @@ def org_switch(request: HttpRequest) -> HttpResponse:
     """Act for another of the user's organisations (kept in the session as ``org_id``)."""
     user = page_user(request)
     next_url = safe_next(request, request.POST.get("next"))
-    org_id = parse_id(request.POST.get("org_id", ""))
-    if org_id is None:
+    raw = request.POST.get("org_id", "")
+    if not is_public_id(raw, "org"):
         messages.error(request, "Choose one of your organisations.")
         return redirect(next_url)
-    membership = membership_or_404(user, org_id)
+    membership = membership_or_404(user, pk_for("org", raw))
     request.session["org_id"] = membership.organisation_id
     messages.success(request, f"You are now acting for {membership.organisation.name}.")
     return redirect(next_url)
@@ -100,7 +100,7 @@ def org_invite(request: HttpRequest, org_id: int) -> HttpResponse:
             raise_http(exc)
         else:
             messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
-            return redirect("common:org", org_id=org.pk)
+            return redirect("common:org", org_id=org.public_id)
     return _render_org(request, membership, invite_form=form)
 
 
@@ -121,7 +121,7 @@ def org_member_role(request: HttpRequest, org_id: int, membership_id: int) -> Ht
         raise_http(exc)
     else:
         messages.success(request, f"{target.user.get_username()} is now {form.cleaned_data['role']}.")
-    return redirect("common:org", org_id=org_id)
+    return redirect("common:org", org_id=membership.organisation.public_id)
 
 
 @otp.signed_in
@@ -141,7 +141,7 @@ def org_member_remove(request: HttpRequest, org_id: int, membership_id: int) -> 
         messages.success(request, f"{name} was removed from {membership.organisation.name}.")
         if target.user_id == user.pk:
             return redirect(home_url())
-    return redirect("common:org", org_id=org_id)
+    return redirect("common:org", org_id=membership.organisation.public_id)
 
 
 def _member_or_404(membership: Membership, membership_id: int) -> Membership:
@@ -190,7 +190,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
         else:
             request.session["org_id"] = joined.organisation_id
             messages.success(request, f"You joined {joined.organisation.name} as {joined.role}.")
-            return redirect("common:org", org_id=joined.organisation_id)
+            return redirect("common:org", org_id=joined.organisation.public_id)
     context = {"invitation": invitation, "email_matches": _email_matches(invitation, user)}
     return render(request, "common/invitation.html", context, status=status)
 

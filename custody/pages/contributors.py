@@ -18,6 +18,7 @@ class ContributorRow:
     """One contributing organisation of a version and what it uploaded there."""
 
     organisation_id: int
+    organisation_public_id: str
     name: str
     is_owner: bool
     invited_by: str
@@ -62,6 +63,7 @@ def contributor_rows(access: VersionAccess) -> list[ContributorRow]:
 def _row(contributor: VersionContributor, uploads: dict[str, Any], owner_id: int) -> ContributorRow:
     return ContributorRow(
         organisation_id=contributor.organisation_id,
+        organisation_public_id=contributor.organisation.public_id,
         name=contributor.organisation.name,
         is_owner=contributor.organisation_id == owner_id,
         invited_by=contributor.invited_by.get_username() if contributor.invited_by else "",

@@ -60,7 +60,7 @@ def dataset_list_page(request: HttpRequest) -> HttpResponse:
                 raise_http(exc)
             else:
                 messages.success(request, f"Dataset “{dataset.name}” is ready. Open its first version below.")
-                return redirect("custody:dataset", dataset_id=dataset.pk)
+                return redirect("custody:dataset", dataset_id=dataset.public_id)
     latest = DatasetVersion.objects.filter(dataset=OuterRef("pk")).order_by("-number")
     datasets = selectors.dataset_list_for_org(organisation=membership.organisation).annotate(
         version_count=Count("versions"),
@@ -122,5 +122,5 @@ def version_create(request: HttpRequest, dataset_id: int) -> HttpResponse:
             raise_http(exc)
         else:
             messages.success(request, f"Version {version.number} is open: upload its files below.")
-            return redirect("custody:version", version_id=version.pk)
+            return redirect("custody:version", version_id=version.public_id)
     return _render_dataset(request, dataset, membership, form)

@@ -79,7 +79,7 @@ def _report_or_redirect(request: HttpRequest, access: VersionAccess) -> Report |
     report: Report | None = getattr(access.version, "report", None)
     if report is None or access.version.state not in (VersionState.REVIEW, VersionState.SEALED):
         messages.info(request, "The report is ready once processing finishes.")
-        return redirect("custody:version", version_id=access.version.pk)
+        return redirect("custody:version", version_id=access.version.public_id)
     return report
 
 
@@ -283,7 +283,7 @@ def _ids(values: list[str]) -> list[int]:
     return [value for value in map(parse_id, values) if value is not None]
 
 
-def _back_to_findings(version_id: int, kind: str, page: str) -> str:
+def _back_to_findings(version_id: str, kind: str, page: str) -> str:
     """The findings table as it was: same kind filter and page."""
     query = {"kind": kind if kind in FINDING_LABELS else "", "page": page if page.isdigit() else ""}
     encoded = urlencode({k: v for k, v in query.items() if v})
@@ -322,7 +322,9 @@ def findings_mark(request: HttpRequest, version_id: int) -> HttpResponse:
             messages.success(request, f"Saved. {dropping} flagged record(s) will be dropped when you seal.")
         else:
             messages.info(request, "Nothing to change.")
-    return redirect(_back_to_findings(version_id, request.POST.get("kind", ""), request.POST.get("page", "")))
+    return redirect(
+        _back_to_findings(version.public_id, request.POST.get("kind", ""), request.POST.get("page", ""))
+    )
 
 
 @otp.signed_in
@@ -351,10 +353,10 @@ def seal_page(request: HttpRequest, version_id: int) -> HttpResponse:
             messages.success(
                 request, f"Version {sealed.number} is sealed. Its Merkle root is recorded in the audit log."
             )
-        return redirect("custody:version", version_id=version_id)
+        return redirect("custody:version", version_id=version.public_id)
     if version.state != VersionState.REVIEW:
         messages.info(request, "Only a version in review can be sealed.")
-        return redirect("custody:version", version_id=version_id)
+        return redirect("custody:version", version_id=version.public_id)
     return _seal_confirm(request, version)
 
 

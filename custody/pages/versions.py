@@ -72,7 +72,7 @@ def _status_context(request: HttpRequest, access: VersionAccess) -> dict[str, An
 def _upload_config(access: VersionAccess) -> dict[str, Any]:
     part_bytes = min(DEFAULT_PART_BYTES, settings.UPLOAD_PART_MAX_BYTES)
     return {
-        "start_url": reverse("api-contributions", kwargs={"version_id": access.version.pk}),
+        "start_url": reverse("api-contributions", kwargs={"version_id": access.version.public_id}),
         # The API's contribution URLs, less the id: the script appends "<id>", "<id>/parts/<n>"...
         "contribution_url": reverse("api-contribution-detail", kwargs={"contribution_id": 0}).removesuffix(
             "0"
@@ -156,7 +156,7 @@ def version_process(request: HttpRequest, version_id: int) -> HttpResponse:
         raise_http(exc)
     else:
         messages.success(request, "Uploads are closed. Processing has started; this page follows it.")
-    return redirect("custody:version", version_id=version_id)
+    return redirect("custody:version", version_id=access.version.public_id)
 
 
 @otp.signed_in
@@ -172,7 +172,7 @@ def version_retry(request: HttpRequest, version_id: int) -> HttpResponse:
         raise_http(exc)
     else:
         messages.success(request, "Processing starts again.")
-    return redirect("custody:version", version_id=version_id)
+    return redirect("custody:version", version_id=access.version.public_id)
 
 
 @otp.signed_in
@@ -193,7 +193,7 @@ def version_reject(request: HttpRequest, version_id: int) -> HttpResponse:
             request,
             f"Version {version.number} is {version.get_state_display().lower()}; its uploads are shredded.",
         )
-    return redirect("custody:version", version_id=version_id)
+    return redirect("custody:version", version_id=access.version.public_id)
 
 
 @otp.signed_in
@@ -246,4 +246,4 @@ def _invite(
                 f"{other.name} may now upload to version {access.version.number}. "
                 "Its members find the invitation on their dashboard.",
             )
-    return redirect("custody:version", version_id=access.version.pk)
+    return redirect("custody:version", version_id=access.version.public_id)

@@ -160,12 +160,12 @@ def contributor_invite(
             kind="dataset.contribution_invited",
             subject=f"{version.dataset.owner.name} invited you to contribute to {version.dataset.name}",
             payload={
-                "dataset": version.dataset.pk,
-                "version": version.pk,
+                "dataset": version.dataset.public_id,
+                "version": version.public_id,
                 "owner": version.dataset.owner.name,
             },
             object_type="dataset_version",
-            object_id=version.pk,
+            object_id=version.public_id,
         )
     return contributor
 

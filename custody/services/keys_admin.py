@@ -137,7 +137,7 @@ def _audit_version(action: str, actor: User | None, version: DatasetVersion, **d
 class VersionKeyStatus:
     """A version's key as the key provider holds it (the provider's word is final)."""
 
-    version_id: int
+    version_id: str  # the version's public id
     label: str
     state: str
     key_state: str
@@ -160,7 +160,7 @@ def version_key_status(version: DatasetVersion) -> VersionKeyStatus:
     if key_state == "disabled" and version.key_disabled_at is not None:
         destroy_after = version.key_disabled_at + shred_delay()
     return VersionKeyStatus(
-        version_id=version.pk,
+        version_id=version.public_id,
         label=version_label(version),
         state=version.state,
         key_state=key_state,

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.models import Organisation, User
+from common.public_ids import PublicIdField
 from custody.models import DatasetVersion
 
 __all__ = [
@@ -39,6 +40,7 @@ class ListingState(models.TextChoices):
 class Listing(models.Model):
     """What a trainer sees in the catalog: one sealed version, described and priced by its offers."""
 
+    public_id = PublicIdField(prefix="lst")
     version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="listings")
     # The organisation that owns the dataset (the provider); only it edits the listing.
     provider = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="listings")
@@ -80,6 +82,7 @@ class OfferState(models.TextChoices):
 class Offer(models.Model):
     """One way to license a listing; its terms and price live in versioned ``OfferTerms`` rows."""
 
+    public_id = PublicIdField(prefix="ofr")
     listing = models.ForeignKey(Listing, on_delete=models.PROTECT, related_name="offers")
     name = models.CharField(max_length=120)
     state = models.CharField(max_length=16, choices=OfferState.choices, default=OfferState.ACTIVE)

@@ -1,4 +1,4 @@
-"""Orders, licenses, settlements, top-ups, payouts and idempotency records (DESIGN.md "Money").
+"""Orders, licenses, settlements, top-ups and payouts (DESIGN.md "Money").
 
 An order pins the offer's terms row, the price, the platform fee and the
 rights allocation in force at the sale (its id and shares), so later edits
@@ -19,8 +19,6 @@ from marketplace.models.catalog import Listing, Offer, OfferTerms, PriceModel
 from marketplace.models.ledger import LedgerTransaction
 
 __all__ = [
-    "IdempotencyRecord",
-    "IdempotencyState",
     "License",
     "LicenseState",
     "Order",
@@ -75,6 +73,9 @@ class Order(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # When the buyer explicitly accepted the terms snapshot (``terms``) it was shown before ordering;
+    # null for an order placed without that step (the API, where the call itself is the acceptance).
+    terms_accepted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -272,34 +273,3 @@ class Payout(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ref}: {self.amount} {self.currency} ({self.state})"
-
-
-class IdempotencyState(models.TextChoices):
-    IN_PROGRESS = "in_progress", "In progress"
-    DONE = "done", "Done"
-
-
-class IdempotencyRecord(models.Model):
-    """An ``Idempotency-Key`` seen for (organisation, endpoint), kept 24 hours, and its response."""
-
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
-    endpoint = models.CharField(max_length=100)
-    key = models.CharField(max_length=200)
-    request_hash = models.CharField(max_length=64)
-    state = models.CharField(max_length=16, choices=IdempotencyState.choices)
-    # While in progress: until when the first request owns the key (a crashed one lets go then).
-    locked_until = models.DateTimeField()
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["organisation", "endpoint", "key"], name="idempotencyrecord_unique_key"
-            )
-        ]
-        indexes = [models.Index(fields=["created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.endpoint} {self.key} ({self.state})"

@@ -474,7 +474,7 @@ def offer_create(*, actor: User, listing: Listing, name: str, terms: Any, price:
     _require_sealed(locked.version)
     clean_name = _offer_name(name)
     clean_terms = terms_validate(terms, version=locked.version)
-    clean_price = price_validate(price)
+    clean_price = price_validate(price, currency=locked.currency)
     offer = Offer.objects.create(
         listing=locked, name=clean_name, max_licenses=clean_terms["constraint"]["max_licenses"]
     )
@@ -495,7 +495,7 @@ def offer_terms_update(
         raise ListingStateConflict("A retired offer cannot change.", code="marketplace.offer_retired")
     _require_sealed(listing.version)
     clean_terms = terms_validate(terms, version=listing.version)
-    clean_price = price_validate(price)
+    clean_price = price_validate(price, currency=listing.currency)
     fields = ["max_licenses"]
     locked_offer.max_licenses = clean_terms["constraint"]["max_licenses"]
     if name is not None:

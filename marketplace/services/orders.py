@@ -38,6 +38,7 @@ from marketplace.exceptions import (
     OfferSoldOut,
     OrderingRefused,
     OrderStateConflict,
+    TermsChanged,
 )
 from marketplace.models import (
     License,
@@ -116,8 +117,8 @@ def _order_event(order: Order, kind: str, organisation: Organisation, subject: s
         payload={
             "order": order.ref,
             "state": order.state,
-            "listing": order.listing_id,
-            "offer": order.offer_id,
+            "listing": order.listing.public_id,
+            "offer": order.offer.public_id,
             "amount": order.escrow_amount,
             "currency": order.currency,
         },
@@ -134,18 +135,22 @@ def order_place(
     actor: User | None,
     periods: int | None = None,
     idempotency_key: str = "",
+    accepted_terms: int | None = None,
 ) -> Order:
     """Order the offer's current terms for ``buyer`` and escrow the payment from its balance.
 
     Without provider approval the order is paid at once and its license (and
     custody grant) issued; with approval it waits, holding an exclusive slot.
-    With an ``idempotency_key`` a repeat returns the first order.
+    With an ``idempotency_key`` a repeat returns the first order. ``accepted_terms``
+    is the terms row (id) the buyer read and accepted (the buy page's recap): the
+    order records the acceptance, and is refused if the offer's terms changed since.
 
     :raises NotATrainer: the buyer is not a trainer organisation.
     :raises OrderingRefused: the listing is withdrawn or unpublished, or the offer retired.
     :raises OfferSoldOut: an exclusive offer has no slot left.
     :raises InsufficientFunds: the buyer's balance cannot cover the escrow.
     :raises AmountInvalid / QuoteInvalid: malformed periods.
+    :raises TermsChanged: ``accepted_terms`` is not the offer's current terms row.
     """
     if idempotency_key:
         existing = Order.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
@@ -154,6 +159,11 @@ def order_place(
     locked = _lock_offer(offer.pk)
     _check_orderable(locked, buyer)
     terms_row = offer_terms_current(locked)
+    if accepted_terms is not None and accepted_terms != terms_row.pk:
+        raise TermsChanged(
+            f"The terms of {locked.name!r} changed after you accepted them (now version "
+            f"{terms_row.number}): read them again before ordering."
+        )
     _check_usage(terms_row.price_model, None, periods)
     priced = quote(terms_row, periods=periods if terms_row.price_model == PriceModel.PERIOD else None)
     _check_slot(locked)
@@ -197,6 +207,7 @@ def order_place(
             if listing.requires_approval
             else None
         ),
+        terms_accepted_at=timezone.now() if accepted_terms is not None else None,
     )
     audit_record(
         action="marketplace.order_place",
@@ -212,6 +223,7 @@ def order_place(
             "fee_bps": order.fee_bps,
             "allocation": allocation.pk,
             "shares": order.allocation_shares,
+            "terms_accepted": order.terms_accepted_at is not None,
         },
     )
     _order_event(order, "order.placed", buyer, f"Order {order.ref} placed")

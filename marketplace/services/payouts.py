@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from common.audit import audit_record
 from common.models import Organisation, User, WorkItem
+from common.money import format_money, major_amount
 from common.notifications import notify_event
 from common.work import PermanentWorkError, work_enqueue, work_handler
 from marketplace.exceptions import NotAProvider, PayoutExceedsPayable
@@ -47,7 +48,10 @@ def payout_request(
     LedgerAccount.objects.select_for_update().get(pk=payable.pk)
     owed = balance(payable)
     if amount > owed:
-        raise PayoutExceedsPayable(f"{organisation.name} is owed {owed} {currency}; {amount} was asked.")
+        raise PayoutExceedsPayable(
+            f"{organisation.name} is owed {format_money(owed, currency)}; "
+            f"{format_money(amount, currency)} was asked."
+        )
     ref = f"pay_{secrets.token_hex(8)}"
     txn = ledger_post(
         kind="payout",
@@ -106,8 +110,13 @@ def payout_send(*, payout_ref: str) -> Payout:
         notify_event(
             organisation=payout.organisation,
             kind="payout.sent",
-            subject=f"Payout {payout.ref} of {payout.amount} {payout.currency} sent",
-            payload={"payout": payout.ref, "amount": payout.amount, "currency": payout.currency},
+            subject=f"Payout {payout.ref} of {format_money(payout.amount, payout.currency)} sent",
+            payload={
+                "payout": payout.ref,
+                "amount": major_amount(payout.amount, payout.currency),
+                "amount_minor": payout.amount,
+                "currency": payout.currency,
+            },
             object_type="payout",
             object_id=payout.ref,
         )

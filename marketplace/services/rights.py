@@ -19,6 +19,7 @@ from django.utils import timezone
 from common.audit import audit_record
 from common.ids import parse_id
 from common.models import Organisation, Role, User
+from common.public_ids import is_public_id, pk_for
 from custody.models import DatasetVersion, Shard, VersionState
 from marketplace.exceptions import (
     AllocationInvalid,
@@ -148,6 +149,14 @@ def contributing_organisations(*, version: DatasetVersion) -> set[int]:
     return {version.dataset.owner_id, *contributed_tokens(version=version)}
 
 
+def _holder(raw: object) -> int | None:
+    """An organisation's key from a share's holder: its public id (the API), or its key (pages, tests)."""
+    if is_public_id(raw, "org"):
+        return pk_for("org", str(raw))  # 0 when no organisation has it: "not a contributor"
+    # ASCII digits only: int() would take "٣" or "1_2" as an organisation id.
+    return parse_id(str(raw))
+
+
 def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]:
     if not isinstance(shares, Mapping) or not shares:
         raise AllocationInvalid(
@@ -158,11 +167,10 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
     clean: dict[int, int] = {}
     for raw_holder, raw_bps in shares.items():
         pointer = f"/shares/{raw_holder}"
-        # ASCII digits only: int() would take "٣" or "1_2" as an organisation id.
-        holder, bps = parse_id(str(raw_holder)), raw_bps
+        holder, bps = _holder(raw_holder), raw_bps
         if holder is None:
             raise AllocationInvalid(
-                "Holders are organisation ids.",
+                "Holders are organisation ids (org_…).",
                 errors=[{"pointer": pointer, "code": "invalid", "detail": "Not an organisation id."}],
             )
         if isinstance(bps, bool) or not isinstance(bps, int) or not 1 <= bps <= BASIS_POINTS:
@@ -172,12 +180,14 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
             )
         if holder not in contributors:
             raise AllocationInvalid(
-                f"Organisation {holder} did not contribute to this version.",
+                f"Organisation {raw_holder} did not contribute to this version.",
                 code="marketplace.allocation_holder_not_contributor",
                 errors=[{"pointer": pointer, "code": "not_contributor", "detail": "Not a contributor."}],
             )
         clean[holder] = bps
-    missing = sorted(contributors - set(clean))
+    missing = sorted(
+        Organisation.objects.filter(pk__in=contributors - set(clean)).values_list("public_id", flat=True)
+    )
     if missing:
         raise AllocationInvalid(
             "Every contributing organisation holds a share (at least 1 basis point).",

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from common.audit import audit_record
 from common.models import Organisation, WorkItem
+from common.money import format_money, major_amount
 from common.notifications import notify_event
 from custody import selectors as custody_selectors
 from custody import services as custody
@@ -109,8 +110,13 @@ def _settlement_record(
         notify_event(
             organisation=holders[holder_id],
             kind="settlement.paid",
-            subject=f"{part} {order.currency} earned on license {license_.ref}",
-            payload={"license": license_.ref, "amount": part, "currency": order.currency},
+            subject=f"{format_money(part, order.currency)} earned on license {license_.ref}",
+            payload={
+                "license": license_.ref,
+                "amount": major_amount(part, order.currency),
+                "amount_minor": part,
+                "currency": order.currency,
+            },
             object_type="settlement",
             object_id=settlement.pk,
         )
@@ -187,7 +193,12 @@ def _end(license_: License, *, state: str, reason: str, refund_key: str, action:
         details={"reason": reason[:300], "refunded": left, "released": license_.released},
     )
     custody.grant_revoke(grant=license_.grant, reason=reason)
-    payload = {"license": license_.ref, "refunded": left, "currency": order.currency}
+    payload = {
+        "license": license_.ref,
+        "refunded": major_amount(left, order.currency),
+        "refunded_minor": left,
+        "currency": order.currency,
+    }
     for organisation in (license_.licensee, order.listing.provider):
         notify_event(
             organisation=organisation,

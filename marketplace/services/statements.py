@@ -21,13 +21,23 @@ from common.models import Organisation
 from marketplace.models import License, Order, SettlementLine
 
 EARNINGS_HEADER = ["period", "listing_id", "listing", "currency", "amount_minor"]
-SPEND_HEADER = ["order", "placed_at", "listing", "state", "currency", "escrowed", "released", "refunded"]
+# Amounts in CSV exports are integer minor units, and their columns say so (``_minor``).
+SPEND_HEADER = [
+    "order",
+    "placed_at",
+    "listing",
+    "state",
+    "currency",
+    "escrowed_minor",
+    "released_minor",
+    "refunded_minor",
+]
 
 
 @dataclass(frozen=True)
 class EarningsRow:
     period: date
-    listing_id: int
+    listing_id: str  # the listing's public id
     listing: str
     currency: str
     amount: int
@@ -46,14 +56,14 @@ def earnings_over_time(*, holder: Organisation, bucket: str = "month") -> list[E
     rows = (
         _lines(holder)
         .annotate(period=trunc)
-        .values("period", "listing_id", "listing__title", "currency")
+        .values("period", "listing_id", "listing__public_id", "listing__title", "currency")
         .annotate(amount=Sum("amount"))
         .order_by("period", "listing_id", "currency")
     )
     return [
         EarningsRow(
             period=row["period"].date() if hasattr(row["period"], "date") else row["period"],
-            listing_id=row["listing_id"],
+            listing_id=row["listing__public_id"],
             listing=row["listing__title"],
             currency=row["currency"],
             amount=int(row["amount"]),
@@ -70,7 +80,7 @@ def earnings_by_listing(*, holder: Organisation) -> dict[str, int]:
     """
     rows = (
         _lines(holder)
-        .values("listing_id", "listing__title", "currency")
+        .values("listing_id", "listing__public_id", "listing__title", "currency")
         .annotate(amount=Sum("amount"))
         .order_by("listing_id", "currency")
     )
@@ -81,7 +91,7 @@ def earnings_by_listing(*, holder: Organisation) -> dict[str, int]:
     for row in rows:
         title = row["listing__title"]
         if title in repeated:
-            title = f"{title} #{row['listing_id']}"
+            title = f"{title} ({row['listing__public_id']})"
         label = f"{title} ({row['currency']})"
         totals[label] = totals.get(label, 0) + int(row["amount"])
     return totals

@@ -20,7 +20,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from common.audit import audit_record
+from common.audit import audit_pending, audit_record
 from common.audit_verify import audit_verify
 from common.exports import csv_response, jsonl_response
 from common.ids import parse_id
@@ -102,8 +102,11 @@ def _id_or_name(value: str, id_field: str, name_field: str) -> Q:
 
 
 def audit_events_filtered(cleaned: dict[str, Any]) -> QuerySet[AuditEvent]:
-    """Audit events matching the console's filters (see :class:`AuditFilterForm`), unordered."""
-    events = AuditEvent.objects.all()
+    """Integrated audit events matching the console's filters (see :class:`AuditFilterForm`), unordered.
+
+    Pending events (not sequenced yet: no seq, no hash) are counted on the page, not listed.
+    """
+    events = AuditEvent.objects.filter(seq__isnull=False)
     if cleaned.get("actor"):
         events = events.filter(_id_or_name(cleaned["actor"], "actor_id", "actor_name"))
     if cleaned.get("organisation"):
@@ -170,14 +173,41 @@ def audit_log_page(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "events": events,
-        "rows": [(event, _details_text(event)) for event in events],
+        "rows": [(event, _details_facts(event), _details_pretty(event)) for event in events],
         "has_older": has_older,
         "has_newer": has_newer,
         "newest_seq": events[0].seq if events else None,
         "oldest_seq": events[-1].seq if events else None,
         "query": _query_without_paging(request),
+        "pending": audit_pending(),
     }
     return render(request, "portal/console/audit_log.html", context, status=status)
+
+
+# Keys read first when an event's details are summed up in the table (the rest follow in key order).
+FACT_KEYS = ("reason", "amount", "currency", "escrow", "refunded", "state", "result", "ok", "format")
+FACTS_SHOWN = 4
+FACT_WIDTH = 80
+
+
+def _details_facts(event: AuditEvent) -> list[tuple[str, str]]:
+    """Up to four top-level scalar details (the telling ones first), each cut to a readable length."""
+    details = event.details if isinstance(event.details, dict) else {}
+    scalars = {k: v for k, v in details.items() if isinstance(v, str | int | float | bool) or v is None}
+    ordered = [k for k in FACT_KEYS if k in scalars] + sorted(k for k in scalars if k not in FACT_KEYS)
+    facts = []
+    for key in ordered[:FACTS_SHOWN]:
+        value = scalars[key]
+        text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+        facts.append((key, text if len(text) <= FACT_WIDTH else text[: FACT_WIDTH - 1] + "…"))
+    return facts
+
+
+def _details_pretty(event: AuditEvent) -> str:
+    """The whole details, indented, for the row's expandable view ("" when there are none)."""
+    if not event.details:
+        return ""
+    return json.dumps(event.details, sort_keys=True, indent=2, ensure_ascii=False)
 
 
 def _details_text(event: AuditEvent) -> str:

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from common.audit import audit_record
+from common.audit import audit_pending, audit_record
 from common.audit_checkpoints import CHECKPOINT_PURPOSE, ExportedCheckpoint, checkpoint_latest
 from common.models import AuditChainHead
 from common.signing import PublicKeyRing, signing_key_provider
@@ -18,14 +18,17 @@ from portal.console.access import console_page, staff_user
 @console_page
 @require_GET
 def console_home(request: HttpRequest) -> HttpResponse:
-    """Where things stand: the chain head, the latest checkpoint, and links to each tool."""
+    """Where things stand: the chain head, the sequencer's lag, the latest checkpoint, links to each tool."""
     user = staff_user(request)
     head = AuditChainHead.objects.filter(pk=1).first()
     latest = checkpoint_latest()
+    pending = audit_pending()
     context = {
         "head": head,
         "latest": latest,
         "behind": (head.seq - latest.seq) if head is not None and latest is not None else None,
+        "pending": pending,
+        "pending_age": pending.oldest_age_seconds(),
         "is_operator": user.is_operator,
     }
     return render(request, "portal/console/home.html", context)

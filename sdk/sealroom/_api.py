@@ -1,9 +1,10 @@
 """The server's API as this SDK knows it, in one place: paths, request bodies, amounts.
 
-The API is still moving (amounts may become decimal strings in major units; jobs
-may accept a license reference instead of a grant id). When it does, change this
-module and the ``from_api`` constructors in ``models.py``; nothing else reads the
-wire format.
+Amounts: the server sends each as a decimal string in the currency's major units
+(``"amount": "150.00"``) with the same amount in integer minor units beside it
+(``"amount_minor": 15000``), and takes decimal strings on the way in
+(``amount_to_api``). When the wire format changes, change this module and the
+``from_api`` constructors in ``models.py``; nothing else reads it.
 """
 
 from __future__ import annotations
@@ -61,9 +62,27 @@ def minor_digits(currency: str) -> int:
     return _MINOR_DIGITS.get(currency.upper(), 2)
 
 
+def money_from_api(data: dict[str, Any], key: str, currency: str) -> int:
+    """The amount ``key`` of a response, in minor units: ``<key>_minor`` when the server sends it
+    (it does, beside every amount), else the decimal string ``<key>`` read exactly."""
+    minor = data.get(f"{key}_minor")
+    if isinstance(minor, int) and not isinstance(minor, bool):
+        return minor
+    return amount_from_api(data.get(key), currency)
+
+
+def amount_to_api(minor: int, currency: str) -> str:
+    """Minor units as the decimal string of major units the API takes (``15000`` EUR -> ``"150.00"``)."""
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise TypeError(f"an amount in minor units is an int, not {minor!r}")
+    digits = minor_digits(currency)
+    return f"{Decimal(minor).scaleb(-digits):.{digits}f}"
+
+
 def amount_from_api(value: Any, currency: str) -> int:
-    """An amount as the server sends it, in minor units: integers are minor units already (today's
-    API); decimal strings are major units (what the API may send later)."""
+    """An amount as the server sends it, in minor units: a decimal string is in major units
+    (``"150.00"`` EUR is 15000 cents); an integer is taken as minor units (servers before the
+    decimal strings sent those)."""
     if isinstance(value, bool):
         raise TypeError("an amount is not a boolean")
     if isinstance(value, int):
@@ -81,17 +100,17 @@ def amount_from_api(value: Any, currency: str) -> int:
 
 def job_body(
     *,
-    grant_id: int,
+    license_ref: str,
     template: str,
-    base_id: int,
+    base_id: str,
     hyperparameters: dict[str, Any],
     dp: dict[str, Any] | None,
     label_field: str,
     purpose: str,
 ) -> dict[str, Any]:
-    """The body of ``POST /training/jobs``: it wants the custody grant and base *ids*."""
+    """The body of ``POST /training/jobs``: the license reference (``lic_…``) an order returned."""
     body: dict[str, Any] = {
-        "grant": grant_id,
+        "license": license_ref,
         "template": template,
         "base": base_id,
         "hyperparameters": hyperparameters,

@@ -39,7 +39,7 @@ from rich.table import Table
 from sealroom import __version__, config
 from sealroom.client import Client
 from sealroom.errors import ApiError, ReceiptInvalid, SealroomError
-from sealroom.models import Job, Listing, Money
+from sealroom.models import Job, Listing, Money, Offer
 from sealroom.receipts import keys_from_pem, verify_receipt
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -156,7 +156,7 @@ def catalog_search(
     if as_json:
         print_json([listing.raw for listing in listings])
         return
-    table = Table("id", "title", "provider", "records", "platform tokens", "tags", "languages")
+    table = Table("id", "title", "provider", "records", "platform tokens", "tags", "offers (id: price)")
     for item in listings:
         table.add_row(
             str(item.id),
@@ -165,9 +165,18 @@ def catalog_search(
             f"{item.records:,}",
             f"{item.platform_tokens:,}",
             ", ".join(item.domain_tags),
-            ", ".join(item.languages),
+            "\n".join(f"{offer.id}: {_offer_price(offer, item.currency)}" for offer in item.offers),
         )
     out.print(table if listings else "No listing matches.")
+
+
+def _offer_price(offer: Offer, currency: str) -> str:
+    price = str(Money(offer.unit_price, currency))
+    if offer.price_model == "metered":
+        return price + " per million tokens"
+    if offer.price_model == "period":
+        return price + f" per {offer.period_days} days"
+    return price
 
 
 def _print_listing(listing: Listing) -> None:
@@ -177,20 +186,16 @@ def _print_listing(listing: Listing) -> None:
     out.print(f"{listing.records:,} records, {listing.platform_tokens:,} platform tokens; {listing.state}")
     table = Table("offer", "name", "price", "terms")
     for offer in listing.offers:
-        price = str(Money(offer.unit_price, listing.currency))
-        if offer.price_model == "metered":
-            price += " per million tokens"
-        elif offer.price_model == "period":
-            price += f" per {offer.period_days} days"
+        price = _offer_price(offer, listing.currency)
         table.add_row(str(offer.id), offer.name, price, "\n".join(offer.plain_terms))
     out.print(table if listing.offers else "No offers.")
 
 
 @catalog.command("show")
-@click.argument("listing_id", type=int)
+@click.argument("listing_id")
 @connection_options
 @json_option
-def catalog_show(listing_id: int, token: str | None, url: str | None, as_json: bool) -> None:
+def catalog_show(listing_id: str, token: str | None, url: str | None, as_json: bool) -> None:
     """A listing with its offers (terms and prices)."""
     listing = make_client(token, url).get_listing(listing_id)
     if as_json:
@@ -203,13 +208,13 @@ def catalog_show(listing_id: int, token: str | None, url: str | None, as_json: b
 
 
 @cli.command()
-@click.argument("offer_id", type=int)
+@click.argument("offer_id")
 @click.option("--tokens", type=int, help="Platform tokens (metered offers; default: the cap).")
 @click.option("--periods", type=int, help="Periods (per-period offers; default 1).")
 @connection_options
 @json_option
 def quote(
-    offer_id: int, tokens: int | None, periods: int | None, token: str | None, url: str | None, as_json: bool
+    offer_id: str, tokens: int | None, periods: int | None, token: str | None, url: str | None, as_json: bool
 ) -> None:
     """What an offer would cost (nothing is reserved)."""
     result = make_client(token, url).quote(offer_id, tokens=tokens, periods=periods)
@@ -222,7 +227,7 @@ def quote(
 
 
 @cli.command()
-@click.argument("offer_id", type=int)
+@click.argument("offer_id")
 @click.option("--periods", type=int, help="Periods to buy (per-period offers).")
 @click.option(
     "--idempotency-key",
@@ -231,7 +236,7 @@ def quote(
 @connection_options
 @json_option
 def order(
-    offer_id: int,
+    offer_id: str,
     periods: int | None,
     idempotency_key: str | None,
     token: str | None,
@@ -289,7 +294,7 @@ def licenses_list(token: str | None, url: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("version_id", type=int)
+@click.argument("version_id")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv", "text_lines", "text_documents", "parquet"])
@@ -301,7 +306,7 @@ def licenses_list(token: str | None, url: str | None, as_json: bool) -> None:
 @click.option("--no-resume", is_flag=True, help="Start a new upload even if one of this file is open.")
 @connection_options
 def upload(
-    version_id: int,
+    version_id: str,
     path: Path,
     fmt: str | None,
     text_fields: tuple[str, ...],
@@ -373,7 +378,7 @@ def _hyperparameters(pairs: tuple[str, ...], from_file: Path | None) -> dict[str
 
 
 @jobs.command("submit")
-@click.option("--license", "license_ref", required=True, help="A license ref (lic_…), order ref or grant id.")
+@click.option("--license", "license_ref", required=True, help="A license ref (lic_…) or the order's ref.")
 @click.option("--template", required=True, help="causal_lm, causal_lm_lora, seq_classification…")
 @click.option("--base", required=True, help="A base model's name (gpt2-tiny) or id.")
 @click.option("--hp", "hp_pairs", multiple=True, help="A hyperparameter: NAME=VALUE (JSON values).")
@@ -384,6 +389,10 @@ def _hyperparameters(pairs: tuple[str, ...], from_file: Path | None) -> dict[str
 @click.option("--label-field", default="", help="Classification: the metadata field with the label.")
 @click.option("--purpose", default="", help="One of the license's purposes.")
 @click.option("--follow", is_flag=True, help="Then follow the job until it ends.")
+@click.option(
+    "--idempotency-key",
+    help="Reuse a key to make a retry from another process safe (default: a fresh one per command).",
+)
 @connection_options
 def jobs_submit(
     license_ref: str,
@@ -395,10 +404,11 @@ def jobs_submit(
     label_field: str,
     purpose: str,
     follow: bool,
+    idempotency_key: str | None,
     token: str | None,
     url: str | None,
 ) -> None:
-    """Submit a fine-tune job under a license."""
+    """Submit a fine-tune job under a license (idempotent: a retry spends no second job)."""
     client = make_client(token, url)
     job = client.submit_job(
         license=license_ref,
@@ -408,17 +418,19 @@ def jobs_submit(
         dp={"enabled": True, "target_epsilon": dp_epsilon} if dp_epsilon is not None else None,
         label_field=label_field,
         purpose=purpose,
+        idempotency_key=idempotency_key,
     )
     out.print(f"job [bold]{job.id}[/bold]: {job.state} ({job.template} on {job.base_name})")
+    out.print(f"under license {job.license}")
     if follow:
         _follow(client, job.id)
 
 
 @jobs.command("follow")
-@click.argument("job_id", type=int)
+@click.argument("job_id")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
 @connection_options
-def jobs_follow(job_id: int, interval: float, token: str | None, url: str | None) -> None:
+def jobs_follow(job_id: str, interval: float, token: str | None, url: str | None) -> None:
     """Follow a job live: progress, loss, throughput, the release gate; exit 1 if it fails."""
     _follow(make_client(token, url), job_id, interval)
 
@@ -431,7 +443,7 @@ def _stage(job: Job) -> str:
     return job.state
 
 
-def _follow(client: Client, job_id: int, interval: float = 2.0) -> None:
+def _follow(client: Client, job_id: str, interval: float = 2.0) -> None:
     bar = Progress(
         TextColumn("job {task.fields[job]}"),
         TextColumn("{task.description}"),
@@ -475,9 +487,9 @@ def _follow(client: Client, job_id: int, interval: float = 2.0) -> None:
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id")
 @connection_options
-def jobs_show(job_id: int, token: str | None, url: str | None) -> None:
+def jobs_show(job_id: str, token: str | None, url: str | None) -> None:
     """A job's state, progress, failure and events (JSON)."""
     print_json(make_client(token, url).get_job(job_id).raw)
 
@@ -486,7 +498,7 @@ def jobs_show(job_id: int, token: str | None, url: str | None) -> None:
 @connection_options
 def jobs_list(token: str | None, url: str | None) -> None:
     """Your organisation's jobs."""
-    table = Table("job", "state", "template", "base", "grant", "step", "loss")
+    table = Table("job", "state", "template", "base", "license", "step", "loss")
     for job in make_client(token, url).list_jobs(limit=100):
         loss = f"{job.progress.loss:.4f}" if job.progress.loss is not None else "-"
         table.add_row(
@@ -494,7 +506,7 @@ def jobs_list(token: str | None, url: str | None) -> None:
             job.state,
             job.template,
             job.base_name,
-            str(job.grant_id),
+            job.license,
             str(job.progress.step),
             loss,
         )
@@ -510,12 +522,12 @@ def artifacts() -> None:
 
 
 @artifacts.command("download")
-@click.argument("job_id", type=int)
+@click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
 @click.option("--no-verify", is_flag=True, help="Skip checking the receipt and the archive's files.")
 @connection_options
 def artifacts_download(
-    job_id: int, output: Path, no_verify: bool, token: str | None, url: str | None
+    job_id: str, output: Path, no_verify: bool, token: str | None, url: str | None
 ) -> None:
     """Download a job's model (tar.gz) and receipt, and verify both against the platform's keys."""
     client = make_client(token, url)
@@ -576,7 +588,8 @@ def receipts_verify(
     out.print(
         f"[green]receipt valid[/green]: job {result.job_id}, dataset version {result.dataset_version_id} "
         f"(merkle root {result.merkle_root}), signed by key {result.key_id}"
-        + (", archive matches" if result.archive_checked else "")
+        + (", archive matches" if result.archive_checked else ""),
+        soft_wrap=True,  # one line, however long the ids: scripts grep it
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ from sealroom.receipts import verify_receipt
 
 DEFAULT_PART_SIZE = 8 * 1024**2
 LICENSE_PREFIX = "lic_"
+# A base model's public id; anything else passed as a base is taken as its name.
+_BASE_ID = re.compile(r"base_[0-9a-f]{16}")
 
 
 class Client:
@@ -146,10 +149,10 @@ class Client:
         tag: str | None = None,
         language: str | None = None,
         price_model: str | None = None,
-        provider: int | None = None,
+        provider: str | None = None,
         limit: int | None = 50,
     ) -> list[Listing]:
-        """Published listings matching ``query`` (no offers: ``get_listing`` has them)."""
+        """Published listings matching ``query``, each with its active offers and their prices."""
         params: dict[str, Any] = {
             "q": query or None,
             "tag": tag,
@@ -159,11 +162,11 @@ class Client:
         }
         return [Listing.from_api(item) for item in self._pages(_api.LISTINGS, params, limit)]
 
-    def get_listing(self, listing_id: int) -> Listing:
+    def get_listing(self, listing_id: str) -> Listing:
         """A listing with its statistics, preview and offers (terms and prices)."""
         return Listing.from_api(self._get(_api.LISTING.format(listing_id=listing_id)))
 
-    def quote(self, offer_id: int, *, tokens: int | None = None, periods: int | None = None) -> Quote:
+    def quote(self, offer_id: str, *, tokens: int | None = None, periods: int | None = None) -> Quote:
         """What a usage would cost under the offer's current terms (nothing is reserved)."""
         return Quote.from_api(
             self._get(_api.OFFER_QUOTE.format(offer_id=offer_id), {"tokens": tokens, "periods": periods})
@@ -172,7 +175,7 @@ class Client:
     # --- orders and licenses ----------------------------------------------------------------
 
     def order(
-        self, offer_id: int, *, periods: int | None = None, idempotency_key: str | None = None
+        self, offer_id: str, *, periods: int | None = None, idempotency_key: str | None = None
     ) -> Order:
         """Buy a license: escrowed from your balance. Idempotent: retries reuse one key.
 
@@ -199,24 +202,28 @@ class Client:
         return [License.from_api(item) for item in self._pages(_api.LICENSES, limit=limit)]
 
     def grant_id_for(self, license: str | int) -> int:
-        """The custody grant id that ``POST /training/jobs`` wants, from a license ref or an order ref.
+        """The custody grant id behind a license ref or an order ref (an integer is one already).
 
-        An integer is taken as a grant id already.
+        Deprecated: jobs take the license ref now (``license_ref_for``); kept for older servers.
         """
         if isinstance(license, int):
             return license
         if license.isdigit():
             return int(license)
-        if not license.startswith(LICENSE_PREFIX):
-            order = self.get_order(license)
-            if order.license_ref is None:
-                raise ValidationError(
-                    status=422,
-                    code="sdk.order_not_licensed",
-                    detail=f"Order {license} is {order.state}: it has no license yet.",
-                )
-            license = order.license_ref
-        return self.get_license(license).grant_id
+        return self.get_license(self.license_ref_for(license)).grant_id
+
+    def license_ref_for(self, license: str) -> str:
+        """The license ref (``lic_…``) a job runs under, from a license ref (as is) or an order ref."""
+        if license.startswith(LICENSE_PREFIX):
+            return license
+        order = self.get_order(license)
+        if order.license_ref is None:
+            raise ValidationError(
+                status=422,
+                code="sdk.order_not_licensed",
+                detail=f"Order {license} is {order.state}: it has no license yet.",
+            )
+        return order.license_ref
 
     def balances(self) -> list[dict[str, Any]]:
         return list(self._get(_api.BALANCES))
@@ -225,7 +232,7 @@ class Client:
 
     def start_upload(
         self,
-        version_id: int,
+        version_id: str,
         *,
         filename: str,
         size: int,
@@ -263,7 +270,7 @@ class Client:
 
     def upload(
         self,
-        version_id: int,
+        version_id: str,
         path: str | os.PathLike[str],
         *,
         format: str | None = None,
@@ -318,7 +325,7 @@ class Client:
 
     def _upload_target(
         self,
-        version_id: int,
+        version_id: str,
         source: Path,
         size: int,
         record: _ResumeRecord | None,
@@ -358,12 +365,10 @@ class Client:
         """Built-in base models and your organisation's uploads."""
         return [BaseModel.from_api(item) for item in self._pages(_api.BASES)]
 
-    def base_id_for(self, base: str | int) -> int:
-        """A base model's id from its name (``gpt2-tiny``), as the job endpoint wants an id."""
-        if isinstance(base, int):
+    def base_id_for(self, base: str) -> str:
+        """A base model's id (``base_…``) from its name (``gpt2-tiny``), as the job endpoint wants an id."""
+        if _BASE_ID.fullmatch(base):
             return base
-        if base.isdigit():
-            return int(base)
         matches = [b for b in self.list_bases() if b.name == base]
         if not matches:
             raise ValidationError(
@@ -377,21 +382,24 @@ class Client:
     def submit_job(
         self,
         *,
-        license: str | int,
+        license: str,
         template: str,
-        base: str | int,
+        base: str,
         hyperparameters: dict[str, Any] | None = None,
         dp: dict[str, Any] | None = None,
         label_field: str = "",
         purpose: str = "",
         idempotency_key: str | None = None,
     ) -> Job:
-        """Submit a fine-tune job under a license (``lic_…``, an order ref, or a grant id).
+        """Submit a fine-tune job under a license: its ref (``lic_…``, from ``order``) or the order's.
 
         ``base`` is a base model's name or id. The job is queued; ``follow_job`` watches it.
+        Idempotent: an ``Idempotency-Key`` is made for the call (or pass your own, to make a retry
+        across processes safe too), so a retried submit returns the same job and spends one
+        job of the license, not two.
         """
         body = _api.job_body(
-            grant_id=self.grant_id_for(license),
+            license_ref=self.license_ref_for(license),
             template=template,
             base_id=self.base_id_for(base),
             hyperparameters=dict(hyperparameters or {}),
@@ -399,24 +407,25 @@ class Client:
             label_field=label_field,
             purpose=purpose,
         )
-        return Job.from_api(self._post(_api.JOBS, body, idempotency_key=idempotency_key))
+        key = idempotency_key or new_idempotency_key()
+        return Job.from_api(self._post(_api.JOBS, body, idempotency_key=key))
 
-    def get_job(self, job_id: int) -> Job:
+    def get_job(self, job_id: str) -> Job:
         return Job.from_api(self._get(_api.JOB.format(job_id=job_id)))
 
     def list_jobs(self, *, limit: int | None = None) -> list[Job]:
         return [Job.from_api(item) for item in self._pages(_api.JOBS, limit=limit)]
 
-    def cancel_job(self, job_id: int) -> Job:
+    def cancel_job(self, job_id: str) -> Job:
         return Job.from_api(self._post(_api.JOB_CANCEL.format(job_id=job_id)))
 
-    def job_metrics(self, job_id: int) -> JobMetrics:
+    def job_metrics(self, job_id: str) -> JobMetrics:
         """Validation metrics, the loss curve and the release gate's verdict."""
         return JobMetrics.from_api(self._get(_api.JOB_METRICS.format(job_id=job_id)))
 
     def follow_job(
         self,
-        job_id: int,
+        job_id: str,
         *,
         interval: float = 2.0,
         timeout: float | None = None,
@@ -445,14 +454,14 @@ class Client:
 
     # --- artifacts and receipts -------------------------------------------------------------
 
-    def get_receipt(self, job_id: int) -> dict[str, Any]:
+    def get_receipt(self, job_id: str) -> dict[str, Any]:
         """The job's signed receipt document (see ``verify_receipt``)."""
         document: dict[str, Any] = self._get(_api.JOB_RECEIPT.format(job_id=job_id))
         return document
 
     def download_artifact(
         self,
-        job_id: int,
+        job_id: str,
         directory: str | os.PathLike[str] = ".",
         *,
         verify: bool = True,
@@ -505,7 +514,7 @@ class Client:
 class _ResumeRecord:
     """Which upload a file was going to, so a second run resumes it (a small JSON file)."""
 
-    def __init__(self, base_url: str, version_id: int, source: Path, size: int) -> None:
+    def __init__(self, base_url: str, version_id: str, source: Path, size: int) -> None:
         stat = source.stat()
         identity = f"{base_url}|{version_id}|{source.resolve()}|{size}|{stat.st_mtime_ns}"
         self.path = (

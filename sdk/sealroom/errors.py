@@ -159,6 +159,6 @@ class ReceiptInvalid(SealroomError):
 class JobFailed(SealroomError):
     """A followed job ended failed or cancelled."""
 
-    def __init__(self, job_id: int, state: str, code: str, reason: str) -> None:
+    def __init__(self, job_id: str, state: str, code: str, reason: str) -> None:
         self.job_id, self.state, self.code, self.reason = job_id, state, code, reason
         super().__init__(f"job {job_id} {state}" + (f" ({code}): {reason}" if code or reason else ""))

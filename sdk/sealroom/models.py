@@ -41,7 +41,7 @@ class Money:
 
 @dataclass(frozen=True)
 class Organisation:
-    id: int
+    id: str
     name: str
     slug: str
     role: str
@@ -58,7 +58,7 @@ class Me:
     email: str
     platform_role: str
     organisations: list[Organisation]
-    acting_organisation_id: int | None
+    acting_organisation_id: str | None
     token_scopes: list[str] | None
     raw: dict[str, Any] = field(repr=False)
 
@@ -95,8 +95,8 @@ class Me:
 class Offer:
     """An offer on a listing: its current license terms and price."""
 
-    id: int
-    listing_id: int
+    id: str
+    listing_id: str
     name: str
     state: str
     price_model: str
@@ -117,7 +117,7 @@ class Offer:
             name=data.get("name", ""),
             state=data.get("state", ""),
             price_model=price.get("model", ""),
-            unit_price=_api.amount_from_api(price.get("unit_price"), currency),
+            unit_price=_api.money_from_api(price, "unit_price", price.get("currency") or currency),
             period_days=price.get("period_days"),
             terms_number=current.get("number", 0),
             terms=current.get("terms") or {},
@@ -128,13 +128,13 @@ class Offer:
 
 @dataclass(frozen=True)
 class Listing:
-    """A catalog listing. Search results carry no ``offers`` (the list endpoint omits them)."""
+    """A catalog listing, with its active offers (terms and price), in search results too."""
 
-    id: int
+    id: str
     title: str
-    provider_id: int
+    provider_id: str
     provider_name: str
-    version_id: int
+    version_id: str
     state: str
     domain_tags: list[str]
     languages: list[str]
@@ -170,7 +170,7 @@ class Listing:
 
 @dataclass(frozen=True)
 class Quote:
-    offer_id: int
+    offer_id: str
     terms_number: int
     amount: Money
     escrow: Money
@@ -184,8 +184,8 @@ class Quote:
         return cls(
             offer_id=data["offer_id"],
             terms_number=data["terms_number"],
-            amount=Money(_api.amount_from_api(data["amount"], currency), currency),
-            escrow=Money(_api.amount_from_api(data["escrow"], currency), currency),
+            amount=Money(_api.money_from_api(data, "amount", currency), currency),
+            escrow=Money(_api.money_from_api(data, "escrow", currency), currency),
             price_model=data.get("price_model", ""),
             breakdown=data.get("breakdown", ""),
             raw=data,
@@ -198,8 +198,8 @@ class Order:
 
     ref: str
     state: str
-    offer_id: int
-    listing_id: int
+    offer_id: str
+    listing_id: str
     escrow: Money
     license_ref: str | None
     reject_reason: str
@@ -215,7 +215,7 @@ class Order:
             state=data["state"],
             offer_id=data["offer_id"],
             listing_id=data["listing_id"],
-            escrow=Money(_api.amount_from_api(data.get("escrow_amount"), currency), currency),
+            escrow=Money(_api.money_from_api(data, "escrow_amount", currency), currency),
             license_ref=data.get("license_ref"),
             reject_reason=data.get("reject_reason", ""),
             created_at=_time(data.get("created_at")),
@@ -231,7 +231,7 @@ class License:
     ref: str
     order_ref: str
     grant_id: int
-    version_id: int
+    version_id: str
     state: str
     expires_at: datetime | None
     escrowed: Money
@@ -245,7 +245,7 @@ class License:
         currency = data.get("currency", "EUR")
 
         def money(key: str) -> Money:
-            return Money(_api.amount_from_api(data.get(key), currency), currency)
+            return Money(_api.money_from_api(data, key, currency), currency)
 
         return cls(
             ref=data["ref"],
@@ -267,7 +267,7 @@ class Contribution:
     """An upload to a dataset version; ``parts_received`` lets a dropped upload resume."""
 
     id: int
-    version_id: int
+    version_id: str
     filename: str
     format: str
     state: str
@@ -299,7 +299,7 @@ class Contribution:
 class BaseModel:
     """A base model to fine-tune: built in (``gpt2-tiny``…) or uploaded by your organisation."""
 
-    id: int
+    id: str
     name: str
     kind: str
     task: str
@@ -351,13 +351,14 @@ class JobEvent:
 class Job:
     """A training job. ``in_gate`` while the release gate checks the artifact."""
 
-    id: int
+    id: str
     state: str
     template: str
-    base_id: int
+    base_id: str
     base_name: str
+    license: str  # the license ref (lic_…) the job runs under
     grant_id: int
-    dataset_version_id: int
+    dataset_version_id: str
     progress: Progress
     tokens_trained: int
     failure_code: str
@@ -389,6 +390,7 @@ class Job:
             template=data.get("template", ""),
             base_id=base.get("id", 0),
             base_name=base.get("name", ""),
+            license=data.get("license") or "",
             grant_id=data.get("grant_id", 0),
             dataset_version_id=data.get("dataset_version_id", 0),
             progress=Progress.from_api(data.get("progress") or {}),
@@ -414,7 +416,7 @@ class Job:
 class JobMetrics:
     """Validation metrics, the loss curve (a list of points) and the release gate's verdict."""
 
-    job_id: int
+    job_id: str
     state: str
     metrics: dict[str, Any]
     loss_curve: list[Any]
@@ -435,8 +437,8 @@ class JobMetrics:
 class VerifiedReceipt:
     """A receipt whose signature checked out against a trusted key (and its archive, when given)."""
 
-    job_id: int
-    dataset_version_id: int
+    job_id: str
+    dataset_version_id: str
     merkle_root: str
     key_id: str
     archive_checked: bool

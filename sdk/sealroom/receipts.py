@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sealroom.errors import ReceiptInvalid
 from sealroom.models import VerifiedReceipt
 
+# The artifact's model card (Hugging Face README.md): outside the receipt's files, it names the receipt.
+MODEL_CARD = "README.md"
+
 
 def canonical(body: Any) -> bytes:
     """The bytes a receipt's signature covers."""
@@ -69,19 +72,29 @@ def archive_problems(receipt: Mapping[str, Any], archive: Path) -> list[str]:
     """Files of the model archive that differ from the receipt's ``artifact_files`` (by sha256)."""
     expected = {str(f["name"]): f for f in receipt.get("artifact_files", [])}
     found: dict[str, str] = {}
+    card = ""
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:
                 handle = tar.extractfile(member) if member.isfile() else None
                 if handle is None:
                     continue
+                name = member.name.rsplit("/", 1)[-1]
                 digest = hashlib.sha256()
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
-                found[member.name.rsplit("/", 1)[-1]] = digest.hexdigest()
+                    if name == MODEL_CARD and len(card) < 1 << 20:
+                        card += chunk.decode("utf-8", errors="replace")
+                found[name] = digest.hexdigest()
     except (OSError, tarfile.TarError) as exc:
         return [f"cannot read the archive: {exc}"]
     problems = [f"{name}: missing from the archive" for name in sorted(set(expected) - set(found))]
+    # The model card is written after the receipt is signed (it names the receipt's hash), so the
+    # receipt cannot list it: it must name this receipt instead.
+    if MODEL_CARD in found and MODEL_CARD not in expected:
+        if hashlib.sha256(canonical(receipt)).hexdigest() not in card:
+            problems.append(f"{MODEL_CARD}: the model card does not name this receipt's sha256")
+        del found[MODEL_CARD]
     problems += [f"{name}: not in the receipt" for name in sorted(set(found) - set(expected))]
     problems += [
         f"{name}: sha256 differs from the receipt"
@@ -115,8 +128,8 @@ def verify_receipt(
         raise ReceiptInvalid(problems)
     receipt = loaded["receipt"]
     return VerifiedReceipt(
-        job_id=int(receipt.get("job", 0)),
-        dataset_version_id=int(receipt.get("dataset_version", 0)),
+        job_id=str(receipt.get("job", "")),
+        dataset_version_id=str(receipt.get("dataset_version", "")),
         merkle_root=str(receipt.get("merkle_root", "")),
         key_id=str(loaded.get("key_id", "")),
         archive_checked=artifact is not None,

@@ -135,7 +135,7 @@ def test_provider_uploads_watches_progress_reviews_and_seals(page, shot, live_se
     sample.wait_for()
     assert "@example.com" in sample.locator(".sample__text--before").inner_text()
     assert "@example.com" not in sample.locator(".sample__text--after").inner_text()
-    assert page.url.endswith(f"/data/versions/{version.pk}/report/")  # swapped in place by htmx
+    assert page.url.endswith(f"/data/versions/{version.public_id}/report/")  # swapped in place by htmx
     shot("samples")
 
     duplicate = Finding.objects.get(version=version, kind="exact_duplicate")
@@ -170,7 +170,7 @@ def test_an_interrupted_upload_resumes_with_the_parts_that_had_not_arrived(
     corpus.write_bytes(CORPUS)
     parts = -(-len(CORPUS) // PART_BYTES)
     sign_in(page, live_server)
-    page.goto(f"/data/versions/{version.pk}/")
+    page.goto(f"/data/versions/{version.public_id}/")
 
     # The connection drops whenever part 3 is sent.
     console_messages.allow(r"Failed to load resource|ERR_FAILED")

@@ -121,7 +121,8 @@ def test_provider_uploads_seals_and_publishes_a_listing_with_an_offer(page, shot
     page.get_by_label("LoRA fine-tuning of a causal language model").check()
     page.get_by_label("Trained weights may be downloaded").check()
     page.get_by_label("Fixed per license").check()
-    page.get_by_label("Price (minor units, such as cents)").fill("25000")
+    # Prices are typed in major units of the listing's currency (250.00 EUR = 25,000 cents).
+    page.get_by_label("Price (EUR)").fill("250.00")
     page.get_by_role("button", name="Show in plain words").click()
     page.get_by_role("heading", name="In plain words").wait_for()
     assert page.get_by_text("non-commercial research", exact=False).first.is_visible()
@@ -130,6 +131,7 @@ def test_provider_uploads_seals_and_publishes_a_listing_with_an_offer(page, shot
     page.get_by_text("Offer saved: new orders get these terms.").wait_for()
     terms = OfferTerms.objects.get(offer__listing=listing)
     assert (terms.price_model, terms.unit_price) == ("fixed", 25_000)
+    page.get_by_text("Fixed per license: €250.00").wait_for()
     shot("offer-saved")
 
     # A preview of two desensitized records, approved.

@@ -58,7 +58,7 @@ def published(alice, sealed_version) -> Listing:  # noqa: F811
         listing=listing,
         name="Research, 3 jobs",
         terms=doc,
-        price={"model": "fixed", "unit_price": 25_000},
+        price={"model": "fixed", "unit_price": "250.00"},
     )
     return catalog.listing_publish(actor=alice, listing=listing)
 
@@ -98,16 +98,17 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     page.get_by_role("link", name="Help-desk tickets 2024").click()
     page.get_by_role("heading", name="Help-desk tickets 2024").wait_for()
     page.get_by_role("button", name="Get a quote").click()
-    quote = page.locator(f"#quote-{published.offers.get().pk}")
-    quote.locator("strong", has_text=re.compile(r"^25,?000$")).wait_for()
+    quote = page.locator(f"#quote-{published.offers.get().public_id}")
+    quote.locator("strong", has_text=re.compile(r"^€250\.00$")).wait_for()
     shot("quoted")
 
     # Buy the offer from the listing page.
     offer = published.offers.get()
     page.get_by_role("link", name="Buy a license").click()
     page.get_by_role("heading", name=f"Buy “{offer.name}”").wait_for()
-    assert page.locator("[data-escrow]").inner_text().startswith("25000 EUR")
+    assert page.locator("[data-escrow]").inner_text().startswith("€250.00")
     shot("buy")
+    page.get_by_label("I have read these terms and accept them").check()
     page.get_by_role("button", name="Place order").click()
     page.get_by_text(re.compile(r"Order \S+ placed")).wait_for()
     license_ = License.objects.select_related("grant").get(licensee=bolt)
@@ -157,7 +158,7 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     assert trusted == signing_key_provider().public_keys()
     assert receipt_problems(document, public_keys=trusted) == []
     receipt = document["receipt"]
-    assert receipt["job"] == job.pk and receipt["merkle_root"] == sealed_version.merkle_root
+    assert receipt["job"] == job.public_id and receipt["merkle_root"] == sealed_version.merkle_root
     assert receipt["weights_left_custody"] is True
     assert {f["name"]: f["sha256"] for f in receipt["artifact_files"]} == files
     tampered = {**document, "receipt": {**receipt, "platform_tokens_trained": 1}}

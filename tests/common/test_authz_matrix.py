@@ -144,6 +144,17 @@ class World:
         return reverse(row.route, kwargs=kwargs)
 
     def url_argument(self, arg: str) -> Any:
+        """The argument's value: a public id for ``<org:org_id>`` and the like, an integer key otherwise.
+
+        ``legacy_<x>_id`` (an old integer page URL) takes the integer key of what ``<x>_id`` names.
+        """
+        if arg.startswith("legacy_"):
+            return self.pk_argument(arg.removeprefix("legacy_"))
+        value = self.pk_argument(arg)
+        model = PUBLIC_ARGUMENTS.get(arg)
+        return model.objects.get(pk=value).public_id if model is not None else value
+
+    def pk_argument(self, arg: str) -> Any:
         if arg == "webhook_id":
             return _matrix_webhook(self.acme)
         if arg in ("job_id", "base_id"):
@@ -183,27 +194,56 @@ class World:
             ("api-webhooks", "POST"): {"url": "http://127.0.0.1:9/matrix", "event_kinds": ["order.*"]},
             ("api-webhook-detail", "PATCH"): {"active": False},
             ("api-invitations", "POST"): {"email": "new-person@example.test", "role": "viewer"},
-            ("api-tokens", "POST"): {"name": "matrix", "organisation_id": self.acme.pk, "scopes": ["read"]},
+            ("api-tokens", "POST"): {
+                "name": "matrix",
+                "organisation_id": self.acme.public_id,
+                "scopes": ["read"],
+            },
             ("api-datasets", "POST"): {"name": "Matrix set"},
             ("api-dataset-versions", "POST"): {},
-            ("api-version-contributors", "POST"): {"organisation_id": self.other_provider_id},
+            ("api-version-contributors", "POST"): {
+                "organisation_id": Organisation.objects.get(pk=self.other_provider_id).public_id
+            },
             ("api-contributions", "POST"): {"filename": "more.jsonl"},
             ("api-version-findings", "POST"): {"finding_ids": [1], "drop": True},
             ("api-version-takedown", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-disable", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-destroy", "POST"): {"confirm": "matrix"},
-            ("api-orders", "POST"): {"offer_id": 1},
+            # A well-formed offer id that names no offer.
+            ("api-orders", "POST"): {"offer_id": "ofr_0000000000000000"},
             ("api-order-reject", "POST"): {"reason": "matrix"},
             ("api-ops-license-refund", "POST"): {"reason": "matrix"},
             ("api-payouts", "POST"): {"amount": 100, "currency": "EUR"},
             ("api-ops-topups", "POST"): {
-                "organisation_id": self.acme.pk,
+                "organisation_id": self.acme.public_id,
                 "amount": 100,
                 "currency": "EUR",
                 "external_ref": "matrix",
             },
         }
         return bodies.get((row.route, row.method), {})
+
+
+def _public_arguments() -> dict[str, Any]:
+    from custody.models import Dataset, DatasetVersion
+    from marketplace.models import Listing, Offer
+    from training.models import BaseModel, TrainingJob
+
+    return {
+        "org_id": Organisation,
+        "webhook_id": WebhookEndpoint,
+        "token_id": ApiToken,
+        "dataset_id": Dataset,
+        "version_id": DatasetVersion,
+        "listing_id": Listing,
+        "offer_id": Offer,
+        "base_id": BaseModel,
+        "job_id": TrainingJob,
+    }
+
+
+# URL arguments that take a public id (``<dsv:version_id>``): the model whose ``public_id`` to send.
+PUBLIC_ARGUMENTS = _public_arguments()
 
 
 def _matrix_webhook(acme: Organisation) -> int:

@@ -97,12 +97,12 @@ class TestFoundationPages:
     def test_the_member_list_is_flat_and_paginated(self, alice, acme, monkeypatch):
         monkeypatch.setattr(organisation_pages, "MEMBERS_PER_PAGE", PAGE)
         client = signed_in(alice)
-        url = reverse("common:org", args=[acme.pk])
+        url = reverse("common:org", args=[acme.public_id])
         measure_page(client, url, lambda k: add_members(acme, k), "members", rows=1 + 3 * N)
 
     def test_open_invitations_cost_the_same_queries_for_few_or_many(self, alice, acme):
         client = signed_in(alice)
-        url = reverse("common:org", args=[acme.pk])
+        url = reverse("common:org", args=[acme.public_id])
         measure(lambda: load(client, url), lambda k: add_invitations(acme, k), "invitations")
 
     def test_the_token_list_is_flat_and_paginated(self, alice, monkeypatch):
@@ -113,27 +113,27 @@ class TestFoundationPages:
     def test_the_notification_list_is_flat_and_paginated(self, acme_viewer, acme, monkeypatch):
         monkeypatch.setattr(notification_pages, "NOTIFICATIONS_PER_PAGE", PAGE)
         client = signed_in(acme_viewer)
-        url = reverse("common:notifications", args=[acme.pk])
+        url = reverse("common:notifications", args=[acme.public_id])
         measure_page(client, url, lambda k: add_notifications(acme, k), "notifications")
         assert next_link(client, url, {"unread": "1"}) == "?unread=1&page=2", "the filter is kept"
 
     def test_the_webhook_list_is_flat(self, alice, acme):
         # At most MAX_ENDPOINTS_PER_ORG (20) endpoints: bounded without pages.
         client = signed_in(alice)
-        url = reverse("common:webhooks", args=[acme.pk])
+        url = reverse("common:webhooks", args=[acme.public_id])
         measure(lambda: load(client, url), lambda k: add_endpoints(acme, alice, k), "webhooks")
 
     def test_the_delivery_log_is_flat_and_paginated(self, alice, acme, endpoint, monkeypatch):
         monkeypatch.setattr(notification_pages, "DELIVERIES_PER_PAGE", PAGE)
         client = signed_in(alice)
-        url = reverse("common:webhook", args=[acme.pk, endpoint.pk])
+        url = reverse("common:webhook", args=[acme.public_id, endpoint.public_id])
         measure_page(client, url, lambda k: add_deliveries(endpoint, k), "deliveries")
 
 
 class TestFoundationApi:
     def test_the_member_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-members", args=[acme.pk])
+        url = reverse("api-members", args=[acme.public_id])
         measure_api(client, url, lambda k: add_members(acme, k), "api members", rows=1 + 3 * N)
 
     def test_the_token_list_is_flat_and_paginated(self, alice, acme, token_for):
@@ -143,15 +143,15 @@ class TestFoundationApi:
 
     def test_the_notification_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-notifications", args=[acme.pk])
+        url = reverse("api-notifications", args=[acme.public_id])
         measure_api(client, url, lambda k: add_notifications(acme, k), "api notes")
 
     def test_the_webhook_list_is_flat_and_paginated(self, alice, acme, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-webhooks", args=[acme.pk])
+        url = reverse("api-webhooks", args=[acme.public_id])
         measure_api(client, url, lambda k: add_endpoints(acme, alice, k), "api webhooks")
 
     def test_the_delivery_log_is_flat_and_paginated(self, alice, acme, endpoint, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-webhook-deliveries", args=[acme.pk, endpoint.pk])
+        url = reverse("api-webhook-deliveries", args=[acme.public_id, endpoint.public_id])
         measure_api(client, url, lambda k: add_deliveries(endpoint, k), "api deliveries")

@@ -12,6 +12,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from common import otp
+from common.audit import audit_integrate
 from common.models import AuditEvent, User
 from tests.factories import DEFAULT_PASSWORD
 from tests.helpers import login_with_otp, totp_device_for
@@ -40,6 +41,7 @@ def is_signed_in(client: Client) -> bool:
 
 
 def events(action: str) -> list[AuditEvent]:
+    audit_integrate()  # as the writers' commits would have: in seq order from here
     return list(AuditEvent.objects.filter(action=action).order_by("seq"))
 
 

@@ -101,7 +101,7 @@ class TestNotificationApi:
     def test_lists_newest_first_and_filters_unread(self, acme, acme_member, token_for):
         notify(acme, 3)
         client = token_for(acme_member, acme, ["read", "provide"])
-        url = reverse("api-notifications", kwargs={"org_id": acme.pk})
+        url = reverse("api-notifications", kwargs={"org_id": acme.public_id})
         body = client.get(url).json()
         assert body["count"] == 3
         assert [n["subject"] for n in body["results"]] == [
@@ -130,7 +130,7 @@ class TestNotificationApi:
     def test_a_read_only_token_lists_but_does_not_mark_read(self, acme, acme_viewer, token_for):
         notify(acme, 1)
         client = token_for(acme_viewer, acme, ["read"])
-        url = reverse("api-notifications", kwargs={"org_id": acme.pk})
+        url = reverse("api-notifications", kwargs={"org_id": acme.public_id})
         assert client.get(url).json()["count"] == 1
         refused = client.post(url, {}, format="json")
         assert refused.status_code == 403
@@ -139,7 +139,7 @@ class TestNotificationApi:
 
     def test_bad_ids_get_a_problem_with_a_pointer(self, acme, alice, token_for):
         client = token_for(alice, acme, ["read", "admin"])
-        url = reverse("api-notifications", kwargs={"org_id": acme.pk})
+        url = reverse("api-notifications", kwargs={"org_id": acme.public_id})
         response = client.post(url, {"ids": ["x"]}, format="json")
         assert response.status_code == 422
         problem = problem_of(response)
@@ -148,14 +148,14 @@ class TestNotificationApi:
     def test_another_organisation_answers_404(self, acme, bob, bolt, token_for):
         notify(acme)
         client = token_for(bob, bolt, ["read"])
-        response = client.get(reverse("api-notifications", kwargs={"org_id": acme.pk}))
+        response = client.get(reverse("api-notifications", kwargs={"org_id": acme.public_id}))
         assert response.status_code == 404
 
 
 class TestWebhookApi:
     def test_admin_registers_an_endpoint_and_sees_the_secret_once(self, acme, alice, token_for):
         client = token_for(alice, acme, ["read", "admin"])
-        url = reverse("api-webhooks", kwargs={"org_id": acme.pk})
+        url = reverse("api-webhooks", kwargs={"org_id": acme.public_id})
         created = client.post(
             url,
             {"url": "http://127.0.0.1:9/hook", "event_kinds": ["order.*"], "description": "ERP"},
@@ -169,7 +169,7 @@ class TestWebhookApi:
         assert endpoint.secret == body["secret"]
         listed = client.get(url).json()["results"]
         detail = client.get(
-            reverse("api-webhook-detail", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk})
+            reverse("api-webhook-detail", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id})
         )
         for shown in (listed[0], detail.json()):
             assert "secret" not in shown
@@ -181,7 +181,7 @@ class TestWebhookApi:
         settings.WEBHOOK_ALLOW_PRIVATE = False
         client = token_for(alice, acme, ["read", "admin"])
         response = client.post(
-            reverse("api-webhooks", kwargs={"org_id": acme.pk}),
+            reverse("api-webhooks", kwargs={"org_id": acme.public_id}),
             {"url": "http://169.254.169.254/latest", "event_kinds": ["ok.kind", "no good"]},
             format="json",
         )
@@ -193,7 +193,7 @@ class TestWebhookApi:
 
     def test_a_read_only_token_of_an_admin_may_not_register_one(self, acme, alice, token_for):
         client = token_for(alice, acme, ["read", "provide", "order"])
-        url = reverse("api-webhooks", kwargs={"org_id": acme.pk})
+        url = reverse("api-webhooks", kwargs={"org_id": acme.public_id})
         response = client.post(url, {"url": "http://127.0.0.1:9/hook"}, format="json")
         assert response.status_code == 403
         assert problem_of(response)["code"] == "common.token_scope_missing"
@@ -204,7 +204,9 @@ class TestWebhookApi:
     def test_members_may_not_manage_webhooks(self, acme, acme_member, token_for):
         client = token_for(acme_member, acme, ["read", "admin"])
         response = client.post(
-            reverse("api-webhooks", kwargs={"org_id": acme.pk}), {"url": "http://127.0.0.1:9/"}, format="json"
+            reverse("api-webhooks", kwargs={"org_id": acme.public_id}),
+            {"url": "http://127.0.0.1:9/"},
+            format="json",
         )
         assert response.status_code == 403
         assert problem_of(response)["code"] == "common.role_insufficient"
@@ -215,13 +217,17 @@ class TestWebhookApi:
             endpoint, _secret = webhook_endpoint_create(actor=alice, organisation=acme, url=receiver.url)
             notify(acme, 2)
             run_due_attempts()
-        log_url = reverse("api-webhook-deliveries", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk})
+        log_url = reverse(
+            "api-webhook-deliveries", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id}
+        )
         log = client.get(log_url).json()
         assert log["count"] == 2
         states = sorted((d["state"], d["attempts"], d["last_status"]) for d in log["results"])
         assert states == [("delivered", 1, 200), ("pending", 1, 500)]
         assert {d["kind"] for d in log["results"]} == {"job.succeeded"}
-        detail = reverse("api-webhook-detail", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk})
+        detail = reverse(
+            "api-webhook-detail", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id}
+        )
         disabled = client.patch(detail, {"active": False}, format="json")
         assert disabled.status_code == 200 and disabled.json()["active"] is False
         assert WebhookDelivery.objects.filter(state="pending").count() == 0
@@ -237,7 +243,9 @@ class TestWebhookApi:
         endpoint, _ = webhook_endpoint_create(actor=bob, organisation=bolt, url="http://127.0.0.1:9/")
         client = token_for(alice, acme, ["read"])
         for name in ("api-webhook-detail", "api-webhook-deliveries"):
-            response = client.get(reverse(name, kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk}))
+            response = client.get(
+                reverse(name, kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id})
+            )
             assert response.status_code == 404
 
 
@@ -246,12 +254,12 @@ class TestPages:
         notify(acme, 2)
         client = Client()
         client.force_login(acme_viewer)
-        page = client.get(reverse("common:notifications", kwargs={"org_id": acme.pk}))
+        page = client.get(reverse("common:notifications", kwargs={"org_id": acme.public_id}))
         html = page.content.decode()
         assert page.status_code == 200
         assert "Job 1 succeeded" in html and "Job 0 succeeded" in html
         assert '2<span class="visually-hidden"> unread</span>' in html
-        response = client.post(reverse("common:notifications_read", kwargs={"org_id": acme.pk}))
+        response = client.post(reverse("common:notifications_read", kwargs={"org_id": acme.public_id}))
         assert response.status_code == 302
         html = client.get(reverse("portal:home")).content.decode()
         assert 'visually-hidden"> unread' not in html
@@ -262,7 +270,7 @@ class TestPages:
         notify(acme, 2)
         client = Client()
         client.force_login(acme_viewer)
-        url = reverse("common:notifications_read", kwargs={"org_id": acme.pk})
+        url = reverse("common:notifications_read", kwargs={"org_id": acme.public_id})
         response = client.post(url, {"id": raw}, follow=True)
         assert response.status_code == 200
         assert "That is not a notification id; nothing was marked read." in response.content.decode()
@@ -271,7 +279,7 @@ class TestPages:
     def test_admin_registers_a_webhook_and_sees_its_secret_once(self, acme, alice):
         client = Client()
         client.force_login(alice)
-        url = reverse("common:webhooks", kwargs={"org_id": acme.pk})
+        url = reverse("common:webhooks", kwargs={"org_id": acme.public_id})
         response = client.post(url, {"url": "http://127.0.0.1:9/hook", "event_kinds": "order.*, job.failed"})
         assert response.status_code == 200
         endpoint = WebhookEndpoint.objects.get()
@@ -279,13 +287,17 @@ class TestPages:
         assert endpoint.secret in response.content.decode()
         assert "no-cache" in response["Cache-Control"] or "no-store" in response["Cache-Control"]
         listing = client.get(url).content.decode()
-        detail = client.get(reverse("common:webhook", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk}))
+        detail = client.get(
+            reverse("common:webhook", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id})
+        )
         assert endpoint.secret not in listing and endpoint.secret not in detail.content.decode()
 
     def test_bad_form_shows_the_error_beside_the_field(self, acme, alice):
         client = Client()
         client.force_login(alice)
-        response = client.post(reverse("common:webhooks", kwargs={"org_id": acme.pk}), {"url": "ftp://x/"})
+        response = client.post(
+            reverse("common:webhooks", kwargs={"org_id": acme.public_id}), {"url": "ftp://x/"}
+        )
         assert response.status_code == 422
         assert "Use an http or https URL." in response.content.decode()
         assert not WebhookEndpoint.objects.exists()
@@ -298,7 +310,7 @@ class TestPages:
         client = Client()
         client.force_login(alice)
         html = client.get(
-            reverse("common:webhook", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk})
+            reverse("common:webhook", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id})
         ).content
         text = html.decode()
         assert "order.paid" in text and "HTTP 503" in text and "pending" in text
@@ -309,9 +321,9 @@ class TestPages:
         client = Client()
         client.force_login(alice)
         for url in (
-            reverse("common:notifications", kwargs={"org_id": acme.pk}),
-            reverse("common:webhooks", kwargs={"org_id": acme.pk}),
-            reverse("common:webhook", kwargs={"org_id": acme.pk, "webhook_id": endpoint.pk}),
+            reverse("common:notifications", kwargs={"org_id": acme.public_id}),
+            reverse("common:webhooks", kwargs={"org_id": acme.public_id}),
+            reverse("common:webhook", kwargs={"org_id": acme.public_id, "webhook_id": endpoint.public_id}),
         ):
             page = client.get(url).content.decode()
             assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)
@@ -324,7 +336,7 @@ class TestPages:
         endpoint, _ = webhook_endpoint_create(actor=alice, organisation=acme, url="http://127.0.0.1:9/")
         client = Client()
         client.force_login(alice)
-        kwargs = {"org_id": acme.pk, "webhook_id": endpoint.pk}
+        kwargs = {"org_id": acme.public_id, "webhook_id": endpoint.public_id}
         client.post(reverse("common:webhook_toggle", kwargs=kwargs), {"active": "false"})
         endpoint.refresh_from_db()
         assert endpoint.active is False and endpoint.disabled_at is not None

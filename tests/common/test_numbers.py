@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from rest_framework import serializers
 
-from common.api.fields import AmountField, IdField, StrictIntegerField
-from common.numbers import MAX_AMOUNT, parse_integer
-from common.numbers import AmountField as AmountFormField
+from common.api.fields import IdField, StrictIntegerField
 from common.numbers import StrictIntegerField as StrictIntegerFormField
+from common.numbers import parse_integer
 
 # What int() takes as a number and a person does not: underscores, other scripts' digits.
 NOT_ASCII_NUMBERS = ["3_0", "6_2", "٣", "٣٠", "３０", "۳", "३", "²", "1e3", "3.0", "0x1f", "+3", ""]
@@ -31,27 +30,26 @@ class TestTheRule:
 class Input(serializers.Serializer):
     number = StrictIntegerField(required=False)
     id = IdField(required=False)
-    amount = AmountField(required=False)
 
 
 class TestSerializerFields:
     @pytest.mark.parametrize("raw", [*NOT_ASCII_NUMBERS, True, 30.0])
-    @pytest.mark.parametrize("field", ["number", "id", "amount"])
+    @pytest.mark.parametrize("field", ["number", "id"])
     def test_refuse_what_int_would_take(self, field, raw):
         data = Input(data={field: raw})
         assert not data.is_valid()
         assert data.errors[field][0].code == "invalid"
 
-    def test_ranges_default_to_a_bigint_a_positive_id_and_a_sane_amount(self):
-        cases = {"number": (-(2**63), 2**63), "id": (1, 0), "amount": (MAX_AMOUNT, MAX_AMOUNT + 1)}
+    def test_ranges_default_to_a_bigint_and_a_positive_id(self):
+        cases = {"number": (-(2**63), 2**63), "id": (1, 0)}
         for field, (ok, refused) in cases.items():
             assert Input(data={field: ok}).is_valid(), field
             assert not Input(data={field: refused}).is_valid(), field
 
     def test_ascii_digits_in_a_string_still_count(self):
-        data = Input(data={"number": "42", "id": "7", "amount": " 30 "})
+        data = Input(data={"number": "42", "id": "7"})
         assert data.is_valid(), data.errors
-        assert data.validated_data == {"number": 42, "id": 7, "amount": 30}
+        assert data.validated_data == {"number": 42, "id": 7}
 
 
 class TestFormFields:
@@ -59,19 +57,14 @@ class TestFormFields:
     def test_refuse_what_int_would_take(self, raw):
         from django.core.exceptions import ValidationError
 
-        for field in (StrictIntegerFormField(), AmountFormField()):
-            with pytest.raises(ValidationError):
-                field.clean(raw)
+        with pytest.raises(ValidationError):
+            StrictIntegerFormField().clean(raw)
 
     def test_take_ascii_digits_within_range(self):
         from django.core.exceptions import ValidationError
 
         assert StrictIntegerFormField(min_value=1).clean(" 12 ") == 12
-        assert AmountFormField().clean("30") == 30
         assert StrictIntegerFormField(required=False).clean("") is None
-        for refused in ("0", str(MAX_AMOUNT + 1)):
-            with pytest.raises(ValidationError):
-                AmountFormField().clean(refused)
         with pytest.raises(ValidationError):
             StrictIntegerFormField().clean(str(2**63))
 
@@ -113,4 +106,4 @@ def test_no_api_input_takes_a_plain_integer_field():
     inputs = _input_serializers()
     assert len(inputs) > 20
     lax = {where: fields for where, cls in inputs if (fields := _lax_integer_fields(cls()))}
-    assert lax == {}, "use common.api.fields.StrictIntegerField (or IdField, AmountField)"
+    assert lax == {}, "use common.api.fields.StrictIntegerField (or IdField; MoneyField for amounts)"

@@ -60,7 +60,7 @@ def first_group(pattern: str, text: str) -> str:
 class TestSignedOutVisitors:
     @pytest.mark.parametrize(
         "url",
-        ["/", "/tokens/", "/account/", "/account/password/", "/organisations/1/"],
+        ["/", "/tokens/", "/account/", "/account/password/", "/organisations/org_0123456789abcdef/"],
     )
     def test_are_sent_to_sign_in_and_back(self, client, url):
         response = client.get(url)
@@ -97,7 +97,7 @@ class TestPageShell:
         assert '<a class="skip-link" href="#main">' in html
         assert '<main id="main"' in html
         assert '<nav class="site-nav" aria-label="Main">' in html
-        assert f'href="/organisations/{acme.pk}/"' in html
+        assert f'href="/organisations/{acme.public_id}/"' in html
         assert 'action="/logout/"' in html
 
     def test_static_files_exist(self):
@@ -127,20 +127,20 @@ class TestOrganisationSwitcher:
     def test_switches_to_one_of_my_organisations(self, alice, acme, bolt):
         MembershipFactory(user=alice, organisation=bolt, role="member")
         client = client_for(alice)
-        response = client.post(reverse("common:org_switch"), {"org_id": bolt.pk, "next": "/tokens/"})
+        response = client.post(reverse("common:org_switch"), {"org_id": bolt.public_id, "next": "/tokens/"})
         assert response["Location"] == "/tokens/"
         assert client.session["org_id"] == bolt.pk
 
     def test_another_organisation_is_not_found(self, alice, bolt):
         client = client_for(alice)
-        assert client.post(reverse("common:org_switch"), {"org_id": bolt.pk}).status_code == 404
+        assert client.post(reverse("common:org_switch"), {"org_id": bolt.public_id}).status_code == 404
         assert "org_id" not in client.session
 
     def test_an_empty_choice_goes_back_with_a_message(self, alice):
         response = client_for(alice).post(reverse("common:org_switch"), {}, follow=True)
         assert "Choose one of your organisations." in html_of(response)
 
-    @pytest.mark.parametrize("raw", ["²", "9" * 25, "-1", "0x10"])
+    @pytest.mark.parametrize("raw", ["²", "9" * 25, "-1", "0x10", "1", "org_1"])
     def test_an_id_that_is_not_one_goes_back_with_a_message(self, alice, raw):
         # "²".isdigit() is true and int("²") fails; 25 nines overflow a bigint: both were a 500.
         response = client_for(alice).post(reverse("common:org_switch"), {"org_id": raw}, follow=True)
@@ -162,26 +162,26 @@ class TestOrganisationPage:
         ],
     )
     def test_is_for_members_only(self, cast, acme, role, status):
-        response = client_for(cast[role]).get(reverse("common:org", args=[acme.pk]))
+        response = client_for(cast[role]).get(reverse("common:org", args=[acme.public_id]))
         assert response.status_code == status
         if status == 200:
             assert "mike" in html_of(response) and "vera" in html_of(response)
 
     def test_admins_see_the_forms(self, cast, acme):
-        html = html_of(client_for(cast["admin"]).get(reverse("common:org", args=[acme.pk])))
+        html = html_of(client_for(cast["admin"]).get(reverse("common:org", args=[acme.public_id])))
         assert "Invite someone" in html
         assert "Change role" in html and "Remove" in html
 
     @pytest.mark.parametrize("role", ["member", "viewer"])
     def test_others_do_not_see_the_forms(self, cast, acme, role):
-        html = html_of(client_for(cast[role]).get(reverse("common:org", args=[acme.pk])))
+        html = html_of(client_for(cast[role]).get(reverse("common:org", args=[acme.public_id])))
         assert "Invite someone" not in html
         assert "Change role" not in html and "Remove" not in html
 
 
 class TestMemberManagement:
     def invite(self, user, org, data):
-        return client_for(user).post(reverse("common:org_invite", args=[org.pk]), data)
+        return client_for(user).post(reverse("common:org_invite", args=[org.public_id]), data)
 
     def test_an_admin_invites_by_e_mail(self, alice, acme, django_capture_on_commit_callbacks):
         with django_capture_on_commit_callbacks(execute=True):
@@ -209,7 +209,7 @@ class TestMemberManagement:
 
     def test_an_admin_changes_a_role(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_role", args=[acme.pk, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
         response = client_for(alice).post(url, {"role": "viewer"})
         assert response.status_code == 302
         membership.refresh_from_db()
@@ -218,14 +218,14 @@ class TestMemberManagement:
 
     def test_an_empty_role_is_shown_beside_the_row(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_role", args=[acme.pk, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
         response = client_for(alice).post(url, {})
         assert response.status_code == 200
         assert f'aria-describedby="role-{membership.pk}-error"' in html_of(response)
 
     def test_the_last_admin_stays(self, alice, acme):
         membership = Membership.objects.get(user=alice)
-        url = reverse("common:org_member_role", args=[acme.pk, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
         response = client_for(alice).post(url, {"role": "viewer"}, follow=True)
         assert "at least one admin" in html_of(response)
         membership.refresh_from_db()
@@ -233,7 +233,7 @@ class TestMemberManagement:
 
     def test_an_admin_removes_a_member(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_remove", args=[acme.pk, membership.pk])
+        url = reverse("common:org_member_remove", args=[acme.public_id, membership.pk])
         assert client_for(alice).post(url).status_code == 302
         assert not Membership.objects.filter(pk=membership.pk).exists()
 
@@ -241,16 +241,16 @@ class TestMemberManagement:
     def test_only_admins_change_or_remove(self, cast, acme, role, status):
         target = Membership.objects.get(user=cast["viewer"])
         for name in ("common:org_member_role", "common:org_member_remove"):
-            url = reverse(name, args=[acme.pk, target.pk])
+            url = reverse(name, args=[acme.public_id, target.pk])
             assert client_for(cast[role]).post(url, {"role": "admin"}).status_code == status
         target.refresh_from_db()
         assert target.role == "viewer"
 
     def test_another_organisations_member_is_not_found(self, alice, acme, bob, bolt):
         bobs = Membership.objects.get(user=bob)
-        url = reverse("common:org_member_remove", args=[acme.pk, bobs.pk])
+        url = reverse("common:org_member_remove", args=[acme.public_id, bobs.pk])
         assert client_for(alice).post(url).status_code == 404
-        url = reverse("common:org_member_remove", args=[bolt.pk, bobs.pk])
+        url = reverse("common:org_member_remove", args=[bolt.public_id, bobs.pk])
         assert client_for(alice).post(url).status_code == 404
         assert Membership.objects.filter(pk=bobs.pk).exists()
 
@@ -277,7 +277,7 @@ class TestInvitationPage:
         client = client_for(dora)
         assert "Accept and join" in html_of(client.get(f"/invitations/{raw}/"))
         response = client.post(f"/invitations/{raw}/")
-        assert response["Location"] == reverse("common:org", args=[acme.pk])
+        assert response["Location"] == reverse("common:org", args=[acme.public_id])
         assert Membership.objects.get(user=dora, organisation=acme).role == "member"
         assert client.session["org_id"] == acme.pk
         again = client.post(f"/invitations/{raw}/")
@@ -410,7 +410,7 @@ class TestTokensPage:
     def test_revokes_a_token(self, alice, acme):
         token, _raw = services.api_token_create(user=alice, organisation=acme, name="old", scopes=["read"])
         client = client_for(alice)
-        response = client.post(reverse("common:token_revoke", args=[token.pk]))
+        response = client.post(reverse("common:token_revoke", args=[token.public_id]))
         assert response["Location"] == reverse("common:tokens")
         token.refresh_from_db()
         assert token.revoked_at is not None
@@ -419,10 +419,10 @@ class TestTokensPage:
     def test_htmx_gets_the_row_back(self, alice, acme):
         token, _raw = services.api_token_create(user=alice, organisation=acme, name="old", scopes=["read"])
         response = client_for(alice).post(
-            reverse("common:token_revoke", args=[token.pk]), HTTP_HX_REQUEST="true"
+            reverse("common:token_revoke", args=[token.public_id]), HTTP_HX_REQUEST="true"
         )
         assert response.status_code == 200
-        assert html_of(response).lstrip().startswith(f'<tr id="token-{token.pk}"')
+        assert html_of(response).lstrip().startswith(f'<tr id="token-{token.public_id}"')
         assert "Revoked" in html_of(response)
 
     @pytest.mark.parametrize(
@@ -434,7 +434,8 @@ class TestTokensPage:
         MembershipFactory(user=owner, organisation=acme, role="member")
         token, _raw = services.api_token_create(user=owner, organisation=acme, name="t", scopes=["read"])
         assert (
-            client_for(cast[role]).post(reverse("common:token_revoke", args=[token.pk])).status_code == status
+            client_for(cast[role]).post(reverse("common:token_revoke", args=[token.public_id])).status_code
+            == status
         )
 
 
@@ -492,6 +493,6 @@ class TestErrorPages:
         assert "Not found" in html_of(response)
 
     def test_not_permitted_page_says_why(self, acme_viewer, acme):
-        response = client_for(acme_viewer).post(reverse("common:org_invite", args=[acme.pk]), {})
+        response = client_for(acme_viewer).post(reverse("common:org_invite", args=[acme.public_id]), {})
         assert response.status_code == 403
         assert "Only admins of Acme Corpora manage its members." in html_of(response)

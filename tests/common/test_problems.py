@@ -52,7 +52,7 @@ class TestProblemJson:
     def test_403_for_the_wrong_role(self, acme, acme_member, alice, token_for):
         client = token_for(acme_member, acme, ["read", "admin"])
         response = client.post(
-            f"/api/v1/organisations/{acme.pk}/invitations",
+            f"/api/v1/organisations/{acme.public_id}/invitations",
             {"email": "new@example.test", "role": "viewer"},
             format="json",
         )
@@ -62,7 +62,7 @@ class TestProblemJson:
         client = APIClient()
         client.force_authenticate(bob)
         assert_problem(
-            client.get(f"/api/v1/organisations/{acme.pk}/members"),
+            client.get(f"/api/v1/organisations/{acme.public_id}/members"),
             404,
             "common.organisation_not_found",
         )
@@ -75,7 +75,7 @@ class TestProblemJson:
 
     def test_409_when_inviting_an_existing_member(self, admin_client, acme, acme_member):
         response = admin_client.post(
-            f"/api/v1/organisations/{acme.pk}/invitations",
+            f"/api/v1/organisations/{acme.public_id}/invitations",
             {"email": acme_member.email, "role": "viewer"},
             format="json",
         )
@@ -114,13 +114,17 @@ class TestProblemJson:
         )
         body = assert_problem(response, 422, "validation_error")
         pointers = {e["pointer"]: e["code"] for e in body["errors"]}
-        assert pointers == {"/name": "blank", "/organisation_id": "invalid", "/scopes/1": "invalid_choice"}
+        assert pointers == {
+            "/name": "blank",
+            "/organisation_id": "invalid_public_id",
+            "/scopes/1": "invalid_choice",
+        }
         assert " at /" in body["detail"]
 
     def test_422_from_a_domain_rule_keeps_its_code_and_pointer(self, admin_client, acme):
         response = admin_client.post(
             "/api/v1/tokens",
-            {"name": "t", "organisation_id": acme.pk, "scopes": ["read"], "expires_in_days": 9999},
+            {"name": "t", "organisation_id": acme.public_id, "scopes": ["read"], "expires_in_days": 9999},
             format="json",
         )
         body = assert_problem(response, 422, "common.token_invalid")
@@ -164,7 +168,7 @@ class TestJsonNesting:
         client = token_for(alice, acme, ["read", "provide", "order", "train", "admin"])
         body = nested(1000)
         assert len(body) < 2100
-        response = client.post(path.format(acme.pk), data=body, content_type="application/json")
+        response = client.post(path.format(acme.public_id), data=body, content_type="application/json")
         problem = assert_problem(response, 400, "common.json_too_deep")
         assert "64" in problem["detail"]
 
@@ -184,7 +188,7 @@ class TestJsonNesting:
 
     def test_brackets_inside_strings_do_not_count(self, admin_client, acme):
         name = "[{" * 35 + '\\"]'
-        body = '{"name": "' + name + f'", "organisation_id": {acme.pk}, "scopes": ["read"]}}'
+        body = '{"name": "' + name + f'", "organisation_id": "{acme.public_id}", "scopes": ["read"]}}'
         response = admin_client.post("/api/v1/tokens", data=body, content_type="application/json")
         assert response.status_code == 201, response.content
         assert response.json()["name"] == "[{" * 35 + '"]'
@@ -201,7 +205,9 @@ class TestRefusedPages:
         stderr = next(h for h in logging.getLogger().handlers if h.name == "stderr")
         client.force_login(acme_member)
         with caplog.at_level(logging.WARNING):
-            response = client.post(f"/organisations/{acme.pk}/invitations/", {"email": "x@example.test"})
+            response = client.post(
+                f"/organisations/{acme.public_id}/invitations/", {"email": "x@example.test"}
+            )
         assert response.status_code == 403
         records = [r for r in caplog.records if r.name == "django.request"]
         assert len(records) == 1

@@ -6,6 +6,7 @@ import pytest
 from django.core import mail
 
 from common import services
+from common.audit import audit_integrate
 from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from common.models import AuditEvent, Membership, Organisation, User
 
@@ -51,6 +52,7 @@ class TestInvitations:
         assert invitation.token_hash != raw
         membership = services.invitation_accept(raw_token=raw, user=carol)
         assert membership.role == "member"
+        audit_integrate()  # what the commits would do: the events in seq order
         assert [e.action for e in AuditEvent.objects.order_by("seq")][-2:] == [
             "membership.invite",
             "membership.join",

@@ -11,7 +11,7 @@ def test_me_answers_the_caller_with_organisations(alice, acme, token_for):
     assert body["memberships"] == [
         {
             "organisation": {
-                "id": acme.pk,
+                "id": acme.public_id,
                 "name": "Acme Corpora",
                 "slug": "acme-corpora",
                 "is_provider": True,

@@ -31,18 +31,18 @@ class TestTokenCreate:
     def test_returns_the_secret_once_and_stores_only_its_hash(self, session_alice, acme):
         response = session_alice.post(
             "/api/v1/tokens",
-            {"name": "ci", "organisation_id": acme.pk, "scopes": ["read", "provide"]},
+            {"name": "ci", "organisation_id": acme.public_id, "scopes": ["read", "provide"]},
             format="json",
         )
         assert response.status_code == 201
         body = response.json()
         raw = body["token"]
         assert raw.startswith(f"srk_{body['prefix']}_")
-        token = ApiToken.objects.get(pk=body["id"])
+        token = ApiToken.objects.get(public_id=body["id"])
         assert token.secret_hash == hashlib.sha256(raw.encode()).hexdigest()
         assert raw not in str(ApiToken.objects.filter(pk=token.pk).values().first())
         listed = session_alice.get("/api/v1/tokens").json()
-        assert listed["results"][0]["id"] == token.pk
+        assert listed["results"][0]["id"] == token.public_id
         assert "token" not in listed["results"][0]
 
     def test_is_audited_without_the_secret(self, alice, acme):
@@ -74,7 +74,7 @@ class TestTokenCreate:
         client = token_for(alice, acme, ["read", "provide", "order", "train"])
         response = client.post(
             "/api/v1/tokens",
-            {"name": "same", "organisation_id": acme.pk, "scopes": ["read"]},
+            {"name": "same", "organisation_id": acme.public_id, "scopes": ["read"]},
             format="json",
         )
         assert response.status_code == 403
@@ -85,7 +85,7 @@ class TestTokenCreate:
         client = token_for(alice, acme, ["read", "admin"])
         response = client.post(
             "/api/v1/tokens",
-            {"name": "wider", "organisation_id": acme.pk, "scopes": ["read", "order"]},
+            {"name": "wider", "organisation_id": acme.public_id, "scopes": ["read", "order"]},
             format="json",
         )
         assert response.status_code == 403
@@ -94,7 +94,7 @@ class TestTokenCreate:
     def test_cannot_be_made_for_an_organisation_the_user_is_not_in(self, session_alice, bolt):
         response = session_alice.post(
             "/api/v1/tokens",
-            {"name": "x", "organisation_id": bolt.pk, "scopes": ["read"]},
+            {"name": "x", "organisation_id": bolt.public_id, "scopes": ["read"]},
             format="json",
         )
         assert response.status_code == 404
@@ -105,7 +105,7 @@ class TestTokenAuthentication:
         token, raw = services.api_token_create(user=alice, organisation=acme, name="t", scopes=["read"])
         response = bearer(raw).get("/api/v1/me")
         assert response.status_code == 200
-        assert response.json()["acting_organisation_id"] == acme.pk
+        assert response.json()["acting_organisation_id"] == acme.public_id
         token.refresh_from_db()
         assert token.last_used_at is not None
 
@@ -149,7 +149,7 @@ class TestTokenAuthentication:
 
         MembershipFactory(user=alice, organisation=bolt, role="admin")
         _, raw = services.api_token_create(user=alice, organisation=acme, name="t", scopes=["read"])
-        response = bearer(raw).get(f"/api/v1/organisations/{bolt.pk}/members")
+        response = bearer(raw).get(f"/api/v1/organisations/{bolt.public_id}/members")
         assert response.status_code == 403
         assert response.json()["code"] == "common.token_other_org"
 
@@ -157,13 +157,13 @@ class TestTokenAuthentication:
 class TestTokenRevoke:
     def test_is_idempotent_and_audited_once(self, session_alice, alice, acme):
         token, _ = services.api_token_create(user=alice, organisation=acme, name="t", scopes=["read"])
-        assert session_alice.delete(f"/api/v1/tokens/{token.pk}").status_code == 204
-        assert session_alice.delete(f"/api/v1/tokens/{token.pk}").status_code == 204
+        assert session_alice.delete(f"/api/v1/tokens/{token.public_id}").status_code == 204
+        assert session_alice.delete(f"/api/v1/tokens/{token.public_id}").status_code == 204
         assert AuditEvent.objects.filter(action="token.revoke").count() == 1
 
     def test_another_organisations_token_is_404(self, bob, bolt, session_alice):
         token, _ = services.api_token_create(user=bob, organisation=bolt, name="t", scopes=["read"])
-        assert session_alice.delete(f"/api/v1/tokens/{token.pk}").status_code == 404
+        assert session_alice.delete(f"/api/v1/tokens/{token.public_id}").status_code == 404
         token.refresh_from_db()
         assert token.revoked_at is None
 
@@ -177,7 +177,7 @@ class TestTokensCannotUsePlatformPowers:
         client = token_for(ops, acme, ["read", "provide", "order", "train", "admin"])
         response = client.post(
             "/api/v1/ops/topups",
-            {"organisation_id": bolt.pk, "amount": 100, "currency": "EUR", "external_ref": "tok-1"},
+            {"organisation_id": bolt.public_id, "amount": 100, "currency": "EUR", "external_ref": "tok-1"},
             format="json",
         )
         assert response.status_code == 403, response.content

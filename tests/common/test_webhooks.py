@@ -91,7 +91,7 @@ class TestDelivery:
             "id": str(notification.event_id),
             "kind": "order.paid",
             "created_at": notification.created_at.isoformat(),
-            "organisation_id": acme.pk,
+            "organisation_id": acme.public_id,
             "subject": "Order 7 paid",
             "object": {"type": "order", "id": "7"},
             "data": {"order_id": 7, "amount": 1250, "currency": "EUR"},

@@ -336,5 +336,8 @@ class TestWorkSweep:
 @pytest.mark.django_db
 def test_the_audit_checkpoint_tick_signs_only_when_events_arrived():
     event = audit_record(action="test.work.tick")
-    assert audit_checkpoint_tick() == event.seq
+    assert event.seq is None  # pending: the tick integrates it, then signs
+    signed_at = audit_checkpoint_tick()
+    event.refresh_from_db()
+    assert signed_at == event.seq == 1
     assert audit_checkpoint_tick() is None

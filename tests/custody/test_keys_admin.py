@@ -316,25 +316,25 @@ class TestVersionKeyDestroy:
 class TestVersionKeyCommand:
     def test_disables_enables_and_destroys_with_the_label_typed_back(self, sealed_version, ops):
         out = StringIO()
-        call_command("version_key", "disable", str(sealed_version.pk), "--reason", "incident", stdout=out)
+        call_command("version_key", "disable", sealed_version.public_id, "--reason", "incident", stdout=out)
         assert "key: disabled" in out.getvalue()
-        call_command("version_key", "enable", str(sealed_version.pk), stdout=out)
+        call_command("version_key", "enable", sealed_version.public_id, stdout=out)
         assert kek_provider().kek_state(name=sealed_version.key_name) == "active"
 
         version = taken_down_and_disabled(sealed_version, ops)
         label = services.version_label(version)
         with pytest.raises(CommandError, match=f"--confirm {label}"):
-            call_command("version_key", "destroy", str(version.pk), stdout=out)
-        call_command("version_key", "destroy", str(version.pk), "--confirm", label, stdout=out)
+            call_command("version_key", "destroy", version.public_id, stdout=out)
+        call_command("version_key", "destroy", version.public_id, "--confirm", label, stdout=out)
         assert "key: destroyed" in out.getvalue()
 
     def test_reports_domain_errors_with_their_code(self, sealed_version):
         with pytest.raises(CommandError, match=r"custody\.reason_required"):
-            call_command("version_key", "disable", str(sealed_version.pk), stdout=StringIO())
+            call_command("version_key", "disable", sealed_version.public_id, stdout=StringIO())
 
     def test_rotates_a_data_key(self, sealed_version):
         out = StringIO()
-        call_command("version_key", "rotate-data", str(sealed_version.pk), stdout=out)
+        call_command("version_key", "rotate-data", sealed_version.public_id, stdout=out)
         assert "data key version 2" in out.getvalue()
 
 
@@ -396,7 +396,7 @@ class TestOpsKeysApi:
         services.version_create(actor=alice, dataset=dataset)
         body = ops_client.get("/api/v1/ops/keys").json()
         assert body["master_version"] == 1 and body["count"] == 2
-        row = next(r for r in body["results"] if r["version_id"] == sealed_version.pk)
+        row = next(r for r in body["results"] if r["version_id"] == sealed_version.public_id)
         assert row["key_state"] == "active" and row["key_master"] == 1
         assert row["version_label"] == services.version_label(sealed_version)
 
@@ -413,7 +413,7 @@ class TestOpsKeysApi:
         }
 
     def test_runs_the_shred_in_two_steps(self, ops_client, sealed_version, ops, settings):
-        url = f"/api/v1/ops/versions/{sealed_version.pk}/key"
+        url = f"/api/v1/ops/versions/{sealed_version.public_id}/key"
         services.version_takedown(actor=ops, version=sealed_version, reason="erase")
         assert ops_client.post(f"{url}/disable", {"reason": "erase"}, format="json").json()["key_state"] == (
             "disabled"
@@ -433,7 +433,7 @@ class TestOpsKeysApi:
     def test_auditors_read_but_do_not_act(self, audrey, sealed_version):
         client = APIClient()
         client.force_login(audrey)
-        assert client.get(f"/api/v1/ops/versions/{sealed_version.pk}/key").status_code == 200
+        assert client.get(f"/api/v1/ops/versions/{sealed_version.public_id}/key").status_code == 200
         response = client.post("/api/v1/ops/keys/rotate", {}, format="json")
         assert response.status_code == 403 and response.json()["code"] == "common.operator_only"
 
@@ -448,11 +448,11 @@ class TestOpsKeysApi:
         MembershipFactory(user=ops, organisation=acme, role="admin")
         client = token_for(ops, acme, ["read", "provide"])
         response = client.post(
-            f"/api/v1/ops/versions/{sealed_version.pk}/key/disable", {"reason": "x"}, format="json"
+            f"/api/v1/ops/versions/{sealed_version.public_id}/key/disable", {"reason": "x"}, format="json"
         )
         assert response.status_code == 403 and response.json()["code"] == "custody.session_required"
         assert kek_provider().kek_state(name=sealed_version.key_name) == "active"
 
     def test_an_unknown_version_is_not_found(self, ops_client, db):
-        response = ops_client.get("/api/v1/ops/versions/999999/key")
+        response = ops_client.get("/api/v1/ops/versions/dsv_0000000000000000/key")
         assert response.status_code == 404 and response.json()["code"] == "custody.version_not_found"

@@ -97,7 +97,7 @@ class TestCustodyPages:
         monkeypatch.setattr(dataset_pages, "VERSIONS_PER_PAGE", PAGE)
         dataset = Dataset.objects.create(owner=acme, name="Many versions", slug="many-versions")
         client = signed_in(alice)
-        url = reverse("custody:dataset", args=[dataset.pk])
+        url = reverse("custody:dataset", args=[dataset.public_id])
         measure_page(client, url, lambda k: add_versions(dataset, k), "version list")
 
     @pytest.mark.parametrize("route", ["custody:version", "custody:version_status"])
@@ -107,7 +107,7 @@ class TestCustodyPages:
             dataset=Dataset.objects.create(owner=acme, name="Uploads", slug="uploads"), number=1
         )
         client = signed_in(alice)
-        url = reverse(route, args=[version.pk])
+        url = reverse(route, args=[version.public_id])
         seed = partial(add_contributions, version, acme, alice)
         measure_page(client, url, seed, "uploads", rows=2 * 3 * N, context_key="contributions")
 
@@ -120,7 +120,7 @@ class TestCustodyPages:
         )
         add_contributions(version, acme, alice, N)
         client = signed_in(alice)
-        url = reverse("custody:version", args=[version.pk])
+        url = reverse("custody:version", args=[version.public_id])
         first = load(client, url).response.context["contributions"]
         newest = Contribution.objects.filter(version=version).latest("created_at", "pk")
         assert first[0] == newest
@@ -133,7 +133,7 @@ class TestCustodyPages:
     def test_the_findings_table_is_flat_and_paginated(self, alice, reviewed, monkeypatch):
         monkeypatch.setattr(report_pages, "FINDINGS_PER_PAGE", PAGE)
         client = signed_in(alice)
-        url = reverse("custody:report", args=[reviewed.pk])
+        url = reverse("custody:report", args=[reviewed.public_id])
         measure_page(client, url, lambda k: add_findings(reviewed, k), "findings")
         assert next_link(client, url, {"kind": "garbage"}) == "?kind=garbage&page=2#findings"
 
@@ -145,12 +145,12 @@ class TestCustodyApi:
 
     def test_the_findings_list_is_flat_and_paginated(self, alice, acme, reviewed, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-version-findings", args=[reviewed.pk])
+        url = reverse("api-version-findings", args=[reviewed.public_id])
         measure_api(client, url, lambda k: add_findings(reviewed, k), "api findings")
 
     def test_the_findings_kind_filter_is_checked(self, alice, acme, reviewed, token_for):
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-version-findings", args=[reviewed.pk])
+        url = reverse("api-version-findings", args=[reviewed.public_id])
         add_findings(reviewed, 2)
         assert client.get(url, {"kind": "garbage"}).json()["count"] == 2
         assert client.get(url, {"kind": "exact_duplicate"}).json()["count"] == 0

@@ -39,7 +39,7 @@ def html(response) -> str:
     return response.content.decode()
 
 
-def url(name: str, **kwargs: int) -> str:
+def url(name: str, **kwargs: str) -> str:
     return reverse(f"custody:{name}", kwargs=kwargs)
 
 
@@ -79,7 +79,7 @@ class TestDatasetList:
         )
         dataset = Dataset.objects.get(owner=acme, name="Call notes")
         assert response.status_code == 302
-        assert response["Location"] == url("dataset", dataset_id=dataset.pk)
+        assert response["Location"] == url("dataset", dataset_id=dataset.public_id)
         assert dataset.policy["name"] == "pseudonym"
         assert dataset.policy["default_operator"]["kind"] == "pseudonym"
 
@@ -129,49 +129,51 @@ class TestDatasetList:
 
 class TestDatasetPage:
     def test_shows_versions_with_state_and_progress(self, alice, reviewed):
-        page = html(client_for(alice).get(url("dataset", dataset_id=reviewed.dataset_id)))
-        assert f'href="{url("version", version_id=reviewed.pk)}">Version 1</a>' in page
+        page = html(client_for(alice).get(url("dataset", dataset_id=reviewed.dataset.public_id)))
+        assert f'href="{url("version", version_id=reviewed.public_id)}">Version 1</a>' in page
         assert 'data-state="review"' in page
         assert 'max="13" value="13"' in page
 
     def test_another_organisations_dataset_is_not_found(self, cora_admin, dataset):
         client = client_for(cora_admin)
-        assert client.get(url("dataset", dataset_id=dataset.pk)).status_code == 404
-        assert client.post(url("version_create", dataset_id=dataset.pk)).status_code == 404
+        assert client.get(url("dataset", dataset_id=dataset.public_id)).status_code == 404
+        assert client.post(url("version_create", dataset_id=dataset.public_id)).status_code == 404
 
     def test_a_member_opens_a_version_with_an_epsilon_cap(self, acme_member, dataset):
         response = client_for(acme_member).post(
-            url("version_create", dataset_id=dataset.pk), {"epsilon_cap": "2.5"}
+            url("version_create", dataset_id=dataset.public_id), {"epsilon_cap": "2.5"}
         )
         version = dataset.versions.get()
         assert response.status_code == 302
-        assert response["Location"] == url("version", version_id=version.pk)
+        assert response["Location"] == url("version", version_id=version.public_id)
         assert version.epsilon_cap == Decimal("2.5")
 
     def test_a_bad_epsilon_cap_is_explained_next_to_the_field(self, alice, dataset):
-        response = client_for(alice).post(url("version_create", dataset_id=dataset.pk), {"epsilon_cap": "-1"})
+        response = client_for(alice).post(
+            url("version_create", dataset_id=dataset.public_id), {"epsilon_cap": "-1"}
+        )
         assert response.status_code == 200
         assert 'id="id_epsilon_cap_error"' in html(response)
         assert not dataset.versions.exists()
 
     def test_a_viewer_cannot_open_versions(self, acme_viewer, dataset):
         client = client_for(acme_viewer)
-        assert "Open a new version" not in html(client.get(url("dataset", dataset_id=dataset.pk)))
-        assert client.post(url("version_create", dataset_id=dataset.pk)).status_code == 403
+        assert "Open a new version" not in html(client.get(url("dataset", dataset_id=dataset.public_id)))
+        assert client.post(url("version_create", dataset_id=dataset.public_id)).status_code == 403
         assert not dataset.versions.exists()
 
 
 class TestVersionPage:
     def test_an_open_version_has_the_upload_widget_wired_to_the_api(self, alice, version):
-        page = html(client_for(alice).get(url("version", version_id=version.pk)))
-        assert f'data-start-url="/api/v1/versions/{version.pk}/contributions"' in page
+        page = html(client_for(alice).get(url("version", version_id=version.public_id)))
+        assert f'data-start-url="/api/v1/versions/{version.public_id}/contributions"' in page
         assert 'data-contribution-url="/api/v1/contributions/"' in page
         assert re.search(r'data-part-size="\d+"', page)
         assert "js/upload.js" in page
         assert "Close uploads and process" in page
 
     def test_a_viewer_sees_the_state_but_no_upload_or_buttons(self, acme_viewer, version):
-        page = html(client_for(acme_viewer).get(url("version", version_id=version.pk)))
+        page = html(client_for(acme_viewer).get(url("version", version_id=version.public_id)))
         assert 'data-state="uploading"' in page
         assert "data-upload" not in page
         assert "Close uploads and process" not in page
@@ -180,19 +182,19 @@ class TestVersionPage:
     def test_closing_uploads_starts_processing_and_the_status_polls(self, alice, version, upload):
         upload(version, jsonl(TICKETS))
         client = client_for(alice)
-        response = client.post(url("version_process", version_id=version.pk))
+        response = client.post(url("version_process", version_id=version.public_id))
         assert response.status_code == 302
         version.refresh_from_db()
         assert version.state == VersionState.PROCESSING
-        page = html(client.get(url("version", version_id=version.pk)))
+        page = html(client.get(url("version", version_id=version.public_id)))
         assert 'hx-trigger="every 2s"' in page
-        assert f'hx-get="{url("version_status", version_id=version.pk)}?state=processing"' in page
+        assert f'hx-get="{url("version_status", version_id=version.public_id)}?state=processing"' in page
         assert "Uploads are closed." in page
         assert "Close uploads and process" not in page
 
     def test_the_status_fragment_reports_progress(self, alice, reviewed):
         response = client_for(alice).get(
-            url("version_status", version_id=reviewed.pk), HTTP_HX_REQUEST="true"
+            url("version_status", version_id=reviewed.public_id), HTTP_HX_REQUEST="true"
         )
         page = html(response)
         assert response.status_code == 200
@@ -203,13 +205,13 @@ class TestVersionPage:
 
     def test_htmx_reloads_the_page_when_the_state_changed_under_it(self, alice, reviewed):
         response = client_for(alice).get(
-            url("version_status", version_id=reviewed.pk) + "?state=processing", HTTP_HX_REQUEST="true"
+            url("version_status", version_id=reviewed.public_id) + "?state=processing", HTTP_HX_REQUEST="true"
         )
         assert response["HX-Refresh"] == "true"
 
     def test_closing_without_uploads_says_why(self, alice, version):
         client = client_for(alice)
-        response = client.post(url("version_process", version_id=version.pk), follow=True)
+        response = client.post(url("version_process", version_id=version.public_id), follow=True)
         assert "Upload at least one file first." in html(response)
         version.refresh_from_db()
         assert version.state == VersionState.UPLOADING
@@ -220,16 +222,16 @@ class TestVersionPage:
         services.version_process(actor=alice, version=version)
         drain()
         client = client_for(alice)
-        page = html(client.get(url("version", version_id=version.pk)))
+        page = html(client.get(url("version", version_id=version.public_id)))
         assert "Processing failed." in page
         assert "line 13" in page
-        assert client.post(url("version_retry", version_id=version.pk)).status_code == 302
+        assert client.post(url("version_retry", version_id=version.public_id)).status_code == 302
         version.refresh_from_db()
         assert version.state == VersionState.PROCESSING
 
     def test_abandoning_an_open_version_keeps_the_reason(self, alice, version):
         response = client_for(alice).post(
-            url("version_reject", version_id=version.pk), {"reason": "wrong export"}
+            url("version_reject", version_id=version.public_id), {"reason": "wrong export"}
         )
         assert response.status_code == 302
         version.refresh_from_db()
@@ -238,30 +240,30 @@ class TestVersionPage:
     def test_another_organisations_version_is_not_found(self, cora_admin, version):
         client = client_for(cora_admin)
         for name in ("version", "version_status", "report", "samples", "seal"):
-            assert client.get(url(name, version_id=version.pk)).status_code == 404, name
+            assert client.get(url(name, version_id=version.public_id)).status_code == 404, name
         for name in ("version_process", "version_reject", "findings_mark", "seal"):
-            assert client.post(url(name, version_id=version.pk)).status_code == 404, name
+            assert client.post(url(name, version_id=version.public_id)).status_code == 404, name
 
     def test_an_invited_contributor_uploads_but_the_owner_decides(self, alice, cora_admin, version):
         cora = cora_admin.memberships.get().organisation
         services.contributor_invite(actor=alice, version=version, organisation=cora)
         client = client_for(cora_admin)
-        page = html(client.get(url("version", version_id=version.pk)))
+        page = html(client.get(url("version", version_id=version.public_id)))
         assert "data-upload" in page
         assert "Acme Corpora reviews and seals it" in page
         assert "Close uploads and process" not in page
-        assert client.post(url("version_process", version_id=version.pk)).status_code == 404
-        assert client.get(url("report", version_id=version.pk)).status_code == 404
+        assert client.post(url("version_process", version_id=version.public_id)).status_code == 404
+        assert client.get(url("report", version_id=version.public_id)).status_code == 404
 
 
 class TestReport:
     def test_redirects_to_the_version_until_processing_finished(self, alice, version):
-        response = client_for(alice).get(url("report", version_id=version.pk))
+        response = client_for(alice).get(url("report", version_id=version.public_id))
         assert response.status_code == 302
-        assert response["Location"] == url("version", version_id=version.pk)
+        assert response["Location"] == url("version", version_id=version.public_id)
 
     def test_draws_the_entity_counts_as_svg_bars(self, alice, reviewed):
-        page = html(client_for(alice).get(url("report", version_id=reviewed.pk)))
+        page = html(client_for(alice).get(url("report", version_id=reviewed.public_id)))
         counts = reviewed.report.counts
         assert counts["entities"]["EMAIL_ADDRESS"] == 13
         for slug in ("by-type", "by-field", "by-language"):
@@ -276,7 +278,7 @@ class TestReport:
         client = client_for(alice)
         decrypts = AuditEvent.objects.filter(action="custody.decrypt", details__what="report_samples")
         assert decrypts.count() == 0
-        response = client.get(url("samples", version_id=reviewed.pk), HTTP_HX_REQUEST="true")
+        response = client.get(url("samples", version_id=reviewed.public_id), HTTP_HX_REQUEST="true")
         assert response.status_code == 200
         assert "no-store" in response["Cache-Control"]
         page = html(response)
@@ -284,21 +286,23 @@ class TestReport:
         assert "&lt;EMAIL_ADDRESS&gt;" in page
         assert "<html" not in page
         assert decrypts.count() == 1
-        assert "<html" in html(client.get(url("samples", version_id=reviewed.pk)))
+        assert "<html" in html(client.get(url("samples", version_id=reviewed.public_id)))
 
     def test_viewers_see_counts_but_not_samples_and_decide_nothing(self, acme_viewer, reviewed):
         client = client_for(acme_viewer)
-        page = html(client.get(url("report", version_id=reviewed.pk)))
+        page = html(client.get(url("report", version_id=reviewed.public_id)))
         assert 'data-chart="by-type"' in page
         assert "Show before/after samples" not in page
         assert 'name="drop"' not in page
-        assert client.get(url("samples", version_id=reviewed.pk)).status_code == 403
+        assert client.get(url("samples", version_id=reviewed.public_id)).status_code == 403
         duplicate = Finding.objects.get(version=reviewed, kind="exact_duplicate")
         assert (
-            client.post(url("findings_mark", version_id=reviewed.pk), {"drop": [duplicate.pk]}).status_code
+            client.post(
+                url("findings_mark", version_id=reviewed.public_id), {"drop": [duplicate.pk]}
+            ).status_code
             == 403
         )
-        assert client.post(url("seal", version_id=reviewed.pk)).status_code == 403
+        assert client.post(url("seal", version_id=reviewed.public_id)).status_code == 403
         reviewed.refresh_from_db()
         assert reviewed.state == VersionState.REVIEW
 
@@ -306,25 +310,25 @@ class TestReport:
         client = client_for(alice)
         duplicate = Finding.objects.get(version=reviewed, kind="exact_duplicate")
         assert f'name="drop" value="{duplicate.pk}"' in html(
-            client.get(url("report", version_id=reviewed.pk))
+            client.get(url("report", version_id=reviewed.public_id))
         )
         response = client.post(
-            url("findings_mark", version_id=reviewed.pk),
+            url("findings_mark", version_id=reviewed.public_id),
             {"shown": [duplicate.pk], "drop": [duplicate.pk], "kind": "exact_duplicate", "page": "1"},
         )
         assert (
             response["Location"]
-            == url("report", version_id=reviewed.pk) + "?kind=exact_duplicate&page=1#findings"
+            == url("report", version_id=reviewed.public_id) + "?kind=exact_duplicate&page=1#findings"
         )
         duplicate.refresh_from_db()
         assert duplicate.drop is True
-        client.post(url("findings_mark", version_id=reviewed.pk), {"shown": [duplicate.pk]})
+        client.post(url("findings_mark", version_id=reviewed.public_id), {"shown": [duplicate.pk]})
         duplicate.refresh_from_db()
         assert duplicate.drop is False
 
     def test_all_findings_of_a_kind_are_dropped_at_once(self, alice, reviewed):
         client_for(alice).post(
-            url("findings_mark", version_id=reviewed.pk), {"drop_all_of_kind": "exact_duplicate"}
+            url("findings_mark", version_id=reviewed.public_id), {"drop_all_of_kind": "exact_duplicate"}
         )
         assert set(
             Finding.objects.filter(version=reviewed, kind="exact_duplicate").values_list("drop", flat=True)
@@ -334,7 +338,7 @@ class TestReport:
         other = services.version_create(actor=alice, dataset=dataset)
         finding = Finding.objects.create(version=other, record_id=1, kind="empty", detail="x")
         response = client_for(alice).post(
-            url("findings_mark", version_id=reviewed.pk), {"drop": [finding.pk]}
+            url("findings_mark", version_id=reviewed.public_id), {"drop": [finding.pk]}
         )
         assert response.status_code == 404
 
@@ -345,10 +349,10 @@ class TestReport:
         monkeypatch.setattr(report, "FINDINGS_PER_PAGE", 1)
         client = client_for(alice)
         total = Finding.objects.filter(version=reviewed).count()
-        page = html(client.get(url("report", version_id=reviewed.pk)))
+        page = html(client.get(url("report", version_id=reviewed.public_id)))
         assert f"Page 1 of {total}" in page
         assert 'href="?page=2#findings"' in page
-        only = html(client.get(url("report", version_id=reviewed.pk) + "?kind=garbage"))
+        only = html(client.get(url("report", version_id=reviewed.public_id) + "?kind=garbage"))
         assert "mostly symbols" in only
         assert 'rel="next"' not in only
 
@@ -356,11 +360,11 @@ class TestReport:
         client = client_for(alice)
         duplicate = Finding.objects.get(version=reviewed, kind="exact_duplicate")
         services.findings_mark(actor=alice, version=reviewed, finding_ids=[duplicate.pk], drop=True)
-        confirm = html(client.get(url("seal", version_id=reviewed.pk)))
+        confirm = html(client.get(url("seal", version_id=reviewed.public_id)))
         assert "1 flagged record</strong> will be dropped, leaving 12 of the 13 records." in confirm
         reviewed.refresh_from_db()
         assert reviewed.state == VersionState.REVIEW  # looking is not sealing
-        response = client.post(url("seal", version_id=reviewed.pk), follow=True)
+        response = client.post(url("seal", version_id=reviewed.public_id), follow=True)
         reviewed.refresh_from_db()
         assert reviewed.state == VersionState.SEALED
         assert reviewed.records == 12
@@ -368,16 +372,16 @@ class TestReport:
         assert f'<code class="hash" data-merkle-root>{reviewed.merkle_root}</code>' in page
         assert "is sealed" in page
         # A sealed version's report reads, but offers no more choices.
-        report = html(client.get(url("report", version_id=reviewed.pk)))
+        report = html(client.get(url("report", version_id=reviewed.public_id)))
         assert 'name="drop"' not in report
         assert "dropped</span>" in report
 
     def test_the_seal_confirmation_is_only_for_a_version_in_review(self, alice, version):
-        response = client_for(alice).get(url("seal", version_id=version.pk))
+        response = client_for(alice).get(url("seal", version_id=version.public_id))
         assert response.status_code == 302
 
     def test_rejecting_in_review_shreds_the_uploads(self, alice, reviewed):
-        client_for(alice).post(url("version_reject", version_id=reviewed.pk), {"reason": "too noisy"})
+        client_for(alice).post(url("version_reject", version_id=reviewed.public_id), {"reason": "too noisy"})
         reviewed.refresh_from_db()
         assert reviewed.state == VersionState.REJECTED
         assert not reviewed.contributions.filter(quarantine_shredded_at__isnull=True).exists()

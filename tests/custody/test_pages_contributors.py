@@ -26,11 +26,11 @@ def client_for(user: User) -> Client:
 
 
 def invite_url(version: DatasetVersion) -> str:
-    return reverse("custody:contributor_invite", kwargs={"version_id": version.pk})
+    return reverse("custody:contributor_invite", kwargs={"version_id": version.public_id})
 
 
 def version_url(version: DatasetVersion) -> str:
-    return reverse("custody:version", kwargs={"version_id": version.pk})
+    return reverse("custody:version", kwargs={"version_id": version.public_id})
 
 
 class Elements(HTMLParser):
@@ -80,7 +80,7 @@ class TestInvite:
         assert event.details == {"contributor": cora.pk, "contributor_name": "Cora Texts"}
         note = Notification.objects.get(organisation=cora, kind="dataset.contribution_invited")
         assert note.subject == f"Acme Corpora invited you to contribute to {version.dataset.name}"
-        assert note.payload["version"] == version.pk
+        assert note.payload["version"] == version.public_id
         assert not Notification.objects.filter(
             organisation=acme, kind="dataset.contribution_invited"
         ).exists()
@@ -93,7 +93,7 @@ class TestInvite:
         response = client_for(alice).post(invite_url(version), {"organisation": "Cora Texts"}, follow=True)
         page = response.content.decode()
         assert "Cora Texts may now upload to version 1." in page
-        row = re.search(rf'<tr data-contributor="{cora.pk}">(.*?)</tr>', page, re.S)
+        row = re.search(rf'<tr data-contributor="{cora.public_id}">(.*?)</tr>', page, re.S)
         assert row is not None
         assert "by alice" in row.group(1)
         assert "<td data-files>0</td>" in row.group(1)
@@ -181,7 +181,7 @@ class TestContributorsOfAVersion:
         # Cora uploads through the same API the page's upload widget uses, acting as Cora.
         contributor = client_for(cora_admin)
         started = contributor.post(
-            reverse("api-contributions", kwargs={"version_id": version.pk}),
+            reverse("api-contributions", kwargs={"version_id": version.public_id}),
             {"filename": "cora.jsonl"},
             content_type="application/json",
         )
@@ -199,18 +199,19 @@ class TestContributorsOfAVersion:
         )
         assert done.status_code == 202, done.content
         contributor.post(
-            reverse("api-contributions", kwargs={"version_id": version.pk}),
+            reverse("api-contributions", kwargs={"version_id": version.public_id}),
             {"filename": "cora-more.jsonl"},
             content_type="application/json",
         )
         assert Contribution.objects.get(pk=contribution_id).contributor == cora
 
         page = client_for(alice).get(version_url(version)).content.decode()
-        rows = dict(re.findall(r'<tr data-contributor="(\d+)">(.*?)</tr>', page, re.S))
-        assert list(rows) == [str(version.dataset.owner_id), str(cora.pk)]  # the owner first
-        assert "<td data-files>1</td>" in rows[str(version.dataset.owner_id)]
-        assert "<td data-files>2 (1 unfinished)</td>" in rows[str(cora.pk)]
-        assert f"<td>{len(data)}\xa0bytes</td>" in rows[str(cora.pk)]
+        rows = dict(re.findall(r'<tr data-contributor="(org_[0-9a-f]{16})">(.*?)</tr>', page, re.S))
+        owner = version.dataset.owner.public_id
+        assert list(rows) == [owner, cora.public_id]  # the owner first
+        assert "<td data-files>1</td>" in rows[owner]
+        assert "<td data-files>2 (1 unfinished)</td>" in rows[cora.public_id]
+        assert f"<td>{len(data)}\xa0bytes</td>" in rows[cora.public_id]
         # The uploads table names each file's contributor too.
         assert re.search(r"<th scope=\"row\">cora\.jsonl</th>\s*<td>Cora Texts</td>", page)
 

@@ -140,38 +140,40 @@ class TestSealNeedsConfirmation:
 
     def test_the_api_answers_409_problem_json_until_confirmed(self, alice, acme, token_for, leaky):
         client = token_for(alice, acme, ["read", "provide"])
-        report = client.get(f"/api/v1/versions/{leaky.pk}/report").json()
+        report = client.get(f"/api/v1/versions/{leaky.public_id}/report").json()
         assert report["residual"]["needs_confirmation"] is True
         assert report["residual"]["interval"] == "wilson-95"
         assert report["residual"]["any"]["records"] == 10
-        refused = client.post(f"/api/v1/versions/{leaky.pk}/seal", {}, format="json")
+        refused = client.post(f"/api/v1/versions/{leaky.public_id}/seal", {}, format="json")
         assert refused.status_code == 409
         assert refused["Content-Type"].startswith("application/problem+json")
         assert refused.json()["code"] == "custody.residual_risk_unconfirmed"
         sealed = client.post(
-            f"/api/v1/versions/{leaky.pk}/seal", {"confirm_residual_risk": True}, format="json"
+            f"/api/v1/versions/{leaky.public_id}/seal", {"confirm_residual_risk": True}, format="json"
         )
         assert sealed.status_code == 200 and sealed.json()["state"] == "sealed"
 
     def test_the_api_lists_the_examples(self, alice, acme, token_for, leaky):
         client = token_for(alice, acme, ["read"])
-        response = client.get(f"/api/v1/versions/{leaky.pk}/report/residual?entity_type=PERSON")
+        response = client.get(f"/api/v1/versions/{leaky.public_id}/report/residual?entity_type=PERSON")
         assert response.status_code == 200
         assert response.json()[0]["entities"] == ["PERSON"]
 
     def test_the_portal_shows_the_estimate_and_asks_for_the_checkbox(self, alice, leaky):
         client = client_for(alice)
-        report = client.get(reverse("custody:report", kwargs={"version_id": leaky.pk})).content.decode()
+        report = client.get(
+            reverse("custody:report", kwargs={"version_id": leaky.public_id})
+        ).content.decode()
         assert "What may be left" in report and "95% Wilson score interval" in report
         assert "Maria Lopez" not in report  # counts only until the examples are asked for
         examples = client.get(
-            reverse("custody:residual", kwargs={"version_id": leaky.pk}), HTTP_HX_REQUEST="true"
+            reverse("custody:residual", kwargs={"version_id": leaky.public_id}), HTTP_HX_REQUEST="true"
         )
         assert "no-store" in examples["Cache-Control"]
         assert '<mark class="sample__span sample__span--residual" title="PERSON">Maria Lopez' in (
             examples.content.decode()
         )
-        seal_url = reverse("custody:seal", kwargs={"version_id": leaky.pk})
+        seal_url = reverse("custody:seal", kwargs={"version_id": leaky.public_id})
         assert 'name="confirm_residual_risk"' in client.get(seal_url).content.decode()
         refused = client.post(seal_url)
         assert refused.status_code == 409

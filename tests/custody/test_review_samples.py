@@ -74,7 +74,7 @@ class TestSamplesService:
 class TestSamplesPage:
     def test_filters_pages_and_highlights(self, alice, reviewed):
         client = client_for(alice)
-        url = reverse("custody:samples", kwargs={"version_id": reviewed.pk})
+        url = reverse("custody:samples", kwargs={"version_id": reviewed.public_id})
         response = client.get(url, {"language": "zh"}, HTTP_HX_REQUEST="true")
         assert response.status_code == 200 and "no-store" in response["Cache-Control"]
         page = response.content.decode()
@@ -88,20 +88,20 @@ class TestSamplesPage:
 
     @pytest.mark.parametrize("page", ["²", "٣", "9" * 30, "-1", "x"])
     def test_a_page_number_that_is_not_one_shows_the_first_page(self, alice, reviewed, page):
-        url = reverse("custody:samples", kwargs={"version_id": reviewed.pk})
+        url = reverse("custody:samples", kwargs={"version_id": reviewed.public_id})
         response = client_for(alice).get(url, {"page": page})
         assert response.status_code == 200
         assert "Page 1 of" in response.content.decode()
 
     def test_viewers_get_403(self, acme_viewer, reviewed):
-        url = reverse("custody:samples", kwargs={"version_id": reviewed.pk})
+        url = reverse("custody:samples", kwargs={"version_id": reviewed.public_id})
         assert client_for(acme_viewer).get(url).status_code == 403
         assert decrypts().count() == 0
 
 
 def test_the_api_filters_and_pages(alice, acme, token_for, reviewed):
     client = token_for(alice, acme, ["read"])
-    url = f"/api/v1/versions/{reviewed.pk}/report/samples"
+    url = f"/api/v1/versions/{reviewed.public_id}/report/samples"
     response = client.get(url, {"entity_type": "EMAIL_ADDRESS", "limit": 2})
     assert response.status_code == 200
     body = response.json()

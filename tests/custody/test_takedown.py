@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
+from common.audit import audit_integrate
 from common.models import AuditEvent
 from custody import services, signals
 from custody.exceptions import Conflict, Invalid, NotFound, NotPermitted
@@ -91,6 +92,7 @@ class TestVersionTakedown:
         grant = grant_for_test(sealed_version, bolt)
         active = active_grants(sealed_version)
         services.version_takedown(actor=alice, version=sealed_version, reason="contract ended")
+        audit_integrate()  # what the commit would do: the events in seq order
         event = AuditEvent.objects.get(action="custody.version_takedown")
         assert event.actor_id == alice.pk and event.organisation_id == sealed_version.dataset.owner_id
         assert event.details == {
@@ -101,7 +103,9 @@ class TestVersionTakedown:
         }
         revoked = AuditEvent.objects.filter(action="custody.grant_revoke").order_by("seq")
         assert [e.object_id for e in revoked] == [str(pk) for pk in active]
-        assert grant.pk in active and all(e.seq > event.seq for e in revoked)
+        start = event.seq
+        assert start is not None
+        assert grant.pk in active and all(e.seq is not None and e.seq > start for e in revoked)
 
     def test_no_new_grant_can_be_issued_afterwards(self, sealed_version, alice, bolt):
         services.version_takedown(actor=alice, version=sealed_version, reason="contract ended")
@@ -163,14 +167,14 @@ class TestVersionTakedownCommand:
         grant_for_test(sealed_version, bolt)
         active = active_grants(sealed_version)
         out = StringIO()
-        call_command("version_takedown", str(sealed_version.pk), "--reason", "court order", stdout=out)
+        call_command("version_takedown", sealed_version.public_id, "--reason", "court order", stdout=out)
         assert f"is taken_down; {len(active)} grants revoked" in out.getvalue()
         event = AuditEvent.objects.get(action="custody.version_takedown")
         assert event.actor_id is None and event.actor_name.startswith("command line")
 
     def test_an_unknown_version_is_an_error(self, db):
-        with pytest.raises(CommandError, match="No dataset version 424242"):
-            call_command("version_takedown", "424242", "--reason", "x", stdout=StringIO())
+        with pytest.raises(CommandError, match="No dataset version dsv_0000000000000000"):
+            call_command("version_takedown", "dsv_0000000000000000", "--reason", "x", stdout=StringIO())
 
 
 class TestVersionTakedownApi:
@@ -180,7 +184,9 @@ class TestVersionTakedownApi:
         grant = grant_for_test(sealed_version, bolt)
         client = token_for(alice, acme, ["provide"])
         response = client.post(
-            f"/api/v1/versions/{sealed_version.pk}/takedown", {"reason": "contract ended"}, format="json"
+            f"/api/v1/versions/{sealed_version.public_id}/takedown",
+            {"reason": "contract ended"},
+            format="json",
         )
         assert response.status_code == 200 and response.json()["state"] == "taken_down"
         assert Grant.objects.get(pk=grant.pk).state == GrantState.REVOKED
@@ -189,21 +195,21 @@ class TestVersionTakedownApi:
         client = APIClient()
         login_with_otp(client, ops)
         response = client.post(
-            f"/api/v1/versions/{sealed_version.pk}/takedown", {"reason": "court order"}, format="json"
+            f"/api/v1/versions/{sealed_version.public_id}/takedown", {"reason": "court order"}, format="json"
         )
         assert response.status_code == 200 and response.json()["state"] == "taken_down"
 
     def test_a_member_is_refused_with_problem_json(self, sealed_version, acme_member, acme, token_for):
         client = token_for(acme_member, acme, ["provide"])
         response = client.post(
-            f"/api/v1/versions/{sealed_version.pk}/takedown", {"reason": "x"}, format="json"
+            f"/api/v1/versions/{sealed_version.public_id}/takedown", {"reason": "x"}, format="json"
         )
         assert response.status_code == 403 and response["Content-Type"] == "application/problem+json"
         assert response.json()["code"] == "common.role_insufficient"
 
     def test_a_missing_reason_names_the_field(self, sealed_version, alice, acme, token_for):
         client = token_for(alice, acme, ["provide"])
-        response = client.post(f"/api/v1/versions/{sealed_version.pk}/takedown", {}, format="json")
+        response = client.post(f"/api/v1/versions/{sealed_version.public_id}/takedown", {}, format="json")
         assert response.status_code == 422
         assert any(e["pointer"] == "/reason" for e in response.json()["errors"])
         sealed_version.refresh_from_db()

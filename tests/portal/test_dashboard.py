@@ -76,7 +76,7 @@ class TestLanding:
     def test_the_brand_and_error_pages_link_to_the_dashboard(self, alice):
         client = client_for(alice)
         assert f'<a class="brand" href="{HOME}">' in client.get(reverse("common:account")).content.decode()
-        missing = client.get(reverse("custody:dataset", args=[999_999]))
+        missing = client.get(reverse("custody:dataset", args=["ds_0000000000000000"]))
         assert missing.status_code == 404
         assert f'<a href="{HOME}">Back to your dashboard</a>' in missing.content.decode()
 
@@ -95,7 +95,7 @@ class TestProviderDashboard:
         html = html_of(alice)
         assert "1 dataset." in html
         assert 'data-state="uploading">Uploading 1</span>' in html
-        assert f'href="{reverse("custody:version", args=[version.pk])}"' in html
+        assert f'href="{reverse("custody:version", args=[version.public_id])}"' in html
         assert "Support tickets · version 1" in html
 
     def test_shows_listings_pending_orders_earnings_and_who_trained(self, alice, bolt, bob, market, fund):  # noqa: F811
@@ -108,9 +108,9 @@ class TestProviderDashboard:
         assert '<span class="tag" data-listings="published">Published 3</span>' in html
         assert 'data-orders-pending="1"' in html
         assert "1 order awaits your approval." in html
-        # 50,000 with a 10 % fee, Acme's 75 %: 33,750.
-        assert "<dd data-earned>33750</dd>" in html
-        assert '<dd data-balance="rights_holder_payable-EUR">33750</dd>' in html
+        # 500.00 with a 10 % fee, Acme's 75 %: 337.50 (33,750 cents), shown in euros.
+        assert "<dd data-earned>€337.50</dd>" in html
+        assert '<dd data-balance="rights_holder_payable-EUR">€337.50</dd>' in html
         assert "Bolt Models" in html and "(1 opens)" not in html
         assert reverse("portal:access_log") in html
         assert reverse("marketplace:earnings") in html
@@ -128,10 +128,10 @@ class TestTrainerDashboard:
         html = html_of(bob)
         assert 'data-state="queued">Queued 2</span>' in html
         assert 'data-licenses-active="1"' in html
-        assert '<dd data-balance="organisation_balance-EUR">950000</dd>' in html
+        assert '<dd data-balance="organisation_balance-EUR">€9,500.00</dd>' in html
         assert license_.order.ref in html
         job = TrainingJob.objects.filter(organisation=bolt).first()
-        assert job is not None and f'href="{reverse("training:job", args=[job.pk])}"' in html
+        assert job is not None and f'href="{reverse("training:job", args=[job.public_id])}"' in html
         assert reverse("custody:datasets") not in html
         assert "Who trained on your data" not in html
 
@@ -175,9 +175,9 @@ class TestContributionsInvited:
         version = self.invite(alice, acme, dora, "Call notes")
         html = html_of(self.member_of(dora, "member"))
         assert "Contributions invited" in html
-        row = re.search(rf'<tr data-invited-version="{version.pk}">(.*?)</tr>', html, re.S)
+        row = re.search(rf'<tr data-invited-version="{version.public_id}">(.*?)</tr>', html, re.S)
         assert row is not None
-        version_url = reverse("custody:version", args=[version.pk])
+        version_url = reverse("custody:version", args=[version.public_id])
         assert f'<a href="{version_url}">Call notes · version 1</a>' in row.group(1)
         assert "<td>Acme Corpora</td>" in row.group(1)
         assert f'<a href="{version_url}#upload-heading">Upload a file</a>' in row.group(1)
@@ -202,8 +202,8 @@ class TestContributionsInvited:
         custody.version_reject(actor=alice, version=closed, reason="")
         still_open = self.invite(alice, acme, dora, "New notes")
         html = html_of(self.member_of(dora, "admin"))
-        order = [int(v) for v in re.findall(r'data-invited-version="(\d+)"', html)]
-        assert order == [still_open.pk, closed.pk]
+        order = re.findall(r'data-invited-version="(dsv_[0-9a-f]{16})"', html)
+        assert order == [still_open.public_id, closed.public_id]
 
     def test_the_owner_and_uninvited_providers_see_no_invitations(self, alice, acme, dora):
         self.invite(alice, acme, dora, "Call notes")

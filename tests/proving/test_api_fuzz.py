@@ -93,10 +93,14 @@ def org_tokens(alice, acme, bob, bolt, dataset, version) -> dict[str, Identity]:
     contribution = services.contribution_start(
         actor=alice, organisation=acme, version=version, filename="fuzz.jsonl"
     )
-    objects = {"dataset_id": dataset.pk, "version_id": version.pk, "contribution_id": contribution.pk}
+    objects = {
+        "dataset_id": dataset.public_id,
+        "version_id": version.public_id,
+        "contribution_id": contribution.pk,
+    }
     return {
-        "acme": Identity(make_token(alice, acme, scopes), {"org_id": acme.pk, **objects}),
-        "bolt": Identity(make_token(bob, bolt, scopes), {"org_id": bolt.pk, **objects}),
+        "acme": Identity(make_token(alice, acme, scopes), {"org_id": acme.public_id, **objects}),
+        "bolt": Identity(make_token(bob, bolt, scopes), {"org_id": bolt.public_id, **objects}),
     }
 
 

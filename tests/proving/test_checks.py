@@ -27,7 +27,7 @@ from chaos.checks import (
     check_usage_once,
 )
 from chaos.history import Event
-from common.audit import audit_record
+from common.audit import audit_integrate, audit_record
 from common.models import AuditEvent, WorkItem, WorkState
 from custody import services as custody
 from custody.models import DatasetVersion, UsageKind
@@ -269,6 +269,7 @@ class TestCheckAuditChain:
     def test_sees_a_broken_link(self, db):
         for n in range(3):
             audit_record(action="test.event", actor_name="drill", object_type="thing", object_id=n)
+        audit_integrate()
         assert check_audit_chain() == []
         second = AuditEvent.objects.get(seq=2)
         as_database_owner("UPDATE common_auditevent SET prev_hash = %s WHERE id = %s", ["f" * 64, second.pk])

@@ -121,7 +121,7 @@ def _put(client: APIClient, cid: int, number: int, data: bytes) -> Any:
     )
 
 
-def upload_hostile(client: APIClient, version_id: int, item: HostileFile, settings) -> list[str]:
+def upload_hostile(client: APIClient, version_id: str, item: HostileFile, settings) -> list[str]:
     """Upload one hostile file through the API; return what went wrong (empty: refused cleanly)."""
     response = client.post(
         f"/api/v1/versions/{version_id}/contributions",
@@ -176,7 +176,7 @@ def run_corpus(profile: str, client: APIClient, version, settings, temp: Path) -
         for item in files:
             cache.clear()  # the token's rate limit is not what this measures
             tracemalloc.reset_peak()
-            problems = upload_hostile(client, version.pk, item, settings)
+            problems = upload_hostile(client, version.public_id, item, settings)
             peaks[item.name] = tracemalloc.get_traced_memory()[1]
             if peaks[item.name] > PER_FILE_PEAK_BYTES:
                 problems.append(f"memory: peak {peaks[item.name]:,} bytes")
@@ -218,7 +218,7 @@ class TestHostileUploads:
 
     def test_formula_looking_csv_cells_are_accepted_as_text(self, client, version, hostile_limits):
         response = client.post(
-            f"/api/v1/versions/{version.pk}/contributions",
+            f"/api/v1/versions/{version.public_id}/contributions",
             {"filename": "sheet.csv", "metadata_fields": ["label"]},
             format="json",
         )
@@ -249,7 +249,7 @@ class TestHostileUploads:
             "a\r\nSet-Cookie: x.jsonl",
         ):
             response = client.post(
-                f"/api/v1/versions/{version.pk}/contributions", {"filename": name}, format="json"
+                f"/api/v1/versions/{version.public_id}/contributions", {"filename": name}, format="json"
             )
             assert response.status_code == 201, response.content
             shown = response.json()["filename"]
@@ -259,7 +259,7 @@ class TestHostileUploads:
     @pytest.mark.parametrize("size", ["3_0", "٣٠", "３０", "1e3", 30.5, True])
     def test_a_declared_size_int_would_read_is_refused(self, client, version, hostile_limits, size):
         response = client.post(
-            f"/api/v1/versions/{version.pk}/contributions",
+            f"/api/v1/versions/{version.public_id}/contributions",
             {"filename": "rows.jsonl", "size": size},
             format="json",
         )
@@ -273,7 +273,7 @@ class TestHostileUploads:
     ):
         body = '{"filename": "rows.jsonl", "metadata_fields": ' + "[" * depth + "]" * depth + "}"
         response = client.post(
-            f"/api/v1/versions/{version.pk}/contributions", body, content_type="application/json"
+            f"/api/v1/versions/{version.public_id}/contributions", body, content_type="application/json"
         )
         assert response.status_code == 400, response.content
         assert response.json()["code"] == "common.json_too_deep"
@@ -298,7 +298,7 @@ def ingest_hostile(client: APIClient, alice, dataset, item: HostileFile, setting
     """Upload past the sync limit: 202, then the parse work item must fail it with a clear reason."""
     version = services.version_create(actor=alice, dataset=dataset)
     response = client.post(
-        f"/api/v1/versions/{version.pk}/contributions",
+        f"/api/v1/versions/{version.public_id}/contributions",
         {"filename": item.filename, **item.start},
         format="json",
     )
@@ -318,9 +318,9 @@ def ingest_hostile(client: APIClient, alice, dataset, item: HostileFile, setting
     event = AuditEvent.objects.filter(action="custody.ingest_failed", object_id=str(cid)).first()
     if event is None or event.details.get("code") not in item.codes:
         problems.append(f"ingest: audited code {event and event.details.get('code')}, expected {item.codes}")
-    if client.get(f"/api/v1/versions/{version.pk}").json()["state"] != "failed":
+    if client.get(f"/api/v1/versions/{version.public_id}").json()["state"] != "failed":
         problems.append("ingest: the version did not fail")
-    if client.post(f"/api/v1/versions/{version.pk}/reject", {}, format="json").status_code != 200:
+    if client.post(f"/api/v1/versions/{version.public_id}/reject", {}, format="json").status_code != 200:
         problems.append("reject: not 200")
     problems.extend(
         f"after reject: {leftover}" for leftover in _leftovers(settings, cid, row_may_remain=True)
@@ -363,14 +363,16 @@ class TestIngestPath:
         settings.SYNC_VALIDATE_MAX_BYTES = 0
         version = services.version_create(actor=alice, dataset=dataset)
         cid = client.post(
-            f"/api/v1/versions/{version.pk}/contributions", {"filename": "rows.txt"}, format="json"
+            f"/api/v1/versions/{version.public_id}/contributions", {"filename": "rows.txt"}, format="json"
         ).json()["id"]
         # One record past the limit: the parse stages full batches, then fails.
         _put(client, cid, 1, b"x\n" * (LIMITS["UPLOAD_MAX_RECORDS"] + 1))
         assert client.post(f"/api/v1/contributions/{cid}/complete").status_code == 202
         _run_parse_items()
         assert client.get(f"/api/v1/contributions/{cid}").json()["state"] == ContributionState.FAILED
-        assert client.post(f"/api/v1/versions/{version.pk}/reject", {}, format="json").status_code == 200
+        assert (
+            client.post(f"/api/v1/versions/{version.public_id}/reject", {}, format="json").status_code == 200
+        )
         assert _leftovers(settings, cid, row_may_remain=True) == []
 
     @pytest.mark.proof

@@ -106,34 +106,34 @@ PROVIDER_DATA_ROUTES = (
     "api/v1/versions/",
     "api/v1/contributions/",
     # Picking the preview is the provider's own view of its desensitized records.
-    "api/v1/catalog/listings/<int:listing_id>/preview-candidates",
-    "market/listings/<int:listing_id>/preview/",
+    "api/v1/catalog/listings/<lst:listing_id>/preview-candidates",
+    "market/listings/<lst:listing_id>/preview/",
 )
 # Routes that show a listing, where the approved preview excerpt is published.
 PREVIEW_ROUTES = {
     "api/v1/catalog/listings",
-    "api/v1/catalog/listings/<int:listing_id>",
+    "api/v1/catalog/listings/<lst:listing_id>",
     "market/catalog/",
-    "market/catalog/<int:listing_id>/",
+    "market/catalog/<lst:listing_id>/",
     "market/listings/",
-    "market/listings/<int:listing_id>/",
-    "market/listings/<int:listing_id>/preview/",
+    "market/listings/<lst:listing_id>/",
+    "market/listings/<lst:listing_id>/preview/",
 }
 # Where the approved excerpt is stored: the listing's row (and its block of a pg_dump).
 PREVIEW_STORAGE = {"marketplace_listing.preview", "pg_dump public.marketplace_listing"}
 # Downloads and data views the crawl must have fetched (200), or it did not look where it matters.
 RELEASED = {  # when the release gate passed the model
-    ("bob", "api/v1/training/jobs/<int:job_id>/artifact"),
-    ("bob", "api/v1/training/jobs/<int:job_id>/receipt"),
+    ("bob", "api/v1/training/jobs/<job:job_id>/artifact"),
+    ("bob", "api/v1/training/jobs/<job:job_id>/receipt"),
 }
 MUST_ANSWER = {
-    ("bob", "api/v1/catalog/listings/<int:listing_id>/croissant"),
-    ("bob", "market/catalog/<int:listing_id>/croissant.json"),
-    ("bob", "training/jobs/<int:job_id>/"),
-    ("bob", "api/v1/training/jobs/<int:job_id>/metrics"),
-    ("bob", "api/v1/training/jobs/<int:job_id>"),
+    ("bob", "api/v1/catalog/listings/<lst:listing_id>/croissant"),
+    ("bob", "market/catalog/<lst:listing_id>/croissant.json"),
+    ("bob", "training/jobs/<job:job_id>/"),
+    ("bob", "api/v1/training/jobs/<job:job_id>/metrics"),
+    ("bob", "api/v1/training/jobs/<job:job_id>"),
     ("alice", "portal/access-log/export/"),
-    ("alice", "data/versions/<int:version_id>/report/samples/"),
+    ("alice", "data/versions/<dsv:version_id>/report/samples/"),
     ("audrey", "console/audit/export/"),
 }
 # Never requested: signing out would end the crawl's session.
@@ -612,7 +612,7 @@ def telemetry_problems(client: Client, job: TrainingJob) -> list[str]:
     Sentinels are strings; a loss curve carries records as numbers (issue 20), so the scan
     checks the numbers' shape too: windowed, rounded, capped, none under DP, gate pass/fail only.
     """
-    body = client.get(f"/api/v1/training/jobs/{job.pk}/metrics").json()
+    body = client.get(f"/api/v1/training/jobs/{job.public_id}/metrics").json()
     problems = []
     curve = body.get("loss_curve") or []
     if len(curve) > settings.TRAINING_LOSS_CURVE_POINTS:

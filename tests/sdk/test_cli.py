@@ -31,11 +31,11 @@ def test_search_show_quote_and_order(live_server, bob, bolt, market, fund):
     found = run_cli("catalog", "search", url=live_server.url, token=token)
     assert found.returncode == 0, found.stderr
     assert f"Tickets {offer.listing.version_id}" in found.stdout
-    shown = run_cli("catalog", "show", str(offer.listing_id), url=live_server.url, token=token)
+    shown = run_cli("catalog", "show", offer.listing.public_id, url=live_server.url, token=token)
     assert "500.00 EUR" in shown.stdout
-    quoted = run_cli("quote", str(offer.pk), url=live_server.url, token=token)
+    quoted = run_cli("quote", offer.public_id, url=live_server.url, token=token)
     assert quoted.stdout.startswith("500.00 EUR")
-    ordered = run_cli("order", str(offer.pk), url=live_server.url, token=token)
+    ordered = run_cli("order", offer.public_id, url=live_server.url, token=token)
     assert ordered.returncode == 0, ordered.stderr
     license_ref = re.search(r"license: (lic_\w+)", ordered.stdout)
     assert license_ref is not None, ordered.stdout
@@ -45,7 +45,7 @@ def test_search_show_quote_and_order(live_server, bob, bolt, market, fund):
 def test_errors_print_the_servers_code_detail_and_pointers(live_server, bob, bolt, market):
     offer = market(price="fixed")
     reader = make_token(bob, bolt, ["read"])
-    denied = run_cli("order", str(offer.pk), url=live_server.url, token=reader)
+    denied = run_cli("order", offer.public_id, url=live_server.url, token=reader)
     assert denied.returncode == 1
     assert "Error 403 common.token_scope_missing" in denied.stderr
     invalid = run_cli("order", "0", url=live_server.url, token=make_token(bob, bolt, TRAINER_SCOPES))

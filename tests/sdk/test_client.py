@@ -22,7 +22,7 @@ class TestIdentity:
         me = trainer.whoami()
         assert me.username == "bob"
         assert me.acting_organisation is not None
-        assert me.acting_organisation.id == bolt.pk
+        assert me.acting_organisation.id == bolt.public_id
         assert me.acting_organisation.is_trainer
         assert sorted(me.token_scopes or []) == ["order", "read", "train"]
 
@@ -45,10 +45,10 @@ class TestCatalog:
     def test_search_then_listing_offers_then_quote(self, trainer: Client, market):
         offer = market(price="fixed")
         found = trainer.search_catalog()
-        assert [listing.id for listing in found] == [offer.listing_id]
+        assert [listing.id for listing in found] == [offer.listing.public_id]
         listing = trainer.get_listing(found[0].id)
         [sold] = listing.offers
-        assert (sold.id, sold.price_model, sold.unit_price) == (offer.pk, "fixed", 50_000)
+        assert (sold.id, sold.price_model, sold.unit_price) == (offer.public_id, "fixed", 50_000)
         assert sold.plain_terms
         quoted = trainer.quote(sold.id)
         assert quoted.amount.minor == 50_000
@@ -65,8 +65,8 @@ class TestOrder:
     ):
         offer = market(price="fixed")
         fund(bolt, 100_000)
-        first = trainer.order(offer.pk, idempotency_key="retry-me-0001")
-        again = trainer.order(offer.pk, idempotency_key="retry-me-0001")
+        first = trainer.order(offer.public_id, idempotency_key="retry-me-0001")
+        again = trainer.order(offer.public_id, idempotency_key="retry-me-0001")
         assert again.ref == first.ref
         assert OrderRow.objects.filter(buyer=bolt).count() == 1
         assert first.state == "paid"
@@ -80,29 +80,29 @@ class TestOrder:
     def test_each_order_call_without_a_key_sends_its_own(self, trainer: Client, market, fund, bolt):
         offer = market(price="fixed")
         fund(bolt, 100_000)
-        trainer.order(offer.pk)
-        trainer.order(offer.pk)
+        trainer.order(offer.public_id)
+        trainer.order(offer.public_id)
         assert OrderRow.objects.filter(buyer=bolt).count() == 2
 
 
 class TestErrors:
     def test_a_field_error_carries_its_pointer(self, trainer: Client):
         with pytest.raises(ValidationError) as caught:
-            trainer.order(0)
+            trainer.order("0")
         assert caught.value.status == 422
         assert caught.value.code == "validation_error"
         assert [e.pointer for e in caught.value.errors] == ["/offer_id"]
 
     def test_a_missing_offer_is_not_found(self, trainer: Client):
         with pytest.raises(NotFound) as caught:
-            trainer.quote(987654)
+            trainer.quote("ofr_00000000000000ff")
         assert caught.value.status == 404
 
     def test_a_token_without_the_scope_is_denied_with_its_code(self, connect, bob, bolt, market):
         offer = market(price="fixed")
         reader = connect(bob, bolt, ["read"])
         with pytest.raises(PermissionDenied) as caught:
-            reader.order(offer.pk)
+            reader.order(offer.public_id)
         assert caught.value.code == "common.token_scope_missing"
 
 

@@ -1,8 +1,8 @@
 """The getting-started page, run: a new token to a downloaded, verified artifact, through a real worker.
 
-The six SDK calls of sdk/README.md ("From a token to a verified model"): search, listing,
-order, submit, follow, download (which verifies the receipt against the published keys
-and every file of the archive against the receipt).
+The five SDK calls of sdk/README.md ("From a token to a verified model"): search (its results
+carry offers and prices), order, submit (under the order's license ref), follow, download (which
+verifies the receipt against the published keys and every file of the archive against the receipt).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ RECORDS = [{"text": f"Depot {i % 7} note {i}: the pallet left the dock on time."
 
 
 @pytest.mark.timeout(1500)
-def test_a_new_token_reaches_a_verified_artifact_in_six_calls(
+def test_a_new_token_reaches_a_verified_artifact_in_five_calls(
     shared_dirs,  # noqa: F811
     live_server,
     alice,
@@ -50,22 +50,21 @@ def test_a_new_token_reaches_a_verified_artifact_in_six_calls(
         listing=listing,
         name="Research",
         terms=terms,
-        price={"model": "fixed", "unit_price": 10_000},
+        price={"model": "fixed", "unit_price": "100.00"},
     )
     catalog.listing_publish(actor=alice, listing=listing)
     topup_record(organisation=bolt, amount=50_000, currency="EUR", external_ref="bank-sdk-1", actor=ops)
     client = Client(token=make_token(bob, bolt, TRAINER_SCOPES), base_url=live_server.url)
 
-    [found] = client.search_catalog("depot")  # 1
-    [offer] = client.get_listing(found.id).offers  # 2
-    order = client.order(offer.id)  # 3
+    [found] = client.search_catalog("depot")  # 1: the results carry their offers and prices
+    order = client.order(found.offers[0].id)  # 2
     assert order.license_ref is not None
-    job = client.submit_job(  # 4
+    job = client.submit_job(  # 3: under the license ref the order returned
         license=order.license_ref, template="causal_lm", base="gpt2-tiny", hyperparameters=dict(TINY_HP)
     )
     seen: list[Job] = []
-    job = client.follow_job(job.id, interval=2.0, timeout=1200, on_update=seen.append)  # 5
-    archive = client.download_artifact(job.id, tmp_path)  # 6: raises unless the receipt verifies
+    job = client.follow_job(job.id, interval=2.0, timeout=1200, on_update=seen.append)  # 4
+    archive = client.download_artifact(job.id, tmp_path)  # 5: raises unless the receipt verifies
 
     assert job.succeeded, (job.failure_code, job.failure_reason)
     assert "running" in [update.state for update in seen]

@@ -67,21 +67,21 @@ class TestDownload:
     def test_downloads_the_archive_and_receipt_and_verifies_both(
         self, trainer: Client, released_job, tmp_path
     ):
-        archive = trainer.download_artifact(released_job.pk, tmp_path / "dl")
-        assert archive.name == f"job-{released_job.pk}.tar.gz"
+        archive = trainer.download_artifact(released_job.public_id, tmp_path / "dl")
+        assert archive.name == f"job-{released_job.public_id}.tar.gz"
         with tarfile.open(archive) as tar:
             assert sorted(tar.getnames()) == ["model/config.json", "model/model.safetensors"]
-        receipt = json.loads((tmp_path / "dl" / f"job-{released_job.pk}-receipt.json").read_text())
+        receipt = json.loads((tmp_path / "dl" / f"job-{released_job.public_id}-receipt.json").read_text())
         assert receipt == released_job.receipt
         result = trainer.verify_receipt(receipt, artifact=archive)
-        assert (result.job_id, result.archive_checked) == (released_job.pk, True)
+        assert (result.job_id, result.archive_checked) == (released_job.public_id, True)
 
     def test_a_job_not_finished_has_no_artifact(self, trainer: Client, released_job, tmp_path):
         from sealroom import Conflict
 
         TrainingJob.objects.filter(pk=released_job.pk).update(state=JobState.RUNNING)
         with pytest.raises(Conflict) as caught:
-            trainer.download_artifact(released_job.pk, tmp_path)
+            trainer.download_artifact(released_job.public_id, tmp_path)
         assert caught.value.code == "training.artifact_not_ready"
 
 
@@ -128,7 +128,7 @@ class TestCli:
         from tests.conftest import make_token
 
         token = make_token(bob, bolt, ["read"])
-        job = str(released_job.pk)
+        job = released_job.public_id
         done = run_cli("artifacts", "download", job, "-o", str(tmp_path), url=live_server.url, token=token)
         assert done.returncode == 0, done.stderr
         assert "receipt valid" in done.stdout
@@ -142,7 +142,7 @@ class TestCli:
         assert valid.returncode == 0, valid.stderr
         assert f"receipt valid: job {job}" in valid.stdout
         assert "archive matches" in valid.stdout
-        receipt.write_text(json.dumps(tamper(json.loads(receipt.read_text()), job=released_job.pk + 1)))
+        receipt.write_text(json.dumps(tamper(json.loads(receipt.read_text()), job="job_0000000000000000")))
         invalid = run_cli(*offline, url="http://127.0.0.1:9")
         assert invalid.returncode == 1
         assert "signature does not match" in invalid.stderr
@@ -153,13 +153,13 @@ class TestCli:
         from tests.conftest import make_token
 
         token = make_token(bob, bolt, ["read"])
-        done = run_cli("jobs", "follow", str(released_job.pk), url=live_server.url, token=token)
+        done = run_cli("jobs", "follow", released_job.public_id, url=live_server.url, token=token)
         assert done.returncode == 0, done.stderr
-        assert f"job {released_job.pk} succeeded: 1,234 platform tokens trained" in done.stdout
+        assert f"job {released_job.public_id} succeeded: 1,234 platform tokens trained" in done.stdout
         assert "release gate passed" in done.stdout
         TrainingJob.objects.filter(pk=released_job.pk).update(
             state=JobState.FAILED, failure_code="training.gate_failed", failure_reason="The model memorized."
         )
-        failed = run_cli("jobs", "follow", str(released_job.pk), url=live_server.url, token=token)
+        failed = run_cli("jobs", "follow", released_job.public_id, url=live_server.url, token=token)
         assert failed.returncode == 1
         assert "training.gate_failed: The model memorized." in failed.stderr

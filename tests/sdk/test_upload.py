@@ -67,13 +67,15 @@ def test_a_dropped_upload_resumes_with_the_missing_parts_only(live_server, alice
             raise Dropped
 
     with pytest.raises(Dropped):
-        client.upload(version.pk, corpus, part_size=PART, on_progress=drop_after_two)
+        client.upload(version.public_id, corpus, part_size=PART, on_progress=drop_after_two)
     [started] = ContributionRow.objects.filter(version=version)
     assert started.state == ContributionState.UPLOADING
     assert client.get_upload(started.pk).parts_received == [1, 2]
 
     progress: list[tuple[int, int]] = []
-    done = client.upload(version.pk, corpus, part_size=PART, on_progress=lambda d, t: progress.append((d, t)))
+    done = client.upload(
+        version.public_id, corpus, part_size=PART, on_progress=lambda d, t: progress.append((d, t))
+    )
     assert done.id == started.pk
     assert done.state != "uploading"
     assert puts == ["1", "2", *[str(n) for n in range(3, count + 1)]]  # parts 1-2 were not sent again
@@ -85,21 +87,21 @@ def test_a_dropped_upload_resumes_with_the_missing_parts_only(live_server, alice
 def test_resuming_with_another_part_size_is_refused_before_sending(live_server, alice, acme, version, corpus):
     puts: list[str] = []
     client = provider_client(live_server, alice, acme, puts)
-    started = client.start_upload(version.pk, filename=corpus.name, size=corpus.stat().st_size)
+    started = client.start_upload(version.public_id, filename=corpus.name, size=corpus.stat().st_size)
     client.put_part(started.id, 1, corpus.read_bytes()[:PART])
     with pytest.raises(ConfigurationError, match="part size"):
-        client.upload(version.pk, corpus, part_size=4 * PART, contribution_id=started.id)
+        client.upload(version.public_id, corpus, part_size=4 * PART, contribution_id=started.id)
     assert puts == ["1"]
 
 
 def test_the_cli_resumes_a_given_upload(live_server, alice, acme, version, corpus):
     token = make_token(alice, acme, ["read", "provide"])
     client = Client(token=token, base_url=live_server.url)
-    started = client.start_upload(version.pk, filename=corpus.name, size=corpus.stat().st_size)
+    started = client.start_upload(version.public_id, filename=corpus.name, size=corpus.stat().st_size)
     client.put_part(started.id, 1, corpus.read_bytes()[:PART])
     args = [
         "upload",
-        str(version.pk),
+        version.public_id,
         str(corpus),
         "--contribution",
         str(started.id),

@@ -59,9 +59,9 @@ def submit(bob, bolt, tiny) -> Callable[..., TrainingJob]:
 
 def job_body(grant: Grant, base: BaseModel, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "grant": grant.pk,
+        "license": grant.external_ref,
         "template": "causal_lm",
-        "base": base.pk,
+        "base": base.public_id,
         "hyperparameters": dict(TINY_HP),
     }
     body.update(overrides)

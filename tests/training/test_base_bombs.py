@@ -96,7 +96,7 @@ class TestBombs:
         settings.TRAINING_BASE_MAX_RATIO = 100_000
         response = upload(bob_api, zipped(BOMB_VOCAB))
         assert response.status_code == 202, response.content
-        assert BaseModel.objects.get(pk=response.json()["id"]).size > 100 * 1024**2
+        assert BaseModel.objects.get(public_id=response.json()["id"]).size > 100 * 1024**2
 
     def test_a_tar_gz_bomb_is_refused_while_streaming(self, bob_api, settings):
         header, size = weights(BOMB_VOCAB)
@@ -201,7 +201,7 @@ class TestQuota:
 
     def test_rejected_bases_do_not_count(self, bob_api, settings):
         settings.TRAINING_BASE_QUOTA_COUNT = 1
-        first = BaseModel.objects.get(pk=upload(bob_api, zipped(), name="first").json()["id"])
+        first = BaseModel.objects.get(public_id=upload(bob_api, zipped(), name="first").json()["id"])
         BaseModel.objects.filter(pk=first.pk).update(state=BaseState.REJECTED, blob_key="")
         assert upload(bob_api, zipped(), name="second").status_code == 202
 
@@ -227,7 +227,7 @@ class TestWhatTheBaseAloneSays:
 
     def test_a_job_asking_more_positions_than_the_base_has_is_refused_at_submit(self, bob_api):
         """job_submit runs spec_check first, before it locks the license or reserves anything."""
-        base = BaseModel.objects.get(pk=upload(bob_api, zipped()).json()["id"])
+        base = BaseModel.objects.get(public_id=upload(bob_api, zipped()).json()["id"])
         base.state = BaseState.VALIDATED  # as validate-base would record it (not run here: no torch)
         base.save()
         hyperparameters = {"epochs": 1, "batch_size": 4, "learning_rate": 0.001, "seed": 3}

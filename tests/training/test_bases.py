@@ -77,7 +77,7 @@ class TestUpload:
         assert response.status_code == 202, response.content
         assert response.json()["state"] == "pending"
         drain()
-        base = BaseModel.objects.get(pk=response.json()["id"])
+        base = BaseModel.objects.get(public_id=response.json()["id"])
         assert base.state == BaseState.VALIDATED, base.failure_reason
         assert base.architecture == "GPT2LMHeadModel"
         assert base.parameters > 0 and len(base.file_hash) == 64
@@ -108,10 +108,10 @@ class TestUpload:
         (small / "tokenizer.json").write_bytes((base_dir / "tokenizer.json").read_bytes())
         response = upload(bob_api, zipped(of_dir(small)))
         assert response.status_code == 202, response.content
-        blob = settings.BLOB_DIR / BaseModel.objects.get(pk=response.json()["id"]).blob_key
+        blob = settings.BLOB_DIR / BaseModel.objects.get(public_id=response.json()["id"]).blob_key
         assert blob.is_file()
         drain()
-        base = BaseModel.objects.get(pk=response.json()["id"])
+        base = BaseModel.objects.get(public_id=response.json()["id"])
         assert base.state == BaseState.REJECTED
         assert "more than the 100 embedding rows" in base.failure_reason
         assert not blob.exists() and base.blob_key == ""
@@ -173,7 +173,7 @@ def test_a_job_trains_an_uploaded_base(bob_api, base_dir, submit, sealed_version
 
     base_id = upload(bob_api, zipped(of_dir(base_dir))).json()["id"]
     drain()
-    base = BaseModel.objects.get(pk=base_id)
+    base = BaseModel.objects.get(public_id=base_id)
     # Weights of an uploaded base leave custody only from a DP job (issue 20, docs/threat-model.md):
     # without DP they stay in custody. LoRA, so the gate's weights check has adapters to compare.
     kept = grant_for_test(sealed_version, bolt, **{**license_terms, "weights_may_leave": False})

@@ -112,8 +112,8 @@ def decode(loss: float) -> int:
 
 def readable_losses(api: Any, job: TrainingJob) -> list[float]:
     """Every loss-like number the trainer can read about the job through the API."""
-    metrics = api.get(f"/api/v1/training/jobs/{job.pk}/metrics").json()
-    detail = api.get(f"/api/v1/training/jobs/{job.pk}").json()
+    metrics = api.get(f"/api/v1/training/jobs/{job.public_id}/metrics").json()
+    detail = api.get(f"/api/v1/training/jobs/{job.public_id}").json()
     values = [float(v) for _step, v in metrics["loss_curve"]]
     values += [float(row["loss"]) for row in metrics["metrics"].get("validation", []) if "loss" in row]
     final = metrics["metrics"].get("final", {})
@@ -160,7 +160,7 @@ def test_the_loss_channel_decodes_at_chance_and_the_positive_control_decodes(
     )
     assert response.status_code == 202, response.content
     drain()
-    base = BaseModel.objects.get(pk=response.json()["id"])
+    base = BaseModel.objects.get(public_id=response.json()["id"])
     assert base.state == BaseState.VALIDATED, base.failure_reason
     # Weights that stay in custody: the loss is the attacker's only way out (as in issue 20).
     grant = grant_for_test(
@@ -185,11 +185,17 @@ def test_the_loss_channel_decodes_at_chance_and_the_positive_control_decodes(
     }
 
     def attack(**extra: Any) -> tuple[float, int]:
-        body = {"grant": grant.pk, "template": "causal_lm", "base": base.pk, "hyperparameters": hp, **extra}
+        body = {
+            "grant": grant.pk,
+            "template": "causal_lm",
+            "base": base.public_id,
+            "hyperparameters": hp,
+            **extra,
+        }
         submitted = api.post("/api/v1/training/jobs", data=body, format="json")
         assert submitted.status_code == 202, submitted.content
         drain()
-        job = TrainingJob.objects.get(pk=submitted.json()["id"])
+        job = TrainingJob.objects.get(public_id=submitted.json()["id"])
         # The run trains; the gate may withhold (short records cannot be probed): either way the
         # channel is what the trainer read, and a crash would hide it.
         assert job.state == JobState.SUCCEEDED or job.failure_code == "training.gate_failed", (

@@ -65,7 +65,7 @@ def test_label_values_leave_custody_only_as_ids_and_a_hash(labelled_grant, submi
     responses = {
         suffix: client.get(f"{URL}{suffix}").content for suffix in ("", f"/{job.pk}", f"/{job.pk}/metrics")
     }
-    receipt = client.get(f"{URL}/{job.pk}/receipt").json()
+    receipt = client.get(f"{URL}/{job.public_id}/receipt").json()
     with tarfile.open(fileobj=io.BytesIO(artifact_bytes(job)), mode="r:gz") as tar:
         handle = tar.extractfile("model/config.json")
         assert handle is not None

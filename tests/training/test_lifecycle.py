@@ -74,20 +74,22 @@ class TestSucceeded:
         assert {"job.queued", "job.started", "job.succeeded"} <= kinds
         assert list(_work_dir.iterdir()) == []
 
-        response = bob_api.get(f"{URL}/{job.pk}/artifact")
+        response = bob_api.get(f"{URL}/{job.public_id}/artifact")
         assert response.status_code == 200
         archive = b"".join(response.streaming_content)
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             names = {m.name for m in tar.getmembers()}
         assert "model/config.json" in names and "model/model.safetensors" in names
 
-        receipt = bob_api.get(f"{URL}/{job.pk}/receipt").json()
+        receipt = bob_api.get(f"{URL}/{job.public_id}/receipt").json()
         assert receipt["receipt"]["merkle_root"] == sealed_version.merkle_root
         assert receipt["receipt"]["platform_tokens_trained"] == job.tokens_trained
-        assert {f["name"] for f in receipt["receipt"]["artifact_files"]} == {n.split("/")[1] for n in names}
+        # Every file but the model card (README.md, written after the receipt: it names the receipt).
+        listed = {f["name"] for f in receipt["receipt"]["artifact_files"]}
+        assert listed | {"README.md"} == {n.split("/")[1] for n in names}
         assert receipt_problems(receipt, public_keys=signing_key_provider().public_keys()) == []
 
-        metrics = bob_api.get(f"{URL}/{job.pk}/metrics").json()
+        metrics = bob_api.get(f"{URL}/{job.public_id}/metrics").json()
         assert metrics["loss_curve"] == [] and metrics["gate"]["passed"] is True
         assert set(metrics["gate"]) == {"passed", "reason", "checks"}
         assert receipt["receipt"]["license"]["ref"] == grant.external_ref
@@ -99,12 +101,12 @@ class TestSucceeded:
         job = run(submit(grant))
         assert job.state == JobState.SUCCEEDED, job.failure_reason
         assert job.artifact_encrypted
-        response = bob_api.get(f"{URL}/{job.pk}/artifact")
+        response = bob_api.get(f"{URL}/{job.public_id}/artifact")
         assert response.status_code == 409
         assert response.json()["code"] == "training.weights_in_custody"
         with tarfile.open(fileobj=io.BytesIO(artifact_bytes(job)), mode="r:gz") as tar:
             assert "model/config.json" in tar.getnames()
-        receipt = bob_api.get(f"{URL}/{job.pk}/receipt").json()
+        receipt = bob_api.get(f"{URL}/{job.public_id}/receipt").json()
         assert receipt["receipt"]["weights_left_custody"] is False
 
     def test_a_dp_job_commits_its_epsilon(self, submit, grant, tiny):

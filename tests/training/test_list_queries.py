@@ -47,7 +47,9 @@ class TestJobPages:
                 JobEvent(job=job, kind="progress", detail=f"more {i}") for i in range(k)
             )
 
-        measure(lambda: load(client, reverse("training:job", args=[job.pk])), more_events, "job events")
+        measure(
+            lambda: load(client, reverse("training:job", args=[job.public_id])), more_events, "job events"
+        )
 
     def test_the_new_job_form_lists_licenses_in_flat_queries(self, bob, bolt, acme):
         client = signed_in(bob)

@@ -77,7 +77,7 @@ def test_the_sentinel_never_leaves_custody(
     for job in (ok, failing):
         for suffix in ("", "/metrics", "/receipt", "/cancel"):
             call = client.post if suffix == "/cancel" else client.get
-            seen.append(call(f"{URL}/{job.pk}{suffix}").content)
+            seen.append(call(f"{URL}/{job.public_id}{suffix}").content)
     archive = artifact_bytes(TrainingJob.objects.get(pk=ok.pk))
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         for member in tar.getmembers():

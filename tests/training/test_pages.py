@@ -19,6 +19,7 @@ def bob_client(bob) -> Client:
 def form_data(grant, base: BaseModel, **overrides) -> dict:
     data = {
         "grant": grant.pk,
+        "purpose": "research",
         "template": "causal_lm",
         "base": base.pk,
         "epochs": 1,
@@ -35,13 +36,13 @@ class TestSubmitForm:
     def test_submits_a_job_and_shows_it(self, bob_client, grant, tiny):
         page = bob_client.get("/training/jobs/new/")
         assert page.status_code == 200
-        assert f"License {grant.pk}" in page.content.decode()
+        assert f"{grant.external_ref}: " in page.content.decode()
         response = bob_client.post("/training/jobs/new/", form_data(grant, tiny))
         job = TrainingJob.objects.get()
-        assert response.status_code == 302 and response["Location"] == f"/training/jobs/{job.pk}/"
+        assert response.status_code == 302 and response["Location"] == f"/training/jobs/{job.public_id}/"
         assert job.state == JobState.QUEUED
         listing = bob_client.get("/training/jobs/").content.decode()
-        assert f"Job {job.pk}" in listing
+        assert f"Job {job.public_id}" in listing
 
     def test_a_license_rule_is_shown_on_its_field(self, bob_client, grant, tiny):
         response = bob_client.post("/training/jobs/new/", form_data(grant, tiny, epochs=9))
@@ -66,22 +67,24 @@ class TestJobPage:
             loss_curve=[[1, 4.0], [3, 3.1], [5, 2.5]],
             metrics={"validation": [{"epoch": 1, "loss": 2.7, "perplexity": 14.9}]},
         )
-        page = bob_client.get(f"/training/jobs/{job.pk}/").content.decode()
+        page = bob_client.get(f"/training/jobs/{job.public_id}/").content.decode()
         assert "data-loss-curve" in page and "<polyline" in page
         assert "14.90" in page and "50%" in page
         assert 'hx-trigger="every 2s"' in page
-        status = bob_client.get(f"/training/jobs/{job.pk}/status/?state=running", HTTP_HX_REQUEST="true")
+        status = bob_client.get(f"/training/jobs/{job.public_id}/status/", HTTP_HX_REQUEST="true")
         assert status.status_code == 200 and "data-loss-curve" in status.content.decode()
 
-    def test_the_status_poll_refreshes_the_page_when_the_job_ends(self, bob_client, submit, grant):
+    def test_the_status_poll_brings_the_end_and_stops(self, bob_client, submit, grant):
         job = submit(grant)
         TrainingJob.objects.filter(pk=job.pk).update(state=JobState.FAILED, failure_reason="boom")
-        response = bob_client.get(f"/training/jobs/{job.pk}/status/?state=running", HTTP_HX_REQUEST="true")
-        assert response.status_code == 204 and response["HX-Refresh"] == "true"
+        response = bob_client.get(f"/training/jobs/{job.public_id}/status/", HTTP_HX_REQUEST="true")
+        html = response.content.decode()
+        assert response.status_code == 200 and 'data-state="failed"' in html and "boom" in html
+        assert "hx-trigger" not in html
 
     def test_cancel_from_the_page(self, bob_client, submit, grant):
         job = submit(grant)
-        response = bob_client.post(f"/training/jobs/{job.pk}/cancel/")
+        response = bob_client.post(f"/training/jobs/{job.public_id}/cancel/")
         assert response.status_code == 302
         assert TrainingJob.objects.get(pk=job.pk).state == JobState.CANCELLED
 
@@ -89,7 +92,7 @@ class TestJobPage:
         job = submit(grant)
         client = Client()
         client.force_login(alice)
-        assert client.get(f"/training/jobs/{job.pk}/").status_code == 404
+        assert client.get(f"/training/jobs/{job.public_id}/").status_code == 404
 
 
 class TestOversight:
@@ -97,8 +100,8 @@ class TestOversight:
         job = submit(grant)
         client = Client()
         login_with_otp(client, ops)
-        assert f"Job {job.pk}" in client.get("/training/ops/jobs/").content.decode()
-        assert client.post(f"/training/ops/jobs/{job.pk}/cancel/").status_code == 302
+        assert f"Job {job.public_id}" in client.get("/training/ops/jobs/").content.decode()
+        assert client.post(f"/training/ops/jobs/{job.public_id}/cancel/").status_code == 302
         assert TrainingJob.objects.get(pk=job.pk).state == JobState.CANCELLED
 
     def test_an_auditor_reads_but_cannot_cancel(self, audrey, submit, grant):
@@ -106,5 +109,5 @@ class TestOversight:
         client = Client()
         client.force_login(audrey)
         assert client.get("/training/ops/jobs/").status_code == 200
-        assert client.post(f"/training/ops/jobs/{job.pk}/cancel/").status_code == 403
+        assert client.post(f"/training/ops/jobs/{job.public_id}/cancel/").status_code == 403
         assert TrainingJob.objects.get(pk=job.pk).state == JobState.QUEUED

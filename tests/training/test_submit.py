@@ -54,9 +54,9 @@ class TestSubmit:
         assert response.status_code == 202, response.content
         body = response.json()
         assert body["state"] == "queued"
-        assert body["dataset_version_id"] == sealed_version.pk
+        assert body["dataset_version_id"] == sealed_version.public_id
         assert body["tokens_planned"] == sealed_version.tokens * TINY_HP["epochs"]
-        job = TrainingJob.objects.get(pk=body["id"])
+        job = TrainingJob.objects.get(public_id=body["id"])
         assert job.spec["base"] == {"kind": "builtin", "name": "gpt2-tiny"}
         assert job.spec["gate"] == {"max_exposure": 20.0}
         assert WorkItem.objects.filter(kind="training.job", ref=str(job.pk), queue="training").exists()
@@ -109,7 +109,7 @@ class TestSpecErrors:
         assert_problem(post(bob_api, job_body(grant, minilm)), 422, "training.spec_invalid", "/base")
 
     def test_an_unknown_base_points_at_the_base(self, bob_api, grant, tiny):
-        body = {**job_body(grant, tiny), "base": 999999}
+        body = {**job_body(grant, tiny), "base": "base_0000000000000000"}
         assert_problem(post(bob_api, body), 422, "training.base_not_found", "/base")
 
     def test_classification_needs_a_label_field(self, bob_api, grant):
@@ -223,7 +223,7 @@ class TestCancelQueued:
         response = bob_api.post(f"{URL}/{job_id}/cancel")
         assert response.status_code == 200, response.content
         assert response.json()["state"] == "cancelled"
-        job = TrainingJob.objects.get(pk=job_id)
+        job = TrainingJob.objects.get(public_id=job_id)
         assert job.budget == BudgetHold.RELEASED
         assert PrivacyBudgetEntry.objects.get().state == "released"
         # The released epsilon is available again.
@@ -241,7 +241,9 @@ class TestCancelQueued:
 
     def test_a_finished_job_cannot_be_cancelled(self, bob_api, grant, tiny, bob):
         job_id = post(bob_api, job_body(grant, tiny)).json()["id"]
-        services.job_finish(job_id=job_id, state=JobState.FAILED, reason="x")
+        services.job_finish(
+            job_id=TrainingJob.objects.get(public_id=job_id).pk, state=JobState.FAILED, reason="x"
+        )
         assert_problem(bob_api.post(f"{URL}/{job_id}/cancel"), 409, "training.job_finished")
 
     def test_a_viewer_cannot_cancel(self, bob_api, grant, tiny, api, bolt):
@@ -252,7 +254,7 @@ class TestCancelQueued:
         job_id = post(bob_api, job_body(grant, tiny)).json()["id"]
         api.force_login(viewer)
         assert_problem(api.post(f"{URL}/{job_id}/cancel"), 403, "common.role_insufficient")
-        assert TrainingJob.objects.get(pk=job_id).state == JobState.QUEUED
+        assert TrainingJob.objects.get(public_id=job_id).state == JobState.QUEUED
 
 
 @pytest.mark.postgres

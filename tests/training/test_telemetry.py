@@ -95,7 +95,7 @@ class TestGateView:
             "checks": {"exposure": "passed", "verbatim": "failed"},
         }
         job.save(update_fields=["gate"])
-        body = token_for(bob, bolt, ["read"]).get(f"/api/v1/training/jobs/{job.pk}/metrics").json()
+        body = token_for(bob, bolt, ["read"]).get(f"/api/v1/training/jobs/{job.public_id}/metrics").json()
         assert body["gate"] == {
             "passed": False,
             "reason": "training records were reproduced verbatim",

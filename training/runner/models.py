@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedModel,
@@ -25,7 +25,8 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from training.runner.bases import base_files_check
-from training.runner.data import InputError, load_tokenizer, platform_model_dir, special_id
+from training.runner.causal_tokenizer import causal_tokenizer_files
+from training.runner.data import InputError, bio_tags, load_tokenizer, platform_model_dir, special_id
 from training.runner.spec import MAX_SEQ_LEN, Spec
 
 transformers_logging.set_verbosity_error()
@@ -60,7 +61,8 @@ def build_model(base_name: str, tokenizer: Tokenizer, seed: int) -> GPT2LMHeadMo
     config = GPT2Config(
         vocab_size=tokenizer.get_vocab_size(),
         n_positions=MAX_SEQ_LEN,
-        bos_token_id=special_id(tokenizer, "[CLS]"),
+        # The record separator starts and ends a text, as GPT-2's <|endoftext|> (causal_tokenizer).
+        bos_token_id=special_id(tokenizer, "[SEP]"),
         eos_token_id=special_id(tokenizer, "[SEP]"),
         pad_token_id=special_id(tokenizer, "[PAD]"),
         n_layer=n_layer,
@@ -116,18 +118,8 @@ def load_causal(spec: Spec) -> Base:
     if spec.base_name is not None:
         tokenizer = load_tokenizer(spec.tokenizer_path)
         model: PreTrainedModel = build_model(spec.base_name, tokenizer, hp.seed)
-        config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "model_max_length": MAX_SEQ_LEN,
-            "bos_token": "[CLS]",
-            "eos_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "unk_token": "[UNK]",
-        }
-        files = {
-            "tokenizer.json": tokenizer.to_str().encode(),
-            "tokenizer_config.json": json.dumps(config, indent=2).encode(),
-        }
+        # Shipped with a causal LM's special tokens, not the platform's [CLS]/[SEP] (same ids).
+        files = causal_tokenizer_files(tokenizer.to_str())
         return Base(model, tokenizer, special_id(tokenizer, "[SEP]"), special_id(tokenizer, "[PAD]"), files)
     directory = _uploaded_dir(spec)
     tokenizer = load_tokenizer(str(directory / "tokenizer.json"))
@@ -172,6 +164,57 @@ def load_classifier(spec: Spec) -> Base:
         pad = tokenizer.token_to_id("[PAD]") or 0
     _check_positions(model, spec)
     return Base(model, tokenizer, pad, pad, _files(directory))
+
+
+# token_classification adapts every linear layer of a BERT-style encoder (attention and MLP).
+ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]
+
+
+def load_token_classifier(spec: Spec) -> Base:
+    """The token classifier: the bundled all-MiniLM-L6-v2 or an uploaded encoder, a new BIO tag head."""
+    directory = platform_model_dir() if spec.base_name is not None else _uploaded_dir(spec)
+    tokenizer = load_tokenizer(str(directory / "tokenizer.json"))
+    tags = bio_tags(spec.labels)
+    torch.manual_seed(spec.hyperparameters.seed)
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            directory,
+            **_LOAD,
+            num_labels=len(tags),
+            id2label=dict(enumerate(tags)),
+            label2id={tag: i for i, tag in enumerate(tags)},
+            ignore_mismatched_sizes=True,
+        )
+    except Exception as error:  # noqa: BLE001 - untrusted files fail in many ways
+        raise InputError(
+            "base", f"transformers cannot load it as a token classifier: {type(error).__name__}"
+        ) from None
+    pad = model.config.pad_token_id
+    if not isinstance(pad, int):
+        pad = tokenizer.token_to_id("[PAD]") or 0
+    _check_positions(model, spec)
+    return Base(model, tokenizer, pad, pad, _files(directory))
+
+
+def apply_encoder_lora(model: PreTrainedModel, spec: Spec) -> Any:
+    """Freeze the encoder, add LoRA adapters to its linear layers; the new tag head trains whole."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    hp = spec.hyperparameters
+    config = LoraConfig(
+        task_type=TaskType.TOKEN_CLS,
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=ENCODER_LORA_TARGETS,
+    )
+    torch.manual_seed(hp.seed)
+    try:
+        return get_peft_model(model, config)
+    except ValueError:
+        raise InputError(
+            "base", f"LoRA finds no {'/'.join(ENCODER_LORA_TARGETS)} layers in {model.config.model_type}"
+        ) from None
 
 
 def apply_lora(model: PreTrainedModel, spec: Spec) -> Any:

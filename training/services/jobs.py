@@ -397,9 +397,9 @@ def job_event(job: TrainingJob, kind: str, detail: str = "", *, notify: bool = F
         notify_event(
             organisation=job.organisation,
             kind=f"job.{kind}",
-            subject=f"Training job {job.pk} {kind}",
+            subject=f"Training job {job.public_id} {kind}",
             payload={
-                "job": job.pk,
+                "job": job.public_id,
                 "state": job.state,
                 "template": job.template,
                 "base": job.base.name,
@@ -407,7 +407,7 @@ def job_event(job: TrainingJob, kind: str, detail: str = "", *, notify: bool = F
                 "detail": detail[:500],
             },
             object_type="training_job",
-            object_id=job.pk,
+            object_id=job.public_id,
         )
 
 

@@ -1,11 +1,11 @@
 """``manage.py version_key``: one dataset version's key: status, rewrap, data-key rotation, shred.
 
-    manage.py version_key status  VERSION_ID
-    manage.py version_key rekey   VERSION_ID                 # rewrap its KEK under the current master
-    manage.py version_key rotate-data VERSION_ID             # re-encrypt under a new data key
-    manage.py version_key disable VERSION_ID --reason "..."  # shred step 1 (reversible)
-    manage.py version_key enable  VERSION_ID [--reason "..."]
-    manage.py version_key destroy VERSION_ID --confirm OWNER/DATASET/vN   # shred step 2, final
+    manage.py version_key status  VERSION (dsv_…)
+    manage.py version_key rekey   VERSION (dsv_…)                 # rewrap its KEK under the current master
+    manage.py version_key rotate-data VERSION (dsv_…)             # re-encrypt under a new data key
+    manage.py version_key disable VERSION (dsv_…) --reason "..."  # shred step 1 (reversible)
+    manage.py version_key enable  VERSION (dsv_…) [--reason "..."]
+    manage.py version_key destroy VERSION (dsv_…) --confirm OWNER/DATASET/vN   # shred step 2, final
 
 ``destroy`` needs the version taken down (or rejected), its key disabled for
 SHRED_DELAY_SECONDS, and the version's label typed back. Every step is
@@ -20,6 +20,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from common.exceptions import DomainError
+from common.public_ids import cli_argument
 from custody import services
 from custody.models import DatasetVersion
 
@@ -31,7 +32,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("action", choices=ACTIONS)
-        parser.add_argument("version_id", type=int)
+        parser.add_argument("version_id", type=cli_argument("dsv"), help="the version's public id (dsv_…)")
         parser.add_argument("--reason", default="", help="why (required for disable; audited)")
         parser.add_argument(
             "--confirm", default="", help="destroy only: the version's label, owner/dataset/vN"
@@ -39,7 +40,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         version = (
-            DatasetVersion.objects.select_related("dataset__owner").filter(pk=options["version_id"]).first()
+            DatasetVersion.objects.select_related("dataset__owner")
+            .filter(public_id=options["version_id"])
+            .first()
         )
         if version is None:
             raise CommandError(f"No dataset version {options['version_id']}.")

@@ -122,7 +122,7 @@ def offer(alice, listing) -> Offer:
         listing=listing,
         name="Research",
         terms=terms_doc(),
-        price={"model": "fixed", "unit_price": 50_000},
+        price={"model": "fixed", "unit_price": "500.00"},
     )
 
 

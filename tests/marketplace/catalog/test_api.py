@@ -26,7 +26,7 @@ def offer_body(**overrides):
     return {
         "name": "Research",
         "terms": terms_doc(),
-        "price": {"model": "fixed", "unit_price": 25_000},
+        "price": {"model": "fixed", "unit_price": "250.00"},
         **overrides,
     }
 
@@ -36,7 +36,7 @@ class TestProviderFlow:
         version = sealed_rows()
         response = provider.post(
             "/api/v1/catalog/listings",
-            {"version_id": version.pk, "title": "Support tickets", "domain_tags": ["support"]},
+            {"version_id": version.public_id, "title": "Support tickets", "domain_tags": ["support"]},
             format="json",
         )
         assert response.status_code == 201, response.content
@@ -62,22 +62,32 @@ class TestProviderFlow:
 
     def test_new_terms_make_a_new_version(self, provider, offer):
         response = provider.post(
-            f"/api/v1/catalog/offers/{offer.pk}/terms",
-            {"terms": terms_doc(), "price": {"model": "period", "unit_price": 900, "period_days": 30}},
+            f"/api/v1/catalog/offers/{offer.public_id}/terms",
+            {"terms": terms_doc(), "price": {"model": "period", "unit_price": "9.00", "period_days": 30}},
             format="json",
         )
         assert response.status_code == 201, response.content
         assert response.json()["number"] == 2
-        versions = provider.get(f"/api/v1/catalog/offers/{offer.pk}").json()["versions"]
+        versions = provider.get(f"/api/v1/catalog/offers/{offer.public_id}").json()["versions"]
         assert [v["number"] for v in versions] == [2, 1]
+        # Prices come back as they went in (major units), with minor units and the currency beside.
+        assert versions[0]["price"] == {
+            "model": "period",
+            "unit_price": "9.00",
+            "unit_price_minor": 900,
+            "currency": "EUR",
+            "period_days": 30,
+        }
 
     def test_propose_rights_for_a_sole_provider(self, provider, acme, listing):
         response = provider.post(
-            f"/api/v1/catalog/listings/{listing.pk}/rights", {"shares": {str(acme.pk): 10_000}}, format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/rights",
+            {"shares": {acme.public_id: 10_000}},
+            format="json",
         )
         assert response.status_code == 201, response.content
         assert response.json()["state"] == "in_force"
-        history = provider.get(f"/api/v1/catalog/listings/{listing.pk}/rights").json()
+        history = provider.get(f"/api/v1/catalog/listings/{listing.public_id}/rights").json()
         assert [a["number"] for a in history["allocations"]] == [2, 1]
 
 
@@ -86,7 +96,7 @@ class TestProblems:
         doc = terms_doc()
         doc["constraint"]["max_resales"] = 3
         response = provider.post(
-            f"/api/v1/catalog/listings/{listing.pk}/offers", offer_body(terms=doc), format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/offers", offer_body(terms=doc), format="json"
         )
         body = assert_problem(response, 422, "marketplace.terms_unknown_field")
         assert body["errors"][0]["pointer"] == "/terms/constraint/max_resales"
@@ -95,15 +105,17 @@ class TestProblems:
     @pytest.mark.parametrize(
         ("price", "pointer"),
         [
-            ({"model": "fixed", "unit_price": -1}, "/price/unit_price"),
+            ({"model": "fixed", "unit_price": "-1.00"}, "/price/unit_price"),
             ({"model": "fixed", "unit_price": "lots"}, "/price/unit_price"),
+            ({"model": "fixed", "unit_price": "150.001"}, "/price/unit_price"),
+            ({"model": "fixed", "unit_price": 15000}, "/price/unit_price"),
             ({"model": "metered"}, "/price/unit_price"),
-            ({"model": "period", "unit_price": 5}, "/price/period_days"),
+            ({"model": "period", "unit_price": "5.00"}, "/price/period_days"),
         ],
     )
     def test_bad_price_is_422_with_a_stable_code(self, provider, listing, price, pointer):
         response = provider.post(
-            f"/api/v1/catalog/listings/{listing.pk}/offers", offer_body(price=price), format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/offers", offer_body(price=price), format="json"
         )
         body = assert_problem(response, 422, "marketplace.price_invalid")
         assert body["errors"][0]["pointer"] == pointer
@@ -111,7 +123,7 @@ class TestProblems:
 
     def test_listing_an_unsealed_version_is_a_conflict(self, provider, version):
         response = provider.post(
-            "/api/v1/catalog/listings", {"version_id": version.pk, "title": "Early"}, format="json"
+            "/api/v1/catalog/listings", {"version_id": version.public_id, "title": "Early"}, format="json"
         )
         assert_problem(response, 409, "marketplace.version_not_sealed")
 
@@ -119,7 +131,7 @@ class TestProblems:
         listing = catalog.listing_create(actor=alice, version=sealed_rows(epsilon_cap="1"), title="Capped")
         doc = terms_doc(duty={"differential_privacy": {"required": True, "epsilon_cap": 1.5}})
         response = provider.post(
-            f"/api/v1/catalog/listings/{listing.pk}/offers", offer_body(terms=doc), format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/offers", offer_body(terms=doc), format="json"
         )
         body = assert_problem(response, 422, "marketplace.epsilon_above_cap")
         assert body["errors"][0]["pointer"] == "/terms/duty/differential_privacy/epsilon_cap"
@@ -127,21 +139,23 @@ class TestProblems:
     def test_editing_a_withdrawn_listing(self, provider, alice, published):
         catalog.listing_withdraw(actor=alice, listing=published)
         response = provider.patch(
-            f"/api/v1/catalog/listings/{published.pk}", {"title": "Back"}, format="json"
+            f"/api/v1/catalog/listings/{published.public_id}", {"title": "Back"}, format="json"
         )
         assert_problem(response, 409, "marketplace.listing_withdrawn")
 
     def test_unknown_listing_field(self, provider, listing):
-        response = provider.patch(f"/api/v1/catalog/listings/{listing.pk}", {"colour": "red"}, format="json")
+        response = provider.patch(
+            f"/api/v1/catalog/listings/{listing.public_id}", {"colour": "red"}, format="json"
+        )
         body = assert_problem(response, 422, "marketplace.listing_invalid")
         assert body["errors"][0]["pointer"] == "/colour"
 
     def test_another_orgs_draft_is_404(self, trainer, listing):
         assert_problem(
-            trainer.get(f"/api/v1/catalog/listings/{listing.pk}"), 404, "marketplace.listing_not_found"
+            trainer.get(f"/api/v1/catalog/listings/{listing.public_id}"), 404, "marketplace.listing_not_found"
         )
         assert_problem(
-            trainer.get(f"/api/v1/catalog/listings/{listing.pk}/croissant"),
+            trainer.get(f"/api/v1/catalog/listings/{listing.public_id}/croissant"),
             404,
             "marketplace.listing_not_found",
         )
@@ -149,7 +163,9 @@ class TestProblems:
     def test_a_viewer_may_not_edit(self, acme_viewer, listing):
         client = APIClient()
         client.force_login(acme_viewer)
-        response = client.patch(f"/api/v1/catalog/listings/{listing.pk}", {"title": "Mine"}, format="json")
+        response = client.patch(
+            f"/api/v1/catalog/listings/{listing.public_id}", {"title": "Mine"}, format="json"
+        )
         assert_problem(response, 403, "common.role_insufficient")
 
     def test_another_provider_cannot_edit_a_published_listing(self, published, token_for):
@@ -157,9 +173,9 @@ class TestProblems:
         olga = UserFactory(username="olga")
         MembershipFactory(user=olga, organisation=other, role="admin")
         client = token_for(olga, other, ["read", "provide"])
-        assert client.get(f"/api/v1/catalog/listings/{published.pk}").status_code == 200
+        assert client.get(f"/api/v1/catalog/listings/{published.public_id}").status_code == 200
         assert_problem(
-            client.patch(f"/api/v1/catalog/listings/{published.pk}", {"title": "Mine"}, format="json"),
+            client.patch(f"/api/v1/catalog/listings/{published.public_id}", {"title": "Mine"}, format="json"),
             404,
             "marketplace.listing_not_found",
         )
@@ -173,12 +189,13 @@ class TestQuote:
             listing=published,
             name="Metered",
             terms=terms_doc(),
-            price={"model": "metered", "unit_price": 2000},
+            price={"model": "metered", "unit_price": "20.00"},
         )
-        response = trainer.get(f"/api/v1/catalog/offers/{offer.pk}/quote", {"tokens": 2_500_000})
+        response = trainer.get(f"/api/v1/catalog/offers/{offer.public_id}/quote", {"tokens": 2_500_000})
         assert response.status_code == 200, response.content
         body = response.json()
-        assert (body["amount"], body["escrow"], body["currency"]) == (5000, 10_000, "EUR")
+        assert (body["amount"], body["escrow"], body["currency"]) == ("50.00", "100.00", "EUR")
+        assert (body["amount_minor"], body["escrow_minor"]) == (5000, 10_000)
 
     def test_bad_usage_is_422(self, alice, trainer, published):
         offer = catalog.offer_create(
@@ -186,9 +203,9 @@ class TestQuote:
             listing=published,
             name="Metered",
             terms=terms_doc(),
-            price={"model": "metered", "unit_price": 1},
+            price={"model": "metered", "unit_price": "0.01"},
         )
-        url = f"/api/v1/catalog/offers/{offer.pk}/quote"
+        url = f"/api/v1/catalog/offers/{offer.public_id}/quote"
         assert_problem(trainer.get(url, {"tokens": "many"}), 422, "marketplace.quote_tokens_invalid")
         # A digit to str.isdigit() that int() refuses, and more digits than int() parses: field errors too.
         for tokens in ("²", "9" * 5000):
@@ -219,19 +236,19 @@ class TestSearchFilters:
                 listing=listing,
                 name="o",
                 terms=terms_doc(),
-                price={"model": model, "unit_price": 1},
+                price={"model": model, "unit_price": "0.01"},
             )
             made.append(catalog.listing_publish(actor=alice, listing=listing))
 
         def ids(**params):
             return [r["id"] for r in trainer.get("/api/v1/catalog/listings", params).json()["results"]]
 
-        assert ids(tag="legal") == [made[1].pk]
-        assert ids(price_model="fixed") == [made[0].pk]
-        assert ids(language="en") == [made[1].pk, made[0].pk]
+        assert ids(tag="legal") == [made[1].public_id]
+        assert ids(price_model="fixed") == [made[0].public_id]
+        assert ids(language="en") == [made[1].public_id, made[0].public_id]
         assert ids(language="fr") == []
-        assert ids(q="clinic") == [made[0].pk]
-        assert ids(q="rulings court") == [made[1].pk]
+        assert ids(q="clinic") == [made[0].public_id]
+        assert ids(q="rulings court") == [made[1].public_id]
         assert ids(q="nothing-like-this") == []
 
 
@@ -254,28 +271,32 @@ class TestPreviewThroughTheApi:
             listing=listing,
             name="o",
             terms=terms_doc(),
-            price={"model": "fixed", "unit_price": 1},
+            price={"model": "fixed", "unit_price": "0.01"},
         )
         catalog.listing_publish(actor=alice, listing=listing)
-        candidates = provider.get(f"/api/v1/catalog/listings/{listing.pk}/preview-candidates").json()
+        candidates = provider.get(f"/api/v1/catalog/listings/{listing.public_id}/preview-candidates").json()
         assert len(candidates) == 4 and "@example.com" not in str(candidates)
         ids = [c["record_id"] for c in candidates[:2]]
         response = provider.put(
-            f"/api/v1/catalog/listings/{listing.pk}/preview", {"record_ids": ids}, format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/preview", {"record_ids": ids}, format="json"
         )
         assert response.status_code == 200 and [p["record_id"] for p in response.json()["preview"]] == ids
-        assert trainer.get(f"/api/v1/catalog/listings/{listing.pk}").json()["preview"] == []
-        assert provider.post(f"/api/v1/catalog/listings/{listing.pk}/preview/approve").status_code == 200
-        seen = trainer.get(f"/api/v1/catalog/listings/{listing.pk}").json()["preview"]
+        assert trainer.get(f"/api/v1/catalog/listings/{listing.public_id}").json()["preview"] == []
+        assert (
+            provider.post(f"/api/v1/catalog/listings/{listing.public_id}/preview/approve").status_code == 200
+        )
+        seen = trainer.get(f"/api/v1/catalog/listings/{listing.public_id}").json()["preview"]
         assert [p["record_id"] for p in seen] == ids
-        assert trainer.get(f"/api/v1/catalog/listings/{listing.pk}/preview-candidates").status_code == 404
+        assert (
+            trainer.get(f"/api/v1/catalog/listings/{listing.public_id}/preview-candidates").status_code == 404
+        )
 
     def test_picking_a_record_that_is_not_a_candidate(self, alice, provider, sealed_rows):
         partner = OrganisationFactory(name="Partner Texts", is_provider=True)
         version = sealed_rows(tokens={partner: 10})  # none of the records is Acme's own
         listing = catalog.listing_create(actor=alice, version=version, title="Pooled")
         response = provider.put(
-            f"/api/v1/catalog/listings/{listing.pk}/preview", {"record_ids": [5]}, format="json"
+            f"/api/v1/catalog/listings/{listing.public_id}/preview", {"record_ids": [5]}, format="json"
         )
         body = assert_problem(response, 422, "marketplace.listing_invalid")
         assert body["errors"][0]["pointer"] == "/record_ids"
@@ -284,7 +305,7 @@ class TestPreviewThroughTheApi:
 class TestQuoteOfARetiredOffer:
     def test_is_a_conflict(self, alice, trainer, published, offer):
         catalog.offer_retire(actor=alice, offer=offer)
-        response = trainer.get(f"/api/v1/catalog/offers/{offer.pk}/quote")
+        response = trainer.get(f"/api/v1/catalog/offers/{offer.public_id}/quote")
         assert_problem(response, 409, "marketplace.offer_retired")
 
 
@@ -310,10 +331,10 @@ class TestSearchQuery:
         assert [error["pointer"] for error in response.json()["errors"]] == [f"/{field}"]
 
     def test_good_parameters_still_filter(self, trainer, published):
-        provider = published.version.dataset.owner_id
+        provider = published.version.dataset.owner.public_id
         found = trainer.get("/api/v1/catalog/listings", {"provider": provider, "mine": "false", "q": ""})
-        assert [row["id"] for row in found.json()["results"]] == [published.pk]
-        other = trainer.get("/api/v1/catalog/listings", {"provider": provider + 1000})
+        assert [row["id"] for row in found.json()["results"]] == [published.public_id]
+        other = trainer.get("/api/v1/catalog/listings", {"provider": "org_0000000000000000"})
         assert other.json()["results"] == []
 
     def test_the_schema_declares_the_422(self, trainer):

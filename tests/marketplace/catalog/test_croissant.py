@@ -70,10 +70,10 @@ class TestCroissantDownload:
     def test_downloads_from_the_listing_page_and_the_api(self, bob, published):
         client = Client()
         client.force_login(bob)
-        page = client.get(f"/market/catalog/{published.pk}/croissant.json")
+        page = client.get(f"/market/catalog/{published.public_id}/croissant.json")
         assert page.status_code == 200
         assert page["Content-Type"] == "application/ld+json"
         assert "attachment" in page["Content-Disposition"]
         assert json.loads(page.content)["@type"] == "sc:Dataset"
-        api = client.get(f"/api/v1/catalog/listings/{published.pk}/croissant")
+        api = client.get(f"/api/v1/catalog/listings/{published.public_id}/croissant")
         assert api.status_code == 200 and json.loads(api.content)["name"] == published.title

@@ -35,7 +35,7 @@ OFFER_FORM = {
     "term_days": "30",
     "attribution": "Acme",
     "price_model": "metered",
-    "unit_price": "150",
+    "unit_price": "1.50",  # major units: 150 cents
 }
 
 
@@ -49,7 +49,7 @@ class TestTrainerPages:
         assert "Support tickets" in html(client.get("/market/catalog/", {"tag": "support"}))
 
     def test_listing_page_shows_terms_in_plain_words_and_a_quote(self, bob, published):
-        page = html(client_for(bob).get(f"/market/catalog/{published.pk}/"))
+        page = html(client_for(bob).get(f"/market/catalog/{published.public_id}/"))
         assert "non-commercial research" in page
         assert "Up to 3 training jobs" in page
         assert "escrowed at order" in page.lower() or "Escrowed at order" in page
@@ -59,14 +59,14 @@ class TestTrainerPages:
     def test_an_unapproved_preview_stays_hidden_from_trainers(self, bob, alice, published):
         published.preview = [{"record_id": 0, "text": {"text": "PREVIEW-SENTINEL"}, "lang": "en"}]
         published.save(update_fields=["preview"])
-        assert "PREVIEW-SENTINEL" not in html(client_for(bob).get(f"/market/catalog/{published.pk}/"))
-        assert "PREVIEW-SENTINEL" in html(client_for(alice).get(f"/market/catalog/{published.pk}/"))
+        assert "PREVIEW-SENTINEL" not in html(client_for(bob).get(f"/market/catalog/{published.public_id}/"))
+        assert "PREVIEW-SENTINEL" in html(client_for(alice).get(f"/market/catalog/{published.public_id}/"))
         catalog.preview_approve(actor=alice, listing=published)
-        assert "PREVIEW-SENTINEL" in html(client_for(bob).get(f"/market/catalog/{published.pk}/"))
+        assert "PREVIEW-SENTINEL" in html(client_for(bob).get(f"/market/catalog/{published.public_id}/"))
 
     def test_another_orgs_draft_is_404(self, bob, listing):
-        assert client_for(bob).get(f"/market/catalog/{listing.pk}/").status_code == 404
-        assert client_for(bob).get(f"/market/catalog/{listing.pk}/croissant.json").status_code == 404
+        assert client_for(bob).get(f"/market/catalog/{listing.public_id}/").status_code == 404
+        assert client_for(bob).get(f"/market/catalog/{listing.public_id}/croissant.json").status_code == 404
 
     def test_quote_fragment_for_htmx(self, bob, alice, published):
         offer = catalog.offer_create(
@@ -74,15 +74,16 @@ class TestTrainerPages:
             listing=published,
             name="Metered",
             terms=terms_doc(),
-            price={"model": "metered", "unit_price": 300},
+            price={"model": "metered", "unit_price": "3.00"},
         )
         response = client_for(bob).get(
-            f"/market/catalog/offers/{offer.pk}/quote/", {"tokens": 2_000_000}, HTTP_HX_REQUEST="true"
+            f"/market/catalog/offers/{offer.public_id}/quote/", {"tokens": 2_000_000}, HTTP_HX_REQUEST="true"
         )
         assert response.status_code == 200
-        assert "<html" not in html(response) and "600" in html(response)
+        assert "<html" not in html(response) and "€6.00" in html(response)
+        assert "minor units" not in html(response)
         too_many = client_for(bob).get(
-            f"/market/catalog/offers/{offer.pk}/quote/", {"tokens": 10**10}, HTTP_HX_REQUEST="true"
+            f"/market/catalog/offers/{offer.public_id}/quote/", {"tokens": 10**10}, HTTP_HX_REQUEST="true"
         )
         assert "caps platform tokens" in html(too_many)
 
@@ -100,11 +101,15 @@ class TestProviderPages:
 
     def test_offer_editor_renders_plain_words_before_saving(self, alice, listing):
         client = client_for(alice)
-        response = client.post(f"/market/listings/{listing.pk}/offers/new/", {**OFFER_FORM, "check": "1"})
+        response = client.post(
+            f"/market/listings/{listing.public_id}/offers/new/", {**OFFER_FORM, "check": "1"}
+        )
         assert response.status_code == 200
         assert "LoRA fine-tuning" in html(response)
         assert not Offer.objects.exists()
-        response = client.post(f"/market/listings/{listing.pk}/offers/new/", {**OFFER_FORM, "save": "1"})
+        response = client.post(
+            f"/market/listings/{listing.public_id}/offers/new/", {**OFFER_FORM, "save": "1"}
+        )
         assert response.status_code == 302
         row = OfferTerms.objects.get()
         assert (row.price_model, row.unit_price) == ("metered", 150)
@@ -113,7 +118,7 @@ class TestProviderPages:
     def test_offer_editor_shows_the_versions_cap_error_beside_the_field(self, alice, sealed_rows):
         listing = catalog.listing_create(actor=alice, version=sealed_rows(epsilon_cap="1"), title="Capped")
         response = client_for(alice).post(
-            f"/market/listings/{listing.pk}/offers/new/",
+            f"/market/listings/{listing.public_id}/offers/new/",
             {**OFFER_FORM, "dp_required": "on", "epsilon_cap": "2", "save": "1"},
         )
         assert response.status_code == 200
@@ -122,26 +127,53 @@ class TestProviderPages:
 
     def test_negative_price_is_a_form_error(self, alice, listing):
         response = client_for(alice).post(
-            f"/market/listings/{listing.pk}/offers/new/", {**OFFER_FORM, "unit_price": "-3", "save": "1"}
+            f"/market/listings/{listing.public_id}/offers/new/",
+            {**OFFER_FORM, "unit_price": "-3", "save": "1"},
         )
         assert response.status_code == 200
-        assert "A price cannot be negative." in html(response)
+        assert "An amount cannot be negative." in html(response)
+
+    @pytest.mark.parametrize(
+        ("price", "message"),
+        [
+            ("1.505", "EUR has 2 decimal places"),
+            ("1e3", "no grouping or exponent"),
+            ("1,50", "no grouping or exponent"),
+        ],
+    )
+    def test_a_price_not_exact_in_the_currency_is_a_form_error(self, alice, listing, price, message):
+        response = client_for(alice).post(
+            f"/market/listings/{listing.public_id}/offers/new/",
+            {**OFFER_FORM, "unit_price": price, "save": "1"},
+        )
+        assert response.status_code == 200
+        assert message in html(response)
+        assert not Offer.objects.exists()
+
+    def test_the_offer_editor_shows_the_current_price_in_major_units(self, alice, listing):
+        client = client_for(alice)
+        client.post(f"/market/listings/{listing.public_id}/offers/new/", {**OFFER_FORM, "save": "1"})
+        offer = Offer.objects.get()
+        page = html(client.get(f"/market/offers/{offer.public_id}/", follow=True))
+        assert 'value="1.50"' in page and "Price (EUR)" in page
+        edit_page = html(client.get(f"/market/listings/{listing.public_id}/", follow=True))
+        assert "€1.50" in edit_page and "minor units" not in edit_page
 
     def test_publish_and_withdraw(self, alice, listing, offer):
         client = client_for(alice)
-        assert client.post(f"/market/listings/{listing.pk}/publish/").status_code == 302
+        assert client.post(f"/market/listings/{listing.public_id}/publish/").status_code == 302
         listing.refresh_from_db()
         assert listing.state == ListingState.PUBLISHED
-        client.post(f"/market/listings/{listing.pk}/withdraw/", {"reason": "retired corpus"})
+        client.post(f"/market/listings/{listing.public_id}/withdraw/", {"reason": "retired corpus"})
         listing.refresh_from_db()
         assert listing.state == ListingState.WITHDRAWN and listing.withdraw_reason == "retired corpus"
-        page = html(client.get(f"/market/listings/{listing.pk}/"))
+        page = html(client.get(f"/market/listings/{listing.public_id}/"))
         assert "A withdrawn listing no longer changes" in page
 
     def test_rights_page_proposes_shares(self, alice, acme, listing):
         client = client_for(alice)
-        assert "10000 bps" in html(client.get(f"/market/listings/{listing.pk}/rights/"))
-        response = client.post(f"/market/listings/{listing.pk}/rights/", {f"share_{acme.pk}": "10000"})
+        assert "10000 bps" in html(client.get(f"/market/listings/{listing.public_id}/rights/"))
+        response = client.post(f"/market/listings/{listing.public_id}/rights/", {f"share_{acme.pk}": "10000"})
         assert response.status_code == 302
         assert listing.version.allocations.filter(state="in_force").get().number == 2
 

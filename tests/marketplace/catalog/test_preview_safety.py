@@ -64,7 +64,7 @@ class TestPreviewApproval:
         _, with_name, _ = record_ids(alice, listing)
         catalog.preview_pick(actor=alice, listing=listing, record_ids=[with_name])
         client = token_for(alice, acme, ["read", "provide"])
-        response = client.post(f"/api/v1/catalog/listings/{listing.pk}/preview/approve")
+        response = client.post(f"/api/v1/catalog/listings/{listing.public_id}/preview/approve")
         assert response.status_code == 422
         assert response["Content-Type"].startswith("application/problem+json")
         body = response.json()
@@ -73,6 +73,6 @@ class TestPreviewApproval:
         page = Client()
         page.force_login(alice)
         followed = page.post(
-            reverse("marketplace:preview_approve", kwargs={"listing_id": listing.pk}), follow=True
+            reverse("marketplace:preview_approve", kwargs={"listing_id": listing.public_id}), follow=True
         )
         assert f"preview record {with_name}." in followed.content.decode()

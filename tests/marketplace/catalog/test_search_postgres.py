@@ -15,9 +15,8 @@ def publish(alice, version, title, description="", tags=()):
     listing = catalog.listing_create(
         actor=alice, version=version, title=title, description=description, domain_tags=list(tags)
     )
-    catalog.offer_create(
-        actor=alice, listing=listing, name="o", terms=terms_doc(), price={"model": "fixed", "unit_price": 1}
-    )
+    price = {"model": "fixed", "unit_price": "0.01"}
+    catalog.offer_create(actor=alice, listing=listing, name="o", terms=terms_doc(), price=price)
     return catalog.listing_publish(actor=alice, listing=listing)
 
 

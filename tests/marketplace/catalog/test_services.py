@@ -19,7 +19,7 @@ from marketplace.models import Listing, ListingState, Offer, OfferState, OfferTe
 from marketplace.services import catalog
 from tests.marketplace.catalog.conftest import terms_doc
 
-FIXED = {"model": "fixed", "unit_price": 10_000}
+FIXED = {"model": "fixed", "unit_price": "100.00"}
 
 
 def actions() -> list[str]:
@@ -142,7 +142,7 @@ class TestOffers:
         offer = catalog.offer_create(actor=alice, listing=listing, name="Exclusive", terms=doc, price=FIXED)
         assert offer.max_licenses == 2
         row = catalog.offer_terms_update(
-            actor=alice, offer=offer, terms=terms_doc(), price={"model": "metered", "unit_price": 7}
+            actor=alice, offer=offer, terms=terms_doc(), price={"model": "metered", "unit_price": "0.07"}
         )
         offer.refresh_from_db()
         assert row.number == 2 and offer.max_licenses is None
@@ -158,7 +158,7 @@ class TestOffers:
                 listing=listing,
                 name="Free money",
                 terms=terms_doc(),
-                price={"model": "fixed", "unit_price": -5},
+                price={"model": "fixed", "unit_price": "-0.05"},
             )
         assert excinfo.value.errors[0]["pointer"] == "/price/unit_price"
         assert not Offer.objects.exists() and not OfferTerms.objects.exists()

@@ -24,7 +24,7 @@ def test_a_holder_id_in_other_digits_is_refused(alice, acme, token_for, listing,
     before = RightsAllocation.objects.count()
     holder = spell(str(acme.pk))
     response = client.post(
-        f"/api/v1/catalog/listings/{listing.pk}/rights", {"shares": {holder: 10_000}}, format="json"
+        f"/api/v1/catalog/listings/{listing.public_id}/rights", {"shares": {holder: 10_000}}, format="json"
     )
     body = assert_problem(response, 422, "marketplace.allocation_invalid")
     assert body["errors"][0]["pointer"] == f"/shares/{holder}"

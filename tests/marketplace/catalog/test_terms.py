@@ -134,7 +134,7 @@ class TestGrantSnapshot:
         listing = catalog.listing_create(actor=alice, version=version, title="Capped")
         doc = terms_doc(duty={"differential_privacy": {"required": True, "epsilon_cap": 3}})
         offer = catalog.offer_create(
-            actor=alice, listing=listing, name="DP", terms=doc, price={"model": "fixed", "unit_price": 1}
+            actor=alice, listing=listing, name="DP", terms=doc, price={"model": "fixed", "unit_price": "0.01"}
         )
         row = catalog.offer_terms_current(offer)
         starts = datetime(2026, 1, 1, tzinfo=UTC)

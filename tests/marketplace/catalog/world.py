@@ -46,7 +46,7 @@ def matrix_catalog(acme: Organisation) -> dict[str, int]:
             listing=listing,
             name="Matrix offer",
             terms=_terms(),
-            price={"model": "fixed", "unit_price": 1},
+            price={"model": "fixed", "unit_price": "0.01"},
         )
         catalog.listing_publish(actor=admin, listing=listing)
     return {
@@ -61,19 +61,22 @@ def matrix_catalog_body(acme: Organisation, route: str, method: str) -> dict[str
     """Request bodies of the catalog's API rows."""
     ids = matrix_catalog(acme)
     bodies: dict[tuple[str, str], dict[str, Any]] = {
-        ("api-catalog-listings", "POST"): {"version_id": ids["version_id"], "title": "Second listing"},
+        ("api-catalog-listings", "POST"): {
+            "version_id": DatasetVersion.objects.get(pk=ids["version_id"]).public_id,
+            "title": "Second listing",
+        },
         ("api-catalog-listing", "PATCH"): {"title": "Matrix listing"},
         ("api-catalog-listing-withdraw", "POST"): {"reason": "matrix"},
         ("api-catalog-preview", "PUT"): {"record_ids": []},
         ("api-catalog-offers", "POST"): {
             "name": "Another",
             "terms": _terms(),
-            "price": {"model": "fixed", "unit_price": 2},
+            "price": {"model": "fixed", "unit_price": "0.02"},
         },
         ("api-catalog-offer-terms", "POST"): {
             "terms": _terms(),
-            "price": {"model": "fixed", "unit_price": 3},
+            "price": {"model": "fixed", "unit_price": "0.03"},
         },
-        ("api-catalog-rights", "POST"): {"shares": {str(acme.pk): 10_000}},
+        ("api-catalog-rights", "POST"): {"shares": {acme.public_id: 10_000}},
     }
     return bodies.get((route, method), {})

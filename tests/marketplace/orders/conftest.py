@@ -18,10 +18,10 @@ from tests.factories import OrganisationFactory
 from tests.marketplace.catalog.conftest import sealed_rows, terms_doc  # noqa: F401
 
 PRICES: dict[str, dict[str, Any]] = {
-    "fixed": {"model": "fixed", "unit_price": 50_000},
+    "fixed": {"model": "fixed", "unit_price": "500.00"},
     # 2.00 per million tokens; the cap of 5,000,000 tokens escrows 10.00 (1,000 minor units).
-    "metered": {"model": "metered", "unit_price": 200},
-    "period": {"model": "period", "unit_price": 3_000, "period_days": 30},
+    "metered": {"model": "metered", "unit_price": "2.00"},
+    "period": {"model": "period", "unit_price": "30.00", "period_days": 30},
 }
 
 

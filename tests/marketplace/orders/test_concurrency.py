@@ -11,8 +11,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from common.models import IdempotencyRecord
 from marketplace.ledger import balance, ledger_check, organisation_balance_account
-from marketplace.models import IdempotencyRecord, License, Order
+from marketplace.models import License, Order
 from tests.conftest import make_token
 
 
@@ -60,7 +61,7 @@ class TestConcurrentOrders:
         def order(index: int) -> tuple[int, str]:
             response = client(trainer_token).post(
                 "/api/v1/orders",
-                {"offer_id": offer.pk},
+                {"offer_id": offer.public_id},
                 format="json",
                 HTTP_IDEMPOTENCY_KEY=f"race-{index:04d}",
             )
@@ -82,7 +83,7 @@ class TestConcurrentOrders:
         def order(_index: int) -> tuple[int, str]:
             response = client(trainer_token).post(
                 "/api/v1/orders",
-                {"offer_id": offer.pk},
+                {"offer_id": offer.public_id},
                 format="json",
                 HTTP_IDEMPOTENCY_KEY="one-key-for-all",
             )

@@ -124,13 +124,13 @@ class TestCatalogPages:
     def test_a_listings_offers_cost_the_same_queries_for_few_or_many(self, route, alice, market):
         listing = Listing.objects.get(offers=market())
         client = signed_in(alice)
-        url = reverse(route, args=[listing.pk])
+        url = reverse(route, args=[listing.public_id])
         measure(lambda: load(client, url), lambda k: add_offers(listing, alice, k), f"{route} offers")
 
     def test_a_trainer_sees_a_listings_offers_in_flat_queries(self, bob, alice, market):
         listing = Listing.objects.get(offers=market())
         client = signed_in(bob)
-        url = reverse("marketplace:listing", args=[listing.pk])
+        url = reverse("marketplace:listing", args=[listing.public_id])
         measure(
             lambda: load(client, url), lambda k: add_offers(listing, alice, k), "listing offers (trainer)"
         )
@@ -223,7 +223,7 @@ class TestMarketplaceApi:
         # Unpaginated: the history of one version's allocations, each with its shares and holders.
         listing = Listing.objects.get(offers=market())
         client = token_for(alice, acme, ["read"])
-        url = reverse("api-catalog-rights", args=[listing.pk])
+        url = reverse("api-catalog-rights", args=[listing.public_id])
         shares = {acme.pk: 6_000, cora.pk: 4_000}
         _few, many = measure(
             lambda: load(client, url), lambda k: add_proposals(listing, alice, shares, k), "api rights"
@@ -231,7 +231,7 @@ class TestMarketplaceApi:
         allocations = many.response.json()["allocations"]
         # The default in force, then the proposals: Cora has not approved, so each supersedes the last.
         assert len(allocations) == 1 + 3 * N
-        assert {s["holder_id"] for s in allocations[0]["shares"]} == {acme.pk, cora.pk}
+        assert {s["holder_id"] for s in allocations[0]["shares"]} == {acme.public_id, cora.public_id}
 
     @pytest.mark.parametrize("bucket", ["month", "day"])
     def test_the_earnings_statement_is_flat(self, bucket, alice, acme, add_earnings, token_for):

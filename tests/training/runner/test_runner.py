@@ -155,6 +155,7 @@ class TestTrainCommand:
             "config.json",
             "generation_config.json",
             "model.safetensors",
+            "special_tokens_map.json",
             "tokenizer.json",
             "tokenizer_config.json",
         ]

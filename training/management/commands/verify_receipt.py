@@ -11,13 +11,16 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.signing import signing_key_provider
-from training.receipts import receipt_problems
+from training.model_card import CARD_NAME
+from training.receipts import canonical, receipt_problems
 
 
 def archive_problems(receipt: dict[str, Any], archive: Path) -> list[str]:
     """Files of the model archive that differ from the receipt's list (names, sizes, sha256)."""
     expected = {f["name"]: f for f in receipt.get("artifact_files", [])}
     found: dict[str, dict[str, Any]] = {}
+    card = ""
+    receipt_digest = hashlib.sha256(canonical(receipt)).hexdigest()
     with tarfile.open(archive, mode="r:*") as tar:
         for member in tar:
             if not member.isfile():
@@ -28,7 +31,15 @@ def archive_problems(receipt: dict[str, Any], archive: Path) -> list[str]:
             data = handle.read()
             name = member.name.rsplit("/", 1)[-1]
             found[name] = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            if name == CARD_NAME:
+                card = data.decode("utf-8", errors="replace")
     problems = [f"{name}: missing from the archive" for name in sorted(set(expected) - set(found))]
+    # The model card is written after the receipt is signed (it names the receipt's hash), so the
+    # receipt cannot list it: it must name this receipt instead (training/model_card.py).
+    if CARD_NAME in found and CARD_NAME not in expected:
+        if receipt_digest not in card:
+            problems.append(f"{CARD_NAME}: the model card does not name this receipt's sha256")
+        del found[CARD_NAME]
     problems += [f"{name}: not in the receipt" for name in sorted(set(found) - set(expected))]
     problems += [
         f"{name}: sha256 differs from the receipt"

@@ -1,6 +1,7 @@
-"""``Idempotency-Key`` for money-moving endpoints (DESIGN.md "Money").
+"""``Idempotency-Key`` for endpoints that create or spend (DESIGN.md "Money", docs/api.md).
 
-A key is scoped to (organisation, endpoint) and kept 24 hours. The first
+Shared by every app (orders, payouts, training jobs, datasets, listings, ...; the table in
+docs/api.md). A key is scoped to (organisation, endpoint) and kept 24 hours. The first
 request with a key claims it in its own short transaction (an
 ``IdempotencyRecord`` in progress), then runs its service and stores its
 response in the service's transaction, so the response is stored exactly
@@ -31,9 +32,30 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from common.models import Organisation
-from marketplace.exceptions import IdempotencyInProgress, IdempotencyKeyInvalid, IdempotencyKeyMismatch
-from marketplace.models import IdempotencyRecord, IdempotencyState
+from common.exceptions import Conflict, Invalid
+from common.models import IdempotencyRecord, IdempotencyState, Organisation
+
+
+class IdempotencyInProgress(Conflict):
+    """The first request with this Idempotency-Key is still being processed."""
+
+    default_code = "idempotency.in_progress"
+    title = "Request in progress"
+
+
+class IdempotencyKeyMismatch(Invalid):
+    """The Idempotency-Key was used with a different request body."""
+
+    default_code = "idempotency.key_reused"
+    title = "Idempotency key reused with another request"
+
+
+class IdempotencyKeyInvalid(Invalid):
+    """The Idempotency-Key header is missing or malformed."""
+
+    default_code = "idempotency.key_invalid"
+    title = "Invalid idempotency key"
+
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{8,200}")
 KEEP_FOR = timedelta(hours=24)
