@@ -12,7 +12,7 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from common.audit import audit_record
+from common.audit import audit_integrate, audit_record
 from common.models import Organisation
 from custody import services as custody
 from custody.models import GrantJob, UsageKind
@@ -55,6 +55,7 @@ def add_events(k: int) -> None:
         for _ in range(k):
             org = cast(Organisation, OrganisationFactory(name=f"Audited {serial()}"))
             audit_record(action="test.event", organisation=org, object_type="thing", object_id=serial())
+    audit_integrate()  # the console lists integrated events (what the sequencer does after commit)
 
 
 class TestPortalPages:

@@ -19,11 +19,19 @@ from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from common.public_ids import PREFIXES
 from tests.common.test_settings import DEV_SECRET, production_env, run_python
 
 BASE_DIR = Path(settings.BASE_DIR)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-CONVERTER_VALUES = {"int": "1", "str": "x", "slug": "x", "uuid": "00000000-0000-0000-0000-000000000001"}
+CONVERTER_VALUES = {
+    "int": "1",
+    "str": "x",
+    "slug": "x",
+    "uuid": "00000000-0000-0000-0000-000000000001",
+    # Public-id converters (common/public_ids.py): a well-formed id of the route's kind.
+    **{prefix: f"{prefix}_0000000000000001" for prefix in PREFIXES},
+}
 
 
 def walk_routes(patterns: list | None = None, prefix: str = "") -> Iterator[tuple[str, str]]:
