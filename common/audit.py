@@ -205,16 +205,18 @@ def audit_pending() -> PendingSummary:
 
 
 def audit_integrate(
-    *, batch_size: int | None = None, max_batches: int | None = None, wait: bool = False
+    *, batch_size: int | None = None, max_batches: int | None = None, wait: bool = True
 ) -> IntegrateResult:
     """Integrate committed pending events, a batch per transaction, until none is left.
 
     Each batch takes up to ``batch_size`` (default ``AUDIT_SEQUENCER_BATCH``)
     pending events in id order, gives them the next sequence numbers and
     chain hashes, moves the head and signs a checkpoint if one is due, all in
-    one transaction. When another sequencer holds the head it returns at once
-    (``busy``), or with ``wait`` waits for it and then integrates what is
-    left (a caller that needs every committed event integrated). Stops after
+    one transaction. By default (``wait``) it waits for another sequencer
+    holding the head and then integrates what is left: what a caller that
+    needs every committed event integrated wants. The background sequencers
+    pass ``wait=False``: when another holds the head they return at once
+    (``busy``). Stops after
     ``max_batches`` if given. Call it outside any transaction of one's own:
     inside one, the head stays locked until it ends.
     """
@@ -392,7 +394,7 @@ class _SequencerThread:
         try:
             # Another sequencer is at it: integrate what it leaves, or leave that to the next poke or sweep.
             for _attempt in range(_BUSY_RETRIES):
-                if not audit_integrate().busy:
+                if not audit_integrate(wait=False).busy:
                     return
                 time.sleep(_GATHER_SECONDS)
         except Exception:  # the thread must live on; the next round or the beat sweep covers the gap

@@ -57,7 +57,7 @@ def audit_integrate_tick() -> int:
     """
     from common.audit import audit_integrate
 
-    return audit_integrate().integrated
+    return audit_integrate(wait=False).integrated
 
 
 @shared_task(name="common.audit_checkpoint_tick", ignore_result=True)

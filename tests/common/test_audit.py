@@ -741,7 +741,7 @@ class TestAppendOnlyTrigger:
             try:
                 # Writers never wait for the head; their after-commit sequencer skips it.
                 record(2, start=2, integrate=False)
-                result = audit_integrate()
+                result = audit_integrate(wait=False)
             finally:
                 release.set()
             holder.result()
