@@ -30,7 +30,7 @@ from tests.factories import DEFAULT_PASSWORD
 from tests.marketplace.catalog.conftest import terms_doc
 from training import tasks  # noqa: F401  (registers the training work handlers for drain())
 from training.models import BaseModel, JobState, TrainingJob
-from training.receipts import receipt_problems
+from training.receipts import receipt_problems, receipt_sha256
 
 pytestmark = pytest.mark.browser
 
@@ -127,7 +127,7 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     page.get_by_label("Seed", exact=True).fill("3")
     shot("job-form")
     page.get_by_role("button", name="Submit job").click()
-    page.wait_for_url(re.compile(r".*/training/jobs/\d+/$"))
+    page.wait_for_url(re.compile(r".*/training/jobs/job_[0-9a-f]{16}/$"))
     job = TrainingJob.objects.get(organisation=bolt)
     assert job.state == JobState.QUEUED
     shot("job-queued")
@@ -143,11 +143,15 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     with page.expect_download() as model_download:
         page.get_by_role("link", name=re.compile("^Download the model")).click()
     with tarfile.open(model_download.value.path(), mode="r:gz") as tar:
-        files = {
-            Path(m.name).name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+        contents = {
+            Path(m.name).name: tar.extractfile(m).read()  # type: ignore[union-attr]
             for m in tar.getmembers()
             if m.isfile()
         }
+    # The model card is written after the receipt is signed (it names the receipt's hash), so the
+    # receipt lists every other file.
+    card = contents.pop("README.md").decode()
+    files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     with page.expect_download() as receipt_download:
         page.get_by_role("link", name="Signed receipt (JSON)").click()
     document = json.loads(Path(receipt_download.value.path()).read_text())
@@ -161,6 +165,7 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     assert receipt["job"] == job.public_id and receipt["merkle_root"] == sealed_version.merkle_root
     assert receipt["weights_left_custody"] is True
     assert {f["name"]: f["sha256"] for f in receipt["artifact_files"]} == files
+    assert receipt_sha256(document) in card
     tampered = {**document, "receipt": {**receipt, "platform_tokens_trained": 1}}
     assert receipt_problems(tampered, public_keys=trusted) != []
     usage = dict(UsageRecord.objects.filter(grant=license_.grant).values_list("kind", "quantity"))
