@@ -167,6 +167,7 @@ def checkpoint_tick() -> AuditCheckpoint | None:
     """
     # The checkpoint covers every event committed so far, not only those the
     # sequencer happened to reach (a busy sequencer integrates them itself).
+    before = AuditCheckpoint.objects.order_by("-seq").values_list("seq", flat=True).first()
     audit_integrate(wait=True)
     with transaction.atomic():
         head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
@@ -175,6 +176,10 @@ def checkpoint_tick() -> AuditCheckpoint | None:
             checkpoint = checkpoint_sign(head)
         if checkpoint is None:
             transaction.on_commit(_export_after_commit, robust=True)
+            # The integration may have signed one itself (a checkpoint was due by time).
+            latest = AuditCheckpoint.objects.order_by("-seq").first()
+            if latest is not None and (before is None or latest.seq > before):
+                checkpoint = latest
     return checkpoint
 
 

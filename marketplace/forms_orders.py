@@ -36,6 +36,12 @@ class BuyForm(forms.Form):
         label="I have read these terms and accept them",
         error_messages={"required": "Accept the terms to place the order."},
     )
+
+    @property
+    def hidden_invalid(self) -> bool:
+        """A hidden field (the page's idempotency key or terms row) failed: the page is stale."""
+        return self.is_bound and bool(self.errors.get("idempotency_key") or self.errors.get("terms"))
+
     buy_again = forms.BooleanField(
         label="Yes, buy another license on this offer",
         error_messages={"required": "You already hold this offer: confirm that you want another license."},

@@ -213,10 +213,10 @@ class World:
             ("api-orders", "POST"): {"offer_id": "ofr_0000000000000000"},
             ("api-order-reject", "POST"): {"reason": "matrix"},
             ("api-ops-license-refund", "POST"): {"reason": "matrix"},
-            ("api-payouts", "POST"): {"amount": 100, "currency": "EUR"},
+            ("api-payouts", "POST"): {"amount": "1.00", "currency": "EUR"},
             ("api-ops-topups", "POST"): {
                 "organisation_id": self.acme.public_id,
-                "amount": 100,
+                "amount": "1.00",
                 "currency": "EUR",
                 "external_ref": "matrix",
             },

@@ -220,27 +220,28 @@ def route_patterns(patterns: list | None = None, prefix: str = "") -> Iterator[s
 
 
 def path_values() -> dict[str, list[str]]:
-    """Real values for each path parameter name: the ids of everything the demo made."""
+    """Real values for each path parameter name: the ids of everything the demo made (public ids where
+    the routes take them)."""
 
     def ids(model: Any, column: str = "pk") -> list[str]:
         return [str(v) for v in model.objects.order_by(column).values_list(column, flat=True)]
 
     return {
-        "listing_id": ids(Listing),
-        "offer_id": ids(Offer),
+        "listing_id": ids(Listing, "public_id"),
+        "offer_id": ids(Offer, "public_id"),
         "allocation_id": ids(RightsAllocation),
         "contribution_id": ids(Contribution),
         "number": sorted({str(n) for n in UploadPart.objects.values_list("number", flat=True)}) or ["1"],
-        "dataset_id": ids(Dataset),
-        "version_id": ids(DatasetVersion),
+        "dataset_id": ids(Dataset, "public_id"),
+        "version_id": ids(DatasetVersion, "public_id"),
         "license_ref": ids(License, "ref"),
         "order_ref": ids(Order, "ref"),
-        "org_id": ids(Organisation),
+        "org_id": ids(Organisation, "public_id"),
         "membership_id": ids(Membership),
-        "webhook_id": ids(WebhookEndpoint),
-        "token_id": ids(ApiToken),
-        "job_id": ids(TrainingJob),
-        "base_id": ids(BaseModel),
+        "webhook_id": ids(WebhookEndpoint, "public_id"),
+        "token_id": ids(ApiToken, "public_id"),
+        "job_id": ids(TrainingJob, "public_id"),
+        "base_id": ids(BaseModel, "public_id"),
     }
 
 

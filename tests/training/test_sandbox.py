@@ -395,8 +395,8 @@ class TestRunner:
         result = run_runner(["train", "--spec", "spec.json", "--out", "out"], workdir=tmp_path, limits=LIMITS)
         assert result.exit_code == 2
         assert (
-            result.reason
-            == "runner error: template: must be one of causal_lm, causal_lm_lora, seq_classification"
+            result.reason == "runner error: template: must be one of "
+            "causal_lm, causal_lm_lora, seq_classification, token_classification"
         )
 
     def test_a_crash_reports_the_exception_type_not_its_message(self, tmp_path: Path) -> None:
