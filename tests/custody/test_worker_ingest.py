@@ -106,7 +106,9 @@ class UploadStream:
         return not self.in_progress()
 
 
-def ingest_drill(worker, alice, acme, *, name: str, faults: int, latest: float, records: int) -> UploadStream:
+def ingest_drill(
+    worker, alice, acme, *, name: str, faults: int, latest: float, records: int, finish_within: float = 600
+) -> UploadStream:
     """Upload, kill the worker ``faults`` times mid-ingest, and return the stream once all is ingested."""
     with KillDrill(
         name, worker, kinds=INGEST_KINDS, faults=faults, earliest=1.0, latest=latest, recover=work_sweep
@@ -114,7 +116,7 @@ def ingest_drill(worker, alice, acme, *, name: str, faults: int, latest: float, 
         stream = UploadStream(drill, alice, acme, records=records)
         stream.upload()
         drill.strike_all(busy=stream.busy, feed=stream.feed, done=stream.done)
-        drill.finish(stream.done, what="every acknowledged upload through ingest", timeout=600)
+        drill.finish(stream.done, what="every acknowledged upload through ingest", timeout=finish_within)
         assert drill.check([check_uploads, check_audit_chain]) == []
     assert drill.kills == faults
     assert not WorkItem.objects.filter(state=WorkState.FAILED).exists()
@@ -143,11 +145,21 @@ def test_a_worker_killed_mid_ingest_finishes_with_every_record_exactly_once(shar
         assert Shard.objects.filter(version_id=version_id).count() == 5
 
 
+# The English tagger made each batch several times dearer: at 12:44 on 2026-12-06 (make proof at
+# fd9756e, load average 10-30 on 2 cores) all 20 kills were survived but the last batches were
+# still running when 900 s ran out. The limit is time to finish, not a property under test.
 @pytest.mark.proof
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_twenty_kills_mid_ingest_still_finish_with_every_record_exactly_once(shared_dirs, alice, acme):
     stream = ingest_drill(
-        shared_dirs, alice, acme, name="ingest-proof", faults=20, latest=300.0, records=BATCH_RECORDS * 20 + 3
+        shared_dirs,
+        alice,
+        acme,
+        name="ingest-proof",
+        faults=20,
+        latest=300.0,
+        records=BATCH_RECORDS * 20 + 3,
+        finish_within=1800,
     )
     for version_id in stream.versions:
         assert Shard.objects.filter(version_id=version_id).count() == 21
