@@ -170,17 +170,122 @@ def package(work: Path, rank: int) -> str:
     return digest
 
 
+# The shipped tagger is a student: the first DISTIL_LAYERS layers of the runner-trained tagger (the
+# teacher) with their LoRA updates, and a new tag head fitted to the teacher's tag probabilities
+# on the train split (soft targets). Half the layers, half the CPU per record; chosen on the
+# dev split (docs/desensitization.md, "The English tagger").
+DISTIL_LAYERS = 3
+DISTIL_EPOCHS = 30
+DISTIL_BATCH = 512
+DISTIL_LR = 3e-3
+DISTIL_SEED = 7
+
+
+def distil(teacher_dir: Path, layers: int) -> tuple[str, dict[str, object]]:
+    """Fit the student's head on the teacher's layer-``layers`` states; write the student adapter."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from custody.recognizers.en_model import ADAPTER_FILE, EnglishTagger, sha256_file
+
+    torch.manual_seed(DISTIL_SEED)
+    torch.set_num_threads(1)
+    teacher_file = teacher_dir / ADAPTER_FILE
+    teacher = EnglishTagger(teacher_dir, adapter_sha256=sha256_file(teacher_file), threads=1)
+    texts = [str(r["text"]) for r in records(ROOT / "bench/data/devset/en-train.jsonl")]
+    states: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    encodings = teacher.tokenizer.encode_batch(texts, add_special_tokens=False)
+    pieces = [e.ids[:126] for e in encodings if e.ids]
+    with torch.inference_mode():
+        for begin in range(0, len(pieces), 64):
+            chunk = pieces[begin : begin + 64]
+            width = max(len(p) for p in chunk) + 2
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, piece in enumerate(chunk):
+                tokens = [teacher.cls, *piece, teacher.sep]
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            out = teacher.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            soft = teacher.head(out.last_hidden_state).softmax(dim=-1)
+            for row, piece in enumerate(chunk):
+                states.append(out.hidden_states[layers][row, 1 : len(piece) + 1].clone())
+                targets.append(soft[row, 1 : len(piece) + 1].clone())
+    x, y = torch.cat(states), torch.cat(targets)
+    head = torch.nn.Linear(x.shape[1], y.shape[1])
+    optimizer = torch.optim.Adam(head.parameters(), lr=DISTIL_LR)
+    generator = torch.Generator().manual_seed(DISTIL_SEED)
+    loss = torch.tensor(0.0)
+    for _ in range(DISTIL_EPOCHS):
+        order = torch.randperm(len(x), generator=generator)
+        for begin in range(0, len(x), DISTIL_BATCH):
+            rows = order[begin : begin + DISTIL_BATCH]
+            log_p = head(x[rows]).log_softmax(dim=-1)
+            loss = torch.nn.functional.kl_div(log_p, y[rows], reduction="batchmean")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    adapter = load_file(teacher_file)
+    student = {
+        k: v
+        for k, v in adapter.items()
+        if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers
+    }
+    student["classifier.weight"] = head.weight.detach().to(torch.float16).contiguous()
+    student["classifier.bias"] = head.bias.detach().to(torch.float16).contiguous()
+    PACKAGE.mkdir(parents=True, exist_ok=True)
+    save_file(student, PACKAGE / ADAPTER_FILE)
+    summary: dict[str, object] = {
+        "teacher_adapter_sha256": sha256_file(teacher_file),
+        "layers": layers,
+        "tokens": len(x),
+        "objective": "KL divergence to the teacher's tag probabilities (soft targets), train split",
+        "epochs": DISTIL_EPOCHS,
+        "batch_tokens": DISTIL_BATCH,
+        "learning_rate": DISTIL_LR,
+        "optimizer": "Adam",
+        "seed": DISTIL_SEED,
+        "final_loss": round(float(loss.detach()), 6),
+    }
+    return sha256_file(PACKAGE / ADAPTER_FILE), summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "en_ner")
     parser.add_argument("--package-only", action="store_true")
+    parser.add_argument(
+        "--distil-only",
+        type=Path,
+        metavar="TEACHER_DIR",
+        help="skip training: distil the student from the teacher adapter in TEACHER_DIR",
+    )
+    parser.add_argument("--layers", type=int, default=DISTIL_LAYERS)
     args = parser.parse_args()
-    if not args.package_only:
-        train(args.work, args.epochs, args.rank)
-    digest = package(args.work, args.rank)
-    print(f"adapter.safetensors sha256 {digest}")
+    teacher_dir = args.distil_only
+    if teacher_dir is None:
+        if not args.package_only:
+            train(args.work, args.epochs, args.rank)
+        digest = package(args.work, args.rank)
+        print(f"teacher adapter.safetensors sha256 {digest}")
+        # The teacher is kept in the work directory; the package gets the student.
+        teacher_dir = args.work / "teacher"
+        teacher_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter.safetensors", "model.json"):
+            (teacher_dir / name).write_bytes((PACKAGE / name).read_bytes())
+    digest, summary = distil(teacher_dir, args.layers)
+    card = json.loads((teacher_dir / "model.json").read_text())
+    card["adapter"]["encoder_layers"] = args.layers
+    card["distillation"] = summary
+    card["rebuild"] = (
+        "python bench/train_en_ner.py --epochs 2 --rank 16 (teacher, then student); "
+        "python bench/train_en_ner.py --distil-only TEACHER_DIR (student from a kept teacher)"
+    )
+    (PACKAGE / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"adapter.safetensors sha256 {digest} (student, {args.layers} layers)")
 
 
 if __name__ == "__main__":

