@@ -1,6 +1,6 @@
 """Audit log throughput: appends until integrated against plain inserts, and verification speed.
 
-    .venv/bin/python bench/audit.py [--events 4000] [--writers 8 16] [--verify-events 50000]
+    .venv/bin/python bench/audit.py [--events 4000] [--writers 8 16] [--rounds 4] [--verify-events 50000]
 
 Runs on the configured backend (SQLite by default, Postgres with
 DATABASE_URL) in a throwaway database that it creates and drops, with its
@@ -15,6 +15,8 @@ Prints, from one run, for each ``--writers`` count:
   of its own, same threads, one transaction each, no chain;
 - their ratio, and how many events the writers' commits left to the final
   sequencer run (what beat's sweep would integrate within the merge delay);
+  the two alternate in ``--rounds`` rounds (plain, audit, plain, audit, ...),
+  so a shared machine's load, which comes and goes, weighs on both alike;
 - verification speed: ``audit_verify`` over a chain of ``--verify-events``.
 
 Figures only: nothing here asserts a timing.
@@ -23,6 +25,7 @@ Figures only: nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -94,11 +97,11 @@ def audit_append(writer: int, n: int) -> None:
         )
 
 
-def plain_insert(writer: int, n: int) -> None:
+def plain_insert(writer: int, n: int, *, offset: int = 0) -> None:
     with transaction.atomic():
         PlainEvent.objects.create(
             # Unique per writer without coordination: no shared counter to lock.
-            seq=writer * 1_000_000_000 + n,
+            seq=writer * 1_000_000_000 + offset + n,
             at=timezone.now(),
             actor_name=f"writer-{writer}",
             action="bench.append",
@@ -179,19 +182,29 @@ def audit_until_integrated(*, writers: int, total: int) -> tuple[float, int]:
     return time.perf_counter() - began, left
 
 
-def bench_writers(events: int, writers: int) -> None:
+def bench_writers(events: int, writers: int, rounds: int) -> None:
     # Warm both paths (connections, key generation, statement caches) untimed.
     run_writers(plain_insert, writers=writers, total=writers)
     PlainEvent.objects.all().delete()
     audit_until_integrated(writers=writers, total=writers)
 
-    plain_s = run_writers(plain_insert, writers=writers, total=events)
-    audit_s, left = audit_until_integrated(writers=writers, total=events)
+    plain_s = audit_s = 0.0
+    left = 0
+    for r in range(rounds):
+        share = events // rounds + (1 if r < events % rounds else 0)
+        plain_s += run_writers(
+            functools.partial(plain_insert, offset=r * 100_000_000), writers=writers, total=share
+        )
+        elapsed, round_left = audit_until_integrated(writers=writers, total=share)
+        audit_s, left = audit_s + elapsed, left + round_left
     PlainEvent.objects.all().delete()
     plain_rate, audit_rate = events / plain_s, events / audit_s
     assert audit_pending().count == 0, "the figure counts integrated events only"
 
-    print(f"audit log bench on {connection.vendor} ({writers} writer threads, {events} writes each way)")
+    print(
+        f"audit log bench on {connection.vendor} ({writers} writer threads, {events} writes each way,"
+        f" in {rounds} alternating rounds)"
+    )
     print(
         f"  audit appends (integrated):  {audit_rate:9.0f} events/s  ({events} in {audit_s:.2f} s;"
         f" {left} left to the final sequencer run)"
@@ -201,12 +214,13 @@ def bench_writers(events: int, writers: int) -> None:
     print(f"  ratio audit/plain:           {ratio:9.2f}")
 
 
-def bench(events: int, writer_counts: list[int], verify_events: int) -> int:
+def bench(events: int, writer_counts: list[int], verify_events: int, rounds: int = 4) -> int:
     with connection.schema_editor() as editor:
         editor.create_model(PlainEvent)
     print(f"load average: {' '.join(f'{load:.2f}' for load in os.getloadavg())} ({os.cpu_count()} cores)")
     for writers in writer_counts:
-        bench_writers(events, writers)
+        bench_writers(events, writers, rounds)
+    print(f"load average at the end: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
 
     extend_chain(max(verify_events, AuditEvent.objects.count()))
     checkpoint_tick()
@@ -233,6 +247,9 @@ def main() -> int:
         help="concurrent writer threads, one run each (8 16)",
     )
     parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating rounds of each variant (default 4)"
+    )
+    parser.add_argument(
         "--verify-events", type=int, default=50_000, help="chain length to verify (default 50000)"
     )
     args = parser.parse_args()
@@ -249,7 +266,7 @@ def main() -> int:
             test_settings["NAME"] = f"test_sealroom_bench_audit_{os.getpid()}"
         old_config = setup_databases(verbosity=0, interactive=False, serialized_aliases=set())
         try:
-            return bench(args.events, args.writers, args.verify_events)
+            return bench(args.events, args.writers, args.verify_events, max(args.rounds, 1))
         finally:
             connections.close_all()
             teardown_databases(old_config, verbosity=0)

@@ -1,6 +1,7 @@
 """Ledger throughput: balanced multi-leg transactions against plain inserts, with latency.
 
-    .venv/bin/python bench/ledger.py [--transactions 4000] [--clients 16] [--legs 4] [--processes]
+    .venv/bin/python bench/ledger.py [--transactions 4000] [--clients 16] [--legs 4] [--rounds 4]
+                                       [--processes]
 
 Runs on the configured backend (SQLite by default, Postgres with
 DATABASE_URL) in a throwaway database that it creates and drops, with its
@@ -16,11 +17,13 @@ processes, like a web server's workers) each posting in its own transaction:
   payables and fee account take no lock);
 - the reference: the same rows (one transaction, ``--legs`` postings) as
   plain inserts into tables of its own: no locks, no audit, no triggers;
-- transactions per second and p50/p99 latency of each, and their ratio;
+- transactions per second and p50/p99 latency of each, and their ratio; the two
+  alternate in ``--rounds`` rounds (plain, ledger, plain, ledger, ...), so a
+  shared machine's load, which comes and goes, weighs on both alike;
 - the audit events the run left pending for the sequencer (appends take no
   lock; the sequencer thread integrates them after the commits) and the time
   the last of them took to integrate;
-- the load average when the run began (figures from a busy machine say so).
+- the load average when the run began and when it ended (figures from a busy machine say so).
 
 Figures only: nothing here asserts a timing.
 """
@@ -203,7 +206,12 @@ def report(label: str, total: int, elapsed: float, latencies: list[float]) -> fl
     return rate
 
 
-def bench(total: int, clients: int, legs: int, processes: bool) -> int:
+def round_shares(total: int, rounds: int) -> list[int]:
+    """``total`` split into ``rounds`` near-equal parts."""
+    return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
+
+
+def bench(total: int, clients: int, legs: int, processes: bool, rounds: int = 4) -> int:
     with connection.schema_editor() as editor:
         editor.create_model(PlainTransaction)
         editor.create_model(PlainPosting)
@@ -248,8 +256,15 @@ def bench(total: int, clients: int, legs: int, processes: bool) -> int:
     run(lambda c, n: ledger(c, n, prefix="warm-"), total=clients * 2)
 
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    plain_s, plain_lat = run(plain, total=total)
-    ledger_s, ledger_lat = run(ledger, total=total)
+    plain_s = ledger_s = 0.0
+    plain_lat: list[float] = []
+    ledger_lat: list[float] = []
+    for r, share in enumerate(round_shares(total, rounds)):
+        elapsed, latencies = run(functools.partial(plain, prefix=f"r{r}-"), total=share)
+        plain_s, plain_lat = plain_s + elapsed, plain_lat + latencies
+        elapsed, latencies = run(functools.partial(ledger, prefix=f"r{r}-"), total=share)
+        ledger_s, ledger_lat = ledger_s + elapsed, ledger_lat + latencies
+    load_end = " ".join(f"{value:.2f}" for value in os.getloadavg())
     left = audit_pending().count
     began = time.perf_counter()
     audit_integrate(wait=True)
@@ -258,13 +273,13 @@ def bench(total: int, clients: int, legs: int, processes: bool) -> int:
     print(
         f"ledger bench on {connection.vendor}"
         f" ({clients} client {'processes' if processes else 'threads'},"
-        f" {total} transactions of {legs} legs each way)"
+        f" {total} transactions of {legs} legs each way, in {rounds} alternating rounds)"
     )
     ledger_rate = report("ledger_post (locks, audit)", total, ledger_s, ledger_lat)
     plain_rate = report("plain inserts (reference)", total, plain_s, plain_lat)
     print(f"  ratio ledger/plain:            {ledger_rate / plain_rate:8.2f}")
     print(f"  audit events left pending:     {left:8d}   (integrated {drain_s * 1000:.0f} ms after the run)")
-    print(f"  load average at the start:     {load} ({os.cpu_count()} cores)")
+    print(f"  load average at start / end:   {load} / {load_end} ({os.cpu_count()} cores)")
     problems = ledger_check()
     print(f"  ledger_check:                  {'sound' if not problems else problems[:3]}")
     return 0 if not problems else 1
@@ -280,6 +295,9 @@ def main() -> int:
     parser.add_argument(
         "--processes", action="store_true", help="clients as forked processes (default: threads)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating rounds of each variant (default 4)"
+    )
     args = parser.parse_args()
     logging.getLogger("common.audit_checkpoints").setLevel(logging.WARNING)
 
@@ -293,7 +311,13 @@ def main() -> int:
             test_settings["NAME"] = f"test_sealroom_bench_ledger_{os.getpid()}"
         old_config = setup_databases(verbosity=0, interactive=False, serialized_aliases=set())
         try:
-            return bench(args.transactions, args.clients, max(args.legs, 3), processes=args.processes)
+            return bench(
+                args.transactions,
+                args.clients,
+                max(args.legs, 3),
+                processes=args.processes,
+                rounds=max(args.rounds, 1),
+            )
         finally:
             connections.close_all()
             teardown_databases(old_config, verbosity=0)

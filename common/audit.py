@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -339,8 +338,8 @@ def _after_integrate(head: AuditChainHead) -> None:
 _GATHER_SECONDS = 0.01
 # Idle this long, the thread lets its database connection go.
 _IDLE_CLOSE_SECONDS = 0.5
-# How often a round tries again while another process's sequencer holds the head.
-_BUSY_RETRIES = 50
+# How long stopping the thread waits for a round in flight to end.
+_STOP_TIMEOUT_SECONDS = 30.0
 
 
 class _SequencerThread:
@@ -349,54 +348,77 @@ class _SequencerThread:
     Writers never run the sequencer themselves, so an audited request pays
     only for its insert; rounds follow each other at least ``_GATHER_SECONDS``
     apart, so batches grow with the load instead of rounds multiplying. When
-    another process's sequencer holds the head, the thread tries again after
-    it. Started on first use in each process (after a fork, anew).
+    another process's sequencer holds the head, the thread waits for it once
+    and integrates what it left (waiting costs nothing; polling with many
+    processes cost more than the work). Started on first use in each process
+    (after a fork, anew); ``stop`` ends it and ``paused`` keeps it from starting.
     """
 
     def __init__(self) -> None:
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._paused = False
         # Set in worker processes: a round at least this often, poked or not (the sweep).
         self.sweep_seconds: float | None = None
 
     def poke(self) -> None:
+        if self._paused:
+            return
         if not self._running_here():
             with self._start_lock:
+                if self._paused:
+                    return
                 if not self._running_here():
-                    self._wake = threading.Event()
+                    self._wake, self._stop = threading.Event(), threading.Event()
                     self._pid = os.getpid()
                     self._thread = threading.Thread(
-                        target=self._run, args=(self._wake,), name="audit-sequencer", daemon=True
+                        target=self._run, args=(self._wake, self._stop), name="audit-sequencer", daemon=True
                     )
                     self._thread.start()
         self._wake.set()
 
+    def stop(self, *, pause: bool = False) -> None:
+        """End the thread after its round in flight; with ``pause``, pokes start none until ``resume``."""
+        with self._start_lock:
+            self._paused = self._paused or pause
+            thread = self._thread if self._running_here() else None
+            self._stop.set()
+            self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_STOP_TIMEOUT_SECONDS)
+            if thread.is_alive():
+                logger.warning("audit sequencer thread still in a round after %ss", _STOP_TIMEOUT_SECONDS)
+
+    def resume(self) -> None:
+        self._paused = False
+
     def _running_here(self) -> bool:
         return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
 
-    def _run(self, wake: threading.Event) -> None:
+    def _run(self, wake: threading.Event, stop: threading.Event) -> None:
         try:
-            while True:
+            while not stop.is_set():
                 sweep = self.sweep_seconds
                 if not wake.wait(timeout=sweep or _IDLE_CLOSE_SECONDS) and not sweep:
                     connection.close()
                     wake.wait()
+                if stop.is_set():
+                    return
                 wake.clear()
                 self._round()
-                time.sleep(_GATHER_SECONDS)
+                stop.wait(_GATHER_SECONDS)
         finally:
             connection.close()
 
     @staticmethod
     def _round() -> None:
         try:
-            # Another sequencer is at it: integrate what it leaves, or leave that to the next poke or sweep.
-            for _attempt in range(_BUSY_RETRIES):
-                if not audit_integrate(wait=False).busy:
-                    return
-                time.sleep(_GATHER_SECONDS)
+            # Another sequencer holds the head: wait for it once, then integrate what it left.
+            if audit_integrate(wait=False).busy:
+                audit_integrate(wait=True)
         except Exception:  # the thread must live on; the next round or the beat sweep covers the gap
             logger.warning(
                 "audit sequencer round failed; the next round or the sweep integrates", exc_info=True
@@ -418,6 +440,21 @@ def _integrate_after_commit() -> None:
 def audit_integrate_soon() -> None:
     """Ask this process's sequencer thread to integrate what is pending; returns at once, never raises."""
     _sequencer.poke()
+
+
+def audit_sequencer_stop(*, pause: bool = False) -> None:
+    """End this process's sequencer thread once its round in flight (if any) is over.
+
+    The next writer's commit starts a new one, unless ``pause``: then none
+    starts until ``audit_sequencer_resume()``. Tests stop it between tests, so
+    that no round of one test commits a chain head into the next.
+    """
+    _sequencer.stop(pause=pause)
+
+
+def audit_sequencer_resume() -> None:
+    """Let writers' commits start the sequencer thread again after ``audit_sequencer_stop(pause=True)``."""
+    _sequencer.resume()
 
 
 def audit_sequencer_sweep(seconds: float | None = None) -> None:

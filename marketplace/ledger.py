@@ -2,14 +2,16 @@
 
 Every movement is a ``LedgerTransaction`` whose postings sum to zero per
 currency, in integer minor units. Posting is idempotent per key, atomic and
-audited in the same database transaction. It locks the guarded accounts it
-touches (organisation balances) in primary-key order, so two posts can never
-deadlock on each other, and refuses to take one below zero. The platform's
-own accounts are never locked: every sale touches the fee account, and a
-lock there would queue all posts behind one another.
-
-Lock order: guarded accounts first, then the audit chain head (``audit_record``).
-Callers that post should not hold the audit chain head already.
+audited in the same database transaction, in five statements (docs/money.md,
+"Posting, locks and throughput"): the transaction row (``ON CONFLICT`` on its
+key: a twin in flight is waited for and returned), the postings in one
+insert, the pending audit event, then one conditional ``UPDATE`` per guarded
+account (organisation balances) in primary-key order, which locks it, checks
+the funds and moves the cached balance in one step; then the commit. So a
+balance's lock is held only from its update to the commit, two posts can
+never deadlock on each other, and none takes a balance below zero. The
+platform's own accounts are never locked: every sale touches the fee
+account, and a lock there would queue all posts behind one another.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fractions import Fraction
 from typing import Any, Generic, TypeVar
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Case, ExpressionWrapper, F, Sum, Value, When
+from django.db.models import Sum
 
 from common.audit import audit_record
 from common.models import Organisation, User
@@ -144,15 +146,29 @@ def _existing(
     return txn
 
 
-def _lock_and_check_funds(guarded: dict[int, int]) -> None:
-    # Primary-key order: every poster takes the locks in the same order, so none deadlock.
-    accounts = LedgerAccount.objects.select_for_update().filter(pk__in=guarded).order_by("pk")
-    for account in accounts:
-        if account.balance + guarded[account.pk] < 0:
-            raise InsufficientFunds(
-                f"Balance {format_money(account.balance, account.currency)} cannot cover "
-                f"{format_money(-guarded[account.pk], account.currency)}."
-            )
+# The overdraft check and the balance change in one statement: the UPDATE takes the row
+# lock, waits for a concurrent poster's commit and re-reads the balance after it, so
+# nothing can spend between the check and the write. No row when the funds do not cover it.
+MOVE_GUARDED_BALANCE = (
+    "UPDATE marketplace_ledgeraccount SET balance = balance + %s WHERE id = %s AND balance + %s >= 0"
+)
+
+
+def _move_guarded_balances(guarded: dict[int, int]) -> None:
+    """Apply each guarded account's net change, refusing any that would go below zero.
+
+    :raises InsufficientFunds: an account's balance cannot cover its debit (the caller rolls back).
+    """
+    with connection.cursor() as cursor:
+        # Primary-key order: every poster takes the locks in the same order, so none deadlock.
+        for pk in sorted(guarded):
+            cursor.execute(MOVE_GUARDED_BALANCE, [guarded[pk], pk, guarded[pk]])
+            if cursor.rowcount != 1:
+                account = LedgerAccount.objects.get(pk=pk)
+                raise InsufficientFunds(
+                    f"Balance {format_money(account.balance, account.currency)} cannot cover "
+                    f"{format_money(-guarded[pk], account.currency)}."
+                )
 
 
 # One statement, no savepoint: a twin's key makes the insert a no-op instead of an error
@@ -179,6 +195,14 @@ def _create_transaction(
     return txn
 
 
+def _insert_postings(txn: LedgerTransaction, postings: Sequence[PostingLine]) -> None:
+    """All the transaction's postings in one INSERT (the ORM's bulk_create costs more per call)."""
+    values = ", ".join(["(%s, %s, %s)"] * len(postings))
+    sql = f"INSERT INTO marketplace_posting (transaction_id, account_id, amount) VALUES {values}"  # noqa: S608 - placeholders only
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for account, amount in postings for value in (txn.pk, account.pk, amount)])
+
+
 @transaction.atomic
 def _post(
     *,
@@ -193,33 +217,14 @@ def _post(
     net = _validated(postings)
     if not idempotency_key:
         raise InvalidPosting("A ledger transaction needs an idempotency key.")
-    # Only guarded accounts are locked: the platform's hot accounts (fee, funding) never queue posts.
-    guarded = {
-        account.pk: net[account.pk]
-        for account, _amount in postings
-        if account.kind in GUARDED_KINDS and net[account.pk]
-    }
-    try:
-        _lock_and_check_funds(guarded)
-    except InsufficientFunds:
-        # A retry, or a twin that spent the money while we waited for the lock, under this key.
-        existing = _existing(idempotency_key=idempotency_key, kind=kind, postings=postings)
-        if existing is None:
-            raise
-        return existing
+    # The key first: a twin in flight makes this insert wait for its commit and then
+    # yield to it, before this post holds any account's lock.
     txn = _create_transaction(kind=kind, idempotency_key=idempotency_key, memo=memo, reverses=reverses)
     if txn is None:
         twin = _existing(idempotency_key=idempotency_key, kind=kind, postings=postings)
         assert twin is not None  # the insert met its key
         return twin
-    Posting.objects.bulk_create(
-        Posting(transaction=txn, account=account, amount=amount) for account, amount in postings
-    )
-    if guarded:
-        change = Case(*(When(pk=pk, then=Value(amount)) for pk, amount in guarded.items()))
-        LedgerAccount.objects.filter(pk__in=guarded).update(
-            balance=F("balance") + ExpressionWrapper(change, output_field=BigIntegerField())
-        )
+    _insert_postings(txn, postings)
     audit_record(
         action="ledger.reverse" if reverses is not None else "ledger.post",
         actor=actor,
@@ -227,6 +232,16 @@ def _post(
         object_type="ledger_transaction",
         object_id=txn.pk,
         details=_audit_details(txn, postings),
+    )
+    # Only guarded accounts are locked, and last, so a lock is held only from its UPDATE
+    # to the commit: the platform's hot accounts (fee, funding) never queue posts, and
+    # posts that spend one organisation's balance queue for as short a time as they can.
+    _move_guarded_balances(
+        {
+            account.pk: net[account.pk]
+            for account, _amount in postings
+            if account.kind in GUARDED_KINDS and net[account.pk]
+        }
     )
     return txn
 

@@ -20,10 +20,14 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from common import services
+from common.audit import audit_sequencer_resume, audit_sequencer_stop
 from common.models import Organisation, PlatformRole, User
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 
 TEST_OUTPUT = Path(settings.BASE_DIR) / "var" / "test-output"
+
+# A real S3/KMS API server (moto's) on loopback, for tests marked ``s3``.
+pytest_plugins = ["tests.s3_server"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +96,29 @@ def _audit_log_emptied_before_flush(request: pytest.FixtureRequest) -> Iterator[
                     cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             finally:
                 cursor.execute("SET session_replication_role = DEFAULT")
+
+
+@pytest.fixture(autouse=True)
+def _audit_sequencer_contained(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No round of this process's audit sequencer thread outlives the test that started it.
+
+    Only a transactional test commits, so only there may the thread run; it is
+    stopped at the end (after its round in flight) and before the flush. In any
+    other test it is paused: a poke (a captured on-commit callback) would have it
+    integrate, or create the chain head, outside the test's transaction, and
+    commit that into a later test.
+    """
+    committing = bool({"transactional_db", "live_server"} & set(request.fixturenames))
+    if committing:
+        request.getfixturevalue("transactional_db")  # set up first, so this tears down before its flush
+    marker = request.node.get_closest_marker("django_db")
+    transactional = committing or bool(marker and marker.kwargs.get("transaction"))
+    audit_sequencer_stop(pause=not transactional)
+    try:
+        yield
+    finally:
+        audit_sequencer_stop()
+        audit_sequencer_resume()
 
 
 @pytest.fixture

@@ -29,7 +29,15 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from common.audit import audit_integrate, audit_pending, audit_record, audit_sequencer_sweep
+from common.audit import (
+    audit_integrate,
+    audit_integrate_soon,
+    audit_pending,
+    audit_record,
+    audit_sequencer_resume,
+    audit_sequencer_stop,
+    audit_sequencer_sweep,
+)
 from common.audit_checkpoints import checkpoint_export, checkpoint_tick, export_read
 from common.audit_verify import VerifyReport, audit_verify
 from common.models import AuditChainHead, AuditCheckpoint, AuditEvent
@@ -301,6 +309,41 @@ class TestSequencer:
             raise RuntimeError("the audited action failed")
         assert not AuditEvent.objects.exists()
         assert audit_pending().count == 0
+
+
+def sequencer_thread_alive() -> bool:
+    return any(thread.name == "audit-sequencer" and thread.is_alive() for thread in threading.enumerate())
+
+
+class TestSequencerThreadStops:
+    def test_a_paused_sequencer_starts_on_no_commit_until_resumed(self, committed):
+        audit_sequencer_stop(pause=True)
+        try:
+            audit_record(action="test.paused")  # autocommit: committed, and it pokes
+            time.sleep(0.3)
+            assert not sequencer_thread_alive()
+            assert audit_pending().count == 1
+        finally:
+            audit_sequencer_resume()
+        audit_record(action="test.resumed")
+        assert integrated_soon(2)
+        assert audit_verify().ok
+
+    def test_stopping_ends_the_thread_after_its_round(self, committed):
+        audit_record(action="test.stop")
+        assert sequencer_thread_alive()
+        audit_sequencer_stop()
+        assert not sequencer_thread_alive()
+        left = audit_pending().count
+        time.sleep(0.2)
+        assert audit_pending().count == left  # nothing runs any more
+        audit_record(action="test.after")  # the next commit starts a new one
+        assert integrated_soon(2)
+
+    def test_no_thread_runs_in_a_test_that_never_commits(self, db):
+        # The suite's conftest pauses it here: a round would commit outside this test's transaction.
+        audit_integrate_soon()
+        assert not sequencer_thread_alive()
 
 
 class TestPendingTamper:

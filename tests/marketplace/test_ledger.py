@@ -178,6 +178,37 @@ class TestLedgerPost:
         assert balance(account) == 100
         assert LedgerTransaction.objects.count() == 1
 
+    def test_a_refused_post_leaves_no_row_and_the_callers_transaction_goes_on(self, acme):
+        fund(acme, 100)
+        account = organisation_balance_account(organisation=acme, currency="EUR")
+        escrow = escrow_account(order_ref="o-1", currency="EUR")
+        events = AuditEvent.objects.count()
+        with transaction.atomic():
+            with pytest.raises(InsufficientFunds, match="cannot cover"):
+                ledger_post(
+                    kind="order.escrow", postings=[(account, -101), (escrow, 101)], idempotency_key="k"
+                )
+            # The refusal came after the rows were written: they went with it, the key too.
+            assert not LedgerTransaction.objects.filter(idempotency_key="k").exists()
+            assert not Posting.objects.filter(account=escrow).exists()
+            assert AuditEvent.objects.count() == events
+            ledger_post(kind="order.escrow", postings=[(account, -100), (escrow, 100)], idempotency_key="k")
+        account.refresh_from_db()
+        assert (account.balance, balance(account), balance(escrow)) == (0, 0, 100)
+
+    def test_a_move_between_two_organisations_checks_and_updates_both(self, acme, bolt):
+        fund(acme, 100, key="topup-acme")
+        acme_account = organisation_balance_account(organisation=acme, currency="EUR")
+        bolt_account = organisation_balance_account(organisation=bolt, currency="EUR")
+        ledger_post(kind="transfer", postings=[(acme_account, -60), (bolt_account, 60)], idempotency_key="t1")
+        with pytest.raises(InsufficientFunds):
+            ledger_post(
+                kind="transfer", postings=[(bolt_account, -61), (acme_account, 61)], idempotency_key="t2"
+            )
+        acme_account.refresh_from_db()
+        bolt_account.refresh_from_db()
+        assert (acme_account.balance, bolt_account.balance) == (40, 60)
+
     def test_records_each_post_in_the_audit_log(self, acme, alice):
         txn = fund(acme, 100)
         event = AuditEvent.objects.get(action="ledger.post")
@@ -338,6 +369,49 @@ class TestConcurrentPosts:
         assert sorted(outcomes) == ["paid"] * 10 + ["refused"] * 6
         account.refresh_from_db()
         assert (account.balance, balance(account)) == (0, 0)
+        assert ledger_check() == []
+
+
+@pytest.mark.postgres
+class TestConcurrentTransfers:
+    def test_posts_locking_two_balances_in_opposite_directions_never_deadlock(self, committed, acme, bolt):
+        # Each post moves both organisations' balances; the locks go in primary-key order.
+        fund(acme, 50, key="topup-acme")
+        fund(bolt, 50, key="topup-bolt")
+        accounts = [organisation_balance_account(organisation=org, currency="EUR") for org in (acme, bolt)]
+        outcomes: list[str] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(4)
+
+        def transfer(thread: int) -> None:
+            source, target = accounts[thread % 2], accounts[1 - thread % 2]
+            barrier.wait()
+            try:
+                for n in range(15):
+                    try:
+                        ledger_post(
+                            kind="transfer",
+                            postings=[(source, -7), (target, 7)],
+                            idempotency_key=f"t-{thread}-{n}",
+                        )
+                        outcomes.append("moved")
+                    except InsufficientFunds:
+                        outcomes.append("refused")
+            except DatabaseError as exc:  # a deadlock surfaces here
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=transfer, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(outcomes) == 60
+        balances = [balance(account) for account in accounts]
+        assert sum(balances) == 100
+        assert min(balances) >= 0
         assert ledger_check() == []
 
 
