@@ -1,4 +1,9 @@
-"""Blob storage behind one interface: a local directory now, S3-compatible next."""
+"""Blob storage behind one interface: a local directory (the default) or an S3-compatible bucket.
+
+``SEALROOM_BLOB_URL=s3://bucket/prefix`` selects ``common.s3.S3BlobStore``;
+without it blobs are files under ``SEALROOM_BLOB_DIR``. Callers seal what they
+store: a blob store only ever holds ciphertext.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +71,11 @@ class LocalBlobStore:
 
 
 def blob_store() -> BlobStore:
+    """The configured store. :raises ValueError: an unknown backend."""
+    if settings.BLOB_BACKEND == "s3":
+        from common.s3 import s3_blob_store_from_settings
+
+        return s3_blob_store_from_settings()
     if settings.BLOB_BACKEND != "local":
         raise ValueError(f"unknown SEALROOM_BLOB_BACKEND {settings.BLOB_BACKEND!r}")
     return LocalBlobStore(settings.BLOB_DIR)

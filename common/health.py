@@ -1,4 +1,9 @@
-"""``/healthz``: database, broker, blob store and key provider, each checked for real."""
+"""``/healthz``: database, broker, blob store and key provider, each checked for real.
+
+The same checks of the blob store and the key providers run at start-up in
+``manage.py check --deploy`` (``services_check``): a misconfigured S3 bucket or
+KMS key stops the deployment with a message naming what is wrong.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from django.core.checks import CheckMessage, Error
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -64,10 +70,22 @@ def _check_blobs() -> None:
     blob_store().check()
 
 
+# Key providers of the apps above (custody's KEK provider) register here from their
+# AppConfig.ready(): common may not import them.
+KEY_CHECKS: list[Callable[[], None]] = []
+
+
+def register_key_check(check: Callable[[], None]) -> None:
+    if check not in KEY_CHECKS:
+        KEY_CHECKS.append(check)
+
+
 def _check_keys() -> None:
     from common.signing import signing_key_provider
 
     signing_key_provider().check()
+    for check in KEY_CHECKS:
+        check()
 
 
 CHECKS: dict[str, Callable[[], None]] = {
@@ -96,3 +114,24 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if healthy else "error", "checks": report}, status=200 if healthy else 503
     )
+
+
+def services_check(app_configs: object = None, **kwargs: object) -> list[CheckMessage]:
+    """Django system check (deploy): the blob store and the key providers answer for real."""
+    from django.conf import settings
+
+    # The local store and keys are made by `make run` on first start and checked by
+    # /healthz; probing them here would create them wherever `check` happens to run.
+    remote = (
+        ("blob_store", _check_blobs, settings.BLOB_BACKEND != "local"),
+        ("key_provider", _check_keys, settings.KEY_PROVIDER != "local"),
+    )
+    errors: list[CheckMessage] = []
+    for number, (name, check, wanted) in enumerate(remote, 1):
+        if not wanted:
+            continue
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - reported by name, never as a traceback
+            errors.append(Error(f"{name}: {type(exc).__name__}: {exc}"[:500], id=f"sealroom.E00{number}"))
+    return errors

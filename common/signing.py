@@ -139,6 +139,7 @@ class PublicKeyRing:
 
 
 def signing_key_provider() -> LocalSigningKeyProvider:
-    if settings.KEY_PROVIDER != "local":
+    # With SEALROOM_KEY_PROVIDER=kms only the custody KEKs move to KMS; signing keys stay here.
+    if settings.KEY_PROVIDER not in {"local", "kms"}:
         raise ValueError(f"unknown SEALROOM_KEY_PROVIDER {settings.KEY_PROVIDER!r}")
     return LocalSigningKeyProvider(settings.KEY_DIR)

@@ -344,10 +344,24 @@ WEBHOOK_ALLOW_PRIVATE = env_bool("SEALROOM_WEBHOOK_ALLOW_PRIVATE", DEBUG)
 WEBHOOK_CA_BUNDLE = env("SEALROOM_WEBHOOK_CA_BUNDLE")
 
 # --- Storage and keys -----------------------------------------------------------
-BLOB_BACKEND = env("SEALROOM_BLOB_BACKEND", "local")
+# SEALROOM_BLOB_URL=s3://bucket/prefix selects the S3 store (docs/operations.md
+# "S3 and KMS"); credentials come from the standard AWS variables (boto3's chain).
+BLOB_URL = env("SEALROOM_BLOB_URL")
+if BLOB_URL and not BLOB_URL.startswith("s3://"):
+    raise ImproperlyConfigured(f"SEALROOM_BLOB_URL must look like s3://bucket/prefix, got {BLOB_URL!r}")
+BLOB_BACKEND = "s3" if BLOB_URL else env("SEALROOM_BLOB_BACKEND", "local")
 BLOB_DIR = Path(env("SEALROOM_BLOB_DIR", str(VAR_DIR / "blobs")))
+S3_ENDPOINT_URL = env("SEALROOM_S3_ENDPOINT_URL")
 KEY_PROVIDER = env("SEALROOM_KEY_PROVIDER", "local")
 KEY_DIR = Path(env("SEALROOM_KEY_DIR", str(VAR_DIR / "keys")))
+KMS_KEY_ID = env("SEALROOM_KMS_KEY_ID")
+KMS_ENDPOINT_URL = env("SEALROOM_KMS_ENDPOINT_URL")
+# Where the KMS provider keeps its KEK records (KMS ciphertext): s3://bucket/prefix, by
+# default the blob store. A bucket of their own keeps key backups apart from data backups.
+KMS_KEK_URL = env("SEALROOM_KMS_KEK_URL")
+AWS_REGION = env("SEALROOM_AWS_REGION", env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1")))
+# botocore's "standard" retry mode: this many attempts in all, exponential backoff with jitter.
+AWS_MAX_ATTEMPTS = env_int("SEALROOM_AWS_MAX_ATTEMPTS", 5)
 
 # --- Audit ------------------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = env_int("SEALROOM_AUDIT_CHECKPOINT_EVERY", 1000)
@@ -503,6 +517,9 @@ TRAINING_BASE_QUOTA_BYTES = env_int("SEALROOM_TRAINING_BASE_QUOTA_BYTES", 20 * 1
 # (and, separately, in its private /tmp).
 TRAINING_MAX_PROCESSES = env_int("SEALROOM_TRAINING_MAX_PROCESSES", 512)
 TRAINING_DISK_BYTES = env_int("SEALROOM_TRAINING_DISK_BYTES", 16 * 1024**3)
+# Training processes (DDP ranks) a job may ask for: a GPU node's GPU count (one rank per GPU), or
+# CPU processes on a CPU worker. Memory and processes above are per rank (docs/training.md).
+TRAINING_MAX_DEVICES = env_int("SEALROOM_TRAINING_MAX_DEVICES", 1)
 CELERY_BEAT_SCHEDULE["training-sweep"] = {
     "task": "training.sweep_jobs",
     "schedule": float(SWEEP_INTERVAL_SECONDS),

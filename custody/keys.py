@@ -5,8 +5,9 @@ for a dataset version, ``quarantine-<id>`` for a contribution's raw upload);
 the KEK wraps the version's data key, which the database stores wrapped.
 Destroying a version's KEK file is the crypto-shred: the wrapped data key in
 the database (and in every backup of it) no longer opens. The local provider
-keeps keys as files (directory 0700, files 0600); a KMS or Vault provider
-implements the same methods.
+(the default) keeps keys as files (directory 0700, files 0600);
+``SEALROOM_KEY_PROVIDER=kms`` selects ``custody.kms.KmsKekProvider`` (master key
+in KMS), and a Vault transit provider would implement the same methods.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from django.conf import settings
 from custody.crypto import KEY_BYTES, unwrap_key, wrap_key
 from custody.exceptions import KeyUnavailable
 
-_KEY_NAME = re.compile(r"[a-z]+-[0-9]+")
+KEY_NAME = re.compile(r"[a-z]+-[0-9]+")
+
+
+def dek_context(name: str, key_version: int) -> bytes:
+    """The wrap context of a data key: its KEK's name and its key version."""
+    return f"sealroom/dek|{name}|key_version={key_version}".encode()
 
 
 class KekProvider(Protocol):
+    def master_current(self) -> int: ...
+    def check(self) -> None: ...
     def kek_create(self, *, name: str) -> None: ...
     def wrap_data_key(self, *, name: str, data_key: bytes, key_version: int) -> bytes: ...
     def unwrap_data_key(self, *, name: str, wrapped: bytes, key_version: int) -> bytes: ...
@@ -80,7 +88,7 @@ class LocalKekProvider:
 
     # --- per-version KEKs --------------------------------------------------------------
     def _kek_path(self, name: str) -> Path:
-        if not _KEY_NAME.fullmatch(name):
+        if not KEY_NAME.fullmatch(name):
             raise ValueError(f"bad key name {name!r}")
         return self._dir() / f"kek-{name}.json"
 
@@ -164,9 +172,7 @@ class LocalKekProvider:
         return current
 
     # --- data keys ---------------------------------------------------------------------
-    @staticmethod
-    def _dek_context(name: str, key_version: int) -> bytes:
-        return f"sealroom/dek|{name}|key_version={key_version}".encode()
+    _dek_context = staticmethod(dek_context)
 
     def wrap_data_key(self, *, name: str, data_key: bytes, key_version: int) -> bytes:
         return wrap_key(
@@ -186,7 +192,17 @@ class LocalKekProvider:
         self._master(self.master_current())
 
 
-def kek_provider() -> LocalKekProvider:
+def kek_provider() -> KekProvider:
+    """The configured provider. :raises ValueError: an unknown provider."""
+    if settings.KEY_PROVIDER == "kms":
+        from custody.kms import kms_kek_provider_from_settings
+
+        return kms_kek_provider_from_settings()
     if settings.KEY_PROVIDER != "local":
         raise ValueError(f"unknown SEALROOM_KEY_PROVIDER {settings.KEY_PROVIDER!r}")
     return LocalKekProvider(settings.KEY_DIR / "custody")
+
+
+def kek_check() -> None:
+    """The configured KEK provider works (``/healthz`` and the start-up check run it)."""
+    kek_provider().check()

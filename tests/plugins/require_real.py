@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-REAL_MARKERS = ("postgres", "worker", "browser")
+REAL_MARKERS = ("postgres", "worker", "browser", "s3")
 ENV_FLAG = "SEALROOM_REQUIRE_REAL"
 
 
