@@ -51,12 +51,12 @@ urlpatterns: list[URLPattern] = [
     path("organisations/<org:org_id>/", organisations.organisation_page, name="org"),
     path("organisations/<org:org_id>/invitations/", organisations.org_invite, name="org_invite"),
     path(
-        "organisations/<org:org_id>/members/<int:membership_id>/role/",
+        "organisations/<org:org_id>/members/<mem:membership_id>/role/",
         organisations.org_member_role,
         name="org_member_role",
     ),
     path(
-        "organisations/<org:org_id>/members/<int:membership_id>/remove/",
+        "organisations/<org:org_id>/members/<mem:membership_id>/remove/",
         organisations.org_member_remove,
         name="org_member_remove",
     ),

@@ -11,9 +11,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.fields import IdField, StrictIntegerField
+from common.api.fields import StrictIntegerField
 from common.api.idempotency import idempotent_post
-from common.api.ids import PublicIdField
+from common.api.ids import PublicIdField, PublicIdListField
 from common.api.parsers import OctetStreamParser
 from common.api.views import SealroomApi, SealroomListApi, request_user
 from common.exceptions import NotPermitted
@@ -51,7 +51,7 @@ class VersionSerializer(serializers.Serializer):
 
 
 class ContributionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="ctb", source="public_id")
     version_id = PublicIdField(prefix="dsv", source="version.public_id")
     contributor_id = PublicIdField(prefix="org", source="contributor.public_id")
     filename = serializers.CharField()
@@ -477,7 +477,7 @@ class ReportResidualApi(SealroomApi):
 
 
 class FindingSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="fnd", source="public_id")
     record_id = serializers.IntegerField()
     kind = serializers.CharField()
     detail = serializers.CharField()
@@ -497,7 +497,7 @@ class FindingListApi(SealroomListApi):
     problem_statuses = (409, 422)
 
     class InputSerializer(serializers.Serializer):
-        finding_ids = serializers.ListField(child=IdField(), allow_empty=False, max_length=100_000)
+        finding_ids = PublicIdListField(prefix="fnd", allow_empty=False, max_length=100_000)
         drop = serializers.BooleanField()
 
     def get_queryset(self) -> QuerySet[Finding]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from custody.models import (
     Finding,
     GrantJob,
     GrantPurpose,
+    UsageByContribution,
     UsageKind,
     UsageRecord,
 )
@@ -83,6 +85,57 @@ def usage_unsettled_ids(
     if exclude_ids is not None:
         unsettled = unsettled.exclude(pk__in=exclude_ids)
     return list(unsettled.values_list("pk", flat=True)[:limit])
+
+
+def usage_reads_by_contributor(*, usage: UsageRecord) -> dict[int, int]:
+    """Platform tokens a usage record read per contributing organisation ({} when not metered so)."""
+    reads: dict[int, int] = {}
+    rows = UsageByContribution.objects.filter(usage=usage).values_list(
+        "contribution__contributor_id", "quantity"
+    )
+    for organisation_id, quantity in rows:
+        reads[organisation_id] = reads.get(organisation_id, 0) + int(quantity)
+    return reads
+
+
+@dataclass(frozen=True)
+class ContributionRead:
+    """What one job read from one contribution (the access log and the receipt show these)."""
+
+    contribution_id: int
+    public_id: str
+    contributor: str
+    filename: str
+    tokens: int
+
+
+def usage_reads_for(*, jobs: Sequence[GrantJob]) -> dict[tuple[int, str], list[ContributionRead]]:
+    """Each job's platform tokens read per contribution, keyed by (grant id, consumer_ref); one query."""
+    wanted = {(job.grant_id, job.consumer_ref) for job in jobs}
+    if not wanted:
+        return {}
+    rows = (
+        UsageByContribution.objects.filter(
+            usage__grant_id__in=sorted({grant_id for grant_id, _ in wanted}),
+            usage__kind=UsageKind.TOKENS_TRAINED,
+        )
+        .select_related("contribution__contributor", "usage")
+        .order_by("contribution_id")
+    )
+    reads: dict[tuple[int, str], list[ContributionRead]] = {}
+    for row in rows:
+        key = (row.usage.grant_id, row.usage.consumer_ref)
+        if key in wanted:
+            reads.setdefault(key, []).append(
+                ContributionRead(
+                    contribution_id=row.contribution_id,
+                    public_id=row.contribution.public_id,
+                    contributor=row.contribution.contributor.name,
+                    filename=row.contribution.filename,
+                    tokens=int(row.quantity),
+                )
+            )
+    return reads
 
 
 def access_log_for_org(*, organisation: Organisation) -> QuerySet[GrantJob]:

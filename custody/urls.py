@@ -31,17 +31,17 @@ urlpatterns = [
     ),
     path("versions/<dsv:version_id>/findings", api.FindingListApi.as_view(), name="api-version-findings"),
     path(
-        "contributions/<int:contribution_id>",
+        "contributions/<ctb:contribution_id>",
         api.ContributionDetailApi.as_view(),
         name="api-contribution-detail",
     ),
     path(
-        "contributions/<int:contribution_id>/parts/<int:number>",
+        "contributions/<ctb:contribution_id>/parts/<int:number>",
         api.ContributionPartApi.as_view(),
         name="api-contribution-part",
     ),
     path(
-        "contributions/<int:contribution_id>/complete",
+        "contributions/<ctb:contribution_id>/complete",
         api.ContributionCompleteApi.as_view(),
         name="api-contribution-complete",
     ),

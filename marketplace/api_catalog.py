@@ -51,6 +51,7 @@ from marketplace.terms import TERMS_SCHEMA, terms_plain
 
 
 class TermsVersionSerializer(serializers.Serializer):
+    id = PublicIdField(prefix="trm", source="public_id")
     number = serializers.IntegerField()
     terms = serializers.JSONField()
     plain = serializers.SerializerMethodField()
@@ -93,7 +94,7 @@ class ShareSerializer(serializers.Serializer):
 
 
 class AllocationSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="alc", source="public_id")
     version_id = PublicIdField(prefix="dsv", source="version.public_id")
     number = serializers.IntegerField()
     state = serializers.CharField()

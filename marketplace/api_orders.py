@@ -23,7 +23,16 @@ from common.permissions import PlatformStaffRequired, ScopeRequired
 from common.permissions import acting_organisation_required as acting_org
 from marketplace import selectors_orders as selectors
 from marketplace.exceptions import LicenseNotFound, NotAProvider, NotATrainer, OfferNotFound
-from marketplace.models import License, ListingState, Offer, Order, OrderState, Payout, TopUp
+from marketplace.models import (
+    License,
+    ListingState,
+    Offer,
+    Order,
+    OrderState,
+    Payout,
+    RightsAllocation,
+    TopUp,
+)
 from marketplace.services import statements
 from marketplace.services.funding import MAX_TOPUP, topup_record
 from marketplace.services.orders import order_approve, order_place, order_reject
@@ -45,7 +54,7 @@ class OrderSerializer(serializers.Serializer):
     buyer_id = PublicIdField(prefix="org", source="buyer.public_id")
     listing_id = PublicIdField(prefix="lst", source="listing.public_id")
     offer_id = PublicIdField(prefix="ofr", source="offer.public_id")
-    terms_id = serializers.IntegerField()
+    terms_id = PublicIdField(prefix="trm", source="terms.public_id")
     price_model = serializers.CharField()
     currency = serializers.CharField()
     unit_price = MoneyField()
@@ -54,7 +63,7 @@ class OrderSerializer(serializers.Serializer):
     escrow_amount_minor = MinorField(source="escrow_amount")
     periods = serializers.IntegerField(allow_null=True)
     fee_bps = serializers.IntegerField()
-    allocation_id = serializers.IntegerField()
+    allocation_id = serializers.SerializerMethodField()
     allocation_shares = serializers.SerializerMethodField()
     reject_reason = serializers.CharField()
     approval_deadline = serializers.DateTimeField(allow_null=True)
@@ -68,6 +77,28 @@ class OrderSerializer(serializers.Serializer):
         shares: dict[str, int] = order.allocation_shares or {}
         names = self._holder_public_ids()
         return {names.get(int(k), str(k)): bps for k, bps in shares.items()}
+
+    @extend_schema_field(PublicIdField(prefix="alc"))
+    def get_allocation_id(self, order: Order) -> str:
+        """The frozen allocation's public id (the order keeps its integer key inside)."""
+        cached = self._allocation_public_ids()
+        if order.allocation_id not in cached:  # an order outside the root's page (a nested use)
+            cached.update(
+                RightsAllocation.objects.filter(pk=order.allocation_id).values_list("pk", "public_id")
+            )
+        return cached[order.allocation_id]
+
+    def _allocation_public_ids(self) -> dict[int, str]:
+        # One query for the whole page of orders, as for the holders below.
+        root = self.root
+        cached: dict[int, str] | None = getattr(root, "_allocation_public_id_cache", None)
+        if cached is None:
+            instance = root.instance
+            orders = list(instance) if isinstance(instance, list | tuple | QuerySet) else [instance]
+            pks = {order.allocation_id for order in orders if isinstance(order, Order)}
+            cached = dict(RightsAllocation.objects.filter(pk__in=pks).values_list("pk", "public_id"))
+            setattr(root, "_allocation_public_id_cache", cached)  # noqa: B010 - per-response cache
+        return cached
 
     def _holder_public_ids(self) -> dict[int, str]:
         # One query for the whole page of orders (the root holds them all), not one per order.

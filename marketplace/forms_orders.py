@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from common import public_ids
 from common.models import Organisation
 from common.money import MoneyFormField, bind_currency
 from common.numbers import StrictIntegerField
@@ -25,7 +26,8 @@ class BuyForm(forms.Form):
 
     # Generated when the page is shown: submitting the form twice places one order.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200, min_length=8)
-    terms = StrictIntegerField(widget=forms.HiddenInput, min_value=1)
+    # The terms row by public id (trm_…): its integer key would count terms rows platform-wide.
+    terms = forms.RegexField(widget=forms.HiddenInput, regex=f"^{public_ids.pattern('trm')}$")
     periods = StrictIntegerField(
         min_value=1,
         max_value=10_000,
@@ -36,6 +38,10 @@ class BuyForm(forms.Form):
         label="I have read these terms and accept them",
         error_messages={"required": "Accept the terms to place the order."},
     )
+
+    def clean_terms(self) -> int:
+        # An unknown id resolves to 0, which is never the offer's current row: "terms changed".
+        return public_ids.pk_for("trm", self.cleaned_data["terms"])
 
     @property
     def hidden_invalid(self) -> bool:
@@ -55,7 +61,7 @@ class BuyForm(forms.Form):
             del self.fields["buy_again"]
 
     @classmethod
-    def fresh(cls, *, terms_id: int, price_model: str, held: bool) -> BuyForm:
+    def fresh(cls, *, terms_id: str, price_model: str, held: bool) -> BuyForm:
         return cls(
             initial={"idempotency_key": f"page-{secrets.token_urlsafe(16)}", "terms": terms_id},
             price_model=price_model,

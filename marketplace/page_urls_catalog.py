@@ -21,8 +21,8 @@ urlpatterns: list[URLPattern] = [
     path("offers/<ofr:offer_id>/retire/", pages.offer_retire, name="offer_retire"),
     path("listings/<lst:listing_id>/rights/", pages.rights_page, name="rights"),
     path("rights/", pages.rights_pending, name="rights_pending"),
-    path("rights/<int:allocation_id>/approve/", pages.rights_approve, name="rights_approve"),
-    path("rights/<int:allocation_id>/reject/", pages.rights_reject, name="rights_reject"),
+    path("rights/<alc:allocation_id>/approve/", pages.rights_approve, name="rights_approve"),
+    path("rights/<alc:allocation_id>/reject/", pages.rights_reject, name="rights_reject"),
     # Old integer URLs: a redirect for the provider's members, else 404 (common/pages/legacy.py).
     path(
         "catalog/<int:legacy_listing_id>/",

@@ -104,7 +104,7 @@ def buy_page(request: HttpRequest, offer_id: int) -> HttpResponse:
     key = request.POST.get("idempotency_key", "") if request.method == "POST" else ""
     held, pending = selectors.offer_holdings_for_org(organisation=org, offer_id=offer.pk, except_key=key)
     form_args: dict[str, Any] = {"price_model": terms_row.price_model, "held": bool(held or pending)}
-    form = BuyForm.fresh(terms_id=terms_row.pk, **form_args)
+    form = BuyForm.fresh(terms_id=terms_row.public_id, **form_args)
     periods = 1
     if request.method == "POST":
         require_role(membership, Role.MEMBER, "place orders")

@@ -28,14 +28,14 @@ from marketplace.models import (
 def order_list_for_buyer(*, organisation: Organisation) -> QuerySet[Order]:
     return (
         Order.objects.filter(buyer=organisation)
-        .select_related("listing", "offer", "license", "buyer")
+        .select_related("listing", "offer", "terms", "license", "buyer")
         .order_by("-created_at", "-pk")
     )
 
 
 def order_list_for_provider(*, organisation: Organisation, state: str | None = None) -> QuerySet[Order]:
     orders = Order.objects.filter(listing__provider=organisation).select_related(
-        "listing", "offer", "buyer", "license"
+        "listing", "offer", "terms", "buyer", "license"
     )
     if state:
         orders = orders.filter(state=state)

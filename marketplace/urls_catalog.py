@@ -47,12 +47,12 @@ urlpatterns: list[URLPattern] = [
     ),
     path("catalog/offers/<ofr:offer_id>/quote", api.OfferQuoteApi.as_view(), name="api-catalog-offer-quote"),
     path(
-        "catalog/rights/<int:allocation_id>/approve",
+        "catalog/rights/<alc:allocation_id>/approve",
         api.AllocationApproveApi.as_view(),
         name="api-catalog-rights-approve",
     ),
     path(
-        "catalog/rights/<int:allocation_id>/reject",
+        "catalog/rights/<alc:allocation_id>/reject",
         api.AllocationRejectApi.as_view(),
         name="api-catalog-rights-reject",
     ),

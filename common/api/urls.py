@@ -6,7 +6,7 @@ urlpatterns = [
     path("me", views.MeApi.as_view(), name="api-me"),
     path("organisations/<org:org_id>/members", views.MemberListApi.as_view(), name="api-members"),
     path(
-        "organisations/<org:org_id>/members/<int:membership_id>",
+        "organisations/<org:org_id>/members/<mem:membership_id>",
         views.MemberDetailApi.as_view(),
         name="api-member-detail",
     ),

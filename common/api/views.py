@@ -56,7 +56,7 @@ class MembershipOutSerializer(serializers.Serializer):
 
 class MeApi(SealroomApi):
     class OutputSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = PublicIdField(prefix="usr")
         username = serializers.CharField()
         email = serializers.EmailField()
         platform_role = serializers.CharField(allow_blank=True)
@@ -71,7 +71,7 @@ class MeApi(SealroomApi):
         memberships = selectors.membership_list_for_user(user=user)
         acting = acting_membership(request)
         data = {
-            "id": user.pk,
+            "id": user.public_id,
             "username": user.get_username(),
             "email": user.email,
             "platform_role": user.platform_role,
@@ -83,7 +83,7 @@ class MeApi(SealroomApi):
 
 
 class MemberOutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="mem", source="public_id")
     username = serializers.CharField(source="user.username")
     email = serializers.EmailField(source="user.email")
     role = serializers.ChoiceField(choices=Role.choices)
@@ -158,7 +158,7 @@ class InvitationCreateApi(SealroomApi):
         role = serializers.ChoiceField(choices=Role.choices)
 
     class OutputSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = PublicIdField(prefix="inv", source="public_id")
         email = serializers.EmailField()
         role = serializers.CharField()
         expires_at = serializers.DateTimeField()

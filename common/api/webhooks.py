@@ -18,8 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common import webhooks
-from common.api.fields import IdField
-from common.api.ids import PublicIdField
+from common.api.ids import PublicIdField, PublicIdListField
 from common.api.views import SealroomApi, SealroomListApi, _membership_for, request_user
 from common.models import DeliveryState, Notification, Role, Scope, WebhookDelivery, WebhookEndpoint
 from common.notifications import notification_list, notification_unread_count, notifications_mark_read
@@ -27,7 +26,7 @@ from common.permissions import ANY_WRITE_SCOPE
 
 
 class NotificationOutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="ntf", source="public_id")
     event_id = serializers.UUIDField()
     kind = serializers.CharField()
     subject = serializers.CharField()
@@ -43,8 +42,8 @@ class NotificationListApi(SealroomListApi):
     required_scopes = {"GET": Scope.READ, "POST": ANY_WRITE_SCOPE}
 
     class InputSerializer(serializers.Serializer):
-        ids = serializers.ListField(
-            child=IdField(),
+        ids = PublicIdListField(
+            prefix="ntf",
             required=False,
             max_length=1000,
             help_text="Notifications to mark read; leave out to mark all read",
@@ -166,7 +165,7 @@ class WebhookDetailApi(SealroomApi):
 
 
 class DeliveryOutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="dlv", source="public_id")
     event_id = serializers.UUIDField()
     kind = serializers.CharField()
     state = serializers.ChoiceField(choices=DeliveryState.choices)

@@ -34,6 +34,7 @@ class Scope(models.TextChoices):
 class User(AbstractUser):
     """A person. Platform staff carry a platform role; everyone else acts through memberships."""
 
+    public_id = PublicIdField(prefix="usr")
     email = models.EmailField(unique=True)
     platform_role = models.CharField(
         max_length=16, choices=PlatformRole.choices, default=PlatformRole.NONE, blank=True
@@ -81,6 +82,7 @@ class Organisation(models.Model):
 
 
 class Membership(models.Model):
+    public_id = PublicIdField(prefix="mem")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
@@ -101,6 +103,7 @@ class Membership(models.Model):
 class Invitation(models.Model):
     """An invitation to join an organisation; the secret is stored only as a hash."""
 
+    public_id = PublicIdField(prefix="inv")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.CharField(max_length=16, choices=Role.choices)

@@ -18,6 +18,7 @@ from common.public_ids import PublicIdField
 
 
 class Notification(models.Model):
+    public_id = PublicIdField(prefix="ntf")
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="notifications")
     event_id = models.UUIDField(default=uuid.uuid4, unique=True)
     kind = models.CharField(max_length=80)
@@ -83,6 +84,7 @@ class DeliveryState(models.TextChoices):
 class WebhookDelivery(models.Model):
     """One event for one endpoint, with its attempts; ``event_id`` is the receiver's idempotency key."""
 
+    public_id = PublicIdField(prefix="dlv")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event_id = models.UUIDField(default=uuid.uuid4)
     kind = models.CharField(max_length=80)

@@ -18,12 +18,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common import otp, webhooks
 from common.exceptions import Invalid, NotFound
 from common.forms import add_domain_error
-from common.ids import parse_id
 from common.models import Membership, Role, WebhookEndpoint
 from common.notifications import notification_list, notification_unread_count, notifications_mark_read
 from common.pages.helpers import membership_or_404, page_user, raise_http
 from common.pages.paging import page_of
 from common.permissions import role_at_least
+from common.public_ids import is_public_id, pk_for
 
 NOTIFICATIONS_PER_PAGE = 50
 DELIVERIES_PER_PAGE = 50
@@ -87,11 +87,10 @@ def notifications_read(request: HttpRequest, org_id: int) -> HttpResponse:
     """Mark one notification (``id``) or all of them read."""
     membership = membership_or_404(page_user(request), org_id)
     raw = request.POST.get("id", "")
-    notification_id = parse_id(raw)
-    if raw and notification_id is None:
+    if raw and not is_public_id(raw, "ntf"):
         messages.error(request, "That is not a notification id; nothing was marked read.")
         return redirect("common:notifications", org_id=membership.organisation.public_id)
-    ids = [notification_id] if notification_id is not None else None
+    ids = [pk_for("ntf", raw)] if raw else None
     marked = notifications_mark_read(organisation=membership.organisation, ids=ids)
     if ids is None:
         messages.success(request, f"Marked {marked} notification{'s' if marked != 1 else ''} read.")

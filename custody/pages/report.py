@@ -19,6 +19,7 @@ from common.ids import parse_id
 from common.models import Role
 from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
+from common.public_ids import is_public_id, pks_for
 from custody import selectors, services
 from custody.charts import BarChart, bar_chart, totals_by_key
 from custody.exceptions import ResidualRiskUnconfirmed
@@ -279,8 +280,10 @@ def residual_page(request: HttpRequest, version_id: int) -> HttpResponse:
     return _never_cached(render(request, template, context))
 
 
-def _ids(values: list[str]) -> list[int]:
-    return [value for value in map(parse_id, values) if value is not None]
+def _finding_pks(version: DatasetVersion, values: list[str]) -> list[int]:
+    """The keys of the findings the form names by public id (malformed ones ignored, unknown ones 0)."""
+    named = sorted({value for value in values if is_public_id(value, "fnd")})
+    return pks_for("fnd", named, within=Finding.objects.filter(version=version))
 
 
 def _back_to_findings(version_id: str, kind: str, page: str) -> str:
@@ -303,8 +306,9 @@ def findings_mark(request: HttpRequest, version_id: int) -> HttpResponse:
         chosen = list(selectors.finding_list(version=version, kind=all_of_kind).values_list("pk", flat=True))
         keep: list[int] = []
     else:
-        chosen = _ids(request.POST.getlist("drop"))
-        keep = sorted(set(_ids(request.POST.getlist("shown"))) - set(chosen))
+        dropped = set(request.POST.getlist("drop"))
+        chosen = _finding_pks(version, list(dropped))
+        keep = _finding_pks(version, [f for f in request.POST.getlist("shown") if f not in dropped])
     try:
         if chosen:
             services.findings_mark(actor=actor, version=version, finding_ids=chosen, drop=True)

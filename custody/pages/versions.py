@@ -18,6 +18,7 @@ from common.models import Organisation, Role
 from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
 from common.permissions import role_at_least
+from common.public_ids import example
 from custody import services
 from custody.models import VersionContributor, VersionState
 from custody.pages.access import VersionAccess, owner_version_for, require_role, version_for
@@ -74,9 +75,9 @@ def _upload_config(access: VersionAccess) -> dict[str, Any]:
     return {
         "start_url": reverse("api-contributions", kwargs={"version_id": access.version.public_id}),
         # The API's contribution URLs, less the id: the script appends "<id>", "<id>/parts/<n>"...
-        "contribution_url": reverse("api-contribution-detail", kwargs={"contribution_id": 0}).removesuffix(
-            "0"
-        ),
+        "contribution_url": reverse(
+            "api-contribution-detail", kwargs={"contribution_id": example("ctb")}
+        ).removesuffix(example("ctb")),
         "part_bytes": part_bytes,
         "max_bytes": settings.UPLOAD_MAX_BYTES,
         "extensions": json.dumps({ext.lstrip("."): str(fmt) for ext, fmt in EXTENSIONS.items()}),

@@ -103,6 +103,7 @@ class PriceModel(models.TextChoices):
 class OfferTerms(models.Model):
     """One version of an offer's license terms and price; never edited, only superseded."""
 
+    public_id = PublicIdField(prefix="trm")
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="terms_versions")
     number = models.PositiveIntegerField()
     # The machine-readable license (marketplace/terms.py holds its JSON Schema).
@@ -143,6 +144,7 @@ class RightsAllocation(models.Model):
     force (its id and shares) into the order.
     """
 
+    public_id = PublicIdField(prefix="alc")
     version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="allocations")
     number = models.PositiveIntegerField()
     state = models.CharField(max_length=16, choices=AllocationState.choices)

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common.models import Organisation, User
+from common.public_ids import PublicIdField
 from custody.models import DatasetVersion, Grant, UsageRecord
 from marketplace.models.catalog import Listing, Offer, OfferTerms, PriceModel
 from marketplace.models.ledger import LedgerTransaction
@@ -156,6 +157,8 @@ class License(models.Model):
 class Settlement(models.Model):
     """One custody usage record settled: escrow released to the holders and the fee, exactly once."""
 
+    # Named by settlement notifications (``object_id``); the integer key would count settlements.
+    public_id = PublicIdField(prefix="stl")
     # What is settled: one custody usage record, or (per-period pricing) one elapsed period.
     usage = models.OneToOneField(
         UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="settlement"

@@ -302,7 +302,7 @@ def licenses_list(token: str | None, url: str | None, as_json: bool) -> None:
 @click.option("--text-field", "text_fields", multiple=True, help="A field to desensitize (default: text).")
 @click.option("--metadata-field", "metadata_fields", multiple=True, help="A field kept as metadata.")
 @click.option("--part-size", default="8M", show_default=True, help="Bytes per part: 8M, 512K, 65536.")
-@click.option("--contribution", "contribution_id", type=int, help="Resume this upload (its id).")
+@click.option("--contribution", "contribution_id", help="Resume this upload (its id, ctb_…).")
 @click.option("--no-resume", is_flag=True, help="Start a new upload even if one of this file is open.")
 @connection_options
 def upload(
@@ -312,7 +312,7 @@ def upload(
     text_fields: tuple[str, ...],
     metadata_fields: tuple[str, ...],
     part_size: str,
-    contribution_id: int | None,
+    contribution_id: str | None,
     no_resume: bool,
     token: str | None,
     url: str | None,

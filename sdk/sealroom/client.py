@@ -251,11 +251,11 @@ class Client:
             self._post(_api.VERSION_CONTRIBUTIONS.format(version_id=version_id), body)
         )
 
-    def get_upload(self, contribution_id: int) -> Contribution:
+    def get_upload(self, contribution_id: str) -> Contribution:
         """An upload, with the parts the server holds (to resume)."""
         return Contribution.from_api(self._get(_api.CONTRIBUTION.format(contribution_id=contribution_id)))
 
-    def put_part(self, contribution_id: int, number: int, data: bytes) -> dict[str, Any]:
+    def put_part(self, contribution_id: str, number: int, data: bytes) -> dict[str, Any]:
         """Send one part (1-based); sending a part again replaces it."""
         self._need_token()
         path = _api.CONTRIBUTION_PART.format(contribution_id=contribution_id, number=number)
@@ -263,7 +263,7 @@ class Client:
         result: dict[str, Any] = response.json()
         return result
 
-    def complete_upload(self, contribution_id: int) -> Contribution:
+    def complete_upload(self, contribution_id: str) -> Contribution:
         """Finish an upload: ingest (desensitization, screening, encryption) starts."""
         path = _api.CONTRIBUTION_COMPLETE.format(contribution_id=contribution_id)
         return Contribution.from_api(self._post(path))
@@ -278,7 +278,7 @@ class Client:
         metadata_fields: list[str] | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         resume: bool = True,
-        contribution_id: int | None = None,
+        contribution_id: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Contribution:
         """Upload a corpus file to a dataset version in parts, resuming a dropped upload.
@@ -329,7 +329,7 @@ class Client:
         source: Path,
         size: int,
         record: _ResumeRecord | None,
-        contribution_id: int | None,
+        contribution_id: str | None,
         format: str | None,
         text_fields: list[str] | None,
         metadata_fields: list[str] | None,
@@ -529,14 +529,15 @@ class _ResumeRecord:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def contribution_id(self) -> int | None:
+    def contribution_id(self) -> str | None:
         data = self._read()
-        if not isinstance(data.get("contribution_id"), int):
+        # A record written before public ids (an integer) names nothing any more: start afresh.
+        if not isinstance(data.get("contribution_id"), str):
             return None
         self.part_size = data.get("part_size") if isinstance(data.get("part_size"), int) else None
-        return int(data["contribution_id"])
+        return str(data["contribution_id"])
 
-    def remember(self, contribution_id: int, part_size: int) -> None:
+    def remember(self, contribution_id: str, part_size: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps({"contribution_id": contribution_id, "part_size": part_size}))
         self.part_size = part_size

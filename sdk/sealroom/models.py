@@ -53,7 +53,7 @@ class Organisation:
 class Me:
     """The caller: who the token belongs to, for which organisation, with which scopes."""
 
-    id: int
+    id: str
     username: str
     email: str
     platform_role: str
@@ -266,7 +266,7 @@ class License:
 class Contribution:
     """An upload to a dataset version; ``parts_received`` lets a dropped upload resume."""
 
-    id: int
+    id: str
     version_id: str
     filename: str
     format: str

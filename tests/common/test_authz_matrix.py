@@ -205,7 +205,7 @@ class World:
                 "organisation_id": Organisation.objects.get(pk=self.other_provider_id).public_id
             },
             ("api-contributions", "POST"): {"filename": "more.jsonl"},
-            ("api-version-findings", "POST"): {"finding_ids": [1], "drop": True},
+            ("api-version-findings", "POST"): {"finding_ids": ["fnd_0000000000000000"], "drop": True},
             ("api-version-takedown", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-disable", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-destroy", "POST"): {"confirm": "matrix"},
@@ -225,12 +225,15 @@ class World:
 
 
 def _public_arguments() -> dict[str, Any]:
-    from custody.models import Dataset, DatasetVersion
-    from marketplace.models import Listing, Offer
+    from custody.models import Contribution, Dataset, DatasetVersion
+    from marketplace.models import Listing, Offer, RightsAllocation
     from training.models import BaseModel, TrainingJob
 
     return {
         "org_id": Organisation,
+        "membership_id": Membership,
+        "contribution_id": Contribution,
+        "allocation_id": RightsAllocation,
         "webhook_id": WebhookEndpoint,
         "token_id": ApiToken,
         "dataset_id": Dataset,

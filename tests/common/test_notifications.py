@@ -265,7 +265,7 @@ class TestPages:
         assert 'visually-hidden"> unread' not in html
         assert notification_unread_count(organisation=acme) == 0
 
-    @pytest.mark.parametrize("raw", ["²", "9" * 25, "all"])
+    @pytest.mark.parametrize("raw", ["²", "9" * 25, "all", "7", "ntf_7"])
     def test_an_id_that_is_not_one_marks_nothing(self, acme, acme_viewer, raw):
         notify(acme, 2)
         client = Client()

@@ -209,7 +209,7 @@ class TestMemberManagement:
 
     def test_an_admin_changes_a_role(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.public_id])
         response = client_for(alice).post(url, {"role": "viewer"})
         assert response.status_code == 302
         membership.refresh_from_db()
@@ -218,14 +218,14 @@ class TestMemberManagement:
 
     def test_an_empty_role_is_shown_beside_the_row(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.public_id])
         response = client_for(alice).post(url, {})
         assert response.status_code == 200
-        assert f'aria-describedby="role-{membership.pk}-error"' in html_of(response)
+        assert f'aria-describedby="role-{membership.public_id}-error"' in html_of(response)
 
     def test_the_last_admin_stays(self, alice, acme):
         membership = Membership.objects.get(user=alice)
-        url = reverse("common:org_member_role", args=[acme.public_id, membership.pk])
+        url = reverse("common:org_member_role", args=[acme.public_id, membership.public_id])
         response = client_for(alice).post(url, {"role": "viewer"}, follow=True)
         assert "at least one admin" in html_of(response)
         membership.refresh_from_db()
@@ -233,7 +233,7 @@ class TestMemberManagement:
 
     def test_an_admin_removes_a_member(self, alice, acme, acme_member):
         membership = Membership.objects.get(user=acme_member)
-        url = reverse("common:org_member_remove", args=[acme.public_id, membership.pk])
+        url = reverse("common:org_member_remove", args=[acme.public_id, membership.public_id])
         assert client_for(alice).post(url).status_code == 302
         assert not Membership.objects.filter(pk=membership.pk).exists()
 
@@ -241,16 +241,16 @@ class TestMemberManagement:
     def test_only_admins_change_or_remove(self, cast, acme, role, status):
         target = Membership.objects.get(user=cast["viewer"])
         for name in ("common:org_member_role", "common:org_member_remove"):
-            url = reverse(name, args=[acme.public_id, target.pk])
+            url = reverse(name, args=[acme.public_id, target.public_id])
             assert client_for(cast[role]).post(url, {"role": "admin"}).status_code == status
         target.refresh_from_db()
         assert target.role == "viewer"
 
     def test_another_organisations_member_is_not_found(self, alice, acme, bob, bolt):
         bobs = Membership.objects.get(user=bob)
-        url = reverse("common:org_member_remove", args=[acme.public_id, bobs.pk])
+        url = reverse("common:org_member_remove", args=[acme.public_id, bobs.public_id])
         assert client_for(alice).post(url).status_code == 404
-        url = reverse("common:org_member_remove", args=[bolt.public_id, bobs.pk])
+        url = reverse("common:org_member_remove", args=[bolt.public_id, bobs.public_id])
         assert client_for(alice).post(url).status_code == 404
         assert Membership.objects.filter(pk=bobs.pk).exists()
 

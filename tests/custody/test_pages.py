@@ -309,12 +309,17 @@ class TestReport:
     def test_findings_are_marked_to_drop_and_back(self, alice, reviewed):
         client = client_for(alice)
         duplicate = Finding.objects.get(version=reviewed, kind="exact_duplicate")
-        assert f'name="drop" value="{duplicate.pk}"' in html(
+        assert f'name="drop" value="{duplicate.public_id}"' in html(
             client.get(url("report", version_id=reviewed.public_id))
         )
         response = client.post(
             url("findings_mark", version_id=reviewed.public_id),
-            {"shown": [duplicate.pk], "drop": [duplicate.pk], "kind": "exact_duplicate", "page": "1"},
+            {
+                "shown": [duplicate.public_id],
+                "drop": [duplicate.public_id],
+                "kind": "exact_duplicate",
+                "page": "1",
+            },
         )
         assert (
             response["Location"]
@@ -322,7 +327,7 @@ class TestReport:
         )
         duplicate.refresh_from_db()
         assert duplicate.drop is True
-        client.post(url("findings_mark", version_id=reviewed.public_id), {"shown": [duplicate.pk]})
+        client.post(url("findings_mark", version_id=reviewed.public_id), {"shown": [duplicate.public_id]})
         duplicate.refresh_from_db()
         assert duplicate.drop is False
 
@@ -338,7 +343,7 @@ class TestReport:
         other = services.version_create(actor=alice, dataset=dataset)
         finding = Finding.objects.create(version=other, record_id=1, kind="empty", detail="x")
         response = client_for(alice).post(
-            url("findings_mark", version_id=reviewed.public_id), {"drop": [finding.pk]}
+            url("findings_mark", version_id=reviewed.public_id), {"drop": [finding.public_id]}
         )
         assert response.status_code == 404
 

@@ -203,7 +203,7 @@ class TestContributorsOfAVersion:
             {"filename": "cora-more.jsonl"},
             content_type="application/json",
         )
-        assert Contribution.objects.get(pk=contribution_id).contributor == cora
+        assert Contribution.objects.get(public_id=contribution_id).contributor == cora
 
         page = client_for(alice).get(version_url(version)).content.decode()
         rows = dict(re.findall(r'<tr data-contributor="(org_[0-9a-f]{16})">(.*?)</tr>', page, re.S))

@@ -271,7 +271,7 @@ def test_a_co_contributors_failure_detail_stays_with_that_contributor(
     version.refresh_from_db()
     assert version.state == VersionState.FAILED
     assert "secretheadervalue" not in version.failure_reason
-    owner_view = token_for(alice, acme, ["read"]).get(f"/api/v1/contributions/{theirs.pk}").json()
+    owner_view = token_for(alice, acme, ["read"]).get(f"/api/v1/contributions/{theirs.public_id}").json()
     assert owner_view["failure_reason"] == "This upload could not be processed."
-    own_view = token_for(dana, cora, ["read"]).get(f"/api/v1/contributions/{theirs.pk}").json()
+    own_view = token_for(dana, cora, ["read"]).get(f"/api/v1/contributions/{theirs.public_id}").json()
     assert "line 1" in own_view["failure_reason"]

@@ -115,7 +115,12 @@ def _leftovers(settings, contribution_id: int, *, row_may_remain: bool = False) 
     return found
 
 
-def _put(client: APIClient, cid: int, number: int, data: bytes) -> Any:
+def _key(cid: str) -> int:
+    """The upload's integer key, which names its quarantine blobs, key and audit rows inside."""
+    return Contribution.objects.get(public_id=cid).pk
+
+
+def _put(client: APIClient, cid: str, number: int, data: bytes) -> Any:
     return client.put(
         f"/api/v1/contributions/{cid}/parts/{number}", data, content_type="application/octet-stream"
     )
@@ -136,6 +141,7 @@ def upload_hostile(client: APIClient, version_id: str, item: HostileFile, settin
     if response.status_code != 201:
         return [f"start: {response.status_code} {response.content[:300]!r}"]
     cid = response.json()["id"]
+    pk = _key(cid)
     problems: list[str] = []
     for number, data in enumerate(item.parts, start=1):
         response = _put(client, cid, number, data)
@@ -146,19 +152,19 @@ def upload_hostile(client: APIClient, version_id: str, item: HostileFile, settin
         problem = _problem_failure(item, response, f"part {number}")
         if problem:
             problems.append(problem)
-        part_blob = Path(settings.BLOB_DIR) / "quarantine" / str(cid) / f"part-{number:06d}"
-        if part_blob.exists() or UploadPart.objects.filter(contribution_id=cid, number=number).exists():
+        part_blob = Path(settings.BLOB_DIR) / "quarantine" / str(pk) / f"part-{number:06d}"
+        if part_blob.exists() or UploadPart.objects.filter(contribution_id=pk, number=number).exists():
             problems.append(f"part {number}: the refused part was stored")
         if client.delete(f"/api/v1/contributions/{cid}").status_code != 204:
             problems.append("abandon: not 204")
-        return problems + [f"left behind: {x}" for x in _leftovers(settings, cid)]
+        return problems + [f"left behind: {x}" for x in _leftovers(settings, pk)]
     if item.stage == "part":
         return ["every part accepted"]
     response = client.post(f"/api/v1/contributions/{cid}/complete")
     problem = _problem_failure(item, response, "complete")
     if problem:
         return [problem]
-    return [f"left behind: {x}" for x in _leftovers(settings, cid)]
+    return [f"left behind: {x}" for x in _leftovers(settings, pk)]
 
 
 def _write_figures(name: str, figures: dict[str, Any]) -> None:
@@ -303,6 +309,7 @@ def ingest_hostile(client: APIClient, alice, dataset, item: HostileFile, setting
         format="json",
     )
     cid = response.json()["id"]
+    pk = _key(cid)
     for number, data in enumerate(item.parts, start=1):
         assert _put(client, cid, number, data).status_code == 200
     response = client.post(f"/api/v1/contributions/{cid}/complete")
@@ -315,16 +322,14 @@ def ingest_hostile(client: APIClient, alice, dataset, item: HostileFile, setting
         problems.append(f"ingest: state {body['state']}")
     if len(body["failure_reason"]) < 10:
         problems.append(f"ingest: no clear reason: {body['failure_reason']!r}")
-    event = AuditEvent.objects.filter(action="custody.ingest_failed", object_id=str(cid)).first()
+    event = AuditEvent.objects.filter(action="custody.ingest_failed", object_id=str(pk)).first()
     if event is None or event.details.get("code") not in item.codes:
         problems.append(f"ingest: audited code {event and event.details.get('code')}, expected {item.codes}")
     if client.get(f"/api/v1/versions/{version.public_id}").json()["state"] != "failed":
         problems.append("ingest: the version did not fail")
     if client.post(f"/api/v1/versions/{version.public_id}/reject", {}, format="json").status_code != 200:
         problems.append("reject: not 200")
-    problems.extend(
-        f"after reject: {leftover}" for leftover in _leftovers(settings, cid, row_may_remain=True)
-    )
+    problems.extend(f"after reject: {leftover}" for leftover in _leftovers(settings, pk, row_may_remain=True))
     return problems
 
 
@@ -365,6 +370,7 @@ class TestIngestPath:
         cid = client.post(
             f"/api/v1/versions/{version.public_id}/contributions", {"filename": "rows.txt"}, format="json"
         ).json()["id"]
+        pk = _key(cid)
         # One record past the limit: the parse stages full batches, then fails.
         _put(client, cid, 1, b"x\n" * (LIMITS["UPLOAD_MAX_RECORDS"] + 1))
         assert client.post(f"/api/v1/contributions/{cid}/complete").status_code == 202
@@ -373,7 +379,7 @@ class TestIngestPath:
         assert (
             client.post(f"/api/v1/versions/{version.public_id}/reject", {}, format="json").status_code == 200
         )
-        assert _leftovers(settings, cid, row_may_remain=True) == []
+        assert _leftovers(settings, pk, row_may_remain=True) == []
 
     @pytest.mark.proof
     def test_the_proof_content_classes_fail_at_ingest_with_a_reason(

@@ -18,9 +18,10 @@ from marketplace.models import Order as OrderRow
 
 
 class TestIdentity:
-    def test_whoami_names_the_tokens_organisation_and_scopes(self, trainer: Client, bolt):
+    def test_whoami_names_the_tokens_organisation_and_scopes(self, trainer: Client, bob, bolt):
         me = trainer.whoami()
         assert me.username == "bob"
+        assert me.id == bob.public_id and me.id.startswith("usr_")
         assert me.acting_organisation is not None
         assert me.acting_organisation.id == bolt.public_id
         assert me.acting_organisation.is_trainer

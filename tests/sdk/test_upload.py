@@ -45,9 +45,9 @@ def provider_client(live_server, alice, acme, puts: list[str]) -> Client:
     return Client(token=make_token(alice, acme, ["read", "provide"]), base_url=live_server.url, http=http)
 
 
-def assert_parts_are_the_file(contribution_id: int, corpus: Path) -> None:
+def assert_parts_are_the_file(contribution_id: str, corpus: Path) -> None:
     data = corpus.read_bytes()
-    row = ContributionRow.objects.get(pk=contribution_id)
+    row = ContributionRow.objects.get(public_id=contribution_id)
     parts = list(row.parts.order_by("number").values_list("number", "sha256"))
     expected = [
         (n, hashlib.sha256(data[(n - 1) * PART : n * PART]).hexdigest()) for n in range(1, len(parts) + 1)
@@ -70,18 +70,18 @@ def test_a_dropped_upload_resumes_with_the_missing_parts_only(live_server, alice
         client.upload(version.public_id, corpus, part_size=PART, on_progress=drop_after_two)
     [started] = ContributionRow.objects.filter(version=version)
     assert started.state == ContributionState.UPLOADING
-    assert client.get_upload(started.pk).parts_received == [1, 2]
+    assert client.get_upload(started.public_id).parts_received == [1, 2]
 
     progress: list[tuple[int, int]] = []
     done = client.upload(
         version.public_id, corpus, part_size=PART, on_progress=lambda d, t: progress.append((d, t))
     )
-    assert done.id == started.pk
+    assert done.id == started.public_id
     assert done.state != "uploading"
     assert puts == ["1", "2", *[str(n) for n in range(3, count + 1)]]  # parts 1-2 were not sent again
     assert progress[0] == (2 * PART, corpus.stat().st_size)
     assert progress[-1][0] == corpus.stat().st_size
-    assert_parts_are_the_file(started.pk, corpus)
+    assert_parts_are_the_file(started.public_id, corpus)
 
 
 def test_resuming_with_another_part_size_is_refused_before_sending(live_server, alice, acme, version, corpus):

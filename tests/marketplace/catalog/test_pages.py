@@ -192,9 +192,9 @@ class TestRightsApproval:
         viewer = client_for(member(partner, "pia", "viewer"))
         page = html(viewer.get("/market/rights/"))
         assert "allocation v2" in page and "An admin of Partner Texts approves" in page
-        assert viewer.post(f"/market/rights/{proposal.pk}/approve/").status_code == 403
+        assert viewer.post(f"/market/rights/{proposal.public_id}/approve/").status_code == 403
         admin = client_for(member(partner, "pat", "admin"))
-        assert admin.post(f"/market/rights/{proposal.pk}/approve/").status_code == 302
+        assert admin.post(f"/market/rights/{proposal.public_id}/approve/").status_code == 302
         proposal.refresh_from_db()
         assert proposal.state == "in_force"
         assert "Nothing waits for your approval" in html(admin.get("/market/rights/"))

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from common.models import IdempotencyRecord, IdempotencyState
-from marketplace.models import License, Order, OrderState
+from marketplace.models import License, Order, OrderState, RightsAllocation
 from marketplace.services.settlement import usage_settle
 from tests.common.test_problems import assert_problem
 from tests.marketplace.orders.conftest import use
@@ -50,6 +50,19 @@ class TestPlaceOrder:
         assert (body["escrow_amount"], body["escrow_amount_minor"]) == ("500.00", 50_000)
         assert (body["unit_price"], body["unit_price_minor"], body["currency"]) == ("500.00", 50_000, "EUR")
         assert body["license_ref"].startswith("lic_")
+        # The terms and allocation frozen into the order are named by public id (issue 13, item 9).
+        order = Order.objects.get(ref=body["ref"])
+        assert (
+            body["terms_id"]
+            == order.terms.public_id
+            == trainer.get(f"/api/v1/catalog/offers/{offer.public_id}").json()["current"]["id"]
+        )
+        assert body["allocation_id"] == RightsAllocation.objects.get(pk=order.allocation_id).public_id
+        assert body["allocation_id"].startswith("alc_")
+        listed = trainer.get("/api/v1/orders").json()["results"]
+        assert [(o["terms_id"], o["allocation_id"]) for o in listed] == [
+            (body["terms_id"], body["allocation_id"])
+        ]
         detail = trainer.get(f"/api/v1/licenses/{body['license_ref']}").json()
         assert detail["remaining"]["jobs_allowed"] == 3
         assert detail["remaining"]["jobs_used"] == 0

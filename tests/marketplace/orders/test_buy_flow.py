@@ -70,7 +70,7 @@ class TestAcceptance:
         response = bob_client.post(buy_url(offer), posted)
         assert response.status_code == 302
         order = Order.objects.get()
-        assert order.terms_id == offer_terms_current(offer).pk == int(posted["terms"])
+        assert order.terms.public_id == offer_terms_current(offer).public_id == posted["terms"]
         assert order.terms_accepted_at is not None
         event = AuditEvent.objects.get(action="marketplace.order_place", object_id=order.ref)
         assert event.details["terms_accepted"] is True
@@ -85,6 +85,21 @@ class TestAcceptance:
         response = bob_client.post(buy_url(offer), posted)
         assert response.status_code == 200
         assert "changed after you accepted them" in response.content.decode()
+        assert not Order.objects.exists()
+
+    def test_the_form_names_the_terms_by_public_id_and_refuses_an_integer(
+        self, bob_client, market, bolt, fund
+    ):
+        offer = market("fixed")
+        fund(bolt, 120_000)
+        posted = {**form_of(bob_client, offer), "accept_terms": "on"}
+        assert posted["terms"] == offer_terms_current(offer).public_id
+        stale = {**posted, "terms": str(offer_terms_current(offer).pk)}  # a page from before public ids
+        response = bob_client.post(buy_url(offer), stale)
+        assert response.status_code == 200
+        assert "This form is out of date or incomplete." in response.content.decode()
+        unknown = {**posted, "terms": "trm_0000000000000000"}
+        assert "changed after you accepted them" in bob_client.post(buy_url(offer), unknown).content.decode()
         assert not Order.objects.exists()
 
     def test_an_order_placed_without_the_page_records_no_acceptance(self, bob, market, bolt, fund):

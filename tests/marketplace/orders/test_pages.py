@@ -23,7 +23,7 @@ def _fee(settings):
 def accepted(offer, key: str, **extra: str) -> dict[str, str]:
     """What the buy form posts once the buyer ticks the acceptance of the offer's current terms."""
     terms = offer_terms_current(offer)
-    return {"idempotency_key": key, "terms": str(terms.pk), "accept_terms": "on", **extra}
+    return {"idempotency_key": key, "terms": terms.public_id, "accept_terms": "on", **extra}
 
 
 @pytest.fixture
