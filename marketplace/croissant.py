@@ -7,13 +7,24 @@ not even the approved preview: the metadata travels further than the listing.
 The records themselves are never downloadable, so the one distribution entry
 describes the custody store and says how the data is reached (licensed
 training jobs only).
+
+What the FileObject names, and so what its ``sha256`` is of: the sealed
+version's shard manifest, the JSON Lines that ``shard_manifest`` writes (one
+line per encrypted shard, in index order: its index, record count and the
+sha256 of its encrypted blob). Those shard hashes are the leaves of the
+version's Merkle root, so the manifest, the checksum and the root agree; the
+records the fields extract are inside those shards, readable only by a
+licensed job in custody. A checksum of the plaintext records would commit to
+custody text and could confirm guesses about it; the manifest reveals none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-from custody.models import Contribution, DatasetVersion
+from custody.models import Contribution, DatasetVersion, Shard
 from marketplace.models import Listing, OfferState
 from marketplace.terms import PURPOSE_WORDS
 
@@ -32,6 +43,7 @@ CONTEXT: dict[str, Any] = {
     "data": {"@id": "cr:data", "@type": "@json"},
     "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
     "dct": "http://purl.org/dc/terms/",
+    "equivalentProperty": "cr:equivalentProperty",
     "examples": {"@id": "cr:examples", "@type": "@json"},
     "extract": "cr:extract",
     "field": "cr:field",
@@ -60,6 +72,16 @@ CONTEXT: dict[str, Any] = {
 }
 
 STORE_ID = "custody-records"
+
+
+def shard_manifest(version: DatasetVersion) -> bytes:
+    """The sealed version's shard manifest: JSON Lines of {index, records, sha256}, by index."""
+    rows = Shard.objects.filter(version=version).order_by("index").values_list("index", "records", "sha256")
+    return b"".join(
+        json.dumps({"index": index, "records": records, "sha256": sha256}, separators=(",", ":")).encode()
+        + b"\n"
+        for index, records, sha256 in rows
+    )
 
 
 def _fields(contributions: list[Contribution]) -> list[dict[str, Any]]:
@@ -162,10 +184,13 @@ def croissant_document(listing: Listing, *, listing_url: str, terms_schema_url: 
                     f"({statistics.get('records', version.records):,} records, "
                     f"{statistics.get('platform_tokens', version.tokens):,} platform tokens). "
                     "Not downloadable: licensed training jobs read them inside a sandbox. "
-                    f"Integrity: the version's Merkle root over its shard hashes is {version.merkle_root}."
+                    "The checksum is of the version's shard manifest (JSON Lines: index, records and "
+                    "the sha256 of each encrypted shard, in index order), whose shard hashes are the "
+                    f"leaves of the version's Merkle root, {version.merkle_root}."
                 ),
                 "contentUrl": listing_url,
                 "encodingFormat": "application/jsonlines",
+                "sha256": hashlib.sha256(shard_manifest(version)).hexdigest(),
             }
         ],
         "recordSet": [
@@ -206,7 +231,12 @@ def croissant_document(listing: Listing, *, listing_url: str, terms_schema_url: 
         ),
         "rai:dataReleaseMaintenancePlan": (
             "Each version is sealed and never changes; new data comes as a new version. A takedown "
-            "withdraws the listing, revokes its licenses and destroys the version's key."
+            "withdraws the version and its listings, revokes its licenses (open jobs stop at their "
+            "next batch, queued ones are cancelled), refunds unreleased escrow, destroys trained "
+            "models still held in custody and shreds the upload's quarantine copy. It does not "
+            "touch the version's key: destroying it (the crypto-shred of the records) is a separate "
+            "operator step, after the key has been disabled for a waiting period. Models already "
+            "downloaded cannot be recalled; their receipts name the version."
         ),
         "prov:wasDerivedFrom": [
             {
