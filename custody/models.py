@@ -122,6 +122,7 @@ class ContributionState(models.TextChoices):
 
 
 class Contribution(models.Model):
+    public_id = PublicIdField(prefix="ctb")
     version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="contributions")
     contributor = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="contributions")
     uploaded_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
@@ -208,6 +209,7 @@ class Shard(models.Model):
 class Finding(models.Model):
     """A screening finding on one record; the provider decides whether to drop it."""
 
+    public_id = PublicIdField(prefix="fnd")
     version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="findings")
     record_id = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=32)
@@ -319,6 +321,27 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.quantity} ({self.consumer_ref})"
+
+
+class UsageByContribution(models.Model):
+    """The platform tokens one usage record (a job's ``tokens_trained``) read from one contribution.
+
+    Written with its usage record, in the same transaction, so a job's reads are recorded exactly
+    once; the quantities of a usage record's rows add up to its quantity. Settlement splits a
+    metered release by them (docs/money.md).
+    """
+
+    usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, related_name="by_contribution")
+    contribution = models.ForeignKey(Contribution, on_delete=models.PROTECT, related_name="usage")
+    quantity = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["usage", "contribution"], name="usage_contribution_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} of contribution {self.contribution_id} ({self.usage_id})"
 
 
 class BudgetState(models.TextChoices):

@@ -8,7 +8,7 @@ is joined to them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ ACCESS_LOG_HEADER = [
     "first_stream_open_at",
     "tokens_trained",
     "grant_state",
+    "tokens_by_contribution",
 ]
 
 
@@ -156,6 +157,8 @@ class AccessRow:
     job: GrantJob
     license: License | None
     stream_opens: list[datetime]
+    # Platform tokens the job read per contribution (custody's metering, issue 15 item 1).
+    reads: list[custody_selectors.ContributionRead] = field(default_factory=list)
 
     @property
     def grant(self) -> Any:
@@ -195,6 +198,7 @@ class AccessRow:
             self.stream_opens[0].isoformat() if self.stream_opens else "",
             "" if self.tokens_trained is None else self.tokens_trained,
             grant.state,
+            "; ".join(f"{read.public_id}:{read.tokens}" for read in self.reads),
         ]
 
 
@@ -209,17 +213,19 @@ def access_log(*, organisation: Organisation) -> QuerySet[GrantJob]:
 
 
 def access_rows(jobs: Sequence[GrantJob]) -> list[AccessRow]:
-    """The jobs of one page with their licenses and stream opens (two queries for the page)."""
+    """The jobs of one page with their licenses, stream opens and reads (three queries for the page)."""
     grant_ids = {job.grant_id for job in jobs}
     licenses = {
         lic.grant_id: lic for lic in License.objects.filter(grant_id__in=grant_ids).select_related("order")
     }
     opens = custody_selectors.stream_opens_for(jobs=jobs)
+    reads = custody_selectors.usage_reads_for(jobs=jobs)
     return [
         AccessRow(
             job=job,
             license=licenses.get(job.grant_id),
             stream_opens=opens.get((job.grant_id, job.consumer_ref), []),
+            reads=reads.get((job.grant_id, job.consumer_ref), []),
         )
         for job in jobs
     ]

@@ -233,6 +233,13 @@ class JobListSubmitApi(SealroomListApi):
         dp = DpInputSerializer(required=False, allow_null=True)
         label_field = serializers.CharField(required=False, allow_blank=True, default="")
         purpose = serializers.CharField(required=False, allow_blank=True, default="")
+        # Checked by _devices (a training.* problem), not by DRF: hence a JSON value here.
+        devices = serializers.JSONField(
+            required=False,
+            allow_null=True,
+            help_text="Training processes (DDP ranks, one per GPU on GPU workers): an integer from 1 "
+            "(default) to the platform's limit",
+        )
 
     def get_queryset(self) -> QuerySet[TrainingJob]:
         return selectors.job_list_for_org(organisation=acting_organisation_required(self.request))
@@ -284,8 +291,21 @@ class JobListSubmitApi(SealroomListApi):
                 dp=dict(v["dp"]) if v.get("dp") else None,
                 label_field=v["label_field"],
                 purpose=v["purpose"],
+                devices=_devices(v.get("devices", 1)),
             ),
         )
+
+
+def _devices(value: Any) -> int:
+    """The devices a submit asks for: a positive integer (the service bounds it by the platform's limit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        detail = "devices must be a positive integer (training processes, 1 by default)."
+        raise Invalid(
+            detail,
+            code="training.devices_invalid",
+            errors=[{"pointer": "/devices", "code": "invalid", "detail": detail}],
+        )
+    return value
 
 
 def _license_grant(organisation: Organisation, v: dict[str, Any]) -> Grant:

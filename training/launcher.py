@@ -119,6 +119,10 @@ class Inputs:
     labels: list[str] = field(default_factory=list)
     label_vocabulary_sha256: str = ""
     platform_tokens: int = 0  # of the records streamed, canaries excluded
+    # The contributions read, by the runner's source number (a record's ``source`` is its index).
+    sources: list[int] = field(default_factory=list)
+    # Platform tokens streamed per source (the fallback weights when the runner's counts round to 0).
+    source_tokens: list[int] = field(default_factory=list)
 
 
 def opaque_labels(values: list[str]) -> tuple[dict[str, str], str]:
@@ -147,25 +151,36 @@ def _inputs(job: TrainingJob) -> Inputs:
     classification = job.base.task == BaseTask.CLASSIFICATION
     label_field = str(job.request.get("label_field") or "")
     records: list[dict[str, Any]] = []
+    sources: dict[int, int] = {}
     unlabelled = 0
     for batch in stream:
         for record in batch:
             text = record_text(record["text"])
+            # The runner meters what its steps read per source; the launcher maps them back.
+            source = sources.setdefault(int(record["contribution"]), len(sources))
             if not classification:
-                records.append({"text": text})
+                records.append({"text": text, "source": source})
                 continue
             label = (record.get("meta") or {}).get(label_field)
             if label is None or label == "":
                 unlabelled += 1
                 continue
-            records.append({"text": text, "label": str(label)})
+            records.append({"text": text, "label": str(label), "source": source})
     if unlabelled:
         raise LaunchFailure(
             "training.labels_missing",
             f"{unlabelled} record(s) have no value in the metadata field {label_field!r}; "
             "choose the field that labels every record.",
         )
-    inputs = Inputs(records=records, probes=[], platform_tokens=_count_platform_tokens(records))
+    inputs = Inputs(
+        records=records,
+        probes=[],
+        platform_tokens=_count_platform_tokens(records),
+        sources=list(sources),
+        source_tokens=[0] * len(sources),
+    )
+    for record in records:
+        inputs.source_tokens[record["source"]] += record["platform_tokens"]
     if classification:
         _relabel(inputs, label_field)
     rng = random.Random(license_seed(job, "probes"))
@@ -249,6 +264,7 @@ FINAL_KEYS = (
     "epsilon_metrics",
     "device",
     "precision",
+    "world_size",
 )
 
 
@@ -385,7 +401,7 @@ class Recorder:
             if key in ("device", "precision"):
                 if isinstance(value, str):
                     metrics[key] = value[:16]
-            elif key in ("steps", "platform_tokens_trained"):
+            elif key in ("steps", "platform_tokens_trained", "world_size"):
                 count = _int_or_none(value)
                 if count is not None:
                     metrics[key] = count
@@ -435,13 +451,15 @@ def _float_or_none(value: Any) -> float | None:
 # --- the attempt ------------------------------------------------------------------------------
 
 
-def _limits() -> sandbox.Limits:
+def _limits(devices: int = 1) -> sandbox.Limits:
+    """The sandbox's limits; memory and processes are per training process (DDP rank)."""
     return sandbox.Limits(
         memory_bytes=settings.TRAINING_MEMORY_BYTES,
         wall_seconds=float(settings.TRAINING_WALL_SECONDS),
         gpu_index=settings.TRAINING_GPU_INDEX,
         max_processes=settings.TRAINING_MAX_PROCESSES,
         disk_bytes=settings.TRAINING_DISK_BYTES,
+        devices=devices,
     )
 
 
@@ -457,7 +475,7 @@ def _train(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) 
     result = sandbox.run_runner(
         ["train", "--spec", "spec.json", "--out", "out"],
         workdir=workdir,
-        limits=_limits(),
+        limits=_limits(devices=int(job.spec.get("devices") or 1)),
         stdin_records=inputs.records,
         on_event=recorder,
         should_cancel=recorder.should_cancel,
@@ -583,6 +601,47 @@ def tokens_billed(done: dict[str, Any], *, bound: int) -> int:
     return min(reported, bound)
 
 
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` by largest remainder (ties to the lower index):
+    integers that add up to ``total`` exactly, each within one of its exact share."""
+    weight = sum(weights)
+    if weight == 0:
+        raise ValueError("nothing to apportion by")
+    exact = [total * w for w in weights]
+    parts = [value // weight for value in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] % weight), i))
+    for index in order[: total - sum(parts)]:
+        parts[index] += 1
+    return parts
+
+
+def reads_by_contribution(done: dict[str, Any], inputs: Inputs, *, billed: int) -> dict[int, int]:
+    """The platform tokens the job read per contribution, adding up to exactly what it is billed.
+
+    The runner reports its steps' reads per source (their expectation under DP, like the bill);
+    where the bill differs from their sum (the bound applied, or per-source rounding under DP),
+    the bill is apportioned by them, or by the tokens streamed per source if they are all zero.
+
+    :raises LaunchFailure: the runner reported no usable counts (a runner defect, as for the bill).
+    """
+    reported = done.get("tokens_by_source")
+    if (
+        not isinstance(reported, list)
+        or len(reported) > len(inputs.sources)
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in reported)
+    ):
+        raise LaunchFailure(
+            "training.runner_failed",
+            "The runner did not report how many platform tokens it read from each contribution.",
+        )
+    counts = [*reported, *[0] * (len(inputs.sources) - len(reported))]
+    if not billed:
+        return {}
+    if sum(counts) != billed:
+        counts = apportion(billed, counts if any(counts) else inputs.source_tokens)
+    return {contribution: n for contribution, n in zip(inputs.sources, counts, strict=True) if n}
+
+
 def _release(
     job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion, inputs: Inputs
 ) -> None:
@@ -593,9 +652,10 @@ def _release(
     job.artifact_files = _artifact_files(workdir / "out")
     job.epsilon_spent = Decimal(str(round(float(epsilon), 4))) if isinstance(epsilon, int | float) else None
     job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
+    reads = reads_by_contribution(done, inputs, billed=job.tokens_trained)
     job.metrics["final"] = recorder.final_metrics(done.get("metrics"))
     # Signed before the archive is built: the model card in it names the receipt's hash.
-    job.receipt = receipt_sign(receipt_body(job, version=version))
+    job.receipt = receipt_sign(receipt_body(job, version=version, reads=reads))
     card = model_card(job, job.receipt, receipt_sha256(job.receipt))
     archive, _files = _artifact_archive(workdir / "out", card)
     if may_leave:
@@ -623,14 +683,133 @@ def _release(
             consumer_ref=job.consumer_ref,
             kind=UsageKind.TOKENS_TRAINED,
             quantity=job.tokens_trained,
+            by_contribution=reads,
         )
         job_finish(
             job_id=job.pk, state=JobState.SUCCEEDED, detail=f"{job.tokens_trained:,} platform tokens trained."
         )
 
 
+# --- valuation (issue 15): aggregates out, flagged record ids sealed in custody --------------
+
+
+def valuation_items(job: TrainingJob) -> list[dict[str, Any]]:
+    """Read the job's stream once into valuation records: text, opaque label, id, contribution.
+
+    :raises LaunchFailure: a record without a label, or fewer than two labels.
+    """
+    stream = custody.grant_stream_open(grant=job.grant, consumer_ref=job.consumer_ref, purpose="license")
+    label_field = str(job.request.get("label_field") or "")
+    items: list[dict[str, Any]] = []
+    for batch in stream:
+        for record in batch:
+            label = (record.get("meta") or {}).get(label_field)
+            if label is None or label == "":
+                raise LaunchFailure(
+                    "training.labels_missing",
+                    f"A record has no value in the metadata field {label_field!r}; valuation needs "
+                    "the field that labels every record.",
+                )
+            contribution = record.get("contribution", "")
+            items.append(
+                {
+                    "id": f"{contribution}:{record['id']}",
+                    "text": record_text(record["text"]),
+                    "label": str(label),
+                    "group": f"contribution-{contribution}",
+                }
+            )
+    mapping, _digest = opaque_labels([item["label"] for item in items])
+    if len(mapping) < 2:
+        raise LaunchFailure("training.labels_missing", "Valuation needs at least two distinct labels.")
+    for item in items:
+        item["label"] = mapping[item["label"]]
+    return items
+
+
+def valuation_published(raw: Any, *, min_group: int) -> dict[str, Any]:
+    """The runner's aggregates as they may be published, checked again outside the sandbox: groups
+    and histogram bins of at least ``min_group`` records, numbers only; anything else is dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    groups = raw["groups"] if isinstance(raw.get("groups"), dict) else {}
+    published_groups = {
+        str(name)[:64]: {key: group[key] for key in ("count", "sum", "mean") if _number(group.get(key))}
+        for name, group in groups.items()
+        if isinstance(group, dict) and (_int_or_none(group.get("count")) or 0) >= min_group
+    }
+    bins = raw["histogram"] if isinstance(raw.get("histogram"), list) else []
+    histogram = [
+        {key: b[key] for key in ("low", "high", "count") if _number(b.get(key))}
+        for b in bins
+        if isinstance(b, dict) and (_int_or_none(b.get("count")) or 0) >= min_group
+    ]
+    summary = raw["summary"] if isinstance(raw.get("summary"), dict) else {}
+    return {
+        "groups": published_groups,
+        "histogram": histogram,
+        "summary": {key: value for key, value in summary.items() if _number(value)},
+        "min_group": min_group,
+    }
+
+
+def _valuation_flags(path: Path, items: list[dict[str, Any]]) -> list[str]:
+    """The flagged ids the runner wrote, kept only where they name a record that was sent."""
+    try:
+        ids = json.loads(path.read_text()).get("ids")
+    except (OSError, ValueError, AttributeError):
+        return []
+    sent = {item["id"] for item in items}
+    return sorted({i for i in ids if isinstance(i, str) and i in sent}) if isinstance(ids, list) else []
+
+
+def _value_attempt(job: TrainingJob, workdir: Path, version: DatasetVersion) -> None:
+    """A valuation job: values in the sandbox, aggregates on the job, flags sealed in custody.
+
+    It spends no privacy budget (only aggregates over min_group records leave) and bills no
+    trained tokens; its usage is the job's start.
+    """
+    recorder = Recorder(job)
+    items = valuation_items(job)
+    (workdir / "spec.json").write_text(json.dumps(job.spec))
+    result = sandbox.run_runner(
+        ["train", "--spec", "spec.json", "--out", "out"],
+        workdir=workdir,
+        limits=_limits(),
+        stdin_records=items,
+        on_event=recorder,
+        should_cancel=recorder.should_cancel,
+    )
+    recorder.flush()
+    if recorder.cancel_reason and result.exit_code != 0:
+        raise LaunchCancelled(recorder.cancel_reason)
+    if result.exit_code != 0 or recorder.done is None:
+        raise _failure(result, recorder, "valuation")
+    min_group = int((job.spec.get("valuation") or {}).get("min_group") or 20)
+    published = valuation_published(recorder.done.get("valuation"), min_group=min_group)
+    flags = _valuation_flags(workdir / "out" / "flags.json", items)
+    published["summary"]["flagged"] = len(flags)
+    key = custody.artifact_seal(
+        version=version, name=f"valuation-flags-job-{job.pk}", data=json.dumps({"ids": flags}).encode()
+    )
+    with transaction.atomic():
+        job.metrics["valuation"] = published
+        job.artifact_blob_key = key
+        job.artifact_encrypted = True
+        job.tokens_trained = 0
+        job.save(update_fields=["metrics", "artifact_blob_key", "artifact_encrypted", "tokens_trained"])
+        job_finish(
+            job_id=job.pk,
+            state=JobState.SUCCEEDED,
+            detail=f"Valued {published['summary'].get('count', 0)} records; {len(flags)} flagged for review.",
+        )
+
+
 def _attempt(job: TrainingJob, workdir: Path) -> None:
     version = DatasetVersion.objects.get(pk=job.grant.version_id)
+    if job.template == "valuation":
+        _value_attempt(job, workdir, version)
+        return
     recorder = Recorder(job)
     inputs = _inputs(job)
     spec = dict(job.spec)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from django.utils import timezone
 
 from common.signing import PublicKeyRing, signing_key_provider
-from custody.models import DatasetVersion
+from custody.models import Contribution, DatasetVersion
 from training.models import TrainingJob
 
 RECEIPT_TYPE = "sealroom.training-receipt/v1"
@@ -32,9 +33,15 @@ def receipt_sha256(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(document["receipt"])).hexdigest()
 
 
-def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]:
+def receipt_body(
+    job: TrainingJob, *, version: DatasetVersion, reads: Mapping[int, int] | None = None
+) -> dict[str, Any]:
     """The receipt's fields. A classifier's labels appear only as ids (``LABEL_<i>``, in the spec)
-    with the hash of the sorted label vocabulary: the values are custody data."""
+    with the hash of the sorted label vocabulary: the values are custody data.
+
+    ``reads`` ({contribution id: platform tokens}, adding up to ``tokens_trained``) lists what the
+    job read from each contribution, by the contribution's public id.
+    """
     spec = {k: v for k, v in job.spec.items() if k != "base"}
     body = {
         "type": RECEIPT_TYPE,
@@ -58,6 +65,8 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
         "weights_left_custody": not job.artifact_encrypted,
         "epsilon_spent": float(job.epsilon_spent) if job.epsilon_spent is not None else None,
         "platform_tokens_trained": job.tokens_trained,
+        # Training processes (DDP ranks) the runner reported it ran, else the ones the job asked for.
+        "world_size": _world_size(job),
         "gate": {
             "passed": job.gate.get("passed"),
             "max_exposure": job.gate.get("max_exposure"),
@@ -66,10 +75,25 @@ def receipt_body(job: TrainingJob, *, version: DatasetVersion) -> dict[str, Any]
         "dp_delta": (job.spec.get("dp") or {}).get("delta"),
         "issued_at": timezone.now().isoformat(),
     }
+    if reads is not None:
+        public = dict(Contribution.objects.filter(pk__in=list(reads)).values_list("pk", "public_id"))
+        body["platform_tokens_by_contribution"] = [
+            {"contribution": public[pk], "platform_tokens": tokens}
+            for pk, tokens in sorted(reads.items(), key=lambda item: public[item[0]])
+        ]
     labels = job.metrics.get("labels")
     if isinstance(labels, dict) and labels.get("vocabulary_sha256"):
         body["label_vocabulary_sha256"] = labels["vocabulary_sha256"]
     return body
+
+
+def _world_size(job: TrainingJob) -> int:
+    final = (job.metrics or {}).get("final")
+    reported = final.get("world_size") if isinstance(final, dict) else None
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported >= 1:
+        return reported
+    asked = (job.spec or {}).get("devices")
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 1 else 1
 
 
 def _allocation_hash(terms: dict[str, Any]) -> str | None:

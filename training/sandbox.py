@@ -13,10 +13,12 @@ whole tree. Records go to the runner's stdin from a thread, never to disk.
 
 Defence in depth behind those walls: a seccomp filter (training/seccomp.py, loaded by bubblewrap)
 refuses ptrace, mounts, namespaces, keyrings, BPF, perf events, io_uring, kexec, modules and any
-socket but AF_UNIX; --disable-userns where bubblewrap has it; a process limit (RLIMIT_NPROC set
-inside the new user namespace, and pids.max where a pids cgroup is ours: RLIMIT_NPROC spares a
-host uid of root); a disk limit (RLIMIT_FSIZE per file, a size-capped /tmp, and a watch on the
-working directory's blocks that kills the run past ``Limits.disk_bytes``).
+socket but AF_UNIX (a multi-process DDP job's filter also allows AF_INET and route netlink, for
+gloo/NCCL over the sandbox's own loopback; `Limits.devices`); --disable-userns where bubblewrap has
+it; a process limit (RLIMIT_NPROC set inside the new user namespace, and pids.max where a pids
+cgroup is ours: RLIMIT_NPROC spares a host uid of root); a disk limit (RLIMIT_FSIZE per file, a
+size-capped /tmp, and a watch on the working directory's blocks that kills the run past
+``Limits.disk_bytes``).
 
 Where bubblewrap is missing, `unshare -n -r` gives the network wall, the process and disk limits
 but no seccomp filter (no filesystem view, no
@@ -65,6 +67,10 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
+    """What one job may use. Memory and tasks are per training process: a job of `devices`
+    processes (DDP ranks, training/runner/distributed.py) gets `devices` times both, enforced on
+    all of its ranks together (one cgroup, one watchdog sum, one RLIMIT_NPROC)."""
+
     memory_bytes: int
     wall_seconds: float
     gpu_index: int | None = None
@@ -72,6 +78,16 @@ class Limits:
     max_processes: int = 512
     # Bytes the job may hold in its working directory, and in its private /tmp (each).
     disk_bytes: int = 16 * 1024**3
+    # Training processes (ranks): GPUs gpu_index .. gpu_index + devices - 1 when gpu_index is set.
+    devices: int = 1
+
+    @property
+    def total_memory_bytes(self) -> int:
+        return self.memory_bytes * self.devices
+
+    @property
+    def total_processes(self) -> int:
+        return self.max_processes * self.devices
 
 
 @dataclass
@@ -111,7 +127,7 @@ def _works(command: list[str]) -> bool:
         return False
 
 
-def _bwrap_base(*, gpu_index: int | None, tmp_bytes: int | None = None) -> list[str]:
+def _bwrap_base(*, gpu_index: int | None, tmp_bytes: int | None = None, gpus: int = 1) -> list[str]:
     args = [
         "--unshare-all",
         "--unshare-user",
@@ -142,7 +158,8 @@ def _bwrap_base(*, gpu_index: int | None, tmp_bytes: int | None = None) -> list[
         args += ["--size", str(tmp_bytes)]
     args += ["--tmpfs", SANDBOX_TMP, "--dir", SANDBOX_HOME]
     if gpu_index is not None:
-        for node in (f"/dev/nvidia{gpu_index}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"):
+        cards = [f"/dev/nvidia{index}" for index in range(gpu_index, gpu_index + gpus)]
+        for node in (*cards, "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"):
             args += ["--dev-bind-try", node, node]
     return args
 
@@ -200,7 +217,9 @@ def sandbox_environment(limits: Limits) -> dict[str, str]:
 
 
 # Runs first inside the sandbox (in its own user namespace, so the process count is the sandbox's
-# alone): caps processes, file size and core dumps, then execs the real command.
+# alone): caps processes, file size and core dumps, then execs the real command. For a DDP job
+# (argv[3] "1") it brings the namespace's loopback up where it is down: bubblewrap brings it up
+# itself; `unshare -n` leaves it down (and the shim, root of its user namespace there, may).
 _RLIMIT_SHIM = (
     "import os, resource as r, sys\n"
     "def cap(kind, value):\n"
@@ -210,7 +229,14 @@ _RLIMIT_SHIM = (
     "cap(r.RLIMIT_NPROC, int(sys.argv[1]))\n"
     "cap(r.RLIMIT_FSIZE, int(sys.argv[2]))\n"
     "cap(r.RLIMIT_CORE, 0)\n"
-    "os.execv(sys.argv[3], sys.argv[3:])\n"
+    "if sys.argv[3] == '1':\n"
+    "    import fcntl, socket, struct\n"
+    "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "    flags = struct.unpack('16sH', fcntl.ioctl(s, 0x8913, struct.pack('16sH22x', b'lo', 0))[:18])[1]\n"
+    "    if not flags & 1:\n"
+    "        fcntl.ioctl(s, 0x8914, struct.pack('16sH22x', b'lo', flags | 1))\n"
+    "    s.close()\n"
+    "os.execv(sys.argv[4], sys.argv[4:])\n"
 )
 
 
@@ -235,8 +261,9 @@ def _confined(inner: list[str], limits: Limits) -> list[str]:
         "-S",
         "-c",
         _RLIMIT_SHIM,
-        str(limits.max_processes),
+        str(limits.total_processes),
         str(limits.disk_bytes),
+        "1" if limits.devices > 1 else "0",
         *inner,
     ]
 
@@ -252,7 +279,8 @@ def _command(
         options = _bwrap_options()
         # A size-capped /tmp: a tmpfs is memory, which the watchdog fallback would not see.
         tmp_bytes = limits.disk_bytes if "--size" in options else None
-        args = [bwrap, *_bwrap_base(gpu_index=limits.gpu_index, tmp_bytes=tmp_bytes), *_interpreter_binds()]
+        base = _bwrap_base(gpu_index=limits.gpu_index, tmp_bytes=tmp_bytes, gpus=limits.devices)
+        args = [bwrap, *base, *_interpreter_binds()]
         if "--disable-userns" in options:
             args += ["--disable-userns"]
         if seccomp_fd is not None:
@@ -262,9 +290,13 @@ def _command(
     return [shutil.which("unshare") or "unshare", "-n", "-r", "--", *inner], workdir
 
 
-def _seccomp_fd() -> int | None:
-    """A memfd holding the seccomp program for bubblewrap, or None (unshare, or no program here)."""
-    program = seccomp.filter_program()
+def _seccomp_fd(*, inet: bool = False) -> int | None:
+    """A memfd holding the seccomp program for bubblewrap, or None (unshare, or no program here).
+
+    ``inet``: the DDP filter, which also allows AF_INET sockets (gloo and NCCL talk TCP over
+    the sandbox's own loopback; the network namespace has no other interface).
+    """
+    program = seccomp.filter_program(inet=True) if inet else seccomp.filter_program()
     if program is None or _sandbox_tool() != "bwrap" or "--seccomp" not in _bwrap_options():
         return None
     fd = os.memfd_create("sealroom-seccomp")
@@ -572,8 +604,8 @@ def _run_sandboxed(
     workdir = Path(workdir).resolve()
     if not workdir.is_dir():
         raise FileNotFoundError(f"workdir {workdir} is not a directory")
-    seccomp_fd = _seccomp_fd()
-    guard = _MemoryGuard(limits.memory_bytes, pids=limits.max_processes)
+    seccomp_fd = _seccomp_fd(inet=limits.devices > 1)
+    guard = _MemoryGuard(limits.total_memory_bytes, pids=limits.total_processes)
     try:
         command, cwd = _command(inner, workdir=workdir, limits=limits, seccomp_fd=seccomp_fd)
         return _supervise(
@@ -727,7 +759,7 @@ def _supervise(
             elif should_cancel is not None and should_cancel():
                 stopped = "cancelled"
             elif guard.over_limit(process.pid):
-                stopped = f"out of memory (limit {_human_bytes(limits.memory_bytes)})"
+                stopped = f"out of memory (limit {_human_bytes(limits.total_memory_bytes)})"
             elif disk.over_limit():
                 stopped = disk.reason
             if stopped is not None:
@@ -786,7 +818,7 @@ def _reason(
     if exit_code == 0:
         return None
     if exit_code in (137, -9) and guard.oom_killed():
-        return f"out of memory (limit {_human_bytes(limits.memory_bytes)})"
+        return f"out of memory (limit {_human_bytes(limits.total_memory_bytes)})"
     errors = [event for event in events if event.get("event") == "error"]
     if errors:
         return f"runner error: {errors[-1].get('field', '?')}: {errors[-1].get('detail', '')}"[:500]

@@ -11,7 +11,11 @@ whole. It allows every system call except the ones a training job never needs an
   see), kexec, module loading, reboot, swap, accounting, quotas, the clock, syslog, file handles
   (open_by_handle_at is a classic container escape), fanotify,
 - sockets of any family but AF_UNIX (no IP, netlink, packet or vsock sockets, even where a network
-  namespace would have kept them useless),
+  namespace would have kept them useless); a multi-process (DDP) job's filter also allows
+  AF_INET, because gloo's and NCCL's transports are TCP sockets, and NETLINK_ROUTE netlink,
+  because both find their interface with getifaddrs(3). Both reach only the sandbox's own network
+  namespace (loopback and nothing else; with no capability, route netlink can read it, not change
+  it). AF_INET6, other netlink protocols, packet, vsock and the rest stay refused,
 - any other ABI (x32, or 32-bit calls on a 64-bit kernel), whose numbers differ.
 
 A denied call fails with EPERM (ENOSYS for clone3); nothing is killed, so a library that probes a
@@ -35,6 +39,10 @@ _ERRNO = 0x00050000
 DENY = _ERRNO | errno.EPERM
 NOSYS = _ERRNO | errno.ENOSYS
 AF_UNIX = 1
+AF_INET = 2
+AF_NETLINK = 16
+NETLINK_ROUTE = 0
+_ARG2 = _ARG0 + 16  # args[2] (a socket's protocol): its low 32 bits
 X32_BIT = 0x40000000
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (CLONE_NEWTIME is unshare-only).
 CLONE_NEW_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
@@ -198,7 +206,7 @@ ARCHITECTURES = {
 _Instruction = tuple[int, str | int, str | int, int]  # code, jump-if-true, jump-if-false, k
 
 
-def _program(arch: int, numbers: dict[str, int], x32: bool) -> list[_Instruction]:
+def _program(arch: int, numbers: dict[str, int], x32: bool, inet: bool = False) -> list[_Instruction]:
     """The filter with symbolic jump targets (labels), resolved by `_assemble`."""
     out: list[_Instruction] = [(_LD_W_ABS, 0, 0, _ARCH), (_JEQ, 0, "deny", arch), (_LD_W_ABS, 0, 0, _NR)]
     if x32:
@@ -213,7 +221,17 @@ def _program(arch: int, numbers: dict[str, int], x32: bool) -> list[_Instruction
     ]
     labels: dict[str, list[_Instruction]] = {
         "clone": [(_LD_W_ABS, 0, 0, _ARG0), (_JSET, "deny", "allow", CLONE_NEW_FLAGS)],
-        "socket": [(_LD_W_ABS, 0, 0, _ARG0), (_JEQ, "allow", "deny", AF_UNIX)],
+        "socket": [(_LD_W_ABS, 0, 0, _ARG0), (_JEQ, "allow", "inet" if inet else "deny", AF_UNIX)],
+        "inet": (
+            [
+                (_JEQ, "allow", 0, AF_INET),
+                (_JEQ, 0, "deny", AF_NETLINK),
+                (_LD_W_ABS, 0, 0, _ARG2),
+                (_JEQ, "allow", "deny", NETLINK_ROUTE),
+            ]
+            if inet
+            else []
+        ),
         "allow": [(_RET, 0, 0, ALLOW)],
         "deny": [(_RET, 0, 0, DENY)],
         "nosys": [(_RET, 0, 0, NOSYS)],
@@ -242,9 +260,13 @@ def _assemble(program: list[_Instruction]) -> bytes:
     return packed
 
 
-def filter_program(machine: str | None = None) -> bytes | None:
-    """The packed BPF program for this machine's architecture, or None where unsupported."""
+def filter_program(machine: str | None = None, *, inet: bool = False) -> bytes | None:
+    """The packed BPF program for this machine's architecture, or None where unsupported.
+
+    ``inet``: also allow AF_INET and NETLINK_ROUTE sockets (a DDP job's ranks talk over the
+    sandbox's loopback, and find it with getifaddrs).
+    """
     found = ARCHITECTURES.get(machine or platform.machine())
     if found is None:
         return None
-    return _assemble(_program(*found))
+    return _assemble(_program(*found, inet=inet))

@@ -8,7 +8,7 @@ open stream at the next batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -25,12 +25,14 @@ from custody import signals
 from custody.exceptions import Conflict, Invalid
 from custody.models import (
     BudgetState,
+    Contribution,
     DatasetVersion,
     Grant,
     GrantJob,
     GrantPurpose,
     GrantState,
     PrivacyBudgetEntry,
+    UsageByContribution,
     UsageKind,
     UsageRecord,
     VersionState,
@@ -222,7 +224,11 @@ def grant_job_release(*, grant: Grant, consumer_ref: str) -> bool:
 
 @dataclass
 class GrantStream:
-    """Decrypted records batch by batch; the grant is re-checked before each batch."""
+    """Decrypted records batch by batch; the grant is re-checked before each batch.
+
+    Each record names the contribution it came from (``contribution``, an id), so that a
+    consumer can meter what it reads per contribution (``usage_record``'s ``by_contribution``).
+    """
 
     grant: Grant
     consumer_ref: str
@@ -237,7 +243,13 @@ class GrantStream:
         for shard in self._shards:
             grant_check(Grant.objects.get(pk=self.grant.pk))
             batch = [
-                {"id": r["id"], "text": r["text"], "meta": r["meta"], "lang": r["lang"]}
+                {
+                    "id": r["id"],
+                    "text": r["text"],
+                    "meta": r["meta"],
+                    "lang": r["lang"],
+                    "contribution": shard.contribution_id,
+                }
                 for r in shard_records(version, shard, data_key)
             ]
             self.records += len(batch)
@@ -273,10 +285,57 @@ def grant_stream_open(*, grant: Grant, consumer_ref: str, purpose: str) -> Grant
     return GrantStream(grant=fresh, consumer_ref=consumer_ref, purpose=purpose, _shards=shards)
 
 
-def usage_record(*, grant: Grant, consumer_ref: str, kind: str, quantity: int) -> UsageRecord:
+def _reads_validated(
+    grant: Grant, kind: str, quantity: int, by_contribution: Mapping[int, int]
+) -> dict[int, int]:
+    """The per-contribution reads, checked: tokens only, the version's contributions, summing exactly.
+
+    :raises Invalid: anything else (the pointer names the offending contribution).
+    """
+    if kind != UsageKind.TOKENS_TRAINED:
+        raise Invalid(
+            f"Only {UsageKind.TOKENS_TRAINED} usage is metered per contribution, not {kind}.",
+            code="custody.usage_reads_invalid",
+        )
+    known = set(Contribution.objects.filter(version_id=grant.version_id).values_list("pk", flat=True))
+    errors = []
+    for contribution_id, tokens in sorted(by_contribution.items()):
+        if contribution_id not in known:
+            detail = f"Contribution {contribution_id} is not part of version {grant.version_id}."
+        elif isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            detail = "Tokens read must be a non-negative integer."
+        else:
+            continue
+        errors.append({"pointer": f"/by_contribution/{contribution_id}", "code": "invalid", "detail": detail})
+    if not errors and sum(by_contribution.values()) != quantity:
+        errors.append(
+            {
+                "pointer": "/by_contribution",
+                "code": "sum_mismatch",
+                "detail": f"The reads add up to {sum(by_contribution.values())}, not {quantity}.",
+            }
+        )
+    if errors:
+        raise Invalid(errors[0]["detail"], code="custody.usage_reads_invalid", errors=errors)  # type: ignore[arg-type]
+    return {int(k): int(v) for k, v in by_contribution.items() if v}
+
+
+def usage_record(
+    *,
+    grant: Grant,
+    consumer_ref: str,
+    kind: str,
+    quantity: int,
+    by_contribution: Mapping[int, int] | None = None,
+) -> UsageRecord:
     """Record usage once per (grant, consumer, kind); a retried job never counts twice.
 
-    :raises Invalid: unknown kind or negative quantity.
+    ``by_contribution`` ({contribution id: platform tokens}, ``tokens_trained`` only) says what the
+    job read from each contribution; it is recorded with the usage, in its transaction, so once
+    too, and must add up to ``quantity``. A repeat returns the first record, reads unchanged.
+
+    :raises Invalid: unknown kind, negative quantity, or reads that are not the version's or do
+        not add up.
     """
     if kind not in UsageKind.values:
         raise Invalid(f"Unknown usage kind {kind!r}.", code="custody.usage_kind_invalid")
@@ -285,17 +344,25 @@ def usage_record(*, grant: Grant, consumer_ref: str, kind: str, quantity: int) -
     existing = UsageRecord.objects.filter(grant=grant, consumer_ref=consumer_ref, kind=kind).first()
     if existing is not None:
         return existing
+    reads = _reads_validated(grant, kind, quantity, by_contribution) if by_contribution is not None else {}
     try:
         with transaction.atomic():
             usage = UsageRecord.objects.create(
                 grant=grant, consumer_ref=consumer_ref, kind=kind, quantity=quantity
             )
+            UsageByContribution.objects.bulk_create(
+                UsageByContribution(usage=usage, contribution_id=contribution_id, quantity=tokens)
+                for contribution_id, tokens in sorted(reads.items())
+            )
+            details: dict[str, Any] = {"consumer_ref": consumer_ref, "kind": kind, "quantity": quantity}
+            if by_contribution is not None:
+                details["by_contribution"] = {str(k): v for k, v in sorted(reads.items())}
             audit_record(
                 action="custody.usage_record",
                 organisation=grant.licensee,
                 object_type="grant",
                 object_id=grant.pk,
-                details={"consumer_ref": consumer_ref, "kind": kind, "quantity": quantity},
+                details=details,
             )
             signals.send_after_commit(signals.usage_recorded, usage_id=usage.pk, grant_id=grant.pk)
     except IntegrityError:

@@ -8,6 +8,8 @@ transaction instead of posting again. Callers hold the license's row lock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.conf import settings
 
 from common.models import Organisation, User
@@ -60,14 +62,16 @@ def escrow_refund(*, order: Order, amount: int, key: str, reason: str) -> Ledger
 
 
 def escrow_release(
-    *, order: Order, amount: int, key: str, memo: str
+    *, order: Order, amount: int, key: str, memo: str, weights: Mapping[int, int] | None = None
 ) -> tuple[LedgerTransaction, dict[int, int], int]:
     """Release ``amount`` of the order's escrow to the frozen holders and the fee, once per ``key``.
 
     The split is the ledger's largest remainder over the allocation and fee
-    frozen at the sale. Returns the transaction, each holder's part and the fee.
+    frozen at the sale, or over ``weights`` ({organisation id: weight}, what a
+    metered job read per holder) when given. Returns the transaction, each
+    holder's part and the fee.
     """
-    parts = split(amount, order.shares, order.fee_bps)
+    parts = split(amount, weights or order.shares, order.fee_bps)
     escrow = escrow_account(order_ref=order.ref, currency=order.currency)
     postings = [(escrow, -amount)]
     holders = {org.pk: org for org in Organisation.objects.filter(pk__in=parts.parts)}

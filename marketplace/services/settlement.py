@@ -5,13 +5,17 @@ per unsettled custody usage record of a license; each item settles that record
 in one transaction: a ``Settlement`` row (unique per usage record), the ledger
 release (idempotency key ``settle:usage:<id>``), the holders' lines and
 custody's ``settled_at``. A worker killed anywhere in it leaves either all or
-nothing; the retry finds the row and does nothing again. docs/money.md has
-the release and refund rules.
+nothing; the retry finds the row and does nothing again. A metered release is
+split by what the job read from each contribution (``release_weights``), the
+others by the allocation frozen at the sale. docs/money.md has the release and
+refund rules.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 from django.db import transaction
 from django.db.models import BigIntegerField
@@ -33,11 +37,13 @@ from marketplace.models import (
     LicenseState,
     Order,
     PriceModel,
+    RightsAllocation,
     Settlement,
     SettlementLine,
 )
 from marketplace.quotes import TOKENS_PER_UNIT
 from marketplace.services.escrow import escrow_fund, escrow_refund, escrow_release
+from marketplace.services.rights import contributed_tokens
 
 SWEEP_BATCH = 500
 
@@ -69,15 +75,54 @@ def _amount_due(license_: License, order: Order, usage: UsageRecord) -> tuple[in
     return 0, 0
 
 
+def release_weights(order: Order, usage: UsageRecord) -> dict[int, int] | None:
+    """What a metered release is split by: the job's reads per holder; None keeps the frozen allocation.
+
+    Fixed and per-period prices pay for access, not reads, and a usage recorded without reads (a
+    job that predates per-contribution metering) has none: both keep the allocation frozen at
+    the sale. Under the default allocation (shares from contributed tokens) each contributing
+    organisation weighs the platform tokens the job read from its contributions, so a job that
+    read only A's records pays only A. Under an explicit allocation each holder weighs its agreed
+    share times the fraction of its own contributed tokens the job read (the whole version's
+    fraction for a holder that contributed none): a job reading everything once splits exactly as
+    agreed, one that read nothing of a holder pays it nothing.
+    """
+    if order.price_model != PriceModel.METERED or usage.kind != UsageKind.TOKENS_TRAINED:
+        return None
+    reads = custody_selectors.usage_reads_by_contributor(usage=usage)
+    if not any(reads.values()):
+        return None
+    allocation = RightsAllocation.objects.filter(pk=order.allocation_id).first()
+    if allocation is None or allocation.from_contributions:
+        return {holder: tokens for holder, tokens in reads.items() if tokens > 0}
+    contributed = contributed_tokens(version=allocation.version)
+    overall = Fraction(sum(reads.values()), max(1, sum(contributed.values())))
+    exact = {
+        holder: bps
+        * (Fraction(reads.get(holder, 0), contributed[holder]) if contributed.get(holder) else overall)
+        for holder, bps in order.shares.items()
+    }
+    scale = math.lcm(*(value.denominator for value in exact.values()))
+    weights = {holder: int(value * scale) for holder, value in exact.items() if value > 0}
+    return weights or None
+
+
 def _settlement_record(
-    *, license_: License, amount: int, key: str, memo: str, usage: UsageRecord | None, period: int | None
+    *,
+    license_: License,
+    amount: int,
+    key: str,
+    memo: str,
+    usage: UsageRecord | None,
+    period: int | None,
+    weights: dict[int, int] | None = None,
 ) -> Settlement:
     order = license_.order
     txn: LedgerTransaction | None = None
     parts: dict[int, int] = {}
     fee = 0
     if amount:
-        txn, parts, fee = escrow_release(order=order, amount=amount, key=key, memo=memo)
+        txn, parts, fee = escrow_release(order=order, amount=amount, key=key, memo=memo, weights=weights)
     settlement = Settlement.objects.create(
         usage=usage, period=period, license=license_, amount=amount, fee=fee, transaction=txn
     )
@@ -103,6 +148,7 @@ def _settlement_record(
             "amount": amount,
             "fee": fee,
             "parts": parts,
+            "split_by": "reads" if weights else "allocation",
         },
     )
     holders = Organisation.objects.in_bulk(list(parts))
@@ -118,7 +164,7 @@ def _settlement_record(
                 "currency": order.currency,
             },
             object_type="settlement",
-            object_id=settlement.pk,
+            object_id=settlement.public_id,
         )
     return settlement
 
@@ -148,6 +194,7 @@ def usage_settle(*, usage_id: int) -> Settlement | None:
         memo=f"Usage {usage.kind} {usage.quantity} on license {license_.ref}",
         usage=usage,
         period=None,
+        weights=release_weights(license_.order, usage),
     )
     license_.tokens_settled += tokens
     license_.save(update_fields=["released", "tokens_settled"])

@@ -94,3 +94,36 @@ class TestOpaqueLabels:
         mapping, digest = launcher.opaque_labels(["pos", "neg", "pos", "neutral"])
         assert mapping == {"neg": "LABEL_0", "neutral": "LABEL_1", "pos": "LABEL_2"}
         assert digest == hashlib.sha256(json.dumps(["neg", "neutral", "pos"]).encode()).hexdigest()
+
+
+class TestReadsByContribution:
+    """The runner's reads per source, mapped to contributions and made to add up to the bill."""
+
+    def inputs(self) -> launcher.Inputs:
+        return launcher.Inputs(records=[], probes=[], sources=[41, 7, 93], source_tokens=[600, 300, 100])
+
+    def test_maps_sources_to_contributions_and_drops_the_unread(self):
+        done = {"tokens_by_source": [120, 0, 30]}
+        assert launcher.reads_by_contribution(done, self.inputs(), billed=150) == {41: 120, 93: 30}
+
+    def test_a_bill_cut_to_the_bound_is_apportioned_by_the_reads(self):
+        # DP rounds each source down, or the bound cuts the bill: largest remainder, exact.
+        done = {"tokens_by_source": [100, 100, 101]}
+        reads = launcher.reads_by_contribution(done, self.inputs(), billed=200)
+        assert reads == {41: 67, 7: 66, 93: 67} and sum(reads.values()) == 200
+
+    def test_reads_that_round_to_nothing_fall_back_to_the_tokens_streamed(self):
+        done = {"tokens_by_source": [0, 0, 0]}
+        assert launcher.reads_by_contribution(done, self.inputs(), billed=10) == {41: 6, 7: 3, 93: 1}
+
+    def test_nothing_billed_reads_nothing(self):
+        assert launcher.reads_by_contribution({"tokens_by_source": [5, 0, 0]}, self.inputs(), billed=0) == {}
+
+    @pytest.mark.parametrize(
+        "done",
+        [{}, {"tokens_by_source": None}, {"tokens_by_source": [1, -1]}, {"tokens_by_source": [1, 2, 3, 4]}],
+    )
+    def test_a_missing_or_malformed_count_fails_the_job(self, done):
+        with pytest.raises(launcher.LaunchFailure) as failed:
+            launcher.reads_by_contribution(done, self.inputs(), billed=10)
+        assert failed.value.code == "training.runner_failed"

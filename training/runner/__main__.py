@@ -54,12 +54,29 @@ def train_command(spec_path: Path, out_dir: Path) -> int:
         spec = _load_spec(spec_path)
     except SpecError as error:
         return _error(error.field, error.detail, EXIT_SPEC)
+    if spec.template == "valuation":
+        return value_command(spec, out_dir)
     try:
         records = read_records(sys.stdin.buffer)
+        if spec.devices > 1:
+            from training.runner.distributed import train_ranks
+
+            return train_ranks(spec, records, out_dir, emit)
         # Imported late: torch and transformers load only once the spec and input are sound.
         from training.runner.train import train
 
         emit(train(spec, records, out_dir, emit))
+    except InputError as error:
+        return _error(error.field, error.detail, EXIT_INPUT)
+    return 0
+
+
+def value_command(spec: Spec, out_dir: Path) -> int:
+    """The valuation template: its records carry labels, groups and splits (valuation.py)."""
+    from training.runner.valuation import read_items, value
+
+    try:
+        emit(value(spec, read_items(sys.stdin.buffer), out_dir, emit))
     except InputError as error:
         return _error(error.field, error.detail, EXIT_INPUT)
     return 0

@@ -46,6 +46,9 @@ class Record:
     platform_tokens: int | None = None
     # token_classification: labelled character spans (start, end, type), offsets into `text`.
     spans: tuple[tuple[int, int, str], ...] | None = None
+    # Which contribution the record came from, as the launcher numbers them (0, 1, ...): the
+    # runner reports the platform tokens its steps read per source. None: not metered so.
+    source: int | None = None
 
 
 def read_records(lines: Iterable[bytes]) -> list[Record]:
@@ -75,7 +78,10 @@ def read_records(lines: Iterable[bytes]) -> list[Record]:
         ):
             raise InputError("records", f"line {number}: 'platform_tokens' must be a non-negative integer")
         spans = _spans(record.get("spans"), len(record["text"]), number)
-        records.append(Record(record["text"], label, canary, number, platform_tokens, spans))
+        source = record.get("source")
+        if source is not None and (isinstance(source, bool) or not isinstance(source, int) or source < 0):
+            raise InputError("records", f"line {number}: 'source' must be a non-negative integer")
+        records.append(Record(record["text"], label, canary, number, platform_tokens, spans, source))
     if not records:
         raise InputError("records", "no records on stdin")
     return records
@@ -185,6 +191,26 @@ class Blocks:
     platform_tokens: int
     platform: torch.Tensor | None = None
     starts: torch.Tensor | None = None
+    by_source: torch.Tensor | None = None  # (blocks, sources): `platform` split by record source
+
+
+def source_table(sources: list[int | None] | None) -> list[int] | None:
+    """The records' sources as column indices (-1: none), or None when no record names one."""
+    if sources is None or all(source is None for source in sources):
+        return None
+    return [-1 if source is None else source for source in sources]
+
+
+def by_source_rows(shares: list[int], sources: list[int] | None) -> torch.Tensor | None:
+    """One row per record: its platform tokens in its source's column (records that are their own
+    unit: classification, or causal blocks aligned one record per block under DP)."""
+    if sources is None:
+        return None
+    table = torch.zeros((len(shares), max(sources) + 1), dtype=torch.long)
+    for row, (share, source) in enumerate(zip(shares, sources, strict=True)):
+        if source >= 0:
+            table[row, source] = share
+    return table
 
 
 def record_weights(records: list[Record], counts: list[int], counted: list[bool] | None = None) -> list[int]:
@@ -208,6 +234,7 @@ def pack(
     counted: list[bool] | None = None,
     weights: list[int | None] | None = None,
     aligned: bool = False,
+    sources: list[int | None] | None = None,
 ) -> Blocks:
     """Tokenize and pack records end to end, each followed by the separator, into blocks of max_seq_len.
 
@@ -218,6 +245,9 @@ def pack(
 
     `aligned` (DP): one record per block, truncated to max_seq_len - 1 tokens and its separator, so
     that one record changes one block and nothing else (end-to-end packing shifts every later block).
+
+    `sources` (each record's source, or None) adds `by_source`: each block's platform tokens split
+    by source, in integers whose rows add up to `platform` exactly.
     """
     separator = special_id(tokenizer, "[SEP]") if separator is None else separator
     pad = special_id(tokenizer, "[PAD]") if pad is None else pad
@@ -232,7 +262,8 @@ def pack(
         for row, tokens in enumerate(rows):
             ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         lengths = torch.tensor([len(tokens) for tokens in rows], dtype=torch.long)
-        return Blocks(ids, lengths, sum(shares), torch.tensor(shares, dtype=torch.long))
+        by_source = by_source_rows(shares, source_table(sources))
+        return Blocks(ids, lengths, sum(shares), torch.tensor(shares, dtype=torch.long), None, by_source)
     stream: list[int] = []
     spans: list[tuple[int, int]] = []
     for encoding in encodings:
@@ -248,7 +279,15 @@ def pack(
     starts = torch.zeros(count, dtype=torch.long)
     for start, _length in spans:
         starts[start // max_seq_len] += 1
-    return Blocks(ids.view(count, max_seq_len), lengths, sum(shares), platform, starts)
+    columns = source_table(sources)
+    by_source = None
+    if columns is not None:
+        # A block's share of each source: the sum of its records' spreads (exactly `platform`).
+        by_source = torch.zeros((count, max(columns) + 1), dtype=torch.long)
+        for source in sorted(set(columns) - {-1}):
+            mine = [w if c == source else 0 for w, c in zip(shares, columns, strict=True)]
+            by_source[:, source] = _spread(spans, mine, count, max_seq_len)
+    return Blocks(ids.view(count, max_seq_len), lengths, sum(shares), platform, starts, by_source)
 
 
 def _spread(spans: list[tuple[int, int]], weights: list[int], count: int, width: int) -> torch.Tensor:
@@ -278,6 +317,7 @@ class Encoded:
     labels: torch.Tensor
     platform_tokens: int
     platform: torch.Tensor | None = None
+    by_source: torch.Tensor | None = None  # (rows, sources): `platform` split by record source
 
 
 def encode_labelled(
@@ -319,6 +359,7 @@ def encode_labelled(
         torch.tensor(targets, dtype=torch.long),
         sum(weights),
         torch.tensor(weights, dtype=torch.long),
+        by_source_rows(weights, source_table([r.source for r in records])),
     )
 
 
@@ -370,7 +411,14 @@ def encode_spans(
         if len(encoding.ids) > width:
             kept[-1] = -100
         tags[row, : len(kept)] = torch.tensor(kept, dtype=torch.long)
-    return Encoded(ids, mask, tags, sum(weights), torch.tensor(weights, dtype=torch.long))
+    return Encoded(
+        ids,
+        mask,
+        tags,
+        sum(weights),
+        torch.tensor(weights, dtype=torch.long),
+        by_source_rows(weights, source_table([r.source for r in records])),
+    )
 
 
 def token_tags(

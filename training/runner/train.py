@@ -30,6 +30,7 @@ from training.runner.data import (
     pack,
     split_records,
 )
+from training.runner.distributed import SINGLE, Rank
 from training.runner.models import (
     BASE_SIZES,
     Base,
@@ -99,6 +100,7 @@ class DeviceBlocks:
         self.count = blocks.input_ids.shape[0]
         self.tokens = blocks.lengths
         self.platform = _platform(blocks.platform, self.count)
+        self.by_source = blocks.by_source
         self.records = (
             blocks.starts if blocks.starts is not None else torch.ones(self.count, dtype=torch.long)
         )
@@ -121,6 +123,7 @@ class DeviceEncoded:
         self.count = encoded.input_ids.shape[0]
         self.tokens = encoded.attention_mask.sum(dim=1)
         self.platform = _platform(encoded.platform, self.count)
+        self.by_source = encoded.by_source
         self.records = torch.ones(self.count, dtype=torch.long)
         self.predicted = torch.ones(self.count, dtype=torch.long)
         self.input_ids = encoded.input_ids.to(device)
@@ -153,6 +156,7 @@ class DeviceTokens:
         self.count = encoded.input_ids.shape[0]
         self.tokens = encoded.attention_mask.sum(dim=1)
         self.platform = _platform(encoded.platform, self.count)
+        self.by_source = encoded.by_source
         self.records = torch.ones(self.count, dtype=torch.long)
         # The loss is a mean over the tagged tokens: windows weigh a batch by how many it has.
         self.predicted = (encoded.labels != -100).sum(dim=1)
@@ -228,9 +232,11 @@ def _platform(shares: torch.Tensor | None, count: int) -> torch.Tensor:
 class Trainer:
     """One training job: holds the model, optimizer, privacy engine and counters."""
 
-    def __init__(self, spec: Spec, model: nn.Module, train: Data, validation: Data | None) -> None:
+    def __init__(
+        self, spec: Spec, model: nn.Module, train: Data, validation: Data | None, rank: Rank = SINGLE
+    ) -> None:
         hp = spec.hyperparameters
-        self.spec, self.hp = spec, hp
+        self.spec, self.hp, self.rank = spec, hp, rank
         self.device = train.device
         self.train, self.validation = train, validation
         self.dtype = autocast_dtype(hp.precision, self.device)
@@ -241,6 +247,12 @@ class Trainer:
         self.optimizer: Any = torch.optim.AdamW(trainable, lr=hp.learning_rate, fused=fused)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.forward: Callable[..., Any] = torch.compile(self.model) if hp.compile else self.model
+        if rank.distributed:
+            self.forward = self._replicated()
+        # Per rank: the units it trained (all epochs), and how often each unit came its way in the
+        # first epoch (summed over the ranks, every unit once: the shares are disjoint and whole).
+        self.units_trained = 0
+        self.first_epoch_seen = torch.zeros(train.count, dtype=torch.int32)
         self.engine: Any = None
         self.metrics_spent = 0.0
         self.criterion: Any = None
@@ -259,6 +271,14 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * hp.epochs
         if hp.max_steps is not None:
             self.total_steps = min(self.total_steps, hp.max_steps)
+
+    def _replicated(self) -> Callable[..., Any]:
+        """The model under DDP: gradients all-reduced (averaged) across the ranks in backward."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        replica = DistributedDataParallel(self.model, device_ids=device_ids)
+        return torch.compile(replica) if self.hp.compile else replica
 
     def _make_private(self) -> None:
         """DP-SGD with Opacus: ghost clipping, Poisson sampling, noise from the PRV accountant."""
@@ -336,13 +356,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def _step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _step(self, inputs: dict[str, torch.Tensor], scale: float = 1.0) -> torch.Tensor:
         if self.engine is not None:
             return self._private_step(inputs)
         with self._autocast():
-            loss = self.forward(**inputs).loss
+            if scale == 0.0:
+                # A rank with no predicted token in the global batch: a zero loss (no 0/0 in the
+                # backward) still joins DDP's gradient all-reduce, which every rank must.
+                output = self.forward(**{k: v for k, v in inputs.items() if k != "labels"})
+                loss = output.logits.float().sum() * 0.0
+            else:
+                loss = self.forward(**inputs).loss
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
@@ -365,6 +391,59 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _global_step(self, index: torch.Tensor, epoch: int) -> float:
+        """One optimizer step on the global batch `index`; returns its loss (mean over its tokens).
+
+        Alone, the rank trains the whole batch. Under DDP each rank trains its share, its loss
+        weighted by its share of the batch's predicted tokens (times the world size, which DDP's
+        averaging divides out): the all-reduced gradient is the one-process gradient of the batch.
+        """
+        if not self.rank.distributed:
+            return float(self._step(self.train.inputs(index)))
+        import torch.distributed as dist
+
+        share = index[self.rank.rank :: self.rank.world_size]
+        self.units_trained += share.numel()
+        if epoch == 1:
+            self.first_epoch_seen[share] += 1
+        total = int(self.train.predicted[index].sum())
+        weight = int(self.train.predicted[share].sum()) / total if total and share.numel() else 0.0
+        # A batch smaller than the world leaves a rank without a unit: it steps on a stand-in at
+        # weight zero, so that every rank joins every all-reduce.
+        inputs = self.train.inputs(share if share.numel() else index[:1])
+        loss = self._step(inputs, scale=weight * self.rank.world_size)
+        mean = (loss.float() * weight).reshape(1)
+        dist.all_reduce(mean)
+        return float(mean)
+
+    def rank_report(self) -> dict[str, Any]:
+        """Every rank's trained units, first-epoch coverage and whether the replicas agree.
+
+        A collective: every rank calls it at the same point. Identical weights are DDP's contract;
+        the replicas' checksums (sums of every trainable parameter) show it held.
+        """
+        import torch.distributed as dist
+
+        world, rank = self.rank.world_size, self.rank.rank
+        figures = torch.zeros(2 * world, dtype=torch.float64, device=self.device)
+        figures[rank] = self.units_trained
+        with torch.no_grad():
+            checksum = sum(p.detach().double().sum() for p in self.model.parameters() if p.requires_grad)
+        figures[world + rank] = checksum
+        seen = self.first_epoch_seen.to(self.device)
+        dist.all_reduce(figures)
+        dist.all_reduce(seen)
+        sums = figures[world:].tolist()
+        return {
+            "world_size": world,
+            "backend": self.rank.backend,
+            "units": self.train.count,
+            "units_per_rank": [int(n) for n in figures[:world].tolist()],
+            "first_epoch_units_covered": int((seen > 0).sum()),
+            "first_epoch_units_repeated": int((seen > 1).sum()),
+            "replicas_agree": max(sums) == min(sums),
+        }
 
     def _epoch_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         if self.loader is None and isinstance(self.train, DeviceTokens):
@@ -397,6 +476,24 @@ class Trainer:
         epoch_tokens = int(self.train.platform.sum())
         return min(epoch_tokens * self.draws // self.steps_per_epoch, epoch_tokens * self.hp.epochs)
 
+    def platform_tokens_by_source(self, read: torch.Tensor | None) -> list[int] | None:
+        """What the run read per record source (the launcher's contributions), as the bill counts it.
+
+        Without DP, the sum over the batches' units of each source's share (adding up to the bill);
+        under DP, as the bill, the expectation: each source's epoch tokens times the steps' share
+        of the epochs, never depending on which records the sampling drew. None: no sources sent.
+        """
+        table = self.train.by_source
+        if table is None or read is None:
+            return None
+        if self.engine is None:
+            return [int(value) for value in read]
+        epoch = table.sum(dim=0)
+        return [
+            min(int(tokens) * self.draws // self.steps_per_epoch, int(tokens) * self.hp.epochs)
+            for tokens in epoch
+        ]
+
     def window(self) -> Window:
         """The loss window: the telemetry's minimum, widened to keep a run under max_points."""
         telemetry = self.spec.telemetry
@@ -417,15 +514,19 @@ class Trainer:
         """Train for the configured epochs (or max_steps), emitting progress and validation metrics."""
         generator = torch.Generator().manual_seed(self.hp.seed)
         step, started, consumed = 0, time.perf_counter(), 0
+        by_source = self.train.by_source
+        read = None if by_source is None else torch.zeros(by_source.shape[1], dtype=torch.long)
         window = self.window()
         last: dict[str, Any] = {}
         validation: dict[str, float] = {}
         self.model.train()
         for epoch in range(1, self.hp.epochs + 1):
             for index in self._epoch_batches(generator):
-                loss = self._step(self.train.inputs(index))
+                loss = self._global_step(index, epoch)
                 step += 1
                 consumed += int(self.train.platform[index].sum())
+                if read is not None and by_source is not None:
+                    read += by_source[index].sum(dim=0)
                 window.add(
                     float(loss),
                     predicted=int(self.train.predicted[index].sum()),
@@ -440,7 +541,8 @@ class Trainer:
                     emit(self._progress(step, epoch, started, report))
                 if step == self.total_steps:
                     break
-            if self.validation is not None and not self.loss_withheld and self.validation_reportable:
+            reportable = self.validation_reportable and self.rank.main  # rank 0 reports for all
+            if self.validation is not None and not self.loss_withheld and reportable:
                 validation = self.evaluate()
                 emit({"event": "metrics", "split": "validation", "epoch": epoch, **validation})
             if step == self.total_steps:
@@ -453,6 +555,8 @@ class Trainer:
             "steps": step,
             "platform_tokens_trained": self.platform_tokens_trained(consumed),
         }
+        if (per_source := self.platform_tokens_by_source(read)) is not None:
+            final["platform_tokens_by_source"] = per_source
         if last:
             final["train_loss"] = last["loss"]
         return {**final, **validation}
@@ -638,6 +742,7 @@ def _causal_data(
             pad=base.pad,
             counted=[not r.canary for r in records],
             weights=[r.platform_tokens for r in records],
+            sources=[r.source for r in records],
             # DP: one record per block, so that the privacy unit is the record (docs/training.md).
             aligned=spec.dp is not None,
         )
@@ -682,10 +787,13 @@ def _token_data(
     return DeviceTokens(train_encoded, device), validation
 
 
-def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[str, Any]:
+def train(
+    spec: Spec, records: list[Record], out_dir: Path, emit: Emit, rank: Rank = SINGLE
+) -> dict[str, Any]:
     """Run the spec's template on in-memory records and save the model to out_dir.
 
-    Canary records always train and never validate. Returns the `done` event.
+    Canary records always train and never validate. Returns the `done` event. Under DDP (`rank`
+    of several, distributed.py) every rank calls this; only rank 0 saves, and its event counts.
     :raises InputError: when the base, tokenizer or records cannot be used.
     """
     hp = spec.hyperparameters
@@ -696,7 +804,7 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
         # delta is the chance the guarantee fails outright: at 1/n or more, one record may leak whole.
         raise InputError("dp.delta", f"must be below 1/n = 1/{len(train_records)} (the training records)")
     train_records += [r for r in records if r.canary]
-    device = pick_device()
+    device = torch.device("cuda", rank.rank) if rank.backend == "nccl" else pick_device()
     if spec.template == "token_classification":
         base = load_token_classifier(spec)
     else:
@@ -716,12 +824,14 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
         train_data, validation_data = _classification_data(
             spec, base, train_records, validation_records, device
         )
-    trainer = Trainer(spec, model, train_data, validation_data)
+    trainer = Trainer(spec, model, train_data, validation_data, rank)
     if (privacy := trainer.privacy_event()) is not None:
         emit(privacy)
     metrics = trainer.run(emit)
-    files = save(trainer.final_model(), base, out_dir)
+    ranks = trainer.rank_report() if rank.distributed else None
+    files = save(trainer.final_model(), base, out_dir) if rank.main else []
     metrics.update(device=trainer.device.type, precision=hp.precision if trainer.dtype else "fp32")
+    metrics["world_size"] = rank.world_size
     if trainer.engine is not None:
         metrics["epsilon_metrics"] = round(trainer.metrics_spent, 6)
     for name in ("loss", "perplexity", "accuracy", "f1_macro", "f1_spans"):
@@ -733,9 +843,12 @@ def train(spec: Spec, records: list[Record], out_dir: Path, emit: Emit) -> dict[
         "steps": metrics["steps"],
         # Platform tokens of the training records the steps consumed; no canaries, no validation.
         "tokens_trained": metrics["platform_tokens_trained"],
+        # The same per record source (the launcher maps sources to contributions); absent: none sent.
+        "tokens_by_source": metrics.pop("platform_tokens_by_source", None),
         "epsilon_spent": trainer.epsilon_spent(),
         "files": files,
         "metrics": metrics,
+        **({"ranks": ranks} if ranks is not None else {}),
     }
 
 

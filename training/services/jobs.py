@@ -64,6 +64,8 @@ class JobRequest:
     dp: dict[str, Any] | None = None
     label_field: str = ""
     purpose: str = ""
+    # Training processes (DDP ranks), at most TRAINING_MAX_DEVICES.
+    devices: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class JobRequest:
             "dp": self.dp,
             "label_field": self.label_field,
             "purpose": self.purpose,
+            **({"devices": self.devices} if self.devices != 1 else {}),
         }
 
 
@@ -131,6 +134,8 @@ def runner_spec(
     dp = _dp_block(request.dp)
     if dp is not None:
         spec["dp"] = dp
+    if request.devices != 1:
+        spec["devices"] = request.devices
     if TEMPLATES[request.template].needs_label_field:
         spec["labels"] = labels or _PLACEHOLDER_LABELS
     return spec
@@ -165,6 +170,13 @@ def spec_check(request: JobRequest, *, gate_max_exposure: float) -> dict[str, An
         )
     if info.needs_label_field and not request.label_field:
         raise _invalid("/label_field", "required", "Name the metadata field that holds each record's label.")
+    if not 1 <= request.devices <= settings.TRAINING_MAX_DEVICES:
+        raise _invalid(
+            "/devices",
+            "out_of_range",
+            f"devices must be between 1 and {settings.TRAINING_MAX_DEVICES} on this platform.",
+            problem="training.devices_invalid",
+        )
     spec = runner_spec(request, gate_max_exposure=gate_max_exposure)
     try:
         parse_spec(spec)

@@ -74,9 +74,13 @@ def fund(ops) -> Callable[..., None]:
     return _fund
 
 
-def use(license_: License, consumer_ref: str, kind: str, quantity: int) -> UsageRecord:
-    """Record usage through custody, as the training side does."""
-    return custody.usage_record(grant=license_.grant, consumer_ref=consumer_ref, kind=kind, quantity=quantity)
+def use(
+    license_: License, consumer_ref: str, kind: str, quantity: int, reads: dict[int, int] | None = None
+) -> UsageRecord:
+    """Record usage through custody, as the training side does (``reads``: per contribution id)."""
+    return custody.usage_record(
+        grant=license_.grant, consumer_ref=consumer_ref, kind=kind, quantity=quantity, by_contribution=reads
+    )
 
 
 def listing_of(offer: Offer) -> Listing:

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 
 from common.exceptions import DomainError
 from custody import services as custody
-from custody.models import UsageRecord
+from custody.models import Contribution, UsageByContribution, UsageRecord
 from marketplace.ledger import balance, escrow_account, ledger_check, trial_balance
 from marketplace.models import (
     AccountKind,
@@ -54,7 +54,7 @@ def account_total(kind: str) -> int:
 
 
 @pytest.mark.django_db
-def test_money_is_never_created_or_lost(market, acme, alice, bolt, bob, ops, settings_fee):
+def test_money_is_never_created_or_lost(market, acme, cora, alice, bolt, bob, ops, settings_fee):
     offers = {
         "fixed": market("fixed"),
         "metered": market("metered"),
@@ -125,12 +125,27 @@ def test_money_is_never_created_or_lost(market, acme, alice, bolt, bob, ops, set
             job=st.integers(0, 3),
             kind=st.sampled_from(["job_started", "tokens_trained"]),
             quantity=st.integers(0, 3_000_000),
+            acme_read=st.sampled_from([0, 1, 37, 100]),
         )
-        def use(self, pick: int, job: int, kind: str, quantity: int) -> None:
+        def use(self, pick: int, job: int, kind: str, quantity: int, acme_read: int) -> None:
             licenses = list(License.objects.order_by("pk"))
             license_ = licenses[pick % len(licenses)]
+            reads = None
+            if kind == "tokens_trained":
+                # What the job read per contribution (acme_read % of it from Acme's), adding up exactly.
+                by_org = dict(
+                    Contribution.objects.filter(version_id=license_.version_id).values_list(
+                        "contributor", "pk"
+                    )
+                )
+                mine = quantity * acme_read // 100
+                reads = {by_org[acme.pk]: mine, by_org[cora.pk]: quantity - mine}
             custody.usage_record(
-                grant=license_.grant, consumer_ref=f"job-{job}", kind=kind, quantity=quantity
+                grant=license_.grant,
+                consumer_ref=f"job-{job}",
+                kind=kind,
+                quantity=quantity,
+                by_contribution=reads,
             )
 
         @rule(twice=st.booleans())
@@ -198,6 +213,20 @@ def test_money_is_never_created_or_lost(market, acme, alice, bolt, bob, ops, set
                     assert held == order.escrow_amount
                 else:
                     assert held == 0
+
+        @invariant()
+        def metered_releases_follow_the_reads(self) -> None:
+            # A metered job that read from one contributor only paid that contributor.
+            for settlement in Settlement.objects.filter(
+                amount__gt=0, license__order__price_model="metered", usage__isnull=False
+            ):
+                readers = set(
+                    UsageByContribution.objects.filter(
+                        usage_id=settlement.usage_id, quantity__gt=0
+                    ).values_list("contribution__contributor", flat=True)
+                )
+                paid = set(settlement.lines.filter(amount__gt=0).values_list("holder", flat=True))
+                assert paid <= readers
 
         @invariant()
         def nothing_settled_twice(self) -> None:

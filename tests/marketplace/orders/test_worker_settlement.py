@@ -15,8 +15,9 @@ import pytest
 from chaos.checks import Check, check_audit_chain, check_ledger, check_settlement
 from common.models import WorkItem, WorkState
 from common.work import work_sweep
-from custody.models import UsageRecord
-from marketplace.ledger import balance, escrow_account, payable_account, platform_account
+from custody import selectors as custody_selectors
+from custody.models import Contribution, UsageRecord
+from marketplace.ledger import balance, escrow_account, payable_account, platform_account, split
 from marketplace.models import AccountKind, LedgerTransaction, License, Settlement
 from marketplace.services.orders import order_place
 from marketplace.tasks import SETTLE_WORK, marketplace_sweep
@@ -54,12 +55,25 @@ class UsageStream:
         self.drill, self.license = drill, license_
         self.batch, self.tokens_each, self.limit = batch, tokens_each, limit
         self.usages: list[int] = []
+        # What each job read (issue 15 item 1): even jobs only the first contribution's records,
+        # odd ones a third of the first's and the rest from the second.
+        self.contributions = list(
+            Contribution.objects.filter(version_id=license_.version_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+    def reads(self, job: int) -> dict[int, int]:
+        first, second = self.contributions
+        if job % 2 == 0:
+            return {first: self.tokens_each}
+        return {first: self.tokens_each // 3, second: self.tokens_each - self.tokens_each // 3}
 
     def add_batch(self) -> None:
         for _ in range(min(self.batch, self.limit - len(self.usages))):
             ref = f"job-{len(self.usages)}"
             self.drill.invoke("usage", consumer_ref=ref, quantity=self.tokens_each)
-            usage = use(self.license, ref, "tokens_trained", self.tokens_each)
+            usage = use(self.license, ref, "tokens_trained", self.tokens_each, self.reads(len(self.usages)))
             self.usages.append(usage.pk)
             self.drill.ok("usage", consumer_ref=ref, usage=usage.pk, quantity=self.tokens_each)
 
@@ -143,6 +157,18 @@ def test_a_worker_killed_during_settlement_pays_each_usage_exactly_once(worker, 
         + balance(platform_account(kind=AccountKind.PLATFORM_FEE, currency="EUR"))
     )
     assert paid == metered_license.released
+    # Each release went to the contributors by what its job read, to the minor unit.
+    owed = {acme.pk: 0, cora.pk: 0}
+    for settlement in Settlement.objects.filter(license=metered_license, amount__gt=0).select_related(
+        "usage"
+    ):
+        assert settlement.usage is not None
+        reads = custody_selectors.usage_reads_by_contributor(usage=settlement.usage)
+        for holder, part in split(settlement.amount, reads, 1000).parts.items():
+            owed[holder] += part
+    assert owed == {
+        org.pk: balance(payable_account(organisation=org, currency="EUR")) for org in (acme, cora)
+    }
 
 
 @pytest.mark.proof

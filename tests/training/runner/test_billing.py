@@ -132,3 +132,67 @@ class TestReadRecords:
         with pytest.raises(InputError) as caught:
             read_records([json.dumps({"text": "SECRET", "platform_tokens": value}).encode()])
         assert caught.value.detail == "line 1: 'platform_tokens' must be a non-negative integer"
+
+
+def sourced(count: int, sources: list[int]) -> list[Record]:
+    """`block_records` with each record's source (the launcher's contribution number), cycling."""
+    return [
+        Record(r.text, r.label, r.canary, r.line, r.platform_tokens, r.spans, sources[i % len(sources)])
+        for i, r in enumerate(block_records(count))
+    ]
+
+
+class TestTokensBySource:
+    def test_a_block_shared_by_two_sources_splits_its_share_exactly(self, tiny_tokenizer: Path) -> None:
+        from training.runner.data import load_tokenizer, pack
+
+        tokenizer = load_tokenizer(str(tiny_tokenizer))
+        texts = ["the patient walked", "clinic note 1 2 3 4 5 6 7 8 9", "river engine", "data"]
+        blocks = pack(
+            tokenizer,
+            texts,
+            8,
+            weights=[5, 100, None, 7],
+            counted=[True, True, True, False],
+            sources=[0, 1, 0, None],
+        )
+        assert blocks.by_source is not None and blocks.platform is not None
+        # Block 0: record 0 (source 0) whole and 4/12 of record 1 (source 1); block 2: record 2's 2.
+        assert blocks.by_source.tolist() == [[5, 100 * 4 // 12], [0, 100 - 100 * 4 // 12], [2, 0]]
+        assert blocks.by_source.sum(dim=1).tolist() == blocks.platform.tolist()
+
+    def test_a_full_run_reads_each_source_whole_times_the_epochs(
+        self, tmp_path: Path, tiny_tokenizer: Path
+    ) -> None:
+        done = billed(spec(tiny_tokenizer), sourced(16, [0, 0, 0, 1]), tmp_path / "out")
+        assert done["tokens_by_source"] == [12 * SENT * 2, 4 * SENT * 2]
+        assert sum(done["tokens_by_source"]) == done["tokens_trained"]
+
+    def test_max_steps_reads_per_source_add_up_to_the_bill(
+        self, tmp_path: Path, tiny_tokenizer: Path
+    ) -> None:
+        done = billed(spec(tiny_tokenizer, max_steps=1), sourced(16, [0, 1]), tmp_path / "out")
+        assert done["tokens_trained"] == 4 * SENT
+        assert sum(done["tokens_by_source"]) == 4 * SENT and len(done["tokens_by_source"]) == 2
+
+    def test_without_sources_there_are_no_counts_per_source(
+        self, tmp_path: Path, tiny_tokenizer: Path
+    ) -> None:
+        done = billed(spec(tiny_tokenizer, epochs=1), block_records(8), tmp_path / "out")
+        assert done["tokens_by_source"] is None
+
+    @pytest.mark.parametrize("value", [-1, 1.5, "0", True])
+    def test_refuses_a_source_that_is_not_a_non_negative_integer(self, value: Any) -> None:
+        with pytest.raises(InputError) as caught:
+            read_records([json.dumps({"text": "SECRET", "source": value}).encode()])
+        assert caught.value.detail == "line 1: 'source' must be a non-negative integer"
+
+    def test_dp_reads_per_source_are_the_expectation_like_the_bill(
+        self, tmp_path: Path, tiny_tokenizer: Path
+    ) -> None:
+        dp = {"enabled": True, "target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}
+        lora = {**spec(tiny_tokenizer, epochs=1), "template": "causal_lm_lora", "dp": dp}
+        done = billed(lora, sourced(16, [0, 0, 0, 1]), tmp_path / "full")
+        # A full epoch: exactly each source's tokens, whatever the Poisson batches drew.
+        assert done["tokens_by_source"] == [12 * SENT, 4 * SENT]
+        assert sum(done["tokens_by_source"]) == done["tokens_trained"]
