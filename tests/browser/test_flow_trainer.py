@@ -183,7 +183,11 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     page.get_by_role("link", name="Data access log").click()
     row = page.get_by_role("row", name=re.compile("Bolt Models"))
     assert license_.ref in row.inner_text()
-    assert row.locator("[data-tokens]").inner_text() == str(receipt["platform_tokens_trained"])
+    tokens = row.locator("[data-tokens]")
+    assert tokens.inner_text().splitlines()[0] == str(receipt["platform_tokens_trained"])
+    # Under it, what the job read from each contribution (one here, the whole of it).
+    reads = tokens.locator("[data-reads] li").all_inner_texts()
+    assert reads == [f"Acme Corpora: {receipt['platform_tokens_trained']}"]
     shot("provider-access-log")
     with page.expect_download() as export:
         page.get_by_role("link", name="Export as CSV").click()

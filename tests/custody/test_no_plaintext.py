@@ -42,7 +42,9 @@ def sentinels() -> dict[str, list[str]]:
 def corpus(s: dict[str, list[str]]) -> bytes:
     plain, pii = s["plain"], s["pii"]
     records = [
-        {"text": f"The word {plain[0]} appears in this ordinary sentence."},
+        # Not "The word X appears ...": the English tagger reads an unknown word in a subject's
+        # place as a name and replaces it, and these sentinels must survive desensitization.
+        {"text": f"This ordinary sentence holds the word {plain[0]}."},
         {"text": f"Write to {pii[0]} about the refund, reference {plain[1]}."},
         {"text": f"Card {pii[1]} was charged twice."},
         {"text": f"Nothing special here, only {plain[2]}."},

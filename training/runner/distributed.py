@@ -35,6 +35,7 @@ from training.runner.spec import Spec
 # A rank that waits this long on the others has lost them (the sandbox's wall clock is the job's).
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 _STOP_SECONDS = 5.0
+_REPORT_SECONDS = 10.0  # how long a failed job waits for rank 0's own exit (and error event)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,11 @@ def _wait(ranks: Sequence[multiprocessing.process.BaseProcess]) -> int:
             if process.exitcode != 0:
                 failed[ranks.index(process)] = int(process.exitcode or 1)
     if failed:
+        # Rank 0 reports for the job: a rank that failed on the job's input (every rank meets the
+        # same missing base or bad field) may exit before rank 0 has written its error event, so
+        # give rank 0 a moment to finish on its own before the others are stopped.
+        if ranks[0] in running:
+            ranks[0].join(timeout=_REPORT_SECONDS)
         for process in running:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(process.pid or 0, signal.SIGTERM)
