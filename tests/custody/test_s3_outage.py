@@ -80,7 +80,10 @@ class TestS3OutageMidIngest:
         version.refresh_from_db()
         assert version.state == VersionState.REVIEW
         assert version.records == len(RECORDS)
-        sealed = services.version_seal(actor=alice, version=version)
+        # The residual-risk sample is not what this drill is about: the strict detector reads
+        # "Record 1640" as a phone number in about 1.4% of these records, and a sample of 107
+        # can land above the 2% that asks for confirmation.
+        sealed = services.version_seal(actor=alice, version=version, confirm_residual_risk=True)
         assert record_ids(sealed) == list(range(len(RECORDS)))
         assert list(sealed.shards.order_by("index").values_list("index", flat=True)) == [0, 1, 2]
 
