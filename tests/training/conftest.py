@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -69,3 +71,26 @@ def job_body(grant: Grant, base: BaseModel, **overrides: Any) -> dict[str, Any]:
 
 
 __all__ = ["TINY_HP", "drain", "job_body", "jsonl", "tasks"]
+
+
+@pytest.fixture
+def listener() -> Any:
+    """A TCP socket on the host's 127.0.0.1 (outside any sandbox), counting the connections it accepts."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    accepted: list[bool] = []
+
+    def accept() -> None:
+        server.settimeout(10)
+        try:
+            while True:
+                connection, _ = server.accept()
+                accepted.append(True)
+                connection.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()

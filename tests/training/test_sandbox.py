@@ -43,30 +43,6 @@ def report(result: RunResult) -> dict[str, Any]:
     return event
 
 
-@pytest.fixture
-def listener() -> Any:
-    """A TCP socket on 127.0.0.1 that accepts connections (outside the sandbox)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    accepted: list[bool] = []
-
-    def accept() -> None:
-        server.settimeout(10)
-        try:
-            while True:
-                conn, _ = server.accept()
-                accepted.append(True)
-                conn.close()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    server.close()
-
-
 class TestWalls:
     def test_no_network_even_to_loopback(self, tmp_path: Path, listener: Any) -> None:
         port, accepted = listener

@@ -12,10 +12,8 @@ import copy
 import json
 import resource
 import shutil
-import socket
 import sys
 import textwrap
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -226,29 +224,6 @@ PROBE = """
         "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
     }))
 """
-
-
-@pytest.fixture
-def listener() -> Any:
-    """A TCP socket on the host's 127.0.0.1 (outside the sandbox), counting connections."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    accepted: list[bool] = []
-
-    def accept() -> None:
-        server.settimeout(10)
-        try:
-            while True:
-                connection, _ = server.accept()
-                accepted.append(True)
-                connection.close()
-        except OSError:
-            pass
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield server.getsockname()[1], accepted
-    server.close()
 
 
 def probe(workdir: Path, port: int, devices: int) -> dict[str, Any]:
