@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/desensitize.py [--records 1500] [--repeat 3] [--processes 0]
     .venv/bin/python bench/desensitize.py --devset bench/data/devset --split test [--skip-throughput]
+        [--language en|zh|all] [--skip-pool]
 
 With ``--devset`` the records are the development set's split (every
 language file present), and the accuracy part prints the development-set
@@ -181,6 +182,50 @@ def throughput(args: argparse.Namespace, records: list[dict[str, Any]], batch: B
     )
 
     processes = process_count(args.processes)
+    pool_rates = None if args.skip_pool else _pool_rates(processes, mixed, english, repeat)
+
+    print(
+        f"\nThroughput ({len(mixed)} mixed and {len(english)} English records; best of {repeat}, interleaved)"
+    )
+    line("(a) Sealroom, 1 process, English", a_en)
+    line("(a) Sealroom, 1 process, mixed", a_mixed)
+    if pool_rates is not None:
+        b_mixed, b_en, startup, per_worker_cpu = pool_rates
+        line(f"(b) Sealroom, {processes} processes, English", b_en, cpu=False)
+        line(f"(b) Sealroom, {processes} processes, mixed", b_mixed, cpu=False)
+        print(f"      worker start-up (spawn, load model): {startup:.1f} s, not counted")
+        print(
+            f"      workers: {per_worker_cpu:.1f} records per worker CPU-second "
+            f"(x {processes} free cores = {per_worker_cpu * processes:.0f} records/s, an estimate)"
+        )
+    line("(c) stock Presidio BatchAnalyzerEngine, batch 32, English", c_en)
+    line("(c) stock Presidio BatchAnalyzerEngine, batch 32, mixed", c_mixed)
+    line("(d) spaCy NER pass alone, English (ceiling)", d_en)
+    print("\nRatios")
+    per_cpu, per_wall = a_en.cpu_records / d_en.cpu_records, a_en.records / d_en.records
+    print(
+        f"  (a)/(d) per core, English records: {per_cpu:.2f} per CPU-second, {per_wall:.2f} wall (goal 0.85)"
+    )
+    if pool_rates is not None:
+        b_ratio = pool_rates[0].records / c_mixed.records
+        print(f"  (b)/(c) all cores vs stock, mixed records: {b_ratio:.2f} (goal 3)")
+    print(f"  (a)/(c) one process vs stock, mixed records: {a_mixed.records / c_mixed.records:.2f} wall")
+    print(
+        f"  (a)/(c) per CPU-second vs stock: mixed {a_mixed.cpu_records / c_mixed.cpu_records:.2f}, "
+        f"English {a_en.cpu_records / c_en.cpu_records:.2f} (goal 3)"
+    )
+    if pool_rates is not None:
+        print(
+            f"  (b)/(a) scaling on {processes} processes, mixed records: "
+            f"{pool_rates[0].records / a_mixed.records:.2f}"
+        )
+    print(f"  load average now (other processes on this machine): {os.getloadavg()[0]:.2f}")
+
+
+def _pool_rates(
+    processes: int, mixed: list[str], english: list[str], repeat: int
+) -> tuple[Rate, Rate, float, float]:
+    """(b): the mixed and English rates on ``processes`` workers, their start-up and CPU per record."""
     started = time.perf_counter()
     with DesensitizerPool(Policy(), KEY, processes=processes) as pool:
         pool.warm_up()
@@ -195,37 +240,7 @@ def throughput(args: argparse.Namespace, records: list[dict[str, Any]], batch: B
         )
         # All rounds of both runs: what the workers spent per record, on whatever cores they got.
         per_worker_cpu = 2 * repeat * len(mixed) / (workers_cpu(pool) - workers_before)
-
-    print(
-        f"\nThroughput ({len(mixed)} mixed and {len(english)} English records; best of {repeat}, interleaved)"
-    )
-    line("(a) Sealroom, 1 process, English", a_en)
-    line("(a) Sealroom, 1 process, mixed", a_mixed)
-    line(f"(b) Sealroom, {processes} processes, English", b_en, cpu=False)
-    line(f"(b) Sealroom, {processes} processes, mixed", b_mixed, cpu=False)
-    print(f"      worker start-up (spawn, load model): {startup:.1f} s, not counted")
-    print(
-        f"      workers: {per_worker_cpu:.1f} records per worker CPU-second "
-        f"(x {processes} free cores = {per_worker_cpu * processes:.0f} records/s, an estimate)"
-    )
-    line("(c) stock Presidio BatchAnalyzerEngine, batch 32, English", c_en)
-    line("(c) stock Presidio BatchAnalyzerEngine, batch 32, mixed", c_mixed)
-    line("(d) spaCy NER pass alone, English (ceiling)", d_en)
-    print("\nRatios")
-    per_cpu, per_wall = a_en.cpu_records / d_en.cpu_records, a_en.records / d_en.records
-    print(
-        f"  (a)/(d) per core, English records: {per_cpu:.2f} per CPU-second, {per_wall:.2f} wall (goal 0.85)"
-    )
-    print(f"  (b)/(c) all cores vs stock, mixed records: {b_mixed.records / c_mixed.records:.2f} (goal 3)")
-    print(f"  (a)/(c) one process vs stock, mixed records: {a_mixed.records / c_mixed.records:.2f} wall")
-    print(
-        f"  (a)/(c) per CPU-second vs stock: mixed {a_mixed.cpu_records / c_mixed.cpu_records:.2f}, "
-        f"English {a_en.cpu_records / c_en.cpu_records:.2f} (goal 3)"
-    )
-    print(
-        f"  (b)/(a) scaling on {processes} processes, mixed records: {b_mixed.records / a_mixed.records:.2f}"
-    )
-    print(f"  load average now (other processes on this machine): {os.getloadavg()[0]:.2f}")
+    return b_mixed, b_en, startup, per_worker_cpu
 
 
 # --- accuracy ---------------------------------------------------------------------------------
@@ -300,9 +315,9 @@ def accuracy(records: list[dict[str, Any]], batch: BatchAnalyzerEngine) -> None:
         print(f"  {language:<8} {'(all types)':<18} {total_o[3]:>5}   {pr(total_o):>14}   {pr(total_s):>12}")
 
 
-def load_devset(devset: Path, split: str) -> list[DevRecord]:
+def load_devset(devset: Path, split: str, languages: Sequence[str] = DEVSET_LANGUAGES) -> list[DevRecord]:
     records: list[DevRecord] = []
-    for language in DEVSET_LANGUAGES:
+    for language in languages:
         path = devset_path(devset, language, split)
         if path.exists():
             records.extend(load_devset_file(path))
@@ -364,6 +379,15 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--devset", type=Path, default=None, help="score on a development set directory")
     parser.add_argument("--split", default="test", help="the development set split (default: test)")
+    parser.add_argument(
+        "--language",
+        default="all",
+        choices=(*DEVSET_LANGUAGES, "all"),
+        help="with --devset: one language's records only (default: all)",
+    )
+    parser.add_argument(
+        "--skip-pool", action="store_true", help="leave out (b), Sealroom on several processes"
+    )
     args = parser.parse_args()
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     if args.devset is not None:
@@ -382,7 +406,9 @@ def main() -> None:
 
 
 def run_devset(args: argparse.Namespace) -> None:
-    records = load_devset(args.devset, args.split)
+    records = load_devset(
+        args.devset, args.split, DEVSET_LANGUAGES if args.language == "all" else (args.language,)
+    )
     if not records:
         raise SystemExit(f"no records in {args.devset} for split {args.split}")
     counts = ", ".join(f"{sum(r.language == lang for r in records)} {lang}" for lang in DEVSET_LANGUAGES)

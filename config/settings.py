@@ -397,6 +397,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "custody", "expires": 3600.0},
     },
+    # S3 only: abort multipart uploads left unfinished (common/s3.py ABANDONED_UPLOAD_AGE).
+    "blob-uploads-sweep": {
+        "task": "common.blob_uploads_sweep",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 3600.0},
+    },
 }
 
 # --- Logging: plain lines to stderr; custody records never reach a log ----------
@@ -424,6 +430,9 @@ DESENSITIZE_PROCESSES = env_int("SEALROOM_DESENSITIZE_PROCESSES", 0)
 # The English tagger stage (custody/recognizers/en_model.py; docs/desensitization.md): needs torch
 # and transformers (requirements/training.txt) wherever records are desensitized.
 DESENSITIZE_EN_MODEL = env_bool("SEALROOM_DESENSITIZE_EN_MODEL", True)
+# The Chinese character tagger stage (custody/recognizers/zh_model.py): numpy only, on by default;
+# off leaves the Chinese rules alone (the figures before it, docs/desensitization.md).
+DESENSITIZE_ZH_MODEL = env_bool("SEALROOM_DESENSITIZE_ZH_MODEL", True)
 # The residual-risk scan: records per ingest batch (of up to 1000) that the strict
 # detector reads again after desensitization; sealing asks for confirmation when the
 # estimated share of records with something left (any entity type) is above this.

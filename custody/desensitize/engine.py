@@ -35,6 +35,7 @@ from custody.desensitize.policy import SUPPORTED_ENTITIES, Policy
 from custody.language import cjk_free_segments, latin_view
 from custody.recognizers import Candidate, Context, Recognizer, TextView, sealroom_recognizers
 from custody.recognizers.base import english_stop_words
+from custody.recognizers.en_dates import WordDateRecognizer
 from custody.recognizers.en_model import tag_segments
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ NER_MODEL_CONFIGURATION: Final[dict[str, Any]] = {
 # What spaCy's NER still reports when the English tagger runs (the tagger reads the names).
 SPACY_TYPES_WITH_TAGGER: Final = frozenset({"DATE_TIME", "NRP"})
 TAGGER_ENTITIES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
-_DIGIT: Final = re.compile(r"\d")
+# Replaces spaCy's dates when the English tagger replaces its names (``detect``).
+WORD_DATES: Final = WordDateRecognizer()
 # Presidio's stock recognizers that ours replace (see custody/recognizers).
 REPLACED_STOCK: Final = frozenset({"EmailRecognizer", "UrlRecognizer", "PhoneRecognizer", "SpacyRecognizer"})
 # When scores and lengths tie, the more specific type wins.
@@ -247,11 +249,13 @@ class Engine:
         spacy_types: frozenset[str] | None = None
         if tagger is not None:
             # The tagger reads names, places and organisations (it replaces spaCy's: chosen on the
-            # train split, docs/desensitization.md); spaCy is left the dates, which need a digit
-            # (``_plausible_ner``), and nationalities where the policy asks for them.
+            # train split, docs/desensitization.md); dates written in words are read by a grammar
+            # (``en_dates.WordDateRecognizer``), so spaCy runs only where the policy names NRP.
             spacy_types = SPACY_TYPES_WITH_TAGGER
             if "NRP" not in entities:
-                segments = [s for s in segments if _DIGIT.search(s[2])]
+                segments = []
+            if "DATE_TIME" in entities and threshold <= WORD_DATES.max_score:
+                recognizers.append(WORD_DATES)
             if not entities & TAGGER_ENTITIES:
                 tagger = None
         docs = iter(self.nlp.pipe((seg for _, _, seg in segments), batch_size=self.batch_size))
@@ -276,7 +280,7 @@ class Engine:
                 candidates.extend(_plausible_ner(text, ner, candidates, threshold))
             chosen = resolve(_joined_phones(_without_false_nhs(view, candidates)), entities, threshold)
             if index in tagged:
-                chosen = fill_gaps(chosen, tagged[index], entities, threshold)
+                chosen = widen_organizations(text, fill_gaps(chosen, tagged[index], entities, threshold))
             yield merge_adjacent_locations(text, chosen)
 
     def _ner_candidates(
@@ -574,6 +578,65 @@ _NOT_NAMES: Final = frozenset(
 def _in_tag(text: str, start: int) -> bool:
     """Say whether the span starts a hashtag ("#SWOOP"): a topic, not a name."""
     return text[start : start + 1] == "#" or (start > 0 and text[start - 1] == "#")
+
+
+# Words a span may grow by on each side.
+_ORG_WIDEN_WORDS: Final = 2
+_TITLE_WORD = re.compile(r"(?<![\w'’])[A-Za-z][a-z'’]+")
+# Latin letters only: a name never runs on into Han text ("Acme Widgets公司").
+# a letter or digit of any script but CJK, kana and hangul (a negated class)
+_NOT_CJK_WORD = r"[^\W_\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_ORG_WORD_AFTER = re.compile(
+    rf"(?:[ \t]+(?:(?:And|&|of|Of|de|du|von)[ \t]+)?|-)([A-Z](?:{_NOT_CJK_WORD}|['’])*)(?!{_NOT_CJK_WORD})"
+)
+_ORG_WORD_BEFORE = re.compile(
+    rf"(?<!{_NOT_CJK_WORD})(?<!['’])([A-Z](?:{_NOT_CJK_WORD}|['’])*)(?:[ \t]+(?:(?:And|&|of|Of)[ \t]+)?|-)$"
+)
+
+
+def widen_organizations(text: str, chosen: list[Candidate]) -> list[Candidate]:
+    """Widen ORGANIZATION spans over the capitalised words around them, on the same line.
+
+    The tagger often tags one word of a company's name ("Compliance And <Risks>", "<Roadify>
+    Transit", "Weeks-<Rivas>"): the rest stays in clear. A span grows over capitalised words (and
+    "And", "&", "of" between two of them, and hyphens) up to the next chosen span; not over a stop
+    word ("The", "In") opening it, and not in text written in capitals, where capitals say nothing.
+    """
+    if not any(c.entity_type == "ORGANIZATION" for c in chosen):
+        return chosen
+    letters_upper = sum(ch.isupper() for ch in text)
+    if letters_upper > 12 and letters_upper * 2 > sum(ch.isalpha() for ch in text):
+        return chosen
+    stop = english_stop_words()
+    widened = list(chosen)
+    for i, c in enumerate(widened):
+        if c.entity_type != "ORGANIZATION" or not text[c.start : c.start + 1].isupper():
+            continue
+        # Headlines and titles ("Facebook Job-Hunting App BranchOut Raises"): every word of the
+        # line is capitalised.
+        line = text[text.rfind("\n", 0, c.start) + 1 : (text.find("\n", c.end) + 1 or len(text) + 1) - 1]
+        words = _TITLE_WORD.findall(line)
+        if len(words) > 4 and 4 * sum(w[0].isupper() for w in words) > 3 * len(words):
+            continue
+        limit_right = widened[i + 1].start if i + 1 < len(widened) else len(text)
+        limit_left = widened[i - 1].end if i > 0 else 0
+        end, added = c.end, 0
+        while (
+            added < _ORG_WIDEN_WORDS
+            and (m := _ORG_WORD_AFTER.match(text, end, limit_right))
+            and m.group(1).lower() not in stop
+        ):
+            end, added = m.end(), added + 1
+        start, added = c.start, 0
+        while (
+            added < _ORG_WIDEN_WORDS
+            and (m := _ORG_WORD_BEFORE.search(text, limit_left, start))
+            and m.group(1).lower() not in stop
+        ):
+            start, added = m.start(), added + 1
+        if (start, end) != (c.start, c.end):
+            widened[i] = c._replace(start=start, end=end)
+    return widened
 
 
 def merge_adjacent_locations(text: str, chosen: list[Candidate]) -> list[Candidate]:

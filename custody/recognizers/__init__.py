@@ -35,6 +35,7 @@ from custody.recognizers.zh_ids import (
     CnLicensePlateRecognizer,
     CnPassportRecognizer,
 )
+from custody.recognizers.zh_model import ChineseModelRecognizer
 
 
 def sealroom_recognizers() -> list[Recognizer]:
@@ -61,6 +62,7 @@ def sealroom_recognizers() -> list[Recognizer]:
         ChineseEntityRecognizer(),
         ChineseHandleRecognizer(),
         ChineseAddressRecognizer(),
+        ChineseModelRecognizer(),
         CnPassportRecognizer(),
         CnLicensePlateRecognizer(),
         CnAccountNumberRecognizer(),
@@ -75,6 +77,7 @@ __all__ = [
     "ChineseAddressRecognizer",
     "ChineseEntityRecognizer",
     "ChineseHandleRecognizer",
+    "ChineseModelRecognizer",
     "ChineseNameRecognizer",
     "CnAccountNumberRecognizer",
     "CnDateRecognizer",

@@ -25,6 +25,8 @@ _HEADS: Final = (
     "|Technologies|Technology|Software|Systems|Solutions|Consulting|Labs|Laboratories|Industries|Enterprises"
     "|Insurance|Financial|Capital|Ventures|Media|Network|Networks|Airlines|Motors|Pharmaceuticals|Services"
     "|Cooperative|Federation|Union|Church|Club|Orchestra|Records|Studios|Press"
+    "|Service|Administration|Office|Committee|Board|Trust|Fund|Markets|Lines|Resources|Providers"
+    "|Transit|Reports|News|Times|Post|Journal|Herald|Gazette|Magazine|Center|Centre|Museum|Library"
 )
 _CAP = r"(?:[A-Z][A-Za-z&'’.\-]*|&|and|of|the|for)"
 _ORG_TAIL = re.compile(rf"\b[A-Z][A-Za-z&'’.\-]*(?:[ \t]+{_CAP}){{0,3}}[ \t]+(?:{_HEADS})\b\.?")
@@ -48,8 +50,26 @@ _ANY_CASE: Final = (
 )
 _CAPITALISED_ONLY: Final = (
     "Apple|Amazon|Target|Gap|Shell|Visa|Oracle|Blackberry|BlackBerry|Tesla|Ford|Dell|Sony"
+    "|Reuters|Bloomberg|Subway|Playboy|iTunes|SpaceX|Lenovo|Blizzard|Chase"
+    # agencies and bodies known by their initials (written so; in lower case most are words)
+    "|SEC|FDA|EPA|FTC|FCC|DOJ|DoJ|DOE|DoE|DHS|NHS|CDC|NIH|IMF|OPEC|EU|UNESCO|TMZ|UFC|NPR|PBS|BBC"
 )
 _GAZETTEER = re.compile(rf"(?<![\w@/.])#?(?:(?i:{_ANY_CASE})|{_CAPITALISED_ONLY})(?![\w\-]|\.[a-z])")
+
+
+# A capitalised name after a phrase that says an organisation follows ("I work for Flightstats",
+# "according to the Roadify Transit website"); a name followed by such a word too.
+_NAME_RUN = r"[A-Z][A-Za-z'’\-]*(?:[ \t]+(?:(?:And|and|&|of|Of)[ \t]+)?[A-Z][A-Za-z'’\-]*){0,3}"
+_ORG_CUE = re.compile(
+    r"\b(?:(?:work|works|worked|working)[ \t]+(?:for|at)|employed[ \t]+(?:by|at)|(?:joined|left|quit)[ \t]+"
+    r"|according[ \t]+to(?:[ \t]+the)?|(?:CEO|CFO|CTO|founder|president|director|spokesperson|employee)"
+    r"[ \t]+(?:of|at))[ \t]+"
+    rf"(?P<name>{_NAME_RUN})"
+)
+_ORG_BEFORE_WORD = re.compile(
+    rf"(?<![\w'’])(?P<name>{_NAME_RUN})[ \t]+"
+    r"(?:website|spokesperson|spokesman|spokeswoman|headquarters|employees)\b"
+)
 
 
 class OrganizationPatternRecognizer(Recognizer):
@@ -76,4 +96,15 @@ class OrganizationPatternRecognizer(Recognizer):
         found.extend(
             Candidate(m.start(), m.end(), "ORGANIZATION", 0.7, self.name) for m in _GAZETTEER.finditer(text)
         )
+        for pattern in (_ORG_CUE, _ORG_BEFORE_WORD):
+            for m in pattern.finditer(text):
+                start, end = m.span("name")
+                lead = _FIRST_WORD.match(text, start, end)
+                if lead and lead.group(1) in _LEADING_NOISE:
+                    start = lead.end()
+                if end - start > 1 and text[start:end] not in _PRONOUNS:
+                    found.append(Candidate(start, end, "ORGANIZATION", 0.7, self.name))
         return found
+
+
+_PRONOUNS: Final = frozenset({"I", "He", "She", "They", "We", "It", "You", "Me", "Him", "Her", "Them", "Us"})

@@ -33,6 +33,7 @@ from custody.recognizers.names_zh import (
     STOP_WORDS,
     TOP_SURNAMES,
 )
+from custody.recognizers.zh_model import agreement, enabled
 from custody.recognizers.zh_segmenter import Word, segment, word_flag, word_frequency
 
 WORLD_PLACES_FILE: Final = Path(__file__).resolve().parent / "data" / "zh_world_places.txt"
@@ -41,6 +42,10 @@ PERSON_SCORE: Final = 0.6
 UNKNOWN_PERSON_SCORE: Final = 0.55
 PLACE_SCORE: Final = 0.6
 ORGANIZATION_SCORE: Final = 0.6
+# The character tagger (zh_model) vets these types: a span it gives a mean entity probability
+# below VETO_BELOW is dropped (chosen on dev: docs/desensitization.md).
+VETTED_TYPES: Final = frozenset({"PERSON", "LOCATION"})
+VETO_BELOW: Final = 0.35
 # How many words before an organisation word may belong to its name.
 # A two-character word flagged as a name but this frequent is an ordinary word (王子, 温馨).
 FREQUENT_WORD: Final = 100
@@ -246,10 +251,25 @@ class ChineseEntityRecognizer(Recognizer):
     languages = frozenset({"zh"})
     max_score = PERSON_SCORE
 
+    def __init__(self, vetted: frozenset[str] = VETTED_TYPES, veto: float = VETO_BELOW) -> None:
+        # The types whose spans the character tagger (zh_model) vets, and the agreement they need.
+        self.vetted = vetted
+        self.veto = veto
+
     def applies(self, view: TextView) -> bool:
         return view.has_han
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        found = self._found(view)
+        if self.vetted and found and enabled():
+            found = [
+                c
+                for c in found
+                if c.entity_type not in self.vetted or agreement(view.text, c.start, c.end) >= self.veto
+            ]
+        return found
+
+    def _found(self, view: TextView) -> list[Candidate]:
         words = segment(view.text)
         found: list[Candidate] = []
         found.extend(self._people(words))

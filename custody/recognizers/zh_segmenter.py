@@ -59,8 +59,30 @@ def segmenter() -> tuple[Tokenizer, dict[str, str]]:
     return loaded  # type: ignore[return-value]
 
 
+# The last texts cut, per thread: the entity recognizer and the tagger (zh_model.py) read the same
+# segmentation of one record, which is cut once.
+_RECENT = threading.local()
+_RECENT_SIZE = 4
+
+
 def segment(text: str) -> list[Word]:
-    """Cut the text into words with their dictionary flags (nr person, ns place, nt organisation)."""
+    """Cut the text into words with their dictionary flags (nr person, ns place, nt organisation).
+
+    The caller must not change the returned list (the last few are shared).
+    """
+    recent: dict[str, list[Word]] | None = getattr(_RECENT, "words", None)
+    if recent is None:
+        recent = _RECENT.words = {}
+    words = recent.get(text)
+    if words is None:
+        words = _cut(text)
+        if len(recent) >= _RECENT_SIZE:
+            del recent[next(iter(recent))]
+        recent[text] = words
+    return words
+
+
+def _cut(text: str) -> list[Word]:
     tokenizer, tags = segmenter()
     words = []
     pos = 0
