@@ -1,6 +1,6 @@
 """The ingest end to end: records per second for each stage, from upload to a sealed version.
 
-    .venv/bin/python bench/ingest.py [--records 100000] [--quick] [--workers 1] [--part-mb 4]
+    .venv/bin/python bench/ingest.py [--records 100000] [--quick] [--workers 1|1,2] [--part-mb 4]
                                      [--pii 0.4] [--chars 300] [--seed 7]
 
 Generates a JSON Lines corpus of ticket records (about ``--chars`` characters
@@ -34,7 +34,14 @@ runs, in this process like the tests' ``drain()``; ``--workers N`` (N > 1)
 runs the batches in N forked processes, each claiming items by lease, and
 their parts are then worker-seconds summed over the processes. The spaCy and
 Presidio load is paid once per process before the clock starts and shown
-apart. Doorbells go to an in-memory broker (nothing leaves the process).
+apart. Across the batch parts, the shared services are timed too: every
+database query (a Django execute wrapper: round trips and lock waits) and the
+blob store's puts. ``--workers 1,2`` runs the whole bench once per count, each
+in a fresh database on the same corpus, then prints the batch stage side by
+side (speed-up against the first count, records per worker, database ms per
+query) and an estimate for one more worker on a machine of its own (see
+``scaling_summary``; docs/operations.md "Scaling"). Doorbells go to an
+in-memory broker (nothing leaves the process, so Redis is not on this path).
 Figures only: nothing here asserts a timing.
 """
 
@@ -173,6 +180,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.installed = False
 
     def wrap(self, owner: object, name: str, part: str) -> None:
         """Replace ``owner.name`` with a timed wrapper (at run time, in this process only)."""
@@ -189,6 +197,10 @@ class Clock:
         setattr(owner, name, timed)
 
     def install(self) -> None:
+        """Wrap the parts, once per process (a second bench run in it must not time them twice)."""
+        if self.installed:
+            return
+        self.installed = True
         self.wrap(Desensitizer, "desensitize_batch", "desensitize")
         self.wrap(ingest, "count_tokens", "tokens")
         self.wrap(Screener, "add", "screening")
@@ -197,6 +209,15 @@ class Clock:
         self.wrap(ingest, "pack", "pack")
         self.wrap(ingest, "shard_seal", "shard_seal")
         self.wrap(ingest, "sha256_hex", "sha256")
+
+    def database(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        """A Django execute wrapper: seconds in the database (round trips, lock waits) and queries."""
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds["database"] = self.seconds.get("database", 0.0) + time.perf_counter() - began
+            self.seconds["queries"] = self.seconds.get("queries", 0.0) + 1
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.seconds)
@@ -240,7 +261,8 @@ def _batch_worker(number: int, barrier: Any, results: Any) -> None:
         barrier.wait()
         before = CLOCK.snapshot()
         began, cpu = time.perf_counter(), time.process_time()
-        outcomes = drain("custody.batch", owner=f"bench-worker-{number}")
+        with connections["default"].execute_wrapper(CLOCK.database):
+            outcomes = drain("custody.batch", owner=f"bench-worker-{number}")
         parts = {k: v - before.get(k, 0.0) for k, v in CLOCK.snapshot().items()}
         parts["busy"] = time.perf_counter() - began
         parts["cpu"] = time.process_time() - cpu
@@ -379,17 +401,22 @@ def upload(
         services.version_process(actor=user, version=version)
 
 
-def batches(report: Report, workers: int) -> float:
-    """Run every batch item, add the stage and its parts; returns the model load seconds."""
+def batches(report: Report, workers: int) -> tuple[float, dict[str, float]]:
+    """Run every batch item, add the stage and its parts; returns the model load seconds and
+    the figures the scaling summary compares (wall, busy and CPU seconds, shared services)."""
     items = WorkItem.objects.filter(kind="custody.batch").count()
     if workers <= 1:
         load = warm_up()
         before, cpu = CLOCK.snapshot(), time.process_time()
-        with report.stage(f"batches: {items} x custody.batch, in this process"):
+        with (
+            report.stage(f"batches: {items} x custody.batch, in this process"),
+            connections["default"].execute_wrapper(CLOCK.database),
+        ):
             outcomes = drain("custody.batch", owner="bench")
         parts = {k: v - before.get(k, 0.0) for k, v in CLOCK.snapshot().items()}
         parts["cpu"] = time.process_time() - cpu
         busy, unit = report.rows[-1][1], "s"
+        wall = busy
         label, seconds, _ = report.rows[-1]
         report.rows[-1] = (label, seconds, f"{parts['cpu']:.1f} CPU-s")
     else:
@@ -418,10 +445,32 @@ def batches(report: Report, workers: int) -> float:
         ("other (unseal staged batch, audit, bookkeeping)", other),
     ]:
         report.part(label, seconds, f"{100 * seconds / busy:4.1f}% of batch {unit}")
+    # The shared services, across the parts above: every query's time in the database (round
+    # trips, lock waits included) and the blob store's part of writing a shard.
+    database, queries = parts.get("database", 0.0), int(parts.get("queries", 0))
+    blob = shown["write shard (_write_shard)"] - encrypt
+    report.part(
+        "shared: database (all queries; overlaps the above)",
+        database,
+        f"{100 * database / busy:4.1f}% of batch {unit}; {queries} queries, "
+        f"{1000 * database / max(queries, 1):.2f} ms each",
+    )
+    report.part(
+        "shared: blob store puts (in write shard)", blob, f"{100 * blob / busy:4.1f}% of batch {unit}"
+    )
     lost, retried = outcomes.get("skipped", 0), outcomes.get("retrying", 0)
     if lost or retried:
         print(f"  note: {lost} claims lost to another process (normal), {retried} attempts retried")
-    return load
+    figures = {
+        "items": float(items),
+        "wall": wall,
+        "busy": busy,
+        "cpu": parts["cpu"],
+        "database": database,
+        "queries": float(queries),
+        "blob": blob,
+    }
+    return load, figures
 
 
 def review_and_seal(report: Report, user: User, version: DatasetVersion) -> DatasetVersion:
@@ -444,7 +493,9 @@ def review_and_seal(report: Report, user: User, version: DatasetVersion) -> Data
         return services.version_seal(actor=user, version=version, confirm_residual_risk=True)
 
 
-def bench(records: int, workers: int, part_mb: float, seed: int, pii_share: float, chars: int) -> int:
+def bench(
+    records: int, workers: int, part_mb: float, seed: int, pii_share: float, chars: int
+) -> tuple[int, dict[str, float]]:
     began = time.perf_counter()
     corpus = Corpus(records, seed, pii_share, chars)
     data = corpus.jsonl()
@@ -463,7 +514,7 @@ def bench(records: int, workers: int, part_mb: float, seed: int, pii_share: floa
     with report.stage("parse: custody.parse (decrypt, parse, stage batches)"):
         outcomes = drain("custody.parse", owner="bench")
     check_outcomes("custody.parse", outcomes)
-    load = batches(report, workers)
+    load, figures = batches(report, workers)
     sealed = review_and_seal(report, user, version)
     report.print()
     print(f"  {'model load, once per worker process (not in total)':<54} {load:9.2f}")
@@ -474,14 +525,71 @@ def bench(records: int, workers: int, part_mb: float, seed: int, pii_share: floa
     )
     print(f"  findings {dict(summary.findings_summary)}")
     print(f"  entities {summary.counts.get('entities', {})}")
-    return 0 if sealed.state == VersionState.SEALED else 1
+    return (0 if sealed.state == VersionState.SEALED else 1), figures
+
+
+def scaling_summary(records: int, runs: dict[int, dict[str, float]]) -> None:
+    """The batch stage side by side per worker count, the speed-up against the first count (the
+    reference, same corpus, same run), and what one more machine would add.
+
+    The estimate gives each worker its own cores (another machine) and keeps only what the workers
+    share: a worker's time per record outside the database stays as measured alone, its database
+    time grows as much per added worker as it did from the first count to the last.
+    """
+    counts = sorted(runs)
+    base = runs[counts[0]]
+    base_rate = records / base["wall"]
+    cores = os.cpu_count() or 0
+    print(f"scaling: the batch stage ({records} records), each count in a fresh database, {cores} CPU cores")
+    print(
+        f"  {'workers':>7} {'wall s':>8} {'records/s':>10} {'x ref':>6} {'per worker':>11} "
+        f"{'rec/CPU-s':>10} {'DB ms/query':>12} {'DB share':>9} {'blob share':>11}"
+    )
+    for count in counts:
+        run = runs[count]
+        rate = records / run["wall"]
+        print(
+            f"  {count:>7} {run['wall']:8.2f} {rate:10.0f} {rate / base_rate:6.2f} {rate / count:11.0f} "
+            f"{records / run['cpu']:10.0f} {1000 * run['database'] / max(run['queries'], 1):12.2f} "
+            f"{100 * run['database'] / run['busy']:8.1f}% {100 * run['blob'] / run['busy']:10.1f}%"
+        )
+    last = runs[counts[-1]]
+    if len(counts) < 2:
+        return
+    per_query = [runs[c]["database"] / max(runs[c]["queries"], 1) for c in counts]
+    # Contention only slows a query down: a faster mean with more workers is noise, not a gain.
+    growth = max(0.0, (per_query[-1] - per_query[0]) / (counts[-1] - counts[0]))
+    queries_per_record = base["queries"] / records
+    outside = (base["busy"] - base["database"]) / records  # a worker's own seconds per record
+    machines = counts[-1] + 1
+    expected = per_query[0] + growth * (machines - 1)
+    seconds = outside + queries_per_record * expected
+    print(
+        f"  estimate, {machines} workers on machines of their own: {machines / seconds:.0f} records/s "
+        f"({machines / seconds / base_rate:.2f} x ref; database {1000 * expected:.2f} ms/query, "
+        f"measured {1000 * per_query[0]:.2f} -> {1000 * per_query[-1]:.2f} "
+        f"from {counts[0]} to {counts[-1]} workers)"
+    )
+    per_second = base["queries"] / base["busy"]
+    print(
+        f"  each worker asks the database {per_second:.1f} queries/s ({base['queries'] / records * 1000:.0f} "
+        f"per 1,000 records) and spends {100 * base['blob'] / base['busy']:.1f}% of its time writing blobs"
+    )
+    print(
+        f"  load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"{last['items']:.0f} batch items per run"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000, help="records in the corpus (default 100000)")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_RECORDS} records")
-    parser.add_argument("--workers", type=int, default=1, help="batch processes; 1 runs them in this process")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="batch processes; 1 runs them in this process; a list (1,2) runs each in turn and compares",
+    )
     parser.add_argument("--part-mb", type=float, default=4, help="upload part size in MiB (default 4)")
     parser.add_argument("--pii", type=float, default=0.4, help="share of records with PII (default 0.4)")
     parser.add_argument("--chars", type=int, default=300, help="characters of text per record (default 300)")
@@ -491,6 +599,24 @@ def main() -> int:
     # Each audit checkpoint export logs a line at INFO; the figures are what this prints.
     logging.getLogger("common.audit_checkpoints").setLevel(logging.WARNING)
 
+    try:
+        counts = [int(part) for part in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers must be a number or a list like 1,2, not {args.workers!r}")
+    print(f"load average before: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    runs: dict[int, dict[str, float]] = {}
+    status = 0
+    for workers in counts:
+        code, runs[workers] = run_in_fresh_database(records, workers, args)
+        status = status or code
+    if len(counts) > 1:
+        scaling_summary(records, runs)
+    return status
+
+
+def run_in_fresh_database(
+    records: int, workers: int, args: argparse.Namespace
+) -> tuple[int, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="sealroom-bench-ingest-") as scratch:
         settings.BLOB_DIR = Path(scratch) / "blobs"
         settings.KEY_DIR = Path(scratch) / "keys"
@@ -502,7 +628,7 @@ def main() -> int:
             test_settings["NAME"] = f"test_sealroom_bench_ingest_{os.getpid()}"
         old_config = setup_databases(verbosity=0, interactive=False, serialized_aliases=set())
         try:
-            return bench(records, args.workers, args.part_mb, args.seed, args.pii, args.chars)
+            return bench(records, workers, args.part_mb, args.seed, args.pii, args.chars)
         finally:
             connections.close_all()
             teardown_databases(old_config, verbosity=0)

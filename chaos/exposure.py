@@ -10,7 +10,8 @@ approved preview excerpt. This module finds them, in:
   ``pg_dump`` of a binary column is hex);
 - files under given roots (read in a child process, see :func:`file_scan`);
 - every column of every table of the database, and the raw SQLite file;
-- every key and value of a Redis database (the broker, the cache).
+- every key and value of a Redis database (the broker, the cache);
+- every version of every object in the configured S3 buckets (blobs, KMS KEK records).
 
 :class:`ExposureScan` keeps, per channel, how many items and bytes it read
 and every hit, with the place and the viewer; what counts as allowed is the
@@ -443,6 +444,62 @@ def redis_items(url: str) -> Iterator[tuple[str, bytes]]:
                     yield f"{name}[{index}]", _as_bytes(value)
     finally:
         client.close()
+
+
+# --- S3 buckets ---------------------------------------------------------------------
+
+
+def bucket_items(client: Any, bucket: str, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+    """Every stored version of every object under ``prefix`` (old versions too), as ``s3://bucket/key@version``."""
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Versions", []):
+            version = entry.get("VersionId") or "null"
+            extra = {"VersionId": version} if version != "null" else {}
+            body = client.get_object(Bucket=bucket, Key=entry["Key"], **extra)["Body"]
+            yield f"s3://{bucket}/{entry['Key']}@{version}", body.read()
+
+
+def unfinished_uploads(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    """Multipart uploads begun and never completed nor aborted, as ``s3://bucket/key (upload id)``.
+
+    S3 serves no bytes of their parts, so a scan cannot read them: such an upload is a leak of its
+    own (ciphertext, but billed and kept until a lifecycle rule or a sweep aborts it).
+    """
+    return [
+        f"s3://{bucket}/{upload['Key']} ({upload['UploadId']})"
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+        for upload in page.get("Uploads", [])
+    ]
+
+
+def configured_buckets() -> list[tuple[Any, str, str]]:
+    """(client, bucket, prefix) of each S3 location the settings name: blobs and KMS KEK records.
+
+    Empty when blobs and keys stay on the local disk (the directories are scanned as files).
+    """
+    from django.conf import settings
+
+    urls = [url for url in (settings.BLOB_URL, settings.KMS_KEK_URL) if url]
+    if not urls:
+        return []
+    from common.s3 import S3BlobStore, S3Location
+
+    places = []
+    for url in dict.fromkeys(urls):
+        location = S3Location.parse(url)
+        store = S3BlobStore(location, endpoint_url=settings.S3_ENDPOINT_URL, region=settings.AWS_REGION)
+        places.append((store.client, location.bucket, location.prefix))
+    return places
+
+
+def scan_buckets(scan: ExposureScan, channel: str = "bucket") -> int:
+    """Scan every object version in the configured S3 locations into ``scan``; returns how many were read."""
+    read = 0
+    for client, bucket, prefix in configured_buckets():
+        for place, data in bucket_items(client, bucket, prefix):
+            scan.scan(channel, place, data)
+            read += 1
+    return read
 
 
 # --- the places a run leaves files in -----------------------------------------------

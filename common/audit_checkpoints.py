@@ -11,11 +11,21 @@ After commit, each checkpoint is appended to a JSON Lines file under
 the chain without the database, and so that deleting the tail of the log
 (with its checkpoint rows) is caught by the copy that the database does not
 hold. Layout and the exact signed bytes: ``docs/audit.md``.
+
+With blobs in S3 (``SEALROOM_BLOB_URL``), the export goes to the bucket
+instead, where every web and worker machine sees the same copy: one object
+per checkpoint, ``audit-export/checkpoints/<seq, 20 digits>.json`` holding its
+line, and ``audit-export/public-keys.json``. An object per seq is S3's append:
+written once, never rewritten (a seq already there is skipped, as a line
+already in the file is), and two exporters at once write the same bytes, so no
+lock is needed. ``export_path`` is then the ``s3://`` URL of that folder, and
+``export_read`` and ``public_keys_read`` read the bucket.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import os
@@ -30,6 +40,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.audit import audit_integrate, format_instant
+from common.blobs import blob_store
 from common.models import AuditChainHead, AuditCheckpoint
 from common.signing import signing_key_provider
 
@@ -85,11 +96,17 @@ class ExportedCheckpoint:
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
+# Where an export lives: the local file, or the s3:// URL of its folder in the bucket.
+ExportLocation = Path | str
+BUCKET_FOLDER = "audit-export"
+_BUCKET_CHECKPOINTS = f"{BUCKET_FOLDER}/checkpoints"
+
+
 @dataclass
 class ExportRead:
-    """What the export file holds: its checkpoints in file order, and unreadable line numbers."""
+    """What the export holds: its checkpoints in file (seq) order, and unreadable line numbers (seqs)."""
 
-    path: Path
+    path: ExportLocation
     exists: bool = False
     checkpoints: list[ExportedCheckpoint] = field(default_factory=list)
     malformed_lines: list[int] = field(default_factory=list)
@@ -99,14 +116,48 @@ def export_dir() -> Path:
     return Path(settings.AUDIT_EXPORT_DIR)
 
 
-def export_path() -> Path:
-    """The JSON Lines file of exported checkpoints."""
+def exports_to_bucket() -> bool:
+    """Whether the export goes to the S3 bucket (blobs in S3) rather than ``AUDIT_EXPORT_DIR``."""
+    return str(settings.BLOB_BACKEND) == "s3"
+
+
+def _bucket_url(key: str) -> str:
+    from common.s3 import S3Location
+
+    return f"{S3Location.parse(settings.BLOB_URL)}{key}"
+
+
+def export_path() -> ExportLocation:
+    """The JSON Lines file of exported checkpoints (the bucket folder's URL when blobs are in S3)."""
+    if exports_to_bucket():
+        return _bucket_url(f"{_BUCKET_CHECKPOINTS}/")
     return export_dir() / EXPORT_FILE
 
 
-def public_keys_path() -> Path:
+def public_keys_path() -> ExportLocation:
     """The JSON file of public keys (key id -> PEM) beside the export."""
+    if exports_to_bucket():
+        return _bucket_url(f"{BUCKET_FOLDER}/{PUBLIC_KEYS_FILE}")
     return export_dir() / PUBLIC_KEYS_FILE
+
+
+def public_keys_beside(export: ExportLocation) -> ExportLocation:
+    """The public keys file published beside the export ``export``."""
+    return export.parent / PUBLIC_KEYS_FILE if isinstance(export, Path) else public_keys_path()
+
+
+def export_exists(export: ExportLocation) -> bool:
+    """Whether anything was exported there yet."""
+    return export.exists() if isinstance(export, Path) else bool(_bucket_checkpoint_keys())
+
+
+def _bucket_checkpoint_key(seq: int) -> str:
+    return f"{_BUCKET_CHECKPOINTS}/{seq:020d}.json"
+
+
+def _bucket_checkpoint_keys() -> list[str]:
+    store: Any = blob_store()
+    return list(store.keys(_BUCKET_CHECKPOINTS))
 
 
 # --- Signing ---------------------------------------------------------------
@@ -200,6 +251,8 @@ def checkpoint_export() -> list[int]:
 
     :raises OSError: the export directory cannot be written.
     """
+    if exports_to_bucket():
+        return _bucket_export()
     directory = export_dir()
     directory.mkdir(parents=True, exist_ok=True)
     public_keys_export()
@@ -211,10 +264,30 @@ def checkpoint_export() -> list[int]:
             if checkpoint.seq not in present
         ]
         if missing:
-            _append_lines(export_path(), [checkpoint.to_line() for checkpoint in missing])
+            _append_lines(directory / EXPORT_FILE, [checkpoint.to_line() for checkpoint in missing])
     written = [checkpoint.seq for checkpoint in missing]
     _mark_exported(present | set(written))
     return written
+
+
+def _bucket_export() -> list[int]:
+    """``checkpoint_export`` into the bucket: an object per checkpoint missing there."""
+    public_keys_export()
+    present = {seq for key in _bucket_checkpoint_keys() if (seq := _seq_of(key)) is not None}
+    store = blob_store()
+    written = []
+    for checkpoint in AuditCheckpoint.objects.order_by("seq").iterator(chunk_size=2000):
+        if checkpoint.seq not in present:
+            line = ExportedCheckpoint.from_model(checkpoint).to_line()
+            store.put(_bucket_checkpoint_key(checkpoint.seq), io.BytesIO(line))
+            written.append(checkpoint.seq)
+    _mark_exported(present | set(written))
+    return written
+
+
+def _seq_of(key: str) -> int | None:
+    name = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(name) if name.isdigit() else None
 
 
 def _mark_exported(seqs: set[int]) -> None:
@@ -278,26 +351,34 @@ def public_keys_export() -> dict[str, str]:
     path = public_keys_path()
     existing = public_keys_read(path)
     keys = existing | signing_key_provider().public_keys()
-    if keys and keys != existing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"keys": keys}, sort_keys=True, indent=2).encode() + b"\n"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+    if not keys or keys == existing:
+        return keys
+    body = json.dumps({"keys": keys}, sort_keys=True, indent=2).encode() + b"\n"
+    if not isinstance(path, Path):
+        blob_store().put(f"{BUCKET_FOLDER}/{PUBLIC_KEYS_FILE}", io.BytesIO(body))
+        return keys
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
     return keys
 
 
-def public_keys_read(path: Path | None = None) -> dict[str, str]:
+def public_keys_read(path: ExportLocation | None = None) -> dict[str, str]:
     """The exported public keys (key id -> PEM); empty when there is no readable file."""
     path = path or public_keys_path()
     try:
-        body = json.loads(path.read_text())
+        if isinstance(path, Path):
+            body = json.loads(path.read_text())
+        else:
+            with blob_store().open(f"{BUCKET_FOLDER}/{PUBLIC_KEYS_FILE}") as handle:
+                body = json.loads(handle.read())
     except (OSError, ValueError):
         return {}
     keys = body.get("keys") if isinstance(body, dict) else None
@@ -306,9 +387,11 @@ def public_keys_read(path: Path | None = None) -> dict[str, str]:
     return {str(key_id): pem for key_id, pem in keys.items() if isinstance(pem, str)}
 
 
-def export_read(path: Path | None = None) -> ExportRead:
+def export_read(path: ExportLocation | None = None) -> ExportRead:
     """Parse the export file; unreadable lines are listed, not raised."""
     path = path or export_path()
+    if not isinstance(path, Path):
+        return _bucket_read(path)
     result = ExportRead(path=path)
     try:
         handle = path.open("rb")
@@ -322,6 +405,24 @@ def export_read(path: Path | None = None) -> ExportRead:
                 result.malformed_lines.append(number)
             else:
                 result.checkpoints.append(checkpoint)
+    return result
+
+
+def _bucket_read(url: str) -> ExportRead:
+    """The bucket's checkpoint objects in seq order; one that does not parse, or whose line names
+    another seq than its key (moved or rewritten), is listed by the seq of its key."""
+    store = blob_store()
+    result = ExportRead(path=url)
+    for key in _bucket_checkpoint_keys():
+        result.exists = True
+        with store.open(key) as handle:
+            raw = handle.read()
+        checkpoint = _parse_line(raw) if raw.count(b"\n") == 1 else None
+        seq = _seq_of(key)
+        if checkpoint is None or checkpoint.seq != seq:
+            result.malformed_lines.append(seq if seq is not None else -1)
+        else:
+            result.checkpoints.append(checkpoint)
     return result
 
 

@@ -21,10 +21,12 @@ from django.utils import timezone
 
 from common.audit import GENESIS_HASH, audit_pending, event_hash
 from common.audit_checkpoints import (
-    PUBLIC_KEYS_FILE,
     ExportedCheckpoint,
+    ExportLocation,
+    export_exists,
     export_path,
     export_read,
+    public_keys_beside,
     public_keys_read,
 )
 from common.models import AuditChainHead, AuditCheckpoint, AuditEvent
@@ -50,7 +52,7 @@ class Problem:
 class VerifyReport:
     """What ``audit_verify`` checked and found."""
 
-    export_file: Path
+    export_file: ExportLocation  # the local file, or the s3:// folder when blobs are in S3
     events_checked: int = 0
     last_seq: int = 0
     head_seq: int | None = None
@@ -152,11 +154,11 @@ def audit_verify(*, chunk_size: int = 2000, export_file: Path | None = None) -> 
 
 def _check_exported_keys(report: VerifyReport, provider_keys: dict[str, str]) -> None:
     """The public keys published beside the export must be the key provider's."""
-    exported = public_keys_read(report.export_file.parent / PUBLIC_KEYS_FILE)
+    exported = public_keys_read(public_keys_beside(report.export_file))
     for key_id, pem in sorted(exported.items()):
         if key_id in provider_keys and provider_keys[key_id].strip() != pem.strip():
             report.add(None, f"the exported public key {key_id} differs from the key provider's")
-    if report.export_file.exists():
+    if export_exists(report.export_file):
         for key_id in sorted(set(provider_keys) - set(exported)):
             report.warnings.append(f"public key {key_id} is not exported yet")
 

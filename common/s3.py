@@ -5,9 +5,10 @@ Map: ``S3Location`` parses ``SEALROOM_BLOB_URL`` (``s3://bucket/prefix``);
 (botocore's "standard" retry mode, a bounded number of attempts);
 ``S3BlobStore`` is the ``BlobStore``: put (one PUT up to ``PART_BYTES``, else
 streamed through ``upload_fileobj`` in multipart parts, the object appearing
-at once when complete), streaming open (the ``get_object`` body as a
+at once when complete; an unfinished upload left by an outage is aborted by
+the key's next complete put or by ``abandoned_uploads_abort``), streaming open (the ``get_object`` body as a
 ``BinaryIO``), delete (every version, so a versioned bucket keeps no copy),
-exists and ``check``;
+exists, ``keys`` (a listing under a prefix) and ``check``;
 ``describe_aws_error`` turns what botocore raises into one sentence naming
 what is wrong (bucket, credentials, endpoint), which ``check`` and ``/healthz``
 report. S3 only ever receives what the callers give it: sealed ciphertext.
@@ -22,6 +23,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -44,6 +46,8 @@ PART_BYTES = 16 << 20
 TRANSFER = TransferConfig(
     multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4, use_threads=True
 )
+# An unfinished multipart upload this old is abandoned: no artifact or export takes an hour to send.
+ABANDONED_UPLOAD_AGE = timedelta(hours=6)
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 60
 # The health check and the start-up check try once, quickly: a dead endpoint
@@ -275,8 +279,42 @@ class S3BlobStore:
             self.client.put_object(Bucket=self.location.bucket, Key=name, Body=head)
             return len(head)
         counted = _CountingReader(head, data)
+        began = datetime.now(UTC)
+        # On a failed part s3transfer aborts the upload, unless the endpoint is gone by then:
+        # what an outage leaves unfinished, the next complete put of the key aborts (below),
+        # and ``abandoned_uploads_abort`` sweeps what no retry came back for.
         self.client.upload_fileobj(counted, self.location.bucket, name, Config=TRANSFER)
+        self._abort_unfinished(name, began_before=began)
         return counted.size
+
+    def _abort_unfinished(self, name: str, *, began_before: datetime) -> list[str]:
+        """Abort the unfinished multipart uploads of ``name`` begun before ``began_before``."""
+        bucket = self.location.bucket
+        aborted = []
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=name):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name and upload["Initiated"] < began_before:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload["UploadId"])
+                    aborted.append(upload["UploadId"])
+        return aborted
+
+    def abandoned_uploads_abort(self, *, older_than: timedelta = ABANDONED_UPLOAD_AGE) -> list[str]:
+        """Abort every unfinished multipart upload under the prefix begun more than ``older_than`` ago.
+
+        Such an upload is an attempt whose process died or lost the endpoint and never came back
+        for the key: S3 keeps (and bills) its parts until aborted. Returns the keys aborted.
+        """
+        bucket, cutoff = self.location.bucket, datetime.now(UTC) - older_than
+        aborted = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=self.location.prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < cutoff:
+                    self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted.append(upload["Key"][len(self.location.prefix) :])
+        return aborted
 
     def open(self, key: str) -> BinaryIO:
         """:raises FileNotFoundError: no such blob (as the local store)."""
@@ -311,6 +349,16 @@ class S3BlobStore:
                 return False
             raise
         return True
+
+    def keys(self, prefix: str) -> list[str]:
+        """The blob keys under ``prefix`` (a folder of keys, e.g. ``audit-export/checkpoints/``), sorted."""
+        start = self._key(prefix.rstrip("/")) + "/"
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.location.bucket, Prefix=start
+        ):
+            found += [entry["Key"][len(self.location.prefix) :] for entry in page.get("Contents", [])]
+        return sorted(found)
 
     def check(self) -> None:
         """Write, read back and delete a probe object, trying once.

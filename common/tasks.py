@@ -77,3 +77,15 @@ def audit_checkpoint_tick() -> int | None:
 def webhook_retry_sweep() -> list[int]:
     """Enqueue the next attempt of webhook deliveries whose retry is due (beat)."""
     return webhooks.webhook_retry_sweep()
+
+
+@shared_task(name="common.blob_uploads_sweep", ignore_result=True)
+def blob_uploads_sweep() -> list[str]:
+    """Abort the S3 multipart uploads that an outage or a dead worker left unfinished (beat, hourly).
+
+    Returns the blob keys aborted; nothing to do on the local blob store.
+    """
+    from common.blobs import blob_store
+
+    sweep = getattr(blob_store(), "abandoned_uploads_abort", None)
+    return list(sweep()) if sweep is not None else []

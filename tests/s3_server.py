@@ -131,13 +131,20 @@ def admin_client(server: MotoServer, service: str) -> Any:
 
 
 @pytest.fixture
-def s3_bucket(moto_server: MotoServer, aws_env: None) -> str:
-    """An empty bucket of this test's own, with versioning on (so deletes must remove every version)."""
+def s3_bucket(moto_server: MotoServer, aws_env: None) -> Iterator[str]:
+    """An empty bucket of this test's own, with versioning on (so deletes must remove every version).
+
+    Multipart uploads a test left unfinished are aborted afterwards: while one exists, moto's
+    state dump (``moto_state``), which later tests scan, answers 500.
+    """
     name = f"sealroom-test-{uuid.uuid4().hex[:12]}"
     s3 = admin_client(moto_server, "s3")
     s3.create_bucket(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
+    yield name
+    with contextlib.suppress(Exception):  # the server may be down in a drill that failed
+        for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
 @pytest.fixture
@@ -169,6 +176,16 @@ def bucket_objects(server: MotoServer, bucket: str) -> dict[str, bytes]:
             body = s3.get_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])["Body"]
             found[f"{entry['Key']}@{entry['VersionId']}"] = body.read()
     return found
+
+
+def moto_state(server: MotoServer) -> bytes:
+    """moto's whole model dump (S3 metadata, KMS keys and their state) as its API serves it.
+
+    moto answers 500 while any multipart upload on the server is unfinished: tests that open one
+    must finish or abort it.
+    """
+    with urllib.request.urlopen(f"{server.endpoint}/moto-api/data.json", timeout=30) as response:  # noqa: S310
+        return bytes(response.read())
 
 
 class CuttableProxy:

@@ -173,6 +173,7 @@ class TestCelery:
             "common.audit_checkpoint_tick",
             "custody.quarantine_retention_sweep",
             "common.webhook_retry_sweep",
+            "common.blob_uploads_sweep",
             "marketplace.sweep",
             "training.sweep_jobs",
         }

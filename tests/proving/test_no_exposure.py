@@ -72,6 +72,7 @@ from chaos.exposure import (
     file_scan,
     pg_dump,
     redis_items,
+    scan_buckets,
 )
 from common.models import ApiToken, Membership, Organisation, User, WebhookEndpoint
 from common.processes import wait_until
@@ -561,6 +562,9 @@ def scan_at_rest(run: Run, sentinels: list[str], started: float, worker, broker_
         for key, value in redis_items(url):
             run.scan.scan(channel, key, value)
     run.lap("broker")
+    # The S3 bucket(s), when blobs or KEK records are configured there (none on the local default).
+    if scan_buckets(run.scan):
+        run.lap("bucket")
     skip = [*database_files(), *([broker_dir] if broker_dir is not None else [])]
     files = file_scan(file_roots(worker), sentinels, newer_than=started, skip=skip)
     run.scan.add("files", files.found, files.files, files.bytes)
