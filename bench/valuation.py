@@ -1,6 +1,7 @@
 """Data valuation: KNN-Shapley time for N training x M validation embeddings, and embedding throughput.
 
     .venv/bin/python bench/valuation.py [--train 100000] [--validation 1000] [--k 5] [--embed 512]
+                                        [--flags 20000]
 
 1. Valuation, given embeddings: random but structured 384-d unit vectors (a mixture of 20
    clusters, each a class, 5% of labels flipped), exact KNN-Shapley (training/runner/valuation.py),
@@ -9,6 +10,8 @@
 2. Embedding: ``embed`` (tokenize, batch by length, MiniLM forward, mean pooling) in records/s on
    the English dev split of bench/data/devset, against a bare MiniLM forward pass over the same
    records already tokenized and padded to the same batches (the model's own cost).
+3. Poison flags: ``label_margins`` (every record's 3 nearest of each side, O(N^2 d)) on N of the
+   same structured vectors, against the bare similarity products in the same chunks (its floor).
 
 Prints the load average with every figure: this machine is shared, and timings move with it.
 """
@@ -27,7 +30,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.runner.valuation import _distances, embed, knn_shapley, load_encoder
+from training.runner.valuation import (
+    CHUNK,
+    MARGIN_NEIGHBOURS,
+    _distances,
+    embed,
+    knn_shapley,
+    label_margins,
+    load_encoder,
+)
 
 DEVSET = Path(__file__).resolve().parent / "data" / "devset" / "en-dev.jsonl"
 
@@ -77,6 +88,22 @@ def bench_valuation(args: argparse.Namespace) -> None:
     print(f"  values sum {values.sum():.4f}; share negative {flipped_share:.3f}")
 
 
+def bench_flags(args: argparse.Namespace) -> None:
+    x, y, _, _ = structured(args.flags, 1, 384, seed=11)
+    print(f"flags: label margins of {args.flags:,} records, 384-d, {MARGIN_NEIGHBOURS} neighbours; {load()}")
+    points = torch.as_tensor(x)
+    started = time.perf_counter()
+    for start in range(0, len(x), CHUNK):
+        points[start : start + CHUNK] @ points.T
+    floor = time.perf_counter() - started
+    started = time.perf_counter()
+    margins = label_margins(x, y, MARGIN_NEIGHBOURS)
+    elapsed = time.perf_counter() - started
+    print(f"  label_margins: {elapsed:.1f} s; {load()}")
+    print(f"  reference, the similarity products only: {floor:.1f} s; ratio {elapsed / floor:.2f}x")
+    print(f"  share over the default margin 0.06: {float((margins > 0.06).mean()):.3f}")
+
+
 def bench_embedding(args: argparse.Namespace) -> None:
     texts = [json.loads(line)["text"] for line in DEVSET.read_text().splitlines()][: args.embed]
     encoder = load_encoder()
@@ -119,8 +146,12 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--embed", type=int, default=512, help="records to embed (0: skip)")
+    parser.add_argument("--flags", type=int, default=20_000, help="records for the poison flags (0: skip)")
     args = parser.parse_args()
-    bench_valuation(args)
+    if args.train:
+        bench_valuation(args)
+    if args.flags:
+        bench_flags(args)
     if args.embed:
         bench_embedding(args)
 

@@ -54,6 +54,10 @@ PREFIXES: dict[str, str] = {
     "alc": "marketplace.RightsAllocation",
     "trm": "marketplace.OfferTerms",
     "stl": "marketplace.Settlement",
+    # A license's custody grant (what jobs, receipts and the access log name).
+    "gnt": "custody.Grant",
+    # A contribution's withdrawal from a sealed version (issue 15 item 4).
+    "wdr": "custody.ContributionWithdrawal",
 }
 
 _HEX_DIGITS = 16  # 64 bits

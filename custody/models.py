@@ -42,6 +42,9 @@ class VersionState(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     ABANDONED = "abandoned", "Abandoned"
     TAKEN_DOWN = "taken_down", "Taken down"
+    # A contribution was withdrawn: the version is closed to new jobs and its
+    # successor, sealed without that contribution, carries its licenses.
+    SUPERSEDED = "superseded", "Superseded"
 
 
 class DatasetVersion(models.Model):
@@ -151,6 +154,11 @@ class Contribution(models.Model):
     failure_reason = models.TextField(blank=True)
     quarantine_shredded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The same records in the version this one was re-sealed from (a withdrawal of another
+    # contribution): lineage follows it back to every version that held them.
+    carried_from = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="carried_to"
+    )
 
     def __str__(self) -> str:
         return f"contribution {self.pk} ({self.filename})"
@@ -248,6 +256,8 @@ class GrantPurpose(models.TextChoices):
     PREVIEW = "preview", "Preview"
     REKEY = "rekey", "Re-key"
     GATE = "gate", "Release gate"
+    # A version's owner valuing its own records (no license): training/services/valuation.py.
+    VALUATION = "valuation", "Owner's valuation"
 
 
 class GrantState(models.TextChoices):
@@ -258,6 +268,7 @@ class GrantState(models.TextChoices):
 class Grant(models.Model):
     """The technical side of a license (or a platform purpose): who may read which version, how."""
 
+    public_id = PublicIdField(prefix="gnt")
     version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="grants")
     licensee = models.ForeignKey(
         Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="grants"
@@ -366,3 +377,69 @@ class PrivacyBudgetEntry(models.Model):
 
     def __str__(self) -> str:
         return f"eps {self.epsilon} {self.state} ({self.consumer_ref})"
+
+
+class WithdrawalState(models.TextChoices):
+    PENDING = "pending", "Re-sealing"
+    DONE = "done", "Done"
+
+
+class ContributionWithdrawal(models.Model):
+    """A contributor's withdrawal of one contribution from a sealed version (at most one each).
+
+    Asking closes the version to new jobs at once; the ``custody.withdraw`` work item then
+    re-seals the other contributions as ``to_version`` (new key, new Merkle root) and moves the
+    version's licenses there (``custody.services.withdrawal``).
+    """
+
+    public_id = PublicIdField(prefix="wdr")
+    contribution = models.OneToOneField(Contribution, on_delete=models.PROTECT, related_name="withdrawal")
+    from_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="withdrawals")
+    to_version = models.OneToOneField(
+        DatasetVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="withdrawn_from"
+    )
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    requested_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # "contributor" (an admin of the contributing organisation) or "operator".
+    requested_as = models.CharField(max_length=16)
+    reason = models.CharField(max_length=300)
+    state = models.CharField(max_length=16, choices=WithdrawalState.choices, default=WithdrawalState.PENDING)
+    grants_moved = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["from_version"], name="withdrawal_one_per_version"),
+            models.CheckConstraint(
+                condition=~Q(state="done") | Q(to_version__isnull=False, done_at__isnull=False),
+                name="withdrawal_done_has_successor",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"withdrawal of contribution {self.contribution_id} from version {self.from_version_id}"
+
+
+class ValuationSummary(models.Model):
+    """The published aggregates of an owner's valuation of a version (issue 15), kept in custody so
+    that marketplace reads them (a price suggestion, a value-weighted rights proposal) without
+    importing training. Only what already left the sandbox is here: per-contribution groups of at
+    least ``min_group`` records and the summary; per-record values never leave custody's sandbox.
+    Written once per valuation job (custody/services/valuation_summary.py), never edited.
+    """
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="valuation_summaries")
+    # The valuation job's public id (job_…): which job computed it.
+    job_ref = models.CharField(max_length=64, unique=True)
+    # Contribution key (str) -> {"count", "sum", "mean"}; "other" pools contributions below min_group.
+    groups = models.JSONField(default=dict)
+    # count, sum, mean, std, negative_share, flagged (numbers only).
+    summary = models.JSONField(default=dict)
+    min_group = models.PositiveIntegerField()
+    # The version's platform tokens when it was valued (the denominator of value per million tokens).
+    tokens = models.PositiveBigIntegerField()
+    valued_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"valuation {self.job_ref} of version {self.version_id}"

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 usage_recorded = Signal()  # kwargs: usage_id, grant_id
 grant_revoked = Signal()  # kwargs: grant_id, reason
 version_taken_down = Signal()  # kwargs: version_id, reason
+contribution_withdrawn = Signal()  # kwargs: withdrawal_id, from_version_id, to_version_id
 
 
 def _send(signal: Signal, **kwargs: Any) -> None:

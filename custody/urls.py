@@ -1,6 +1,6 @@
 from django.urls import path
 
-from custody import api, api_ops
+from custody import api, api_ops, api_withdrawal
 
 urlpatterns = [
     path("datasets", api.DatasetListCreateApi.as_view(), name="api-datasets"),
@@ -77,5 +77,15 @@ urlpatterns = [
         "ops/versions/<dsv:version_id>/data-key/rotate",
         api_ops.OpsVersionDataKeyRotateApi.as_view(),
         name="api-ops-version-data-key-rotate",
+    ),
+    path(
+        "contributions/<ctb:contribution_id>/withdraw",
+        api_withdrawal.ContributionWithdrawApi.as_view(),
+        name="api-contribution-withdraw",
+    ),
+    path(
+        "withdrawals/<wdr:withdrawal_id>",
+        api_withdrawal.WithdrawalDetailApi.as_view(),
+        name="api-withdrawal-detail",
     ),
 ]

@@ -99,6 +99,7 @@ class AllocationSerializer(serializers.Serializer):
     number = serializers.IntegerField()
     state = serializers.CharField()
     from_contributions = serializers.BooleanField()
+    basis = serializers.CharField(help_text="What the shares were computed from, e.g. 'valuation job_…'")
     created_at = serializers.DateTimeField()
     in_force_at = serializers.DateTimeField(allow_null=True)
     shares = ShareSerializer(many=True)
@@ -553,8 +554,23 @@ class ListingRightsApi(SealroomApi):
     class InputSerializer(serializers.Serializer):
         shares = serializers.DictField(
             child=serializers.JSONField(),
+            required=False,
             help_text=f"Organisation id ({example('org')}) -> basis points (sum 10,000)",
         )
+        basis = serializers.ChoiceField(
+            choices=["shares", "valuation"],
+            default="shares",
+            help_text="shares: the shares given; valuation: computed from the latest valuation (no shares)",
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if attrs["basis"] == "valuation" and "shares" in attrs:
+                raise serializers.ValidationError(
+                    {"shares": "Leave shares out: the valuation computes them."}
+                )
+            if attrs["basis"] == "shares" and "shares" not in attrs:
+                raise serializers.ValidationError({"shares": "This field is required."})
+            return attrs
 
     class OutputSerializer(serializers.Serializer):
         in_force = AllocationSerializer()
@@ -582,6 +598,11 @@ class ListingRightsApi(SealroomApi):
         )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if data.validated_data["basis"] == "valuation":
+            allocation = rights.allocation_propose_by_value(
+                actor=request_user(request), version=listing.version
+            )
+            return Response(AllocationSerializer(allocation).data, status=201)
         _holders_are_public_ids(data.validated_data["shares"])
         allocation = rights.allocation_propose(
             actor=request_user(request), version=listing.version, shares=data.validated_data["shares"]

@@ -125,7 +125,7 @@ class LicenseSerializer(serializers.Serializer):
     order_ref = serializers.CharField(source="order.ref")
     licensee_id = PublicIdField(prefix="org", source="licensee.public_id")
     version_id = PublicIdField(prefix="dsv", source="version.public_id")
-    grant_id = serializers.IntegerField()
+    grant_id = PublicIdField(prefix="gnt", source="grant.public_id")
     state = serializers.CharField()
     starts_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)

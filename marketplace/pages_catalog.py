@@ -28,6 +28,7 @@ from common.permissions import role_at_least
 from custody.models import DatasetVersion, VersionState
 from marketplace import selectors_catalog as selectors
 from marketplace.croissant import croissant_document
+from marketplace.exceptions import AllocationInvalid
 from marketplace.forms_catalog import (
     CatalogSearchForm,
     ListingCreateForm,
@@ -40,6 +41,7 @@ from marketplace.forms_catalog import (
 from marketplace.models import Listing, ListingState, Offer, RightsAllocation
 from marketplace.quotes import quote
 from marketplace.services import catalog, rights
+from marketplace.services.price_suggestion import price_suggestion
 from marketplace.terms import terms_plain, terms_validate
 
 LISTINGS_PER_PAGE = 20
@@ -318,6 +320,7 @@ def listing_edit(request: HttpRequest, listing_id: int) -> HttpResponse:
         "is_admin": role_at_least(membership.role, Role.ADMIN),
         "form": form,
         "offers": _offer_rows(listing, include_retired=True),
+        "price": price_suggestion(listing=listing),
     }
     return render(request, "marketplace/catalog/listing_edit.html", context)
 
@@ -525,6 +528,15 @@ def rights_page(request: HttpRequest, listing_id: int) -> HttpResponse:
         holders=holders,
         initial_bps=rights.allocation_shares(in_force),
     )
+    if request.method == "POST" and request.POST.get("basis") == "valuation":
+        _require(membership, Role.ADMIN, "propose rights shares")
+        try:
+            proposal = rights.allocation_propose_by_value(actor=page_user(request), version=version)
+        except DomainError as exc:
+            _domain_message(request, exc)
+        else:
+            messages.success(request, f"Allocation v{proposal.number} proposed from {proposal.basis}.")
+        return redirect("marketplace:rights", listing_id=listing.public_id)
     if request.method == "POST":
         _require(membership, Role.ADMIN, "propose rights shares")
         if form.is_valid():
@@ -551,8 +563,22 @@ def rights_page(request: HttpRequest, listing_id: int) -> HttpResponse:
         "in_force": in_force,
         "allocations": selectors.allocation_list_for_version(version_id=version.pk),
         "form": form,
+        "by_value": _by_value(version, holders),
     }
     return render(request, "marketplace/catalog/rights.html", context)
+
+
+def _by_value(version: DatasetVersion, holders: list[Organisation]) -> dict[str, Any]:
+    """The value-weighted shares a proposal from the latest valuation would hold, or why there are none."""
+    try:
+        shares, summary = rights.value_shares(version=version)
+    except AllocationInvalid as exc:
+        return {"reason": exc.detail}
+    names = {org.pk: org.name for org in holders}
+    return {
+        "summary": summary,
+        "shares": [(names.get(org, str(org)), bps) for org, bps in sorted(shares.items())],
+    }
 
 
 @otp.signed_in

@@ -27,9 +27,18 @@ def _on_version_taken_down(sender: Any, *, version_id: int, reason: str, **kwarg
     takedown_enqueue(version_id=version_id)
 
 
+def _on_contribution_withdrawn(sender: Any, *, withdrawal_id: int, **kwargs: Any) -> None:
+    from marketplace.services.withdrawal import withdrawal_follow
+
+    withdrawal_follow(withdrawal_id=withdrawal_id)
+
+
 def connect() -> None:
     # Registers the takedown work handlers in every process (web, worker, tests).
     from marketplace.services import takedown  # noqa: F401
 
     signals.usage_recorded.connect(_on_usage_recorded, dispatch_uid="marketplace.usage_recorded")
     signals.version_taken_down.connect(_on_version_taken_down, dispatch_uid="marketplace.version_taken_down")
+    signals.contribution_withdrawn.connect(
+        _on_contribution_withdrawn, dispatch_uid="marketplace.contribution_withdrawn"
+    )

@@ -28,6 +28,7 @@ from marketplace.services.settlement import (
     usage_settle,
 )
 from marketplace.services.takedown import takedown_sweep
+from marketplace.services.withdrawal import withdrawal_sweep
 
 SETTLE_WORK = "marketplace.settle_usage"
 EXPIRE_WORK = "marketplace.license_expire"
@@ -69,6 +70,7 @@ def marketplace_sweep() -> dict[str, Any]:
     for license_id in period:
         work_enqueue(kind=PERIOD_WORK, ref=f"{license_id}:{day}", queue="default")
     takedown = takedown_sweep()
+    withdrawn = withdrawal_sweep()
     timed_out = order_timeout_sweep()
     purged = idempotency_purge()
     return {
@@ -76,6 +78,7 @@ def marketplace_sweep() -> dict[str, Any]:
         "expire": expired,
         "period": period,
         "takedown": takedown.as_dict(),
+        "withdrawal": withdrawn,
         "timed_out": timed_out,
         "purged": purged,
     }

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 TERMS_SCHEMA_ID = "https://sealroom.example/schemas/license-terms/v1.json"
 PURPOSES = ("research", "commercial", "internal_evaluation")
-JOB_TEMPLATES = ("causal_lm", "causal_lm_lora", "seq_classification")
+# valuation: KNN-Shapley values of the records, aggregates only (docs/training.md "Data valuation");
+# a license that requires DP admits it only when it names it.
+JOB_TEMPLATES = ("causal_lm", "causal_lm_lora", "seq_classification", "valuation")
 # The release gate's default threshold on canary exposure (bits), used when the terms name none.
 # 4.0 refused about one ordinary model in five (the worst of 4 canaries among 256 texts is over
 # 4 bits with probability 1 - (15/16)^4); at 7.0 only a canary ranked first (8 bits) is over:
@@ -44,6 +46,7 @@ TEMPLATE_WORDS = {
     "causal_lm": "full fine-tuning of a causal language model",
     "causal_lm_lora": "LoRA fine-tuning of a causal language model",
     "seq_classification": "training a sequence classifier",
+    "valuation": "valuing the records (aggregates only)",
 }
 
 

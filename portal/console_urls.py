@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from portal.console import audit, keys, operations, overview, work
+from portal.console import audit, keys, operations, overview, withdrawals, work
 
 app_name = "console"
 
@@ -22,6 +22,8 @@ urlpatterns: list[URLPattern] = [
     path("work/retry/", work.work_retry_action, name="work_retry"),
     path("takedowns/", operations.takedowns_page, name="takedowns"),
     path("takedowns/take-down/", operations.takedown_action, name="takedown"),
+    path("withdrawals/", withdrawals.withdrawals_page, name="withdrawals"),
+    path("withdrawals/withdraw/", withdrawals.withdraw_action, name="withdraw"),
     path("payouts/", operations.payouts_page, name="payouts"),
     path("payouts/retry/", operations.payout_retry_action, name="payout_retry"),
     path("refunds/", operations.refunds_page, name="refunds"),

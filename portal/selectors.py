@@ -183,12 +183,12 @@ class AccessRow:
         grant = self.job.grant
         return [
             self.job.created_at.isoformat(),
-            grant.licensee_id,
+            grant.licensee.public_id if grant.licensee else "",
             grant.licensee.name if grant.licensee else "",
             grant.version.dataset.name,
-            grant.version_id,
+            grant.version.public_id,
             grant.version.number,
-            grant.pk,
+            grant.public_id,
             self.license.ref if self.license else "",
             self.license.order.ref if self.license else "",
             self.purposes,

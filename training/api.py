@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import IO, Any
 
 from django.conf import settings
@@ -16,7 +17,6 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.fields import IdField
 from common.api.idempotency import OPTIONAL_HEADER, idempotent_response
 from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, SealroomListApi, request_user
@@ -29,6 +29,7 @@ from training.artifacts import artifact_stream
 from training.exceptions import Conflict, Invalid, NotFound, NotPermitted, TooLarge
 from training.job_templates import template_list
 from training.models import BaseModel, JobState, TrainingJob
+from training.services.mixed_jobs import MixPart, job_submit_mixed
 
 
 class BaseSerializer(serializers.Serializer):
@@ -55,7 +56,7 @@ class JobSerializer(serializers.Serializer):
     template = serializers.CharField()
     base = serializers.SerializerMethodField()
     license = serializers.CharField(source="grant.external_ref", help_text="The license reference (lic_...)")
-    grant_id = serializers.IntegerField()
+    grant_id = PublicIdField(prefix="gnt", source="grant.public_id")
     dataset_version_id = PublicIdField(prefix="dsv", source="grant.version.public_id")
     purpose = serializers.CharField()
     request = serializers.JSONField()
@@ -67,6 +68,10 @@ class JobSerializer(serializers.Serializer):
     tokens_trained = serializers.IntegerField()
     failure_code = serializers.CharField()
     failure_reason = serializers.CharField()
+    licenses = serializers.SerializerMethodField(
+        help_text="Every license the job reads under, with its mixing weight (basis points) and the "
+        "platform tokens planned and read from its version; one entry unless the job mixes licenses"
+    )
     cancel_requested = serializers.SerializerMethodField()
     attempts = serializers.IntegerField()
     progress = serializers.SerializerMethodField()
@@ -77,6 +82,31 @@ class JobSerializer(serializers.Serializer):
 
     def get_base(self, job: TrainingJob) -> dict[str, Any]:
         return {"id": job.base.public_id, "name": job.base.name, "sha256": job.base.file_hash}
+
+    def get_licenses(self, job: TrainingJob) -> list[dict[str, Any]]:
+        components = list(job.components.all())  # prefetched by the list selectors
+        if not components:
+            return [
+                {
+                    "license": job.grant.external_ref,
+                    "grant_id": job.grant.public_id,
+                    "dataset_version_id": job.grant.version.public_id,
+                    "weight_bps": 10_000,
+                    "tokens_planned": job.tokens_planned,
+                    "tokens_trained": job.tokens_trained,
+                }
+            ]
+        return [
+            {
+                "license": c.grant.external_ref,
+                "grant_id": c.grant.public_id,
+                "dataset_version_id": c.grant.version.public_id,
+                "weight_bps": c.weight_bps,
+                "tokens_planned": c.tokens_planned,
+                "tokens_trained": c.tokens_trained,
+            }
+            for c in components
+        ]
 
     def get_cancel_requested(self, job: TrainingJob) -> bool:
         return job.cancel_requested_at is not None
@@ -202,11 +232,40 @@ class BaseDetailApi(SealroomApi):
 # --- jobs ---------------------------------------------------------------------------------------
 
 
+class GrantIdField(PublicIdField):
+    """A grant's public id (``gnt_...``); an old integer grant id names no grant.
+
+    An integer (or a string of digits) resolves to 0 like an unknown id, so it answers the
+    same 404 ``training.license_not_found``: old ids cannot be told from unknown ones.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(prefix="gnt", **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:  # type: ignore[override]
+        if (isinstance(data, int) and not isinstance(data, bool)) or (
+            isinstance(data, str) and data.isascii() and data.isdigit()
+        ):
+            return 0
+        return super().to_internal_value(data)
+
+
 class DpInputSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
     target_epsilon = serializers.FloatField(required=False)
     delta = serializers.FloatField(required=False)
     max_grad_norm = serializers.FloatField(required=False)
+
+
+class MixLicenseSerializer(serializers.Serializer):
+    license = serializers.CharField(max_length=120, help_text="A license reference (lic_...)")
+    weight = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        min_value=Decimal("0.000001"),
+        help_text="Its share of the job's platform tokens, relative to the others "
+        "(70 and 30, or 0.7 and 0.3)",
+    )
 
 
 class JobListSubmitApi(SealroomListApi):
@@ -221,9 +280,21 @@ class JobListSubmitApi(SealroomListApi):
             max_length=120,
             help_text="The license the job runs under: the license_ref an order returned (lic_...)",
         )
-        grant = IdField(
+        grant = GrantIdField(
             required=False,
-            help_text="Deprecated (removed in the next release): the license's grant id; send license",
+            help_text="Deprecated (removed in the next release): the license's grant id (gnt_...); "
+            "send license",
+        )
+        licenses = MixLicenseSerializer(
+            many=True,
+            required=False,
+            help_text="A mixed-dataset job: 2 to 8 licenses with mixing weights, instead of license",
+        )
+        weights_leave = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Mixed jobs: ask for a downloadable model (refused where a license keeps "
+            "weights in custody)",
         )
         template = serializers.CharField()
         base = PublicIdField(
@@ -271,7 +342,8 @@ class JobListSubmitApi(SealroomListApi):
         )
 
     def _submit(self, request: Request, organisation: Organisation, v: dict[str, Any]) -> TrainingJob:
-        grant = _license_grant(organisation, v)
+        parts = _mix_parts(organisation, v) if "licenses" in v else None
+        grant = _license_grant(organisation, v) if parts is None else None
         try:
             base = selectors.base_get_for_org(organisation=organisation, base_id=v["base"])
         except NotFound as exc:
@@ -280,19 +352,26 @@ class JobListSubmitApi(SealroomListApi):
                 code="training.base_not_found",
                 errors=[{"pointer": "/base", "code": "not_found", "detail": "No such base model."}],
             ) from exc
+        job_request = services.JobRequest(
+            template=v["template"],
+            base=base,
+            hyperparameters=v["hyperparameters"],
+            dp=dict(v["dp"]) if v.get("dp") else None,
+            label_field=v["label_field"],
+            purpose=v["purpose"],
+            devices=_devices(v.get("devices", 1)),
+        )
+        if parts is not None:
+            return job_submit_mixed(
+                actor=request_user(request),
+                organisation=organisation,
+                parts=parts,
+                request=job_request,
+                weights_leave=v["weights_leave"],
+            )
+        assert grant is not None
         return services.job_submit(
-            actor=request_user(request),
-            organisation=organisation,
-            grant=grant,
-            request=services.JobRequest(
-                template=v["template"],
-                base=base,
-                hyperparameters=v["hyperparameters"],
-                dp=dict(v["dp"]) if v.get("dp") else None,
-                label_field=v["label_field"],
-                purpose=v["purpose"],
-                devices=_devices(v.get("devices", 1)),
-            ),
+            actor=request_user(request), organisation=organisation, grant=grant, request=job_request
         )
 
 
@@ -306,6 +385,47 @@ def _devices(value: Any) -> int:
             errors=[{"pointer": "/devices", "code": "invalid", "detail": detail}],
         )
     return value
+
+
+def _mix_parts(organisation: Organisation, v: dict[str, Any]) -> list[MixPart]:
+    """The licenses of a mixed submit, each resolved (a pointer at the item it could not find)."""
+    if "license" in v or "grant" in v:
+        detail = "A mixed job names its licenses in licenses only: not license or grant as well."
+        raise Invalid(
+            detail,
+            code="training.license_required",
+            errors=[{"pointer": "/licenses", "code": "ambiguous", "detail": detail}],
+        )
+    parts = []
+    for index, item in enumerate(v["licenses"]):
+        try:
+            grant = selectors.grant_get_for_license_ref(
+                organisation=organisation, license_ref=item["license"]
+            )
+        except NotFound as exc:
+            raise NotFound(
+                "No such license.",
+                code="training.license_not_found",
+                errors=[
+                    {
+                        "pointer": f"/licenses/{index}/license",
+                        "code": "not_found",
+                        "detail": "No such license.",
+                    }
+                ],
+            ) from exc
+        parts.append(MixPart(grant=grant, weight=item["weight"]))
+    seen: set[int] = set()
+    for index, part in enumerate(parts):
+        if part.grant.pk in seen:
+            detail = "This license is named twice; name each license once."
+            raise Invalid(
+                detail,
+                code="training.licenses_invalid",
+                errors=[{"pointer": f"/licenses/{index}/license", "code": "duplicate", "detail": detail}],
+            )
+        seen.add(part.grant.pk)
+    return parts
 
 
 def _license_grant(organisation: Organisation, v: dict[str, Any]) -> Grant:
@@ -324,7 +444,14 @@ def _license_grant(organisation: Organisation, v: dict[str, Any]) -> Grant:
         )
     if "license" in v:
         return selectors.grant_get_for_license_ref(organisation=organisation, license_ref=v["license"])
-    return selectors.grant_get_for_org(organisation=organisation, grant_id=v["grant"])
+    try:
+        return selectors.grant_get_for_org(organisation=organisation, grant_id=v["grant"])
+    except NotFound as exc:
+        raise NotFound(
+            "No such license.",
+            code="training.license_not_found",
+            errors=[{"pointer": "/grant", "code": "not_found", "detail": "No such license."}],
+        ) from exc
 
 
 def _job(request: Request, job_id: int) -> TrainingJob:
@@ -425,7 +552,7 @@ class JobReceiptApi(SealroomApi):
 
 
 class TrainingLicenseSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = PublicIdField(prefix="gnt", source="public_id")
     dataset = serializers.CharField(source="version.dataset.name")
     version = PublicIdField(prefix="dsv", source="version.public_id")
     state = serializers.CharField()

@@ -21,7 +21,7 @@ from common.exceptions import Conflict, Invalid
 from common.models import Membership
 from common.numbers import StrictIntegerField
 from training import selectors, services
-from training.job_templates import DEFAULT_BASE, QUICK_START, quick_start
+from training.job_templates import DEFAULT_BASE, QUICK_START, TEMPLATES, quick_start
 from training.model_card import PURPOSE_WORDS
 from training.models import TEMPLATE_TASK, BaseModel, BaseState, BaseTask, JobTemplate
 
@@ -52,7 +52,7 @@ def _template_task(template: str) -> str:
 
 
 class JobForm(forms.Form):
-    grant = forms.TypedChoiceField(label="License", coerce=int, help_text="The license the job trains under.")
+    grant = forms.ChoiceField(label="License", help_text="The license the job trains under.")
     purpose = forms.ChoiceField(
         label="Purpose",
         help_text="What the trained model is for: one of the purposes the license's terms permit.",
@@ -60,9 +60,8 @@ class JobForm(forms.Form):
     template = forms.ChoiceField(
         choices=JobTemplate.choices, initial=JobTemplate.CAUSAL_LM, widget=OptionDataSelect
     )
-    base = forms.TypedChoiceField(
+    base = forms.ChoiceField(
         label="Base model",
-        coerce=int,
         widget=OptionDataSelect,
         help_text="Only bases the template can train are offered; gpt2-tiny trains in a minute on a CPU.",
     )
@@ -92,9 +91,10 @@ class JobForm(forms.Form):
     def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         organisation = membership.organisation
-        self.grants = {g.pk: g for g in selectors.grant_list_for_org(organisation=organisation)}
+        # Keyed by public id: the pickers' values are what leaves in the page (issue 13, item 9).
+        self.grants = {g.public_id: g for g in selectors.grant_list_for_org(organisation=organisation)}
         bases = selectors.base_list_for_org(organisation=organisation).filter(state=BaseState.VALIDATED)
-        self.bases: dict[int, BaseModel] = {b.pk: b for b in bases}
+        self.bases: dict[str, BaseModel] = {b.public_id: b for b in bases}
         self._license_choices()
         self._template_choices()
         self._base_choices()
@@ -112,8 +112,8 @@ class JobForm(forms.Form):
         purpose_field = self.fields["purpose"]
         assert isinstance(grant_field, forms.ChoiceField) and isinstance(purpose_field, forms.ChoiceField)
         grant_field.choices = [
-            (g.pk, f"{g.external_ref or f'License {g.pk}'}: {g.version.dataset.name} v{g.version.number}")
-            for g in self.grants.values()
+            (key, f"{g.external_ref or f'License {key}'}: {g.version.dataset.name} v{g.version.number}")
+            for key, g in self.grants.items()
         ]
         purposes: list[str] = []
         for grant in self.grants.values():
@@ -124,10 +124,10 @@ class JobForm(forms.Form):
             purpose_field.initial = str(first.terms["purposes"][0])
         assert isinstance(grant_field.widget, forms.Select)
         grant_field.widget.attrs["data-license-purposes"] = json.dumps(
-            {str(g.pk): [str(p) for p in g.terms.get("purposes") or []] for g in self.grants.values()}
+            {key: [str(p) for p in g.terms.get("purposes") or []] for key, g in self.grants.items()}
         )
         grant_field.widget.attrs["data-license-templates"] = json.dumps(
-            {str(g.pk): [str(t) for t in g.terms.get("job_templates") or []] for g in self.grants.values()}
+            {key: [str(t) for t in g.terms.get("job_templates") or []] for key, g in self.grants.items()}
         )
         if first is not None:
             self.fields["template"].initial = self._first_template(first)
@@ -143,27 +143,27 @@ class JobForm(forms.Form):
     def _base_choices(self) -> None:
         base_field = self.fields["base"]
         assert isinstance(base_field, forms.ChoiceField) and isinstance(base_field.widget, OptionDataSelect)
-        groups: list[tuple[str, list[tuple[int, str]]]] = []
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
         for task, title in TASK_GROUPS.items():
-            options = [(b.pk, b.name) for b in self.bases.values() if b.task == task]
+            options = [(key, b.name) for key, b in self.bases.items() if b.task == task]
             if options:
                 groups.append((title, options))
         base_field.choices = groups
         defaults = {self._default_base(template) for template in JobTemplate.values} - {None}
         base_field.widget.option_data = {
-            str(b.pk): {"data-task": str(b.task), **({"data-default": "true"} if b.pk in defaults else {})}
-            for b in self.bases.values()
+            key: {"data-task": str(b.task), **({"data-default": "true"} if key in defaults else {})}
+            for key, b in self.bases.items()
         }
         base_field.initial = self._default_base(str(self.fields["template"].initial))
 
-    def _default_base(self, template: str) -> int | None:
-        """The built-in base a template starts from, when the organisation may use it."""
+    def _default_base(self, template: str) -> str | None:
+        """The built-in base a template starts from (its public id), when the organisation may use it."""
         name = DEFAULT_BASE.get(template)
-        return next((b.pk for b in self.bases.values() if b.name == name and b.owner_id is None), None)
+        return next((key for key, b in self.bases.items() if b.name == name and b.owner_id is None), None)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        grant = self.grants.get(data.get("grant", -1))
+        grant = self.grants.get(data.get("grant", ""))
         purpose = data.get("purpose")
         if grant is not None and purpose:
             permitted = [str(p) for p in grant.terms.get("purposes") or []]
@@ -171,10 +171,10 @@ class JobForm(forms.Form):
                 words = ", ".join(PURPOSE_WORDS.get(p, p) for p in permitted) or "none"
                 self.add_error(
                     "purpose",
-                    f"{grant.external_ref or f'License {grant.pk}'} does not permit "
+                    f"{grant.external_ref or f'License {grant.public_id}'} does not permit "
                     f"{PURPOSE_WORDS.get(purpose, purpose)}; it permits: {words}.",
                 )
-        base = self.bases.get(data.get("base", -1))
+        base = self.bases.get(data.get("base", ""))
         template = data.get("template")
         if base is not None and template and base.task != _template_task(template):
             wanted = BaseTask(_template_task(template)).label.lower()
@@ -188,7 +188,10 @@ class JobForm(forms.Form):
     def job_request(self) -> services.JobRequest:
         data = self.cleaned_data
         hyperparameters = {
-            name: data[name] for name in ("epochs", "learning_rate", "batch_size", "max_seq_len", "seed")
+            name: data[name]
+            for name in ("epochs", "learning_rate", "batch_size", "max_seq_len", "seed")
+            # A valuation trains nothing: it takes batch_size, max_seq_len and seed only.
+            if name in TEMPLATES[data["template"]].hyperparameters
         }
         dp = {"enabled": True, "target_epsilon": data["target_epsilon"]} if data["dp_enabled"] else None
         return services.JobRequest(

@@ -59,6 +59,7 @@ class TemplateInfo:
             "needs_label_field": self.needs_label_field,
             "hyperparameters": self.hyperparameters,
             "dp": DP_SCHEMA if self.supports_dp else None,
+            **({"valuation": VALUATION_SCHEMA} if self.name == JobTemplate.VALUATION else {}),
         }
 
 
@@ -73,6 +74,26 @@ TEMPLATES: dict[str, TemplateInfo] = {
     )
     for t in JobTemplate
 }
+# Valuation trains nothing: it embeds (batch_size, max_seq_len, seed) and values (its own block,
+# VALUATION_SCHEMA; training/runner/valuation.py). No DP: only aggregates leave.
+VALUATION_SCHEMA: dict[str, dict[str, Any]] = {
+    "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+    "holdout_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.2},
+    "min_group": {"type": "integer", "minimum": 5, "maximum": 1_000_000, "default": 20},
+    "flag_margin": {"type": "number", "minimum": 0, "maximum": 2, "default": 0.06},
+}
+TEMPLATES[JobTemplate.VALUATION.value] = TemplateInfo(
+    name=JobTemplate.VALUATION.value,
+    label=str(JobTemplate.VALUATION.label),
+    task=str(BaseTask.CLASSIFICATION),
+    supports_dp=False,
+    hyperparameters={
+        "batch_size": {**_COMMON["batch_size"], "default": 64},
+        "max_seq_len": _COMMON["max_seq_len"],
+        "seed": _COMMON["seed"],
+    },
+    needs_label_field=True,
+)
 
 
 # What the portal's job form starts from, per template: settings that visibly learn on a small
@@ -91,12 +112,14 @@ QUICK_START: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "max_seq_len": 128,
     },
+    JobTemplate.VALUATION.value: {"batch_size": 64, "max_seq_len": 128},
 }
 # The built-in base each template starts from: the smallest that trains in minutes on a CPU.
 DEFAULT_BASE: dict[str, str] = {
     JobTemplate.CAUSAL_LM.value: "gpt2-tiny",
     JobTemplate.CAUSAL_LM_LORA.value: "gpt2-tiny",
     JobTemplate.SEQ_CLASSIFICATION.value: "minilm-l6",
+    JobTemplate.VALUATION.value: "minilm-l6",
 }
 
 

@@ -38,20 +38,24 @@ from common.models import WorkItem
 from common.work import work_handler
 from custody import services as custody
 from custody.exceptions import Conflict as CustodyConflict
-from custody.models import DatasetVersion, Grant, GrantState, UsageKind
+from custody.models import Contribution, DatasetVersion, Grant, GrantPurpose, GrantState, UsageKind
+from custody.services.valuation import valuation_flags_record
+from custody.services.valuation_summary import valuation_summary_record
 from custody.tokens import count_tokens
 from training import sandbox
 from training.model_card import CARD_NAME, model_card
 from training.models import (
     BaseKind,
     BaseTask,
+    JobGrant,
     JobState,
     TrainingJob,
 )
 from training.receipts import receipt_body, receipt_sha256, receipt_sign
 from training.runner.canaries import canaries_generate, canary_records
 from training.services.bases import base_unpack
-from training.services.jobs import WORK_KIND, job_event, job_finish, telemetry_block
+from training.services.jobs import WORK_KIND, job_event, job_finish, job_grants, telemetry_block
+from training.services.mixed_jobs import planned_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -146,26 +150,37 @@ def record_text(value: Any) -> str:
 
 
 def _inputs(job: TrainingJob) -> Inputs:
-    """Read the job's stream once (one audited open per attempt) and map it to runner records."""
-    stream = custody.grant_stream_open(grant=job.grant, consumer_ref=job.consumer_ref, purpose="license")
+    """Read the job's stream once (one audited open per attempt) and map it to runner records.
+
+    A mixed job (issue 17 item 3) opens one stream per license and keeps of each version the
+    share of platform tokens its weight gives (``_mix``).
+    """
+    components = list(job.components.select_related("grant__version").order_by("position"))
+    grants = [c.grant for c in components] or [job.grant]
     classification = job.base.task == BaseTask.CLASSIFICATION
     label_field = str(job.request.get("label_field") or "")
     records: list[dict[str, Any]] = []
     sources: dict[int, int] = {}
     unlabelled = 0
-    for batch in stream:
-        for record in batch:
-            text = record_text(record["text"])
-            # The runner meters what its steps read per source; the launcher maps them back.
-            source = sources.setdefault(int(record["contribution"]), len(sources))
-            if not classification:
-                records.append({"text": text, "source": source})
-                continue
-            label = (record.get("meta") or {}).get(label_field)
-            if label is None or label == "":
-                unlabelled += 1
-                continue
-            records.append({"text": text, "label": str(label), "source": source})
+    per_grant: list[list[dict[str, Any]]] = []
+    for grant in grants:
+        stream = custody.grant_stream_open(grant=grant, consumer_ref=job.consumer_ref, purpose="license")
+        mine: list[dict[str, Any]] = []
+        for batch in stream:
+            for record in batch:
+                text = record_text(record["text"])
+                # The runner meters what its steps read per source; the launcher maps them back.
+                source = sources.setdefault(int(record["contribution"]), len(sources))
+                if not classification:
+                    mine.append({"text": text, "source": source})
+                    continue
+                label = (record.get("meta") or {}).get(label_field)
+                if label is None or label == "":
+                    unlabelled += 1
+                    continue
+                mine.append({"text": text, "label": str(label), "source": source})
+        per_grant.append(mine)
+    records = _mix(job, components, per_grant) if components else per_grant[0]
     if unlabelled:
         raise LaunchFailure(
             "training.labels_missing",
@@ -175,7 +190,9 @@ def _inputs(job: TrainingJob) -> Inputs:
     inputs = Inputs(
         records=records,
         probes=[],
-        platform_tokens=_count_platform_tokens(records),
+        platform_tokens=(
+            sum(r["platform_tokens"] for r in records) if components else _count_platform_tokens(records)
+        ),
         sources=list(sources),
         source_tokens=[0] * len(sources),
     )
@@ -188,6 +205,33 @@ def _inputs(job: TrainingJob) -> Inputs:
         {"text": r["text"]} for r in rng.sample(records, min(len(records), settings.TRAINING_GATE_PROBES))
     ]
     return inputs
+
+
+def _mix(
+    job: TrainingJob, components: list[JobGrant], per_grant: list[list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Keep of each version the platform tokens its weight gives, records drawn in a seeded order
+    (the same on every attempt), then interleave the versions' records in a seeded order.
+
+    Each version gives ``planned_tokens`` of what it streamed (no record twice), never more than
+    the job planned for it at submit (what its license was checked for).
+    """
+    streamed = [_count_platform_tokens(records) for records in per_grant]
+    shares = planned_tokens(streamed, [c.weight_bps for c in components])
+    rng = random.Random(license_seed(job, "mix"))
+    mixed: list[dict[str, Any]] = []
+    for component, records, share in zip(components, per_grant, shares, strict=True):
+        budget = min(share, component.tokens_planned // max(job.epochs, 1))
+        order = list(range(len(records)))
+        rng.shuffle(order)
+        taken = 0
+        for index in order:
+            tokens = records[index]["platform_tokens"]
+            if taken + tokens <= budget:
+                mixed.append(records[index])
+                taken += tokens
+    rng.shuffle(mixed)
+    return mixed
 
 
 def _count_platform_tokens(records: list[dict[str, Any]], chunk: int = 1024) -> int:
@@ -321,12 +365,13 @@ class Recorder:
         with transaction.atomic():
             self.job.training_started_at = timezone.now()
             self.job.save(update_fields=["training_started_at"])
-            custody.usage_record(
-                grant=self.job.grant,
-                consumer_ref=self.job.consumer_ref,
-                kind=UsageKind.JOB_STARTED,
-                quantity=1,
-            )
+            for grant in job_grants(self.job):
+                custody.usage_record(
+                    grant=grant,
+                    consumer_ref=self.job.consumer_ref,
+                    kind=UsageKind.JOB_STARTED,
+                    quantity=1,
+                )
             job_event(self.job, "training", "Training began.")
 
     def _round(self, value: Any) -> float:
@@ -422,10 +467,12 @@ class Recorder:
         if row is None or row["cancel_requested_at"] is not None:
             self.cancel_reason = "Cancelled on request."
         else:
-            grant = Grant.objects.filter(pk=self.job.grant_id).values("state", "expires_at").first()
-            if grant is None or grant["state"] == GrantState.REVOKED:
+            grant_ids = [self.job.grant_id, *self.job.components.values_list("grant_id", flat=True)]
+            rows = list(Grant.objects.filter(pk__in=grant_ids).values("state", "expires_at"))
+            moment = timezone.now()
+            if len(rows) < len(set(grant_ids)) or any(g["state"] == GrantState.REVOKED for g in rows):
                 self.cancel_reason = "Stopped: the license was revoked."
-            elif grant["expires_at"] is not None and grant["expires_at"] <= timezone.now():
+            elif any(g["expires_at"] is not None and g["expires_at"] <= moment for g in rows):
                 self.cancel_reason = "Stopped: the license expired."
         return bool(self.cancel_reason)
 
@@ -494,7 +541,12 @@ def _train(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) 
 
 def _unrun_withholds(job: TrainingJob) -> bool:
     """Whether a gate check that could not run withholds the model: the license decides."""
-    value = job.grant.terms.get("gate_unrun_withholds")
+    mix = job.request.get("mix")
+    value = (
+        mix.get("gate_unrun_withholds")
+        if isinstance(mix, dict)
+        else job.grant.terms.get("gate_unrun_withholds")
+    )
     return bool(settings.TRAINING_GATE_UNRUN_WITHHOLDS if value is None else value)
 
 
@@ -580,6 +632,9 @@ def artifact_blob_key(job: TrainingJob) -> str:
 def _tokens_bound(job: TrainingJob, version: DatasetVersion, inputs: Inputs) -> int:
     """The most a job can be billed: the streamed records' platform tokens x epochs, never more
     than the sealed version's tokens x epochs."""
+    if job.request.get("mix"):
+        # A mixed job streamed from several versions: never more than it planned for them.
+        return min(inputs.platform_tokens * job.epochs, job.tokens_planned)
     return min(inputs.platform_tokens, int(version.tokens)) * job.epochs
 
 
@@ -642,10 +697,26 @@ def reads_by_contribution(done: dict[str, Any], inputs: Inputs, *, billed: int) 
     return {contribution: n for contribution, n in zip(inputs.sources, counts, strict=True) if n}
 
 
+def _reads_by_component(
+    components: list[JobGrant], reads: dict[int, int]
+) -> list[tuple[JobGrant, dict[int, int]]]:
+    """A mixed job's reads split by the version each contribution belongs to (empty for one license)."""
+    if not components:
+        return []
+    version_of = dict(Contribution.objects.filter(pk__in=list(reads)).values_list("pk", "version_id"))
+    return [
+        (c, {pk: n for pk, n in reads.items() if version_of.get(pk) == c.grant.version_id})
+        for c in components
+    ]
+
+
 def _release(
     job: TrainingJob, workdir: Path, recorder: Recorder, version: DatasetVersion, inputs: Inputs
 ) -> None:
-    may_leave = bool(job.grant.terms.get("weights_may_leave"))
+    mix = job.request.get("mix")
+    may_leave = bool(
+        mix["weights_may_leave"] if isinstance(mix, dict) else job.grant.terms.get("weights_may_leave")
+    )
     done = recorder.done or {}
     epsilon = done.get("epsilon_spent")
     job.artifact_encrypted = not may_leave
@@ -654,8 +725,10 @@ def _release(
     job.tokens_trained = tokens_billed(done, bound=_tokens_bound(job, version, inputs))
     reads = reads_by_contribution(done, inputs, billed=job.tokens_trained)
     job.metrics["final"] = recorder.final_metrics(done.get("metrics"))
+    components = list(job.components.select_related("grant__version").order_by("position"))
+    billed = _reads_by_component(components, reads)
     # Signed before the archive is built: the model card in it names the receipt's hash.
-    job.receipt = receipt_sign(receipt_body(job, version=version, reads=reads))
+    job.receipt = receipt_sign(receipt_body(job, version=version, reads=reads, components=billed))
     card = model_card(job, job.receipt, receipt_sha256(job.receipt))
     archive, _files = _artifact_archive(workdir / "out", card)
     if may_leave:
@@ -678,13 +751,25 @@ def _release(
                 "receipt",
             ]
         )
-        custody.usage_record(
-            grant=job.grant,
-            consumer_ref=job.consumer_ref,
-            kind=UsageKind.TOKENS_TRAINED,
-            quantity=job.tokens_trained,
-            by_contribution=reads,
-        )
+        if not billed:
+            custody.usage_record(
+                grant=job.grant,
+                consumer_ref=job.consumer_ref,
+                kind=UsageKind.TOKENS_TRAINED,
+                quantity=job.tokens_trained,
+                by_contribution=reads,
+            )
+        # A mixed job: each license is billed the tokens read from its own version.
+        for component, its_reads in billed:
+            component.tokens_trained = sum(its_reads.values())
+            component.save(update_fields=["tokens_trained"])
+            custody.usage_record(
+                grant=component.grant,
+                consumer_ref=job.consumer_ref,
+                kind=UsageKind.TOKENS_TRAINED,
+                quantity=component.tokens_trained,
+                by_contribution=its_reads,
+            )
         job_finish(
             job_id=job.pk, state=JobState.SUCCEEDED, detail=f"{job.tokens_trained:,} platform tokens trained."
         )
@@ -698,27 +783,49 @@ def valuation_items(job: TrainingJob) -> list[dict[str, Any]]:
 
     :raises LaunchFailure: a record without a label, or fewer than two labels.
     """
-    stream = custody.grant_stream_open(grant=job.grant, consumer_ref=job.consumer_ref, purpose="license")
+    # The owner's path reads under the version's valuation grant, the trainer's under its license;
+    # a labelled set of the submitter's own (training/services/valuation.py) under that version's
+    # valuation grant, marked validation.
+    streams = [
+        (
+            custody.grant_stream_open(
+                grant=job.grant, consumer_ref=job.consumer_ref, purpose=job.grant.purpose
+            ),
+            "train",
+        )
+    ]
+    validation_id = job.request.get("validation_version_id")
+    if validation_id:
+        validation = DatasetVersion.objects.get(public_id=validation_id)
+        grant = custody.system_grant(validation, GrantPurpose.VALUATION)
+        streams.append(
+            (
+                custody.grant_stream_open(grant=grant, consumer_ref=job.consumer_ref, purpose=grant.purpose),
+                "validation",
+            )
+        )
     label_field = str(job.request.get("label_field") or "")
     items: list[dict[str, Any]] = []
-    for batch in stream:
-        for record in batch:
-            label = (record.get("meta") or {}).get(label_field)
-            if label is None or label == "":
-                raise LaunchFailure(
-                    "training.labels_missing",
-                    f"A record has no value in the metadata field {label_field!r}; valuation needs "
-                    "the field that labels every record.",
+    for stream, split in streams:
+        for batch in stream:
+            for record in batch:
+                label = (record.get("meta") or {}).get(label_field)
+                if label is None or label == "":
+                    raise LaunchFailure(
+                        "training.labels_missing",
+                        f"A record has no value in the metadata field {label_field!r}; valuation needs "
+                        "the field that labels every record.",
+                    )
+                contribution = record.get("contribution", "")
+                items.append(
+                    {
+                        "id": f"{contribution}:{record['id']}",
+                        "text": record_text(record["text"]),
+                        "label": str(label),
+                        "group": f"contribution-{contribution}",
+                        "split": split,
+                    }
                 )
-            contribution = record.get("contribution", "")
-            items.append(
-                {
-                    "id": f"{contribution}:{record['id']}",
-                    "text": record_text(record["text"]),
-                    "label": str(label),
-                    "group": f"contribution-{contribution}",
-                }
-            )
     mapping, _digest = opaque_labels([item["label"] for item in items])
     if len(mapping) < 2:
         raise LaunchFailure("training.labels_missing", "Valuation needs at least two distinct labels.")
@@ -793,6 +900,13 @@ def _value_attempt(job: TrainingJob, workdir: Path, version: DatasetVersion) -> 
         version=version, name=f"valuation-flags-job-{job.pk}", data=json.dumps({"ids": flags}).encode()
     )
     with transaction.atomic():
+        if job.grant.purpose == GrantPurpose.VALUATION:
+            # The owner's valuation of a version in review: the flags join the review's findings.
+            valuation_flags_record(
+                version=version, record_ids=[int(i.rsplit(":", 1)[1]) for i in flags], source=job.public_id
+            )
+            # Its aggregates, where marketplace reads them (price suggestion, value-weighted rights).
+            valuation_summary_record(version=version, job_ref=job.public_id, published=published)
         job.metrics["valuation"] = published
         job.artifact_blob_key = key
         job.artifact_encrypted = True
@@ -892,7 +1006,8 @@ def job_run(*, job_id: int, final_attempt: bool) -> None:
         return
     try:
         try:
-            custody.grant_job_reserve(grant=job.grant, consumer_ref=job.consumer_ref)
+            for grant in job_grants(job):
+                custody.grant_job_reserve(grant=grant, consumer_ref=job.consumer_ref)
         except CustodyConflict as exc:
             raise LaunchFailure(
                 "training.license_unusable", f"The license can no longer be used: {exc.detail}"

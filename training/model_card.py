@@ -47,7 +47,7 @@ def card_metadata(job: TrainingJob, document: dict[str, Any], receipt_hash: str)
         tags.append("differential-privacy")
     metadata: dict[str, Any] = {
         "license": "other",
-        "license_name": f"sealroom-{license_.get('ref') or f'grant-{job.grant_id}'}",
+        "license_name": f"sealroom-{license_.get('ref') or f'grant-{job.grant.public_id}'}",
         "library_name": "transformers",
         "pipeline_tag": pipeline or None,
         "tags": tags,

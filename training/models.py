@@ -19,6 +19,8 @@ class JobTemplate(models.TextChoices):
     CAUSAL_LM = "causal_lm", "Causal language model (full fine-tune)"
     CAUSAL_LM_LORA = "causal_lm_lora", "Causal language model (LoRA adapters)"
     SEQ_CLASSIFICATION = "seq_classification", "Sequence classification"
+    # Trains nothing: values records by KNN-Shapley on MiniLM embeddings (issue 15, docs/training.md).
+    VALUATION = "valuation", "Data valuation (KNN-Shapley)"
 
 
 class BaseTask(models.TextChoices):
@@ -31,6 +33,7 @@ TEMPLATE_TASK = {
     JobTemplate.CAUSAL_LM: BaseTask.CAUSAL_LM,
     JobTemplate.CAUSAL_LM_LORA: BaseTask.CAUSAL_LM,
     JobTemplate.SEQ_CLASSIFICATION: BaseTask.CLASSIFICATION,
+    JobTemplate.VALUATION: BaseTask.CLASSIFICATION,
 }
 
 
@@ -204,6 +207,37 @@ class TrainingJob(models.Model):
             "reason": str(gate.get("reason") or ""),
             "checks": {str(k): str(v) for k, v in checks.items()} if isinstance(checks, dict) else {},
         }
+
+
+class JobGrant(models.Model):
+    """One license of a mixed-dataset job (issue 17 item 3; training/services/mixing.py).
+
+    A mixed job reads several versions, each under its own grant, by weight. The job's ``grant``
+    is its first component's (the rows here list every component, the first included); a job
+    with one license has no rows here. Each component is billed the platform tokens read from
+    its own version and its version's budget is charged the job's epsilon once.
+    """
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="components")
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="mixed_jobs")
+    position = models.PositiveSmallIntegerField()
+    # The share of the job's platform tokens this version supplies, in basis points (they sum to 10,000).
+    weight_bps = models.PositiveIntegerField()
+    tokens_planned = models.PositiveBigIntegerField(default=0)
+    tokens_trained = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "grant"], name="job_grant_unique"),
+            models.UniqueConstraint(fields=["job", "position"], name="job_grant_position_unique"),
+            models.CheckConstraint(
+                condition=Q(weight_bps__gt=0) & Q(weight_bps__lte=10_000), name="job_grant_weight_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.weight_bps} bps of job {self.job_id} under grant {self.grant_id}"
 
 
 class JobEvent(models.Model):

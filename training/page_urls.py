@@ -3,7 +3,7 @@
 from django.urls import URLPattern, path
 
 from common.pages.legacy import legacy_redirect
-from training import pages
+from training import pages, valuation_pages
 
 app_name = "training"
 
@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern] = [
     path("jobs/<job:job_id>/", pages.job_page, name="job"),
     path("jobs/<job:job_id>/status/", pages.job_status, name="job_status"),
     path("jobs/<job:job_id>/cancel/", pages.job_cancel, name="job_cancel"),
+    path("valuations/<dsv:version_id>/", valuation_pages.valuation_page, name="valuation"),
     path("ops/jobs/", pages.ops_jobs_page, name="ops_jobs"),
     path("ops/jobs/<job:job_id>/cancel/", pages.ops_job_cancel, name="ops_job_cancel"),
     # An old integer URL: a redirect for the owner's members, else 404 (common/pages/legacy.py).

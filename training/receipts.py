@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.utils import timezone
@@ -34,7 +34,11 @@ def receipt_sha256(document: dict[str, Any]) -> str:
 
 
 def receipt_body(
-    job: TrainingJob, *, version: DatasetVersion, reads: Mapping[int, int] | None = None
+    job: TrainingJob,
+    *,
+    version: DatasetVersion,
+    reads: Mapping[int, int] | None = None,
+    components: Sequence[tuple[Any, Mapping[int, int]]] = (),
 ) -> dict[str, Any]:
     """The receipt's fields. A classifier's labels appear only as ids (``LABEL_<i>``, in the spec)
     with the hash of the sorted label vocabulary: the values are custody data.
@@ -49,7 +53,7 @@ def receipt_body(
         "organisation": job.organisation.public_id,
         "template": job.template,
         "spec": spec,
-        "grant": job.grant_id,
+        "grant": job.grant.public_id,
         # What the weights were licensed under, checkable by a third party holding the license:
         # its reference, the hash of the terms snapshot the grant carries, and the hash of the
         # rights allocation in force when it was issued (None when the license names none).
@@ -81,6 +85,24 @@ def receipt_body(
             {"contribution": public[pk], "platform_tokens": tokens}
             for pk, tokens in sorted(reads.items(), key=lambda item: public[item[0]])
         ]
+    if components:
+        # A mixed job (issue 17 item 3): every license and Merkle root it read, with its weight and
+        # the platform tokens read from its version (what that license is billed).
+        mix = job.request.get("mix") or {}
+        body["licenses"] = [
+            {
+                "ref": component.grant.external_ref,
+                "grant": component.grant.public_id,
+                "dataset_version": component.grant.version.public_id,
+                "merkle_root": component.grant.version.merkle_root,
+                "weight_bps": component.weight_bps,
+                "platform_tokens": sum(its_reads.values()),
+                "terms_sha256": hashlib.sha256(canonical(component.grant.terms)).hexdigest(),
+                "allocation_sha256": _allocation_hash(component.grant.terms),
+            }
+            for component, its_reads in components
+        ]
+        body["attribution"] = list(mix.get("attribution") or [])
     labels = job.metrics.get("labels")
     if isinstance(labels, dict) and labels.get("vocabulary_sha256"):
         body["label_vocabulary_sha256"] = labels["vocabulary_sha256"]

@@ -14,7 +14,10 @@ from typing import Any
 from django.dispatch import receiver
 
 from custody import signals
-from training import takedown  # registers the training.takedown_job work handler
+from training import (
+    takedown,  # registers the training.takedown_job work handler
+    withdrawal,  # registers the training.withdrawal_notice work handler
+)
 from training.services.jobs import jobs_license_revoked
 
 
@@ -26,3 +29,8 @@ def _on_grant_revoked(sender: Any, grant_id: int, reason: str, **kwargs: Any) ->
 @receiver(signals.version_taken_down, dispatch_uid="training.version_taken_down")
 def _on_version_taken_down(sender: Any, version_id: int, reason: str, **kwargs: Any) -> None:
     takedown.takedown_enqueue(version_id=version_id)
+
+
+@receiver(signals.contribution_withdrawn, dispatch_uid="training.contribution_withdrawn")
+def _on_contribution_withdrawn(sender: Any, withdrawal_id: int, **kwargs: Any) -> None:
+    withdrawal.withdrawal_notice_enqueue(withdrawal_id=withdrawal_id)

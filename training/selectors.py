@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from common.models import Organisation
 from custody.models import Grant, GrantPurpose
 from training.exceptions import NotFound
-from training.models import BaseModel, TrainingJob
+from training.models import BaseModel, JobGrant, TrainingJob
 
 
 def base_list_for_org(*, organisation: Organisation | None) -> QuerySet[BaseModel]:
@@ -28,6 +28,8 @@ def job_list_for_org(*, organisation: Organisation) -> QuerySet[TrainingJob]:
     return (
         TrainingJob.objects.filter(organisation=organisation)
         .select_related("base", "grant", "grant__version__dataset")
+        # A mixed job's licenses (issue 17 item 3), one query for the page.
+        .prefetch_related(Prefetch("components", queryset=JobGrant.objects.select_related("grant__version")))
         .order_by("-created_at", "-pk")
     )
 

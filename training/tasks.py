@@ -13,7 +13,11 @@ import shutil
 
 from celery import shared_task
 
-from training import launcher, takedown  # register the training.job and training.takedown_job handlers
+from training import (  # register the training.job and training.takedown_job handlers
+    launcher,
+    takedown,
+    withdrawal,  # registers the training.withdrawal_notice handler
+)
 from training.models import FINAL_STATES, TrainingJob
 from training.services import bases  # noqa: F401 - registers the training.base_validate handler
 from training.services.jobs import job_reconcile_lost
@@ -23,6 +27,7 @@ from training.services.jobs import job_reconcile_lost
 def sweep_jobs() -> int:
     lost = job_reconcile_lost()
     takedown.takedown_sweep()  # what a takedown left undone (a lost doorbell, a late artifact)
+    withdrawal.withdrawal_sweep()  # a withdrawal's notice to artifact holders, if its bell was lost
     for path in launcher.work_root().glob("job-*-*"):
         job_id = path.name.split("-")[1]
         if job_id.isdigit() and TrainingJob.objects.filter(pk=int(job_id), state__in=FINAL_STATES).exists():

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from training import api
+from training import api, valuation_api
 
 urlpatterns: list[URLPattern] = [
     path("training/templates", api.TemplateListApi.as_view(), name="api-training-templates"),
@@ -17,4 +17,5 @@ urlpatterns: list[URLPattern] = [
         "training/jobs/<job:job_id>/artifact", api.JobArtifactApi.as_view(), name="api-training-job-artifact"
     ),
     path("training/jobs/<job:job_id>/receipt", api.JobReceiptApi.as_view(), name="api-training-job-receipt"),
+    path("training/valuations", valuation_api.ValuationSubmitApi.as_view(), name="api-training-valuations"),
 ]

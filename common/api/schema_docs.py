@@ -330,13 +330,16 @@ OPERATIONS: dict[str, Operation] = {
     "training.api.JobListSubmitApi.POST": Operation(
         "Training jobs",
         "Queue a training job on the licensed data, which never leaves custody. Name the license "
-        "with `license` (the `lic_...` reference your order returned); `grant` (an integer) is "
-        "deprecated and goes in the next release. The job is checked against the template and the "
+        "with `license` (the `lic_...` reference your order returned); `grant` (the license's "
+        "`gnt_...` grant id; an old integer id answers 404 like an unknown one) is deprecated and "
+        "goes in the next release. The job is checked against the template and the "
         "license's terms, and **spends one job of the license** (and, with DP, its epsilon). Send "
         "an `Idempotency-Key`: a retried submit with the same key and body returns the same job "
         "(202) and spends nothing more. Then follow `GET /training/jobs/{id}`. **Who:** a trainer "
         "member (`train`). " + _ERRORS + "422 `training.license_required` (neither or both of "
-        "`license` and `grant`), `training.spec_invalid` and `training.*_not_permitted` with "
+        "`license` and `grant`), `training.licenses_incompatible` (a mixed job, `licenses`: each "
+        "conflicting term of each license, `/licenses/<i>/terms/<term>`), `training.spec_invalid` "
+        "and `training.*_not_permitted` with "
         "pointers into the body; 404 `training.license_not_found`; 409 `training.license_exhausted`, "
         "`training.privacy_budget_exceeded`, a revoked or expired license.",
         example={
@@ -346,6 +349,22 @@ OPERATIONS: dict[str, Operation] = {
             "hyperparameters": {"epochs": 1, "learning_rate": 0.0005},
             "purpose": "research",
         },
+    ),
+    "training.valuation_api.ValuationSubmitApi.POST": Operation(
+        "Training jobs",
+        "Value a dataset version's records (KNN-Shapley over MiniLM embeddings) as a job in the "
+        "sandbox; no record leaves custody. Either `version_id`, your organisation's own version "
+        "(an admin; no license, nothing billed), or `license`, a license you hold whose terms "
+        "allow the `valuation` template. `validation_version_id` names a labelled version your "
+        "organisation owns as the validation set; without it a seeded hold-out is used. Only "
+        "aggregates leave (per contribution, a histogram, a summary), each over at least "
+        "`min_group` records; it spends no privacy budget. Follow it at `GET /training/jobs/{id}` "
+        "and read the aggregates at `/training/jobs/{id}/metrics`. **Who:** a provider admin "
+        "(`provide`) or a trainer member (`train`). " + _ERRORS + "422 "
+        "`training.valuation_target_required` (neither or both of `version_id` and `license`), "
+        "`training.spec_invalid` with pointers; 404 `training.version_not_found`, "
+        "`training.license_not_found`.",
+        example={"version_id": VERSION, "label_field": "label", "valuation": {"k": 5, "min_group": 20}},
     ),
     "training.api.JobDetailApi.GET": Operation(
         "Training jobs",
@@ -508,6 +527,26 @@ OPERATIONS: dict[str, Operation] = {
         "destroyed, and trainers notified. Cannot be undone. **Who:** a provider admin of the "
         "owner, or an operator. " + _ERRORS + "409 for a version already taken down.",
         example={"reason": "A contributor withdrew consent for their records."},
+    ),
+    "custody.api_withdrawal.ContributionWithdrawApi.POST": Operation(
+        "Custody (providers)",
+        "Withdraw one of your organisation's contributions from a sealed version, a pooled one "
+        "included. The version closes to new jobs at once; a background step seals a new version "
+        "from the other contributions (new key, new Merkle root) and moves the licenses to it with "
+        "their terms unchanged; holders of released weights trained on the records are notified. "
+        "Answers 202 with the withdrawal; follow it at `GET /withdrawals/{id}`. Asking again returns "
+        "the same withdrawal. Cannot be undone. **Who:** an admin of the contributing organisation "
+        "(`provide`), or an operator from a session. " + _ERRORS + "409 for a version not sealed, "
+        "already superseded by another withdrawal, a contribution with no record left in it, or the "
+        "only contribution with records (take the version down).",
+        example={"reason": "Our consent to share these records ended."},
+    ),
+    "custody.api_withdrawal.WithdrawalDetailApi.GET": Operation(
+        "Custody (providers)",
+        "A withdrawal: its state (`pending` while re-sealing, then `done`), the closed and the new "
+        "version, and its lineage: every recorded read of the withdrawn records (the job, the "
+        "licensee, the version read, the platform tokens, whether settled). **Who:** members of the "
+        "withdrawing or the owning organisation (`read`), platform staff. " + _ERRORS,
     ),
     # --- Listings (providers) --------------------------------------------------------------------
     "marketplace.api_catalog.ListingListCreateApi.POST": Operation(

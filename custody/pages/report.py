@@ -38,6 +38,7 @@ FINDING_LABELS = {
     "garbage": "Garbage",
     "over_long": "Over-long",
     "trigger_ngram": "Repeated rare n-gram",
+    "possible_poison": "Possible poison (valuation)",
 }
 FINDING_HELP = {
     "exact_duplicate": "The same text as an earlier record (the group names the record kept).",
@@ -46,6 +47,7 @@ FINDING_HELP = {
     "garbage": "Mostly symbols, digits or repeated characters.",
     "over_long": "Longer than the screening limit.",
     "trigger_ngram": "A rare word sequence repeated across records: a possible poisoning trigger.",
+    "possible_poison": "A valuation found its label at odds with its nearest records': a flipped label?",
 }
 
 

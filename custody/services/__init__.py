@@ -56,10 +56,18 @@ from custody.services.review import (
     version_retry,
     version_seal,
 )
+from custody.services.withdrawal import (
+    LineageRead,
+    contribution_lineage,
+    contribution_withdraw,
+    withdrawal_run,
+    withdrawal_visible,
+)
 
 __all__ = [
     "GrantStream",
     "KeyMismatch",
+    "LineageRead",
     "RewrapSummary",
     "SamplePage",
     "VersionKeyStatus",
@@ -68,8 +76,10 @@ __all__ = [
     "artifact_seal",
     "contribution_abandon",
     "contribution_complete",
+    "contribution_lineage",
     "contribution_part_put",
     "contribution_start",
+    "contribution_withdraw",
     "contributor_invite",
     "dataset_create",
     "findings_mark",
@@ -108,4 +118,6 @@ __all__ = [
     "version_retry",
     "version_seal",
     "version_takedown",
+    "withdrawal_run",
+    "withdrawal_visible",
 ]

@@ -155,12 +155,13 @@ def grant_revoke(*, grant: Grant, reason: str) -> Grant:
 def grant_check(grant: Grant) -> None:
     """:raises Conflict: revoked, expired, or its version is no longer available."""
     if grant.state == GrantState.REVOKED:
-        raise Conflict(f"Grant {grant.pk} was revoked.", code="custody.grant_revoked")
+        raise Conflict(f"Grant {grant.public_id} was revoked.", code="custody.grant_revoked")
     if grant.expires_at is not None and grant.expires_at <= timezone.now():
-        raise Conflict(f"Grant {grant.pk} has expired.", code="custody.grant_expired")
-    state = DatasetVersion.objects.filter(pk=grant.version_id).values_list("state", flat=True).first()
+        raise Conflict(f"Grant {grant.public_id} has expired.", code="custody.grant_expired")
+    row = DatasetVersion.objects.filter(pk=grant.version_id).values_list("state", "public_id").first()
+    state, version_public_id = row if row is not None else (None, "")
     if state not in (VersionState.SEALED, VersionState.REVIEW, VersionState.PROCESSING):
-        raise Conflict(f"Version {grant.version_id} is {state}.", code="custody.version_unavailable")
+        raise Conflict(f"Version {version_public_id} is {state}.", code="custody.version_unavailable")
 
 
 @transaction.atomic
@@ -177,7 +178,8 @@ def grant_job_reserve(*, grant: Grant, consumer_ref: str) -> GrantJob:
     max_jobs = locked.terms.get("max_jobs")
     if max_jobs is not None and locked.jobs_reserved >= int(max_jobs):
         raise Conflict(
-            f"Grant {locked.pk} has no jobs left ({max_jobs} allowed).", code="custody.grant_jobs_exhausted"
+            f"Grant {locked.public_id} has no jobs left ({max_jobs} allowed).",
+            code="custody.grant_jobs_exhausted",
         )
     job = GrantJob.objects.create(grant=locked, consumer_ref=consumer_ref)
     locked.jobs_reserved += 1
@@ -241,7 +243,14 @@ class GrantStream:
         version = DatasetVersion.objects.get(pk=self.grant.version_id)
         data_key = version_data_key(version)
         for shard in self._shards:
-            grant_check(Grant.objects.get(pk=self.grant.pk))
+            current = Grant.objects.get(pk=self.grant.pk)
+            grant_check(current)
+            if current.version_id != version.pk:
+                # A contribution was withdrawn and the grant moved to the successor version.
+                raise Conflict(
+                    f"Version {version.public_id} was superseded while it was read.",
+                    code="custody.version_unavailable",
+                )
             batch = [
                 {
                     "id": r["id"],
@@ -266,7 +275,8 @@ def grant_stream_open(*, grant: Grant, consumer_ref: str, purpose: str) -> Grant
     grant_check(fresh)
     if purpose != fresh.purpose:
         raise Conflict(
-            f"Grant {fresh.pk} is for {fresh.purpose}, not {purpose}.", code="custody.grant_wrong_purpose"
+            f"Grant {fresh.public_id} is for {fresh.purpose}, not {purpose}.",
+            code="custody.grant_wrong_purpose",
         )
     shards = list(fresh.version.shards.order_by("index"))
     with transaction.atomic():
@@ -406,7 +416,8 @@ def privacy_budget_reserve(
     if locked.epsilon_cap is not None and _spent(locked) + epsilon > locked.epsilon_cap:
         remaining = locked.epsilon_cap - _spent(locked)
         raise Conflict(
-            f"Version {locked.pk} has epsilon {remaining} left of {locked.epsilon_cap}; {epsilon} asked.",
+            f"Version {locked.public_id} has epsilon {remaining} left of {locked.epsilon_cap}; "
+            f"{epsilon} asked.",
             code="custody.privacy_budget_exhausted",
         )
     entry = PrivacyBudgetEntry.objects.create(version=locked, consumer_ref=consumer_ref, epsilon=epsilon)

@@ -69,7 +69,13 @@ from custody.services.review import quarantine_shred
 
 DEFAULT_SHRED_DELAY_SECONDS = 86400
 # A version still in use must be taken down (or rejected) before its key can be destroyed.
-SHREDDABLE_STATES = (VersionState.TAKEN_DOWN, VersionState.REJECTED, VersionState.ABANDONED)
+SHREDDABLE_STATES = (
+    VersionState.TAKEN_DOWN,
+    VersionState.REJECTED,
+    VersionState.ABANDONED,
+    # A contribution was withdrawn: the successor holds the rest under its own key.
+    VersionState.SUPERSEDED,
+)
 TAKEDOWN_FROM_STATES = (
     VersionState.UPLOADING,
     VersionState.PROCESSING,

@@ -150,6 +150,8 @@ class RightsAllocation(models.Model):
     state = models.CharField(max_length=16, choices=AllocationState.choices)
     # True when derived from the contributions (platform tokens contributed).
     from_contributions = models.BooleanField(default=False)
+    # What a proposal's shares were computed from, when not typed in: "valuation job_…" (issue 15).
+    basis = models.CharField(max_length=80, blank=True, default="")
     proposed_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     in_force_at = models.DateTimeField(null=True, blank=True)

@@ -11,6 +11,8 @@ Allocations are never edited: each change is a new numbered version, audited.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
+from math import gcd
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
@@ -20,7 +22,8 @@ from common.audit import audit_record
 from common.ids import parse_id
 from common.models import Organisation, Role, User
 from common.public_ids import is_public_id, pk_for
-from custody.models import DatasetVersion, Shard, VersionState
+from custody.models import DatasetVersion, Shard, ValuationSummary, VersionState
+from custody.services.valuation_summary import contribution_values, valuation_summary_latest
 from marketplace.exceptions import (
     AllocationInvalid,
     AllocationNotFound,
@@ -35,11 +38,13 @@ __all__ = [
     "allocation_approve",
     "allocation_in_force",
     "allocation_propose",
+    "allocation_propose_by_value",
     "allocation_reject",
     "allocation_shares",
     "contributed_tokens",
     "contributing_organisations",
     "default_shares",
+    "value_shares",
 ]
 
 
@@ -122,6 +127,7 @@ def _create(
     actor: User | None,
     *,
     from_contributions: bool,
+    basis: str = "",
 ) -> RightsAllocation:
     now = timezone.now()
     allocation = RightsAllocation.objects.create(
@@ -129,6 +135,7 @@ def _create(
         number=_next_number(version),
         state=state,
         from_contributions=from_contributions,
+        basis=basis,
         proposed_by=actor,
         in_force_at=now if state == AllocationState.IN_FORCE else None,
     )
@@ -208,7 +215,9 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
 
 
 @transaction.atomic
-def allocation_propose(*, actor: User, version: DatasetVersion, shares: object) -> RightsAllocation:
+def allocation_propose(
+    *, actor: User, version: DatasetVersion, shares: object, basis: str = ""
+) -> RightsAllocation:
     """Propose explicit shares (a provider admin); in force at once if no one else must approve.
 
     A pending proposal is superseded by a newer one.
@@ -226,11 +235,13 @@ def allocation_propose(*, actor: User, version: DatasetVersion, shares: object) 
         pending.state = AllocationState.SUPERSEDED
         pending.save(update_fields=["state"])
         _audit("marketplace.rights_withdraw", pending, actor, reason="superseded by a newer proposal")
-    allocation = _create(locked, clean, AllocationState.PROPOSED, actor, from_contributions=False)
+    allocation = _create(
+        locked, clean, AllocationState.PROPOSED, actor, from_contributions=False, basis=basis
+    )
     RightsShare.objects.filter(allocation=allocation, holder_id=locked.dataset.owner_id).update(
         approved_at=timezone.now(), approved_by=actor
     )
-    _audit("marketplace.rights_propose", allocation, actor)
+    _audit("marketplace.rights_propose", allocation, actor, **({"basis": basis} if basis else {}))
     _maybe_in_force(allocation, actor)
     return allocation
 
@@ -304,3 +315,61 @@ def allocation_reject(
     locked.save(update_fields=["state"])
     _audit("marketplace.rights_reject", locked, actor, holder=organisation.pk)
     return locked
+
+
+# --- value-weighted shares (issue 15): from the owner's latest valuation ------------------------
+
+
+def _no_value(detail: str, code: str) -> AllocationInvalid:
+    return AllocationInvalid(
+        detail,
+        code=f"marketplace.allocation_{code}",
+        errors=[{"pointer": "/basis", "code": code, "detail": detail}],
+    )
+
+
+def value_shares(*, version: DatasetVersion) -> tuple[dict[int, int], ValuationSummary]:
+    """Shares weighted by the latest valuation's per-contribution totals (exactly 10,000).
+
+    Each contribution's total counts, a negative total as zero, summed per contributing
+    organisation. Every contributing organisation keeps 1 basis point (the rule every proposal
+    follows); the other 10,000 - n are split by value, largest remainder, exactly.
+
+    :raises AllocationInvalid: no valuation since sealing (``/basis`` ``no_valuation``), a
+        contributor the valuation did not report by itself (``unreported``), or no positive value.
+    """
+    summary = valuation_summary_latest(version=version)
+    if summary is None:
+        raise _no_value("This version has no valuation since it was sealed; value it first.", "no_valuation")
+    values = contribution_values(summary)
+    contributors = contributing_organisations(version=version)
+    unreported = values.unreported & contributors
+    if unreported:
+        names = sorted(Organisation.objects.filter(pk__in=unreported).values_list("name", flat=True))
+        raise _no_value(
+            f"Valuation {summary.job_ref} does not report {', '.join(names)} by itself (fewer than "
+            f"{summary.min_group} records); a value-weighted split would guess.",
+            "unreported",
+        )
+    weights_exact = {org: values.by_organisation.get(org, Fraction(0)) for org in sorted(contributors)}
+    if not any(weights_exact.values()):
+        raise _no_value(f"Valuation {summary.job_ref} found no positive value to weigh by.", "no_value")
+    # Integer weights in the exact proportions: scale by the common denominator.
+    denominator = 1
+    for weight in weights_exact.values():
+        denominator = denominator * weight.denominator // gcd(denominator, weight.denominator)
+    weights = {org: int(w * denominator) for org, w in weights_exact.items() if w > 0}
+    shares = dict.fromkeys(weights_exact, 1)
+    for org, bps in split(BASIS_POINTS - len(shares), weights, 0).parts.items():
+        shares[org] += bps
+    return shares, summary
+
+
+@transaction.atomic
+def allocation_propose_by_value(*, actor: User, version: DatasetVersion) -> RightsAllocation:
+    """Propose :func:`value_shares` through the usual flow: the other holders approve as always."""
+    require_role(actor, version.dataset.owner, Role.ADMIN)
+    shares, summary = value_shares(version=version)
+    return allocation_propose(
+        actor=actor, version=version, shares=shares, basis=f"valuation {summary.job_ref}"
+    )

@@ -286,7 +286,7 @@ def licenses_list(token: str | None, url: str | None, as_json: bool) -> None:
     for item in items:
         left = ", ".join(f"{k} {v}" for k, v in item.remaining.items() if v is not None)
         expires = item.expires_at.date().isoformat() if item.expires_at else "-"
-        table.add_row(item.ref, item.state, str(item.version_id), str(item.grant_id), expires, left)
+        table.add_row(item.ref, item.state, item.version_id, item.grant_id, expires, left)
     out.print(table if items else "No licenses.")
 
 

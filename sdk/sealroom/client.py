@@ -19,7 +19,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from sealroom.receipts import verify_receipt
 
 DEFAULT_PART_SIZE = 8 * 1024**2
 LICENSE_PREFIX = "lic_"
+GRANT_PREFIX = "gnt_"
 # A base model's public id; anything else passed as a base is taken as its name.
 _BASE_ID = re.compile(r"base_[0-9a-f]{16}")
 
@@ -195,21 +196,24 @@ class Client:
         return [Order.from_api(item) for item in self._pages(_api.ORDERS, limit=limit)]
 
     def get_license(self, ref: str) -> License:
-        """A license (``lic_…``): what it has left, and the grant id jobs run under."""
+        """A license (``lic_…``): what it has left, and the grant id (``gnt_…``) behind it."""
         return License.from_api(self._get(_api.LICENSE.format(ref=ref)))
 
     def list_licenses(self, *, limit: int | None = None) -> list[License]:
         return [License.from_api(item) for item in self._pages(_api.LICENSES, limit=limit)]
 
-    def grant_id_for(self, license: str | int) -> int:
-        """The custody grant id behind a license ref or an order ref (an integer is one already).
+    def grant_id_for(self, license: str) -> str:
+        """The custody grant id (``gnt_…``) behind a license ref or an order ref (a grant id is one already).
 
-        Deprecated: jobs take the license ref now (``license_ref_for``); kept for older servers.
+        Deprecated: jobs take the license ref now (``license_ref_for``). Grant ids are opaque
+        public ids; the integer ids of earlier releases name nothing.
         """
-        if isinstance(license, int):
+        if not isinstance(license, str) or license.isdigit():
+            raise ValueError(
+                f"expected a license ref (lic_…), an order ref or a grant id (gnt_…), got {license!r}"
+            )
+        if license.startswith(GRANT_PREFIX):
             return license
-        if license.isdigit():
-            return int(license)
         return self.get_license(self.license_ref_for(license)).grant_id
 
     def license_ref_for(self, license: str) -> str:
@@ -407,6 +411,43 @@ class Client:
             label_field=label_field,
             purpose=purpose,
         )
+        key = idempotency_key or new_idempotency_key()
+        return Job.from_api(self._post(_api.JOBS, body, idempotency_key=key))
+
+    def submit_mixed_job(
+        self,
+        *,
+        licenses: Sequence[tuple[str, str | int | float]],
+        template: str,
+        base: str,
+        hyperparameters: dict[str, Any] | None = None,
+        dp: dict[str, Any] | None = None,
+        label_field: str = "",
+        purpose: str = "",
+        weights_leave: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a job that mixes several licenses' versions: ``licenses`` is (license or order
+        ref, weight) pairs, e.g. ``[("lic_…", 70), ("lic_…", 30)]``; weights are relative.
+
+        The platform admits it only if every license allows it (a 422 names each conflicting term
+        of each license); each license is billed the tokens read from its own version.
+        ``weights_leave`` asks for a downloadable model (refused where a license keeps weights).
+        """
+        body = _api.job_body(
+            license_ref="",
+            template=template,
+            base_id=self.base_id_for(base),
+            hyperparameters=dict(hyperparameters or {}),
+            dp=dp,
+            label_field=label_field,
+            purpose=purpose,
+        )
+        del body["license"]
+        body["licenses"] = [
+            {"license": self.license_ref_for(ref), "weight": str(weight)} for ref, weight in licenses
+        ]
+        body["weights_leave"] = weights_leave
         key = idempotency_key or new_idempotency_key()
         return Job.from_api(self._post(_api.JOBS, body, idempotency_key=key))
 

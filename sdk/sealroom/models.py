@@ -226,11 +226,11 @@ class Order:
 
 @dataclass(frozen=True)
 class License:
-    """A license (``lic_…``); ``grant_id`` is what the training API calls ``grant``."""
+    """A license (``lic_…``); ``grant_id`` (``gnt_…``) is what the training API calls ``grant``."""
 
     ref: str
     order_ref: str
-    grant_id: int
+    grant_id: str
     version_id: str
     state: str
     expires_at: datetime | None
@@ -357,7 +357,7 @@ class Job:
     base_id: str
     base_name: str
     license: str  # the license ref (lic_…) the job runs under
-    grant_id: int
+    grant_id: str  # the license's custody grant (gnt_…)
     dataset_version_id: str
     progress: Progress
     tokens_trained: int
@@ -391,7 +391,7 @@ class Job:
             base_id=base.get("id", 0),
             base_name=base.get("name", ""),
             license=data.get("license") or "",
-            grant_id=data.get("grant_id", 0),
+            grant_id=data.get("grant_id") or "",
             dataset_version_id=data.get("dataset_version_id", 0),
             progress=Progress.from_api(data.get("progress") or {}),
             tokens_trained=data.get("tokens_trained") or 0,

@@ -117,9 +117,9 @@ def test_trainer_buys_trains_downloads_and_verifies_the_receipt(
     # Submit a job under the new license.
     nav(page, "Jobs")
     page.get_by_role("link", name="New job").click()
-    page.get_by_label("License", exact=True).select_option(value=str(license_.grant_id))
+    page.get_by_label("License", exact=True).select_option(value=license_.grant.public_id)
     page.get_by_label("Template", exact=True).select_option(value="causal_lm")
-    page.get_by_label("Base model", exact=True).select_option(value=str(tiny.pk))
+    page.get_by_label("Base model", exact=True).select_option(value=tiny.public_id)
     page.get_by_label("Epochs", exact=True).fill("1")
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Maximum sequence length").fill("32")

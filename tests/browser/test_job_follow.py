@@ -123,22 +123,22 @@ def test_a_trainer_follows_a_job_from_the_form_to_the_released_model(
 
     # The form offers the license's purposes, and bases the template can train; it starts on
     # gpt2-tiny with settings that learn on a CPU.
-    page.get_by_label("License", exact=True).select_option(value=str(grant.pk))
+    page.get_by_label("License", exact=True).select_option(value=grant.public_id)
     purposes = page.get_by_label("Purpose", exact=True)
     assert purposes.locator("option").all_inner_texts() == [
         "Non-commercial research",
         "Internal evaluation only",
     ]
     base = page.get_by_label("Base model", exact=True)
-    assert base.input_value() == str(tiny.pk)
+    assert base.input_value() == tiny.public_id
     assert page.get_by_label("Learning rate").input_value() == "0.001"
-    assert base.locator(f'option[value="{minilm.pk}"]').is_disabled()
+    assert base.locator(f'option[value="{minilm.public_id}"]').is_disabled()
     page.get_by_label("Template", exact=True).select_option(value="seq_classification")
-    assert base.input_value() == str(minilm.pk)
-    assert base.locator(f'option[value="{tiny.pk}"]').is_disabled()
+    assert base.input_value() == minilm.public_id
+    assert base.locator(f'option[value="{tiny.public_id}"]').is_disabled()
     assert page.get_by_label("Learning rate").input_value() == "0.00005"
     page.get_by_label("Template", exact=True).select_option(value="causal_lm")
-    assert base.input_value() == str(tiny.pk)
+    assert base.input_value() == tiny.public_id
     assert page.get_by_label("Learning rate").input_value() == "0.001"
     purposes.select_option(value="internal_evaluation")
     shot("job-form")

@@ -161,6 +161,8 @@ class World:
             return _matrix_training(self.acme)[arg]
         if arg in ("listing_id", "offer_id", "allocation_id"):
             return matrix_catalog(self.acme)[arg]
+        if arg == "withdrawal_id":
+            return _matrix_withdrawal(self.acme, self.contribution_id)
         known = {
             "org_id": self.acme.pk,
             "membership_id": self.target_membership_id,
@@ -207,6 +209,7 @@ class World:
             ("api-contributions", "POST"): {"filename": "more.jsonl"},
             ("api-version-findings", "POST"): {"finding_ids": ["fnd_0000000000000000"], "drop": True},
             ("api-version-takedown", "POST"): {"reason": "matrix"},
+            ("api-contribution-withdraw", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-disable", "POST"): {"reason": "matrix"},
             ("api-ops-version-key-destroy", "POST"): {"confirm": "matrix"},
             # A well-formed offer id that names no offer.
@@ -225,7 +228,7 @@ class World:
 
 
 def _public_arguments() -> dict[str, Any]:
-    from custody.models import Contribution, Dataset, DatasetVersion
+    from custody.models import Contribution, ContributionWithdrawal, Dataset, DatasetVersion
     from marketplace.models import Listing, Offer, RightsAllocation
     from training.models import BaseModel, TrainingJob
 
@@ -242,6 +245,7 @@ def _public_arguments() -> dict[str, Any]:
         "offer_id": Offer,
         "base_id": BaseModel,
         "job_id": TrainingJob,
+        "withdrawal_id": ContributionWithdrawal,
     }
 
 
@@ -276,6 +280,23 @@ def _matrix_training(acme: Organisation) -> dict[str, int]:
         )
         job = TrainingJob.objects.create(organisation=acme, grant=grant, template="causal_lm", base=base)
     return {"job_id": job.pk, "base_id": base.pk}
+
+
+def _matrix_withdrawal(acme: Organisation, contribution_id: int) -> int:
+    """A withdrawal of Acme's contribution, still re-sealing (a row made directly: the matrix needs an id)."""
+    from custody.models import Contribution, ContributionWithdrawal
+
+    contribution = Contribution.objects.get(pk=contribution_id)
+    withdrawal, _ = ContributionWithdrawal.objects.get_or_create(
+        contribution=contribution,
+        defaults={
+            "from_version_id": contribution.version_id,
+            "organisation": acme,
+            "requested_as": "contributor",
+            "reason": "matrix",
+        },
+    )
+    return withdrawal.pk
 
 
 def _user(**fields: Any) -> User:

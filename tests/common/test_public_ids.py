@@ -28,11 +28,6 @@ ID_SHAPE = re.compile(r"[a-z]+_[0-9a-f]{16}")
 # platform by callers in this change (see docs/api.md, "Ids"). Anything else that is an
 # integer ``id``/``*_id`` in the schema fails the test below.
 INTEGER_IDS_LEFT = {
-    # The grant is the license's technical side; jobs name licenses by "lic_…" (issue 13, item 8).
-    ("License", "grant_id"),
-    ("Job", "grant_id"),
-    ("JobDetailApiOutput", "grant_id"),
-    ("TrainingLicense", "id"),
     # Record ids count records within one version (0, 1, 2…), not rows of the platform.
     ("Finding", "record_id"),
     ("PreviewCandidatesApiOutput", "record_id"),

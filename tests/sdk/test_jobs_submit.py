@@ -60,6 +60,44 @@ class TestSubmitJob:
         assert len(set(keys)) == 2
 
 
+class TestSubmitMixedJob:
+    def test_mixes_two_licenses_by_weight_and_a_conflict_names_each_term(
+        self, trainer: Client, market, fund, bolt
+    ):
+        from sealroom.errors import ApiError
+
+        licenses = [licensed(trainer, market, fund, bolt)[1] for _ in range(2)]
+        job = trainer.submit_mixed_job(
+            licenses=[(licenses[0], 70), (licenses[1], 30)],
+            template="causal_lm_lora",
+            base="gpt2-tiny",
+            hyperparameters={"epochs": 1},
+            purpose="research",
+        )
+        assert job.state == "queued"
+        assert [(x["license"], x["weight_bps"]) for x in job.raw["licenses"]] == [
+            (licenses[0], 7000),
+            (licenses[1], 3000),
+        ]
+        assert all(x["grant_id"].startswith("gnt_") for x in job.raw["licenses"])
+        try:
+            trainer.submit_mixed_job(
+                licenses=[(licenses[0], 1), (licenses[1], 1)],
+                template="causal_lm_lora",
+                base="gpt2-tiny",
+                purpose="commercial",
+            )
+        except ApiError as error:
+            assert error.code == "training.licenses_incompatible"
+            assert [e.pointer for e in error.errors] == [
+                "/licenses/0/terms/purposes",
+                "/licenses/1/terms/purposes",
+            ]
+        else:
+            raise AssertionError("a purpose no license permits was admitted")
+        assert TrainingJob.objects.count() == 1
+
+
 class TestTheCommand:
     def test_search_shows_offers_and_submit_runs_under_the_license(
         self, live_server, bob, bolt, market, fund

@@ -186,7 +186,7 @@ def test_the_loss_channel_decodes_at_chance_and_the_positive_control_decodes(
 
     def attack(**extra: Any) -> tuple[float, int]:
         body = {
-            "grant": grant.pk,
+            "grant": grant.public_id,
             "template": "causal_lm",
             "base": base.public_id,
             "hyperparameters": hp,

@@ -236,10 +236,10 @@ class TestLossChart:
 
 def form_data(grant: Grant, base: BaseModel, **overrides: Any) -> dict[str, Any]:
     data = {
-        "grant": grant.pk,
+        "grant": grant.public_id,
         "purpose": "research",
         "template": "causal_lm",
-        "base": base.pk,
+        "base": base.public_id,
         "epochs": "1",
         "learning_rate": "0.001",
         "batch_size": "4",
@@ -279,7 +279,9 @@ class TestJobForm:
         html = bob_client.get("/training/jobs/new/").content.decode()
         assert '<optgroup label="Causal language models">' in html
         assert '<optgroup label="Classification encoders">' in html
-        assert re.search(r'<option value="\d+" data-task="classification"[^>]*>minilm-l6<', html)
+        assert re.search(
+            r'<option value="base_[0-9a-f]{16}" data-task="classification"[^>]*>minilm-l6<', html
+        )
         minilm = BaseModel.objects.get(name="minilm-l6", owner=None)
         response = bob_client.post("/training/jobs/new/", form_data(grant, minilm))
         assert response.status_code == 200
@@ -292,7 +294,9 @@ class TestJobForm:
     def test_starts_from_gpt2_tiny_and_settings_that_learn_on_a_cpu(self, bob_client, grant, tiny):
         html = bob_client.get("/training/jobs/new/").content.decode()
         assert re.search(
-            rf'<option value="{tiny.pk}" selected data-task="causal_lm" data-default="true">gpt2-tiny<', html
+            rf'<option value="{tiny.public_id}" selected data-task="causal_lm" '
+            r'data-default="true">gpt2-tiny<',
+            html,
         )
         quick = QUICK_START["causal_lm"]
         for name in ("epochs", "batch_size", "max_seq_len"):

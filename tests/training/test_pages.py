@@ -18,10 +18,10 @@ def bob_client(bob) -> Client:
 
 def form_data(grant, base: BaseModel, **overrides) -> dict:
     data = {
-        "grant": grant.pk,
+        "grant": grant.public_id,
         "purpose": "research",
         "template": "causal_lm",
-        "base": base.pk,
+        "base": base.public_id,
         "epochs": 1,
         "learning_rate": 0.001,
         "batch_size": 4,

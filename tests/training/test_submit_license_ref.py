@@ -34,12 +34,24 @@ class TestLicenseReference:
     def test_the_deprecated_grant_id_still_works(self, bob_api, grant, tiny):
         body = job_body(grant, tiny)
         del body["license"]
-        response = post(bob_api, {**body, "grant": grant.pk})
+        response = post(bob_api, {**body, "grant": grant.public_id})
         assert response.status_code == 202, response.content
         assert response.json()["license"] == grant.external_ref
+        assert response.json()["grant_id"] == grant.public_id
+
+    @pytest.mark.parametrize("old", ["pk", "pk_string"])
+    def test_an_old_integer_grant_id_answers_as_an_unknown_one(self, bob_api, grant, tiny, old):
+        body = job_body(grant, tiny)
+        del body["license"]
+        integer = grant.pk if old == "pk" else str(grant.pk)
+        old_answer = post(bob_api, {**body, "grant": integer})
+        unknown_answer = post(bob_api, {**body, "grant": "gnt_0000000000000000"})
+        problem = assert_problem(old_answer, 404, "training.license_not_found", "/grant")
+        assert problem == unknown_answer.json()
+        assert_nothing_stored()
 
     def test_both_license_and_grant_are_refused_pointing_at_license(self, bob_api, grant, tiny):
-        body = {**job_body(grant, tiny), "grant": grant.pk}
+        body = {**job_body(grant, tiny), "grant": grant.public_id}
         problem = assert_problem(post(bob_api, body), 422, "training.license_required", "/license")
         assert "not grant as well" in problem["detail"]
         assert_nothing_stored()

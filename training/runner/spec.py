@@ -70,7 +70,7 @@ _HYPERPARAMETERS = {
 }
 _DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
 _GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
-_VALUATION_FIELDS = {"k", "holdout_fraction", "min_group", "flag_z"}
+_VALUATION_FIELDS = {"k", "holdout_fraction", "min_group", "flag_margin"}
 _TELEMETRY_FIELDS = {"window_records", "window_tokens", "max_points", "dp_metrics_share", "protected"}
 
 
@@ -141,13 +141,15 @@ class Telemetry:
 @dataclass(frozen=True)
 class ValuationSettings:
     """KNN-Shapley settings (training/runner/valuation.py): K neighbours, the hold-out share used
-    when no record is marked validation, the smallest group an aggregate may describe, and how far
-    under the median (in robust deviations) a negative value is flagged as possible poison."""
+    when no record is marked validation, the smallest group an aggregate may describe, and the
+    label margin over which a record is flagged as possible poison (its nearest records of other
+    labels are on average this much more cosine-similar than its nearest of its own label;
+    training/runner/valuation.py ``poison_flags``)."""
 
     k: int = 5
     holdout_fraction: float = 0.2
     min_group: int = 20
-    flag_z: float = 4.0
+    flag_margin: float = 0.06
 
 
 @dataclass(frozen=True)
@@ -396,14 +398,16 @@ def _valuation(raw: Any, template: str) -> ValuationSettings | None:
         "k": default.k,
         "holdout_fraction": default.holdout_fraction,
         "min_group": default.min_group,
-        "flag_z": default.flag_z,
+        "flag_margin": default.flag_margin,
         **raw,
     }
     return ValuationSettings(
         k=_int(raw, "k", 1, 1000, prefix="valuation."),
         holdout_fraction=_float(raw, "holdout_fraction", 0.0, 0.5, low_open=True, prefix="valuation."),
         min_group=_int(raw, "min_group", 5, 1_000_000, prefix="valuation."),
-        flag_z=_float(raw, "flag_z", 0.0, 100.0, low_open=True, high_open=False, prefix="valuation."),
+        flag_margin=_float(
+            raw, "flag_margin", 0.0, 2.0, low_open=False, high_open=False, prefix="valuation."
+        ),
     )
 
 

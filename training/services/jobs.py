@@ -39,6 +39,7 @@ from training.models import (
     BaseState,
     BudgetHold,
     JobEvent,
+    JobGrant,
     JobState,
     TrainingJob,
 )
@@ -193,10 +194,35 @@ def _version_bytes(version: DatasetVersion) -> int:
     return int(Shard.objects.filter(version=version).aggregate(total=Sum("size"))["total"] or 0)
 
 
+def _on_grant(grant: Grant) -> Q:
+    """Jobs that read the grant's version: under it alone, or as a component of a mixed job."""
+    return Q(grant=grant) | Q(pk__in=JobGrant.objects.filter(grant=grant).values("job_id"))
+
+
 def _counted_jobs(grant: Grant) -> Q:
     """Jobs on the grant that count against its token and epsilon limits (not ended before training)."""
     ended_untrained = Q(state__in=[JobState.FAILED, JobState.CANCELLED], training_started_at__isnull=True)
-    return Q(grant=grant) & ~ended_untrained
+    return _on_grant(grant) & ~ended_untrained
+
+
+def tokens_used(grant: Grant) -> int:
+    """Platform tokens counted against the grant: single-license jobs' whole count, mixed jobs' count
+    of this grant's version only. A finished job counts what it trained (max_steps can stop it
+    early); others what they plan."""
+    ended_untrained = Q(state__in=[JobState.FAILED, JobState.CANCELLED], training_started_at__isnull=True)
+    counted = Case(When(state=JobState.SUCCEEDED, then=F("tokens_trained")), default=F("tokens_planned"))
+    single = (
+        TrainingJob.objects.filter(grant=grant, components__isnull=True)
+        .exclude(ended_untrained)
+        .aggregate(total=Sum(counted))["total"]
+    )
+    part = Case(When(job__state=JobState.SUCCEEDED, then=F("tokens_trained")), default=F("tokens_planned"))
+    mixed = (
+        JobGrant.objects.filter(grant=grant)
+        .exclude(job__state__in=[JobState.FAILED, JobState.CANCELLED], job__training_started_at__isnull=True)
+        .aggregate(total=Sum(part))["total"]
+    )
+    return int(single or 0) + int(mixed or 0)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -208,12 +234,17 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+def _license_name(grant: Grant) -> str:
+    """How messages name a license: its reference (``lic_...``), else the grant's public id."""
+    return grant.external_ref or grant.public_id
+
+
 def _license_check_state(grant: Grant) -> None:
     if grant.state == GrantState.REVOKED:
-        raise Conflict(f"License {grant.pk} was revoked.", code="training.license_revoked")
+        raise Conflict(f"License {_license_name(grant)} was revoked.", code="training.license_revoked")
     if grant.expires_at is not None and grant.expires_at <= timezone.now():
         raise Conflict(
-            f"License {grant.pk} expired at {grant.expires_at:%Y-%m-%d %H:%M} UTC.",
+            f"License {_license_name(grant)} expired at {grant.expires_at:%Y-%m-%d %H:%M} UTC.",
             code="training.license_expired",
         )
     if grant.version.state != VersionState.SEALED:
@@ -223,7 +254,8 @@ def _license_check_state(grant: Grant) -> None:
     max_jobs = grant.terms.get("max_jobs")
     if max_jobs is not None and grant.jobs_reserved >= int(max_jobs):
         raise Conflict(
-            f"License {grant.pk} allows {max_jobs} jobs and all are used.", code="training.license_exhausted"
+            f"License {_license_name(grant)} allows {max_jobs} jobs and all are used.",
+            code="training.license_exhausted",
         )
 
 
@@ -236,7 +268,7 @@ def _license_check_terms(grant: Grant, request: JobRequest, spec: dict[str, Any]
         raise _invalid(
             "/purpose",
             "not_permitted",
-            f"License {grant.pk} permits the purposes {', '.join(purposes)}, not {purpose!r}.",
+            f"License {_license_name(grant)} permits the purposes {', '.join(purposes)}, not {purpose!r}.",
             problem="training.purpose_not_permitted",
         )
     templates = [str(t) for t in terms.get("job_templates") or []]
@@ -244,7 +276,8 @@ def _license_check_terms(grant: Grant, request: JobRequest, spec: dict[str, Any]
         raise _invalid(
             "/template",
             "not_permitted",
-            f"License {grant.pk} permits the templates {', '.join(templates)}, not {request.template}.",
+            f"License {_license_name(grant)} permits the templates {', '.join(templates)}, "
+            f"not {request.template}.",
             problem="training.template_not_permitted",
         )
     epochs = int(spec["hyperparameters"]["epochs"])
@@ -253,7 +286,7 @@ def _license_check_terms(grant: Grant, request: JobRequest, spec: dict[str, Any]
         raise _invalid(
             "/hyperparameters/epochs",
             "exceeds_license",
-            f"License {grant.pk} allows at most {max_epochs} epochs; {epochs} asked.",
+            f"License {_license_name(grant)} allows at most {max_epochs} epochs; {epochs} asked.",
             problem="training.epochs_exceeded",
         )
     dp_required = bool(terms.get("dp_required")) or grant.version.epsilon_cap is not None
@@ -326,11 +359,13 @@ def _license_check_withheld(grant: Grant, request: JobRequest, spec: dict[str, A
     """A withheld model is not retried into passing: the same spec is refused, and the license
     allows TRAINING_GATE_MAX_WITHHELD withheld jobs in all. :raises Conflict."""
     withheld = list(
-        TrainingJob.objects.filter(grant=grant, failure_code="training.gate_failed").select_related("base")
+        TrainingJob.objects.filter(_on_grant(grant), failure_code="training.gate_failed").select_related(
+            "base"
+        )
     )
     if len(withheld) >= settings.TRAINING_GATE_MAX_WITHHELD:
         raise Conflict(
-            f"The release gate withheld {len(withheld)} models trained under license {grant.pk}, "
+            f"The release gate withheld {len(withheld)} models trained under license {_license_name(grant)}, "
             "its limit: no further jobs run under it.",
             code="training.gate_withheld_limit",
         )
@@ -349,17 +384,14 @@ def _license_check_tokens(grant: Grant, epochs: int) -> int:
     planned = int(version.tokens) * epochs
     max_tokens = grant.terms.get("max_tokens")
     if max_tokens is not None:
-        # A finished job counts what it trained (max_steps can stop it early); others what they plan.
-        counted = Case(When(state=JobState.SUCCEEDED, then=F("tokens_trained")), default=F("tokens_planned"))
-        used = int(
-            TrainingJob.objects.filter(_counted_jobs(grant)).aggregate(total=Sum(counted))["total"] or 0
-        )
+        used = tokens_used(grant)
         if used + planned > int(max_tokens):
             raise _invalid(
                 "/hyperparameters/epochs",
                 "exceeds_license",
                 f"This job trains {planned:,} platform tokens ({version.tokens:,} x {epochs} epochs); "
-                f"license {grant.pk} has {max(int(max_tokens) - used, 0):,} of {int(max_tokens):,} left.",
+                f"license {_license_name(grant)} has {max(int(max_tokens) - used, 0):,} "
+                f"of {int(max_tokens):,} left.",
                 problem="training.tokens_exceeded",
             )
     size = _version_bytes(version)
@@ -392,7 +424,7 @@ def _license_check_epsilon(grant: Grant, spec: dict[str, Any]) -> Decimal | None
         )
         if used + epsilon > cap:
             raise Conflict(
-                f"License {grant.pk} allows epsilon {cap} in all; {used} is spent or reserved, "
+                f"License {_license_name(grant)} allows epsilon {cap} in all; {used} is spent or reserved, "
                 f"{epsilon} asked.",
                 code="training.privacy_budget_exceeded",
             )
@@ -415,7 +447,8 @@ def job_event(job: TrainingJob, kind: str, detail: str = "", *, notify: bool = F
                 "state": job.state,
                 "template": job.template,
                 "base": job.base.name,
-                "grant": job.grant_id,
+                "license": job.grant.external_ref,
+                "grant": job.grant.public_id,
                 "detail": detail[:500],
             },
             object_type="training_job",
@@ -433,6 +466,8 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
     """
     if not organisation.is_trainer:
         raise NotPermitted(f"{organisation.name} is not a trainer organisation.", code="training.not_trainer")
+    if request.template == "valuation":
+        return _valuation_submit(actor=actor, organisation=organisation, grant=grant, request=request)
     threshold = grant.terms.get("gate_max_exposure")
     gate_threshold = float(threshold) if threshold is not None else settings.TRAINING_GATE_MAX_EXPOSURE
     spec = spec_check(request, gate_max_exposure=gate_threshold)
@@ -496,6 +531,25 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
     return job
 
 
+def _valuation_submit(
+    *, actor: User, organisation: Organisation, grant: Grant, request: JobRequest
+) -> TrainingJob:
+    """A valuation through the jobs endpoint: the trainer's path with the defaults (its own block
+    and validation set: POST /training/valuations, training/services/valuation.py)."""
+    from training.services.valuation import ValuationRequest, valuation_submit_licensed
+
+    if _dp_block(request.dp) is not None:
+        raise _invalid("/dp/enabled", "not_permitted", "A valuation takes no DP: only aggregates leave.")
+    return valuation_submit_licensed(
+        actor=actor,
+        organisation=organisation,
+        grant=grant,
+        request=ValuationRequest(
+            label_field=request.label_field, hyperparameters=request.hyperparameters, purpose=request.purpose
+        ),
+    )
+
+
 # --- state changes ----------------------------------------------------------------------------
 
 
@@ -503,14 +557,28 @@ def budget_settle(job: TrainingJob) -> None:
     """Commit the reserved epsilon if anything left the sandbox, else release it (idempotent)."""
     if job.budget != BudgetHold.RESERVED:
         return
-    version = DatasetVersion.objects.get(pk=job.grant.version_id)
-    if job.training_started_at is not None:
-        custody.privacy_budget_commit(version=version, consumer_ref=job.consumer_ref)
-        job.budget = BudgetHold.COMMITTED
-    else:
-        custody.privacy_budget_release(version=version, consumer_ref=job.consumer_ref)
-        job.budget = BudgetHold.RELEASED
+    # A mixed job reserved its epsilon on each version it reads (issue 17 item 3): settle each.
+    for version in DatasetVersion.objects.filter(pk__in=job_version_ids(job)).order_by("pk"):
+        if job.training_started_at is not None:
+            custody.privacy_budget_commit(version=version, consumer_ref=job.consumer_ref)
+        else:
+            custody.privacy_budget_release(version=version, consumer_ref=job.consumer_ref)
+    job.budget = BudgetHold.COMMITTED if job.training_started_at is not None else BudgetHold.RELEASED
     job.save(update_fields=["budget"])
+
+
+def job_grants(job: TrainingJob) -> list[Grant]:
+    """The grants a job reads under: its components' for a mixed job, else its one grant."""
+    components = list(JobGrant.objects.filter(job=job).select_related("grant__version").order_by("position"))
+    return [c.grant for c in components] if components else [job.grant]
+
+
+def job_version_ids(job: TrainingJob) -> list[int]:
+    """The versions a job reads (one, or one per component of a mixed job)."""
+    ids = list(
+        JobGrant.objects.filter(job=job).order_by("position").values_list("grant__version_id", flat=True)
+    )
+    return ids or [job.grant.version_id]
 
 
 @transaction.atomic
@@ -536,8 +604,9 @@ def job_finish(
     if job.started_at is None:
         # No worker ever took it, so no record was streamed: the slot on the license goes back.
         # A job that opened the stream keeps its slot (and its row in the provider's access log).
-        with contextlib.suppress(CustodyConflict):
-            custody.grant_job_release(grant=job.grant, consumer_ref=job.consumer_ref)
+        for grant in job_grants(job):
+            with contextlib.suppress(CustodyConflict):
+                custody.grant_job_release(grant=grant, consumer_ref=job.consumer_ref)
     audit_record(
         action=f"training.job_{state}",
         organisation=job.organisation,
@@ -559,7 +628,7 @@ def job_cancel(*, actor: User, job: TrainingJob) -> TrainingJob:
     if locked.state == JobState.CANCELLED:
         return locked
     if locked.is_final:
-        raise Conflict(f"Job {locked.pk} already {locked.state}.", code="training.job_finished")
+        raise Conflict(f"Job {locked.public_id} already {locked.state}.", code="training.job_finished")
     audit_record(
         action="training.job_cancel",
         actor=actor,
@@ -612,7 +681,10 @@ def job_reconcile_lost() -> list[int]:
 def jobs_license_revoked(*, grant_id: int, reason: str) -> list[int]:
     """Cancel the queued jobs of a revoked license; running ones stop at the launcher's next check."""
     queued = list(
-        TrainingJob.objects.filter(grant_id=grant_id, state=JobState.QUEUED).values_list("pk", flat=True)
+        TrainingJob.objects.filter(
+            Q(grant_id=grant_id) | Q(pk__in=JobGrant.objects.filter(grant_id=grant_id).values("job_id")),
+            state=JobState.QUEUED,
+        ).values_list("pk", flat=True)
     )
     for job_id in queued:
         job_finish(
@@ -632,7 +704,11 @@ def artifacts_withheld_destroy(*, version_id: int, reason: str) -> list[int]:
     """
     jobs = list(
         TrainingJob.objects.select_for_update(of=("self",))
-        .filter(grant__version_id=version_id, artifact_encrypted=True)
+        .filter(
+            Q(grant__version_id=version_id)
+            | Q(pk__in=JobGrant.objects.filter(grant__version_id=version_id).values("job_id")),
+            artifact_encrypted=True,
+        )
         .exclude(artifact_blob_key="")
         .select_related("grant__version", "organisation", "base")
     )

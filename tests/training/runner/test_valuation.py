@@ -15,6 +15,7 @@ from training.runner.valuation import (
     histogram,
     knn_shapley,
     knn_utility,
+    label_margins,
     poison_flags,
     read_items,
     self_values,
@@ -138,12 +139,25 @@ class TestAggregates:
 
 
 class TestPoisonFlags:
-    def test_flags_only_strongly_negative_values(self) -> None:
-        values = np.concatenate([np.random.default_rng(1).normal(1.0, 0.1, 500), [-2.0, -3.0, 0.5]])
-        assert set(poison_flags(values, z=3.0).tolist()) == {500, 501}
+    def test_flags_records_over_the_margin(self) -> None:
+        margins = np.array([0.3, 0.01, -0.4, 0.05, 0.06])
+        assert poison_flags(margins, margin=0.04).tolist() == [0, 3, 4]
+        assert poison_flags(margins, margin=0.06).tolist() == [0]
 
-    def test_flags_nothing_without_spread(self) -> None:
-        assert len(poison_flags(np.zeros(10), z=3.0)) == 0
+    def test_label_margins_see_a_flipped_point(self) -> None:
+        # Two tight clusters on the unit circle; point 3 sits in cluster A with label B.
+        angles = np.array([0.0, 0.05, 0.1, 0.15, 1.5, 1.55, 1.6, 1.65])
+        x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+        margins = label_margins(x, y, 2)
+        assert margins[3] > 0.5 and (margins[[0, 1, 2, 4, 5, 6, 7]] < 0).all()
+        # Chunked the same as whole.
+        assert np.allclose(label_margins(x, y, 2, chunk=3), margins)
+
+    def test_a_record_alone_in_its_label_has_no_own_neighbours(self) -> None:
+        x = np.eye(3)
+        margins = label_margins(x, np.array([0, 0, 1]), 5)
+        assert margins[2] == pytest.approx(0.0 - (-1.0))  # others at cosine 0; no own label: -1
 
 
 class TestItems:

