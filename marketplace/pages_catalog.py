@@ -320,7 +320,7 @@ def listing_edit(request: HttpRequest, listing_id: int) -> HttpResponse:
         "is_admin": role_at_least(membership.role, Role.ADMIN),
         "form": form,
         "offers": _offer_rows(listing, include_retired=True),
-        "price": price_suggestion(listing=listing),
+        "suggestion": price_suggestion(listing=listing),
     }
     return render(request, "marketplace/catalog/listing_edit.html", context)
 

@@ -207,7 +207,7 @@ def withdrawal_page(request: HttpRequest, withdrawal_id: int) -> HttpResponse:
     context = {
         "withdrawal": withdrawal,
         "rows": rows,
-        "released": sum(1 for r in rows if r.artifact == "released for download"),
+        "released_count": sum(1 for r in rows if r.artifact == "released for download"),
         "refresh": withdrawal.state != "done",
     }
     return render(request, "portal/withdrawal.html", context)

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.fields import StrictIntegerField
 from common.api.idempotency import OPTIONAL_HEADER, idempotent_response
 from common.api.ids import PublicIdField
 from common.api.views import SealroomApi, request_user
@@ -29,11 +30,11 @@ from training.services.valuation import ValuationRequest, valuation_submit_licen
 
 
 class ValuationSettingsSerializer(serializers.Serializer):
-    k = serializers.IntegerField(required=False, help_text="Neighbours (K of KNN-Shapley), default 5")
+    k = StrictIntegerField(required=False, help_text="Neighbours (K of KNN-Shapley), default 5")
     holdout_fraction = serializers.FloatField(
         required=False, help_text="Share held out as validation when no labelled set is named, default 0.2"
     )
-    min_group = serializers.IntegerField(
+    min_group = StrictIntegerField(
         required=False, help_text="Fewest records any published number may describe (at least 5), default 20"
     )
     flag_margin = serializers.FloatField(

@@ -16,6 +16,7 @@ REQUIRED = {"POST /api/v1/orders", "POST /api/v1/payouts"}
 # The key is accepted: these create something.
 OPTIONAL = {
     "POST /api/v1/training/jobs",
+    "POST /api/v1/training/valuations",
     "POST /api/v1/datasets",
     "POST /api/v1/datasets/{dataset_id}/versions",
     "POST /api/v1/versions/{version_id}/contributors",
@@ -50,6 +51,7 @@ EXEMPT = {
     "POST /api/v1/catalog/rights/{allocation_id}/approve": "transition",
     "POST /api/v1/catalog/rights/{allocation_id}/reject": "transition",
     "POST /api/v1/contributions/{contribution_id}/complete": "transition",
+    "POST /api/v1/contributions/{contribution_id}/withdraw": "transition",
     "POST /api/v1/orders/{order_ref}/approve": "transition",
     "POST /api/v1/orders/{order_ref}/reject": "transition",
     "POST /api/v1/organisations/{org_id}/notifications": "transition",

@@ -120,8 +120,9 @@ _COERCED = re.compile(r"violates `type` .*\(was string, became (integer|number|b
 
 # One part or several of one location: "parameter `a` in query", "parameters `a`, `b` in query".
 _VIOLATION = re.compile(r"^- violates ")
+# Schemathesis also writes a body part inline: "in body - violates ...".
 _PART = re.compile(
-    r"^(?:- )?(?:(header|query|body|path|cookie):|parameters? `[^`]*`(?:, `[^`]*`)* in (\w+))(.*)$"
+    r"^(?:- )?(?:(header|query|body|path|cookie):|parameters? `[^`]*`(?:, `[^`]*`)* in (\w+)|in (\w+))(.*)$"
 )
 
 
@@ -141,7 +142,7 @@ def _leniency(message: str) -> str | None:
     for line in (x.strip() for x in text.splitlines() if x.strip()):
         match = _PART.match(line)
         if match is not None:
-            location, violation = match.group(1) or match.group(2), match.group(3)
+            location, violation = match.group(1) or match.group(2) or match.group(3), match.group(4)
         elif location is not None and _VIOLATION.match(line):
             violation = line  # one more violation of the location above
         else:
@@ -387,6 +388,11 @@ def test_the_api_survives_proof_fuzzing_as_two_organisations(wsgi_schema, org_to
         ("Invalid component: parameters `page`, `page_size` in query - violates `type`", "query ignored"),
         ("Invalid component: body: violates `type` (was string, became integer)", "number coerced to string"),
         ("Invalid component: body: violates `maxLength`", None),
+        (
+            "Invalid component: in body - violates `type` at /properties/name (was string, became integer)",
+            "number coerced to string",
+        ),
+        ("Invalid component: in body - violates `maxLength` at /properties/name", None),
     ],
 )
 def test_only_known_leniencies_excuse_accepted_invalid_data(message, kind):

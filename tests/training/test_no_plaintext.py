@@ -28,7 +28,9 @@ def planted(alice, dataset, upload, bolt, license_terms):
     version = custody.version_create(actor=alice, dataset=dataset)
     records = [
         {
-            "text": f"Ticket {i} about {SENTINEL} and the delayed invoice {i}.",
+            # Not name-shaped: the English tagger reads an unknown word after "about" as a name
+            # or an organisation and masks it, and then the scan below would prove nothing.
+            "text": f"Ticket {i}: the invoice code {SENTINEL} was delayed {i} days.",
             "kind": "billing" if i % 2 else "ops",
         }
         for i in range(40)
