@@ -141,8 +141,11 @@ def test_a_70_30_mixed_job_bills_each_license_the_tokens_read_from_its_version_a
         # Started once on each license and billed once, across attempts.
         assert UsageRecord.objects.filter(grant=license_.grant, consumer_ref=job.consumer_ref).count() == 2
     assert sum(read_from) == job.tokens_trained
-    # 70/30 of what was read (each version's share within a few records' tokens).
-    assert abs(read_from[0] / sum(read_from) - 0.7) < 0.03, read_from
+    # 70/30 of what was read. The launcher's mix is 70/30 within one record, but under DP the
+    # runner reads each record of the mix by Poisson sampling, so the split of the few hundred
+    # tokens read is random around 0.7 (CI saw 0.745 once in four runs with a 0.03 bound); the
+    # exact billing of each license is asserted above, this only checks the weights steer it.
+    assert abs(read_from[0] / sum(read_from) - 0.7) < 0.1, read_from
 
     # Each version's budget was charged the job's epsilon once, and spent.
     entries = list(PrivacyBudgetEntry.objects.filter(consumer_ref=job.consumer_ref))
