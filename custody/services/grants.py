@@ -110,7 +110,7 @@ def grant_issue(
     locked = DatasetVersion.objects.select_for_update().get(pk=version.pk)
     if locked.state != VersionState.SEALED:
         raise Conflict(
-            f"Version {locked.pk} is {locked.state}, not sealed.", code="custody.version_not_sealed"
+            f"Version {locked.public_id} is {locked.state}, not sealed.", code="custody.version_not_sealed"
         )
     snapshot, expires_at = _terms_validated(locked, terms)
     grant = Grant.objects.create(
