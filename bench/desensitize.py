@@ -3,6 +3,7 @@
     .venv/bin/python bench/desensitize.py [--records 1500] [--repeat 3] [--processes 0]
     .venv/bin/python bench/desensitize.py --devset bench/data/devset --split test [--skip-throughput]
         [--language en|zh|all] [--skip-pool]
+    .venv/bin/python bench/desensitize.py --devset bench/data/devset --split dev --stages [--repeat 3]
 
 With ``--devset`` the records are the development set's split (every
 language file present), and the accuracy part prints the development-set
@@ -388,8 +389,16 @@ def main() -> None:
     parser.add_argument(
         "--skip-pool", action="store_true", help="leave out (b), Sealroom on several processes"
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="with --devset: only the CPU per record of the desensitizer's costly stages",
+    )
     args = parser.parse_args()
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    if args.devset is not None and args.stages:
+        stages(args)
+        return
     if args.devset is not None:
         run_devset(args)
         return
@@ -422,6 +431,53 @@ def run_devset(args: argparse.Namespace) -> None:
         throughput(args, as_dicts, batch)
     devset_accuracy(records, batch)
     print(f"\nload average at the end: {_load()}")
+
+
+def stages(args: argparse.Namespace) -> None:
+    """CPU per record of the whole desensitizer and of its costly stages, per language, one process.
+
+    Each figure is the best of ``--repeat`` rounds over the split's records of one language: the
+    English tagger (tokenizer, windows, decoding) and its encoder alone, on the English records'
+    Latin text; jieba and the Chinese character tagger on the Chinese records.
+    """
+    from custody.language import latin_view
+    from custody.recognizers import zh_model, zh_segmenter
+
+    desensitizer = Desensitizer(Policy(), KEY)
+    engine = engine_for(settings.SPACY_MODEL)
+    texts = {
+        lang: [r.text for r in load_devset(args.devset, args.split, (lang,))] for lang in DEVSET_LANGUAGES
+    }
+    desensitizer.desensitize_batch(texts["en"][:100] + texts["zh"][:100])  # warm up
+
+    def show(label: str, run: Callable[[], object], count: int) -> None:
+        best = float("inf")
+        for _ in range(args.repeat):
+            started = time.process_time()
+            run()
+            best = min(best, time.process_time() - started)
+        print(f"    {label:<40} {best / max(1, count) * 1e3:6.2f} ms")
+
+    print(f"CPU per record, {args.split} split, best of {args.repeat}; load average {_load()}")
+    en, zh = texts["en"], texts["zh"]
+    print(f"  English, {len(en)} records")
+    show("whole desensitizer", lambda: desensitizer.desensitize_batch(en), len(en))
+    tagger = engine.en_tagger
+    if tagger is not None:
+        latin = [latin_view(t) for t in en]
+        windows = tagger._windows(latin)
+        show(f"English tagger ({tagger.precision})", lambda: tagger.tag(latin), len(en))
+        show("  of which encoder and head", lambda: tagger._probabilities(windows), len(en))
+    print(f"  Chinese, {len(zh)} records")
+    show("whole desensitizer", lambda: desensitizer.desensitize_batch(zh), len(zh))
+    show("jieba segmentation", lambda: [zh_segmenter._cut(t) for t in zh], len(zh))
+    words = [zh_segmenter._cut(t) for t in zh]
+    chinese = zh_model.tagger()
+    show(
+        "Chinese character tagger",
+        lambda: [chinese.probabilities(t, w) for t, w in zip(zh, words, strict=True)],
+        len(zh),
+    )
 
 
 def _load() -> str:

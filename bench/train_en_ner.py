@@ -280,6 +280,10 @@ def main() -> None:
     card = json.loads((teacher_dir / "model.json").read_text())
     card["adapter"]["encoder_layers"] = args.layers
     card["distillation"] = summary
+    # How the shipped student runs (precision, batching) is the runtime's, not the training's: kept.
+    shipped = json.loads((PACKAGE / "model.json").read_text())
+    if "inference" in shipped:
+        card["inference"] = shipped["inference"]
     card["rebuild"] = (
         "python bench/train_en_ner.py --epochs 2 --rank 16 (teacher, then student); "
         "python bench/train_en_ner.py --distil-only TEACHER_DIR (student from a kept teacher)"

@@ -324,7 +324,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES_NAMES = ("default", "custody", "training")
+CELERY_TASK_QUEUES_NAMES = ("default", "custody", "training", "serving")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -430,6 +430,10 @@ DESENSITIZE_PROCESSES = env_int("SEALROOM_DESENSITIZE_PROCESSES", 0)
 # The English tagger stage (custody/recognizers/en_model.py; docs/desensitization.md): needs torch
 # and transformers (requirements/training.txt) wherever records are desensitized.
 DESENSITIZE_EN_MODEL = env_bool("SEALROOM_DESENSITIZE_EN_MODEL", True)
+# Its arithmetic: "auto" (bfloat16 where the CPU has it natively, else float32), "bfloat16" or
+# "float32". A fleet of workers on mixed CPUs should pin one value, so a record gets the same
+# spans whichever worker reads it (they differ in about 2 of 1,218 dev spans).
+DESENSITIZE_EN_PRECISION = env("SEALROOM_DESENSITIZE_EN_PRECISION", "auto")
 # The Chinese character tagger stage (custody/recognizers/zh_model.py): numpy only, on by default;
 # off leaves the Chinese rules alone (the figures before it, docs/desensitization.md).
 DESENSITIZE_ZH_MODEL = env_bool("SEALROOM_DESENSITIZE_ZH_MODEL", True)
@@ -493,6 +497,8 @@ TRAINING_GATE_PROBES = env_int("SEALROOM_TRAINING_GATE_PROBES", 32)
 TRAINING_CANARIES = env_int("SEALROOM_TRAINING_CANARIES", 4)
 TRAINING_CANARY_CANDIDATES = env_int("SEALROOM_TRAINING_CANARY_CANDIDATES", 4095)
 TRAINING_CANARY_REPEATS = env_int("SEALROOM_TRAINING_CANARY_REPEATS", 1)
+# Plug-in inference (issue 16): queued calls of one model a serving worker answers in one sandbox run.
+SERVING_BATCH_CALLS = env_int("SEALROOM_SERVING_BATCH_CALLS", 16)
 # Progress writes at most this often; the loss curve keeps at most this many points.
 TRAINING_PROGRESS_WRITE_SECONDS = float(env("SEALROOM_TRAINING_PROGRESS_WRITE_SECONDS", "1"))
 TRAINING_CANCEL_POLL_SECONDS = float(env("SEALROOM_TRAINING_CANCEL_POLL_SECONDS", "2"))

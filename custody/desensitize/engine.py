@@ -244,16 +244,16 @@ class Engine:
             if r.languages & languages and entities.intersection(r.entities) and r.max_score >= threshold
         ]
         use_ner = "en" in policy.languages and bool(entities & NER_ENTITIES)
-        segments = ner_segments(texts, ner_flags) if use_ner else []
         tagger = self.en_tagger if use_ner else None
+        # The tagger reads names, places and organisations (it replaces spaCy's: chosen on the
+        # train split, docs/desensitization.md); dates written in words are read by a grammar
+        # (``en_dates.WordDateRecognizer``), so with the tagger spaCy runs only where the policy
+        # names NRP, and its sentences are not even cut otherwise.
+        read_spacy = use_ner and (tagger is None or "NRP" in entities)
+        segments = ner_segments(texts, ner_flags) if read_spacy else []
         spacy_types: frozenset[str] | None = None
         if tagger is not None:
-            # The tagger reads names, places and organisations (it replaces spaCy's: chosen on the
-            # train split, docs/desensitization.md); dates written in words are read by a grammar
-            # (``en_dates.WordDateRecognizer``), so spaCy runs only where the policy names NRP.
             spacy_types = SPACY_TYPES_WITH_TAGGER
-            if "NRP" not in entities:
-                segments = []
             if "DATE_TIME" in entities and threshold <= WORD_DATES.max_score:
                 recognizers.append(WORD_DATES)
             if not entities & TAGGER_ENTITIES:
@@ -757,11 +757,15 @@ def load_en_tagger() -> Any:
 
     processes = settings.DESENSITIZE_PROCESSES or (os.cpu_count() or 1)
     try:
-        return EnglishTagger(threads=default_threads(processes))
+        return EnglishTagger(threads=default_threads(processes), precision=settings.DESENSITIZE_EN_PRECISION)
     except EnglishModelError as error:
         raise ImproperlyConfigured(
             f"{error}. settings.DESENSITIZE_EN_MODEL (SEALROOM_DESENSITIZE_EN_MODEL) is on: "
             "install requirements/training.txt on this worker or turn the setting off"
+        ) from None
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"settings.DESENSITIZE_EN_PRECISION (SEALROOM_DESENSITIZE_EN_PRECISION): {error}"
         ) from None
 
 

@@ -37,6 +37,13 @@ _GAP = re.compile(
     re.IGNORECASE,
 )
 _TOKEN = re.compile(r"[A-Z0-9][A-Za-z0-9]*(?:[\-/ ][A-Za-z0-9]+){0,5}")
+# The last digits of an account or card number ("account number ending in *456", "card ending with
+# 7854"): a partial identifier, still one (train split, nano-synth; fifth round).
+_ENDING_IN = re.compile(
+    r"\b(account|acct|card|iban)\b(?:[ \t]+(?:number|no\.?|#))?[ \t]+(?:ending|ends)[ \t]+(?:in|with)"
+    r"[ \t:]*([*xX•]*\d{3,6})(?!\w)",
+    re.IGNORECASE,
+)
 _CARD_CUE = re.compile(r"\b(?:card|cc|visa|mastercard|amex|credit|debit)\b", re.IGNORECASE)
 _DIGITS_ONLY = re.compile(r"\d{4}(?:[ \-]?\d{2,4}){2,4}|\d{12,19}")
 _MASKED_CARD = re.compile(
@@ -110,7 +117,8 @@ class ContextIdRecognizer(Recognizer):
                 token = _TOKEN.match(text, start)
                 if token is None:
                     continue
-                value = _trim(token.group())
+                shift, value = _trim(token.group())
+                start += shift
                 if entity == "CREDIT_CARD":
                     card = _DIGITS_ONLY.match(value)
                     if card and 12 <= sum(c.isdigit() for c in card.group()) <= 19:
@@ -118,18 +126,27 @@ class ContextIdRecognizer(Recognizer):
                     continue
                 if _identifier_like(value):
                     found.append(Candidate(start, start + len(value), entity, score, self.name))
+        for m in _ENDING_IN.finditer(text):
+            entity = "CREDIT_CARD" if m.group(1).lower() == "card" else "ID_NUMBER"
+            found.append(Candidate(m.start(2), m.end(2), entity, 0.6, self.name))
         for m in _MASKED_CARD.finditer(text):
             if any(c in "Xx*•" for c in m.group()):
                 found.append(Candidate(m.start(), m.end(), "CREDIT_CARD", 0.6, self.name))
         return found
 
 
-def _trim(value: str) -> str:
-    """Drop trailing words that are not part of the identifier ("A1234567 and")."""
+def _trim(value: str) -> tuple[int, str]:
+    """Drop words without a digit around the identifier: after it ("A1234567 and") and before it
+    ("customer Niranjan Mehta with account number SBIN0123", where the cue ``customer`` ran over a
+    name up to the next cue's number). Returns the offset of what is kept in ``value`` and it."""
     parts = re.split(r"( )", value)
     while len(parts) > 1 and not any(c.isdigit() for c in parts[-1]):
         parts = parts[:-2]
-    return "".join(parts)
+    shift = 0
+    while len(parts) > 1 and not any(c.isdigit() for c in parts[0]):
+        shift += len(parts[0]) + len(parts[1])
+        parts = parts[2:]
+    return shift, "".join(parts)
 
 
 class ContextPhoneRecognizer(Recognizer):

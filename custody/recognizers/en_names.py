@@ -169,6 +169,18 @@ def first_names() -> frozenset[str]:
     return frozenset(n for n in names if n not in stop and len(n) > 2)
 
 
+# Capitalised words after a first name that are not its surname ("Lindsay Tonight", "Happy Harry
+# Birthday", "Summer Friday Drink Specials"): days, months, times and occasions (fifth round, train
+# split). The first name then stands alone, as any other.
+_NOT_SURNAME_WORDS: Final = (
+    "monday tuesday wednesday thursday friday saturday sunday january february march april may june "
+    "july august september october november december today tonight tomorrow yesterday morning "
+    "afternoon evening night weekend birthday day week christmas xmas halloween easter party show "
+    "podcast live concert festival tour"
+)
+_NOT_SURNAMES: Final = frozenset(_NOT_SURNAME_WORDS.split())
+
+
 def _is_name_word(word: str) -> bool:
     lower = word.lower()
     return lower not in english_stop_words() and not lower.isdigit()
@@ -239,7 +251,7 @@ class EnglishNameRecognizer(Recognizer):
             if lower not in names or (m.start() and text[m.start() - 1] in "#@"):
                 continue
             surname = _SURNAME_AFTER.match(text, m.end())
-            if surname and _is_name_word(surname.group(1)):
+            if surname and _is_name_word(surname.group(1)) and surname.group(1).lower() not in _NOT_SURNAMES:
                 found.append(Candidate(m.start(), surname.end(), "PERSON", 0.6, self.name))
             elif lower not in _AMBIGUOUS:
                 found.append(Candidate(m.start(), m.end(), "PERSON", 0.55, self.name))

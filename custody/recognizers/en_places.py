@@ -7,6 +7,12 @@
 - **City, state, ZIP**: ``Springfield, IL 62704``, ``Austin, TX``: 0.9.
 - **Address cues**: ``lives at``, ``located at``, ``address is``, ``ship to``
   ... followed by text holding a number: the rest of the line, 0.65.
+- **Venues and landmarks** (fifth round): capitalised words before a venue
+  word (``Luna Lounge``, ``ASU Step Gallery``, ``Long Island Mac Arthur
+  Airport``) or after ``Hotel``/``Mount``/``Lake``/``Fort`` (``Hotel
+  Elegante``, ``Lake Tahoe``): 0.7; not a generic word alone before the venue
+  word (``Photo Gallery``, ``Train Station``), not in lines where over three
+  words in four are capitalised (headlines).
 - **Gazetteer**: countries (ISO 3166-1 short names), US states, a few
   provinces and regions, and about 200 large cities, matched as capitalised
   words (and after ``#`` in hashtags): 0.7. Names that are also common words or first names (``Georgia``,
@@ -177,6 +183,55 @@ _GAZETTEER = re.compile(rf"(?<![A-Za-z0-9_@])#?(?:{_PLACES})(?![A-Za-z0-9_])")
 _PREPOSITION = re.compile(r"\b(?:in|from|to|at|near|visit|visiting|of)[ \t]+$", re.IGNORECASE)
 
 
+_VENUE_WORDS: Final = (
+    "Airport|Stadium|Arena|Theatre|Theater|Hotel|Lounge|Gallery|Aquarium|Zoo|Mall|Cathedral|Casino"
+    "|Ballroom|Auditorium|Coliseum|Amphitheatre|Amphitheater|Pavilion|Speedway|Racecourse|Ballpark"
+)
+_NAME_WORD = r"[A-Z][A-Za-z'’\-]*"
+_VENUE_TAIL = re.compile(rf"(?<![\w@#])({_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,3}})[ \t]+(?:{_VENUE_WORDS})\b")
+_VENUE_HEAD = re.compile(rf"(?<![\w@#])(?:Hotel|Mount|Lake|Fort)[ \t]+{_NAME_WORD}")
+_ANY_VENUE_WORD = re.compile(rf"(?:{_VENUE_WORDS}|Hotel|Mount|Lake|Fort)\b")
+# Words that make a venue generic when they are all that precedes the venue word.
+_GENERIC_WORDS: Final = (
+    "the a an my our your his her their this that photo art train bus main big best great old local "
+    "shopping city national international regional new top free live open private public grand "
+    "hotel airport at in to from on for of and with by"
+)
+_GENERIC_BEFORE_VENUE: Final = frozenset(_GENERIC_WORDS.split())
+
+
+def _headline(text: str, start: int) -> bool:
+    """Whether the line around ``start`` has four words or more, over three in four capitalised."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    words = [w for w in text[line_start : None if line_end < 0 else line_end].split() if w[:1].isalpha()]
+    return len(words) >= 4 and 4 * sum(w[0].isupper() for w in words) > 3 * len(words)
+
+
+def _venues(text: str, name: str) -> list[Candidate]:
+    found: list[Candidate] = []
+    if _ANY_VENUE_WORD.search(text) is None:  # most records: one cheap scan
+        return found
+    for m in _VENUE_TAIL.finditer(text):
+        words = m.group(1).split()
+        while words and words[0].lower() in _GENERIC_BEFORE_VENUE:
+            words = words[1:]
+        if not words or all(w.lower() in _GENERIC_BEFORE_VENUE for w in words):
+            continue
+        start = _start_of(text, m, words)
+        if not _headline(text, start):
+            found.append(Candidate(start, m.end(), "LOCATION", 0.7, name))
+    for m in _VENUE_HEAD.finditer(text):
+        if not _headline(text, m.start()):
+            found.append(Candidate(m.start(), m.end(), "LOCATION", 0.7, name))
+    return found
+
+
+def _start_of(text: str, m: re.Match[str], words: list[str]) -> int:
+    """Where the kept words of a venue match begin (leading generic words dropped)."""
+    return text.index(words[0], m.start(1))
+
+
 class AddressRecognizer(Recognizer):
     """Street addresses, P.O. boxes, units, city/state/ZIP, and addresses after a cue."""
 
@@ -234,4 +289,5 @@ class PlaceGazetteerRecognizer(Recognizer):
             if name in _AMBIGUOUS_PLACES and not _PREPOSITION.search(text, max(0, m.start() - 12), m.start()):
                 continue
             found.append(Candidate(m.start(), m.end(), "LOCATION", 0.7, self.name))
+        found.extend(_venues(text, self.name))
         return found

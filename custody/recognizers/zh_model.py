@@ -11,7 +11,7 @@ rest of GSD's published training split, same source and licence), chosen on dev;
 ``data/zh_ner/README.md`` (data, licences, hyperparameters, dev figures). What ships is
 ``data/zh_ner/tagger.safetensors`` (fp16 weights) and ``data/zh_ner/vocab.json`` (its characters),
 both checked against the sha256 pinned here before anything is read (the check is the English
-tagger's, ``en_model._verified``); a mismatch raises ``ChineseModelError`` naming the file.
+tagger's, ``en_model.verified``); a mismatch raises ``ChineseModelError`` naming the file.
 
 Inference is numpy only (no torch on the web image): table lookups for the first convolution and
 two matrix products per record, about 250 µs for a 44-character record on one core. The
@@ -33,7 +33,7 @@ import numpy as np
 
 from custody.language import HAN_CLASS
 from custody.recognizers.base import Candidate, Recognizer, TextView
-from custody.recognizers.en_model import EnglishModelError, _verified
+from custody.recognizers.en_model import EnglishModelError, verified
 from custody.recognizers.zh_segmenter import Word, segment
 
 DATA_DIR: Final = Path(__file__).resolve().parent / "data" / "zh_ner"
@@ -182,10 +182,10 @@ class ChineseTagger:
         from safetensors.numpy import load_file
 
         try:
-            weights_path = _verified(
+            weights_path = verified(
                 data_dir / WEIGHTS_FILE, weights_sha256 or WEIGHTS_SHA256, "the Chinese tagger's weights"
             )
-            vocab_path = _verified(
+            vocab_path = verified(
                 data_dir / VOCAB_FILE, vocab_sha256 or VOCAB_SHA256, "the Chinese tagger's vocabulary"
             )
         except EnglishModelError as error:

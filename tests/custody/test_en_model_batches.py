@@ -1,9 +1,10 @@
 """The English tagger finds the same spans in a record whatever records share its batch.
 
 Desensitization must not depend on a record's neighbours (a retried batch, a re-run, a record
-moved to another shard get the same answer). The default tagger runs float32 for this reason:
-dynamic int8 scales activations per batch, and ``quantize=True`` is the positive control that
-shows the check can fail ("Aisha Khan" alone, only "Khan" beside a shorter text).
+moved to another shard get the same answer). The tagger batches only windows of one length (no
+padding, no mask), so a window's probabilities are a pure function of the window, bit for bit, in
+bfloat16 (the default where the CPU has it) as in float32. Dynamic int8 (``quantize=True``)
+scales activations by the whole batch: it is the positive control that shows the check can fail.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custody.recognizers.en_model import EnglishTagger
+from custody.recognizers.en_model import EnglishTagger, native_bfloat16
 
 NAME = "Hello, this is Aisha Khan. My router drops the connection every few minutes lately."
 NEIGHBOURS = [
@@ -20,38 +21,80 @@ NEIGHBOURS = [
     "My appointment with Dr. Henrietta Vasquez got moved to Thursday.",
     "She has worked as an analyst at Goldman Sachs for six years.",
     "We drove from Winnipeg to Reykjavik last summer with Priya.",
+    # Longer than NAME: batched by length and padded, NAME's scores moved (the float32 tagger
+    # before the fifth round).
+    "Please forward the signed lease for the flat on Baker Street to my solicitor, Margaret "
+    "O'Connell, before the end of next week, and copy the letting agent in on the message too.",
 ]
 
 
 @pytest.fixture(scope="module")
-def taggers() -> tuple[EnglishTagger, EnglishTagger]:
-    return EnglishTagger(threads=1), EnglishTagger(threads=1, quantize=True)
+def taggers() -> dict[str, EnglishTagger]:
+    return {
+        "default": EnglishTagger(threads=1),
+        "float32": EnglishTagger(threads=1, precision="float32"),
+        "int8": EnglishTagger(threads=1, quantize=True),
+    }
 
 
-def spans_alone_and_in_batches(tagger: EnglishTagger) -> list[set[tuple[str, str]]]:
-    def named(found) -> set[tuple[str, str]]:
-        return {(NAME[c.start : c.end], c.entity_type) for c in found}
-
-    results = [named(tagger.tag([NAME])[0])]
+def same_length_neighbours(tagger: EnglishTagger) -> list[str]:
+    """The neighbours, each cut or repeated to exactly as many tokens as NAME (one batch with it)."""
+    width = len(tagger.tokenizer.encode(NAME, add_special_tokens=False).ids)
+    texts = []
     for neighbour in NEIGHBOURS:
-        results.append(named(tagger.tag([neighbour, NAME])[1]))
+        ids = tagger.tokenizer.encode(neighbour, add_special_tokens=False).ids
+        ids = (ids * (width // len(ids) + 1))[:width]
+        text = tagger.tokenizer.decode(ids)
+        assert len(tagger.tokenizer.encode(text, add_special_tokens=False).ids) == width, text
+        texts.append(text)
+    return texts
+
+
+def named(found: object) -> set[tuple[str, str]]:
+    return {(NAME[c.start : c.end], c.entity_type) for c in found}  # type: ignore[attr-defined]
+
+
+def probabilities_alone_and_in_batches(tagger: EnglishTagger, *, natural: bool = False) -> list[torch.Tensor]:
+    """NAME's tag probabilities alone, then in one batch with each same-length neighbour (and,
+    with ``natural``, beside each neighbour as written, shorter or longer)."""
+    results = [tagger._probabilities(tagger._windows([NAME]))[0]]
+    for neighbour in same_length_neighbours(tagger):
+        windows = tagger._windows([neighbour, NAME])
+        assert len({len(w.ids) for w in windows}) == 1, "one batch"
+        results.append(tagger._probabilities(windows)[1])
+    if natural:
+        for neighbour in NEIGHBOURS:
+            results.append(tagger._probabilities(tagger._windows([neighbour, NAME, neighbour]))[1])
     return results
 
 
-def test_the_default_tagger_runs_float32(taggers: tuple[EnglishTagger, EnglishTagger]) -> None:
-    default, int8 = taggers
-    assert torch.nn.Linear in {type(m) for m in default.encoder.modules()}
-    assert torch.nn.Linear not in {type(m) for m in int8.encoder.modules()}
+def test_the_default_tagger_runs_bfloat16_where_the_cpu_has_it(taggers: dict[str, EnglishTagger]) -> None:
+    default, float32 = taggers["default"], taggers["float32"]
+    assert default.precision == ("bfloat16" if native_bfloat16(torch) else "float32")
+    linears = [m for m in float32.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.float32 for m in linears)
+    with pytest.raises(ValueError):
+        EnglishTagger(threads=1, precision="float16")
 
 
-def test_a_records_spans_do_not_depend_on_its_batch(taggers: tuple[EnglishTagger, EnglishTagger]) -> None:
-    default, _ = taggers
-    results = spans_alone_and_in_batches(default)
-    assert results[0], "the tagger finds the name"
-    assert all(r == results[0] for r in results), results
+@pytest.mark.parametrize("kind", ["default", "float32"])
+def test_a_records_spans_do_not_depend_on_its_batch(taggers: dict[str, EnglishTagger], kind: str) -> None:
+    tagger = taggers[kind]
+    alone = named(tagger.tag([NAME])[0])
+    assert {"Aisha", "Khan"} <= {word for span, _ in alone for word in span.split()}, "it finds the name"
+    for neighbour in [*NEIGHBOURS, *same_length_neighbours(tagger)]:
+        assert named(tagger.tag([neighbour, NAME])[1]) == alone, neighbour
+        assert named(tagger.tag([NAME, neighbour, neighbour])[0]) == alone, neighbour
 
 
-def test_int8_is_batch_dependent_which_is_why_it_is_off(taggers: tuple[EnglishTagger, EnglishTagger]) -> None:
-    _, int8 = taggers
-    results = spans_alone_and_in_batches(int8)
-    assert any(r != results[0] for r in results), results
+@pytest.mark.parametrize("kind", ["default", "float32"])
+def test_a_windows_probabilities_are_the_same_bit_for_bit_in_any_batch(
+    taggers: dict[str, EnglishTagger], kind: str
+) -> None:
+    results = probabilities_alone_and_in_batches(taggers[kind], natural=True)
+    assert all(torch.equal(r, results[0]) for r in results[1:])
+
+
+def test_int8_is_batch_dependent_which_is_why_it_is_off(taggers: dict[str, EnglishTagger]) -> None:
+    results = probabilities_alone_and_in_batches(taggers["int8"])
+    assert any(not torch.equal(r, results[0]) for r in results[1:])
