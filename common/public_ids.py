@@ -58,6 +58,8 @@ PREFIXES: dict[str, str] = {
     "gnt": "custody.Grant",
     # A contribution's withdrawal from a sealed version (issue 15 item 4).
     "wdr": "custody.ContributionWithdrawal",
+    # A plug-in inference call on a custody model (issue 16).
+    "inf": "training.InferenceCall",
 }
 
 _HEX_DIGITS = 16  # 64 bits

@@ -1,4 +1,4 @@
-"""The Celery app: queues ``default``, ``custody`` and ``training``.
+"""The Celery app: queues ``default``, ``custody``, ``training`` and ``serving`` (plug-in inference).
 
 Tasks acknowledge late and are rejected (so redelivered) when their worker is
 lost; prefetch is 1 so a long task never holds others hostage. The database
@@ -16,7 +16,9 @@ app = Celery("sealroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each queue routes by its own name, so a message for one queue can never be
 # bound to another through a shared routing key.
-app.conf.task_queues = [Queue(name, routing_key=name) for name in ("default", "custody", "training")]
+app.conf.task_queues = [
+    Queue(name, routing_key=name) for name in ("default", "custody", "training", "serving")
+]
 app.conf.task_default_queue = "default"
 app.conf.broker_connection_retry_on_startup = True
 app.autodiscover_tasks()

@@ -67,6 +67,10 @@ class DatasetVersion(models.Model):
     next_record_id = models.PositiveBigIntegerField(default=0)
     records = models.PositiveBigIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
+    # A model-generated version (issue 17): how it was made (the generation job, the model's artifact
+    # hash, the source version and its Merkle root, epsilon) and its leakage screen's counts; empty
+    # for uploaded data (custody/services/synthetic.py).
+    provenance = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
@@ -316,6 +320,8 @@ class GrantJob(models.Model):
 class UsageKind(models.TextChoices):
     JOB_STARTED = "job_started", "Job started"
     TOKENS_TRAINED = "tokens_trained", "Platform tokens trained"
+    # One plug-in inference call on a custody model (issue 16): its prompt and output tokens.
+    TOKENS_INFERRED = "tokens_inferred", "Platform tokens inferred"
 
 
 class UsageRecord(models.Model):
@@ -443,3 +449,58 @@ class ValuationSummary(models.Model):
 
     def __str__(self) -> str:
         return f"valuation {self.job_ref} of version {self.version_id}"
+
+
+class ValuationFlag(models.Model):
+    """A record of a **sealed** version that an owner's valuation flagged as possible poison
+    (issue 15 item 3). A sealed version is never changed, so the flag waits here; the version's
+    next versions show it as a ``possible_poison`` finding on each record carried over (matched
+    inside custody by a keyed fingerprint, custody/services/valuation.py), droppable at sealing.
+    Holds a record id and the valuation's job id, never a text or a fingerprint.
+    """
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="valuation_flags")
+    record_id = models.PositiveBigIntegerField()
+    # The flagging valuation's job public id (job_…); a flag copied to a withdrawal's successor keeps it.
+    source = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "record_id"], name="valuation_flag_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"valuation flag on record {self.record_id} of version {self.version_id}"
+
+
+class CustodyModel(models.Model):
+    """A trained model whose weights stay in custody (issue 16): the facts marketplace lists it by.
+
+    Training records one when a job whose license keeps the weights in custody succeeds
+    (custody/services/models_custody.py); marketplace reads it to list the model without
+    importing training, as it reads ``ValuationSummary``. The weights themselves are the job's
+    sealed artifact (custody/services/artifacts.py), named ``artifact_name`` under ``version``.
+    Written once per job, never edited.
+    """
+
+    # The training job's public id (job_…): the model's name in the API.
+    job_ref = models.CharField(max_length=64, unique=True)
+    version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="custody_models")
+    # The organisation that trained it (the model's builder: a rights holder of its listing).
+    trainer = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="custody_models")
+    artifact_name = models.CharField(max_length=120)
+    artifact_sha256 = models.CharField(max_length=64)
+    receipt_sha256 = models.CharField(max_length=64)
+    # "causal_lm" or "classification" (the base's task).
+    task = models.CharField(max_length=32)
+    template = models.CharField(max_length=32)
+    base_name = models.CharField(max_length=120)
+    # The validation metrics that left the sandbox (numbers only).
+    metrics = models.JSONField(default=dict)
+    # [{"version": dsv_…, "merkle_root": …, "license": lic_…}] for each version it was trained on.
+    lineage = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"custody model {self.job_ref}"

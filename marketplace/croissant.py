@@ -260,4 +260,49 @@ def croissant_document(listing: Listing, *, listing_url: str, terms_schema_url: 
     }
     if listing.published_at is not None:
         doc["datePublished"] = listing.published_at.date().isoformat()
+    _generated(doc, version)
     return doc
+
+
+def _generated(doc: dict[str, Any], version: DatasetVersion) -> None:
+    """A model-generated version (issue 17; custody/services/synthetic.py): the generation job as the
+    activity that made it, the model's artifact hash, the source version's Merkle root, epsilon."""
+    provenance = version.provenance or {}
+    if not provenance.get("model_generated"):
+        return
+    leakage = provenance.get("leakage") or {}
+    epsilon = provenance.get("epsilon_spent")
+    doc["rai:dataCollectionType"] = ["Model-generated (synthetic) by a model held in Sealroom custody"]
+    doc["rai:dataCollection"] = (
+        f"Generated inside Sealroom custody by job {provenance.get('job')} with model "
+        f"{(provenance.get('generated_by') or {}).get('custody_model')} (artifact sha256 "
+        f"{provenance.get('model_artifact_sha256')}), trained on dataset version "
+        f"{provenance.get('source_version')} (Merkle root {provenance.get('source_merkle_root')}). "
+        f"Leakage screen against that version: {leakage.get('generated', 0)} generated, "
+        f"{leakage.get('dropped', 0)} dropped ({leakage.get('dropped_exact', 0)} exact, "
+        f"{leakage.get('dropped_near', 0)} near duplicates, {leakage.get('dropped_canary', 0)} canary "
+        f"exposures), {leakage.get('kept', 0)} kept. Privacy budget spent by the generator's training: "
+        + (
+            f"epsilon {epsilon} (differential privacy carries over to its output)."
+            if epsilon is not None
+            else "none (trained without DP)."
+        )
+    )
+    doc["prov:wasDerivedFrom"] = [
+        *doc["prov:wasDerivedFrom"],
+        {
+            "@id": f"urn:sealroom:dataset-version:{provenance.get('source_version')}",
+            "name": f"Source dataset version, Merkle root {provenance.get('source_merkle_root')}",
+        },
+    ]
+    doc["prov:wasGeneratedBy"] = [
+        {
+            "@type": "prov:Activity",
+            "@id": f"urn:sealroom:job:{provenance.get('job')}",
+            "name": f"Generation job {provenance.get('job')}: model artifact sha256 "
+            f"{provenance.get('model_artifact_sha256')}, source Merkle root "
+            f"{provenance.get('source_merkle_root')}, privacy budget spent epsilon "
+            f"{epsilon if epsilon is not None else 'none'}",
+        },
+        *doc["prov:wasGeneratedBy"],
+    ]

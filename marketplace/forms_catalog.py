@@ -113,6 +113,11 @@ class OfferForm(forms.Form):
         label="Exclusive: at most this many licenses",
         help_text="Empty: unlimited.",
     )
+    exclusive_use = forms.BooleanField(
+        required=False,
+        label="Exclusive use of the dataset version",
+        help_text="The only license on the version while active, trained on alone (set the licenses to 1).",
+    )
     dp_required = forms.BooleanField(required=False, label="Require differential privacy")
     epsilon_cap = forms.DecimalField(
         required=False,
@@ -183,6 +188,7 @@ class OfferForm(forms.Form):
                 "max_tokens": data["max_tokens"],
                 "term_days": data["term_days"],
                 "max_licenses": data["max_licenses"],
+                "exclusive_use": bool(data.get("exclusive_use")),
             },
             "duty": duty,
         }

@@ -73,6 +73,7 @@ def _terms_recap(terms_row: OfferTerms) -> dict[str, Any]:
         "max_tokens": constraint["max_tokens"],
         "term_days": constraint["term_days"],
         "max_licenses": constraint.get("max_licenses"),
+        "exclusive_use": bool(constraint.get("exclusive_use")),
         "attribution": duty.get("attribution", ""),
         "gate_max_exposure": duty.get("release_gate", {}).get("max_exposure", DEFAULT_GATE_MAX_EXPOSURE),
     }

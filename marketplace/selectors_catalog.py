@@ -36,13 +36,14 @@ class CatalogFilters:
 
 
 def _catalog_visible() -> Q:
-    return Q(state=ListingState.PUBLISHED, version__state=VersionState.SEALED)
+    # Model listings (issue 16) have their own catalog: marketplace/services/model_listings.py.
+    return Q(state=ListingState.PUBLISHED, version__state=VersionState.SEALED, kind="dataset")
 
 
 def _visible_to(organisation: Organisation | None) -> Q:
     visible = _catalog_visible()
     if organisation is not None:
-        visible |= Q(provider=organisation)
+        visible |= Q(provider=organisation, kind="dataset")
     return visible
 
 
@@ -99,7 +100,7 @@ def listing_search(*, filters: CatalogFilters) -> QuerySet[Listing]:
 
 def listing_list_for_provider(*, organisation: Organisation) -> QuerySet[Listing]:
     return (
-        Listing.objects.filter(provider=organisation)
+        Listing.objects.filter(provider=organisation, kind="dataset")
         .select_related("version__dataset")
         .order_by("-created_at", "-pk")
     )
@@ -121,7 +122,7 @@ def listing_get_for_provider(*, organisation: Organisation | None, listing_id: i
     """The provider's own listing (any state). :raises ListingNotFound."""
     listing = (
         Listing.objects.select_related("provider", "version__dataset__owner")
-        .filter(provider=organisation, pk=listing_id)
+        .filter(provider=organisation, pk=listing_id, kind="dataset")
         .first()
         if organisation is not None
         else None

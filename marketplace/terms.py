@@ -28,7 +28,20 @@ TERMS_SCHEMA_ID = "https://sealroom.example/schemas/license-terms/v1.json"
 PURPOSES = ("research", "commercial", "internal_evaluation")
 # valuation: KNN-Shapley values of the records, aggregates only (docs/training.md "Data valuation");
 # a license that requires DP admits it only when it names it.
-JOB_TEMPLATES = ("causal_lm", "causal_lm_lora", "seq_classification", "valuation")
+JOB_TEMPLATES = (
+    "causal_lm",
+    "causal_lm_lora",
+    "seq_classification",
+    "valuation",
+    "fine_tune",
+    "generate",
+    "distill_causal_lm",
+    "distill_classification",
+)
+# distill_*: a student trained on the data with a teacher's soft labels; named in a custody model's
+# license, they also let that model teach (training/services/distillation.py).
+# fine_tune and generate govern a model held in custody that was trained under these terms: starting a
+# later job from it, generating a synthetic corpus with it (training/services/custody_models.py).
 # The release gate's default threshold on canary exposure (bits), used when the terms name none.
 # 4.0 refused about one ordinary model in five (the worst of 4 canaries among 256 texts is over
 # 4 bits with probability 1 - (15/16)^4); at 7.0 only a canary ranked first (8 bits) is over:
@@ -47,6 +60,10 @@ TEMPLATE_WORDS = {
     "causal_lm_lora": "LoRA fine-tuning of a causal language model",
     "seq_classification": "training a sequence classifier",
     "valuation": "valuing the records (aggregates only)",
+    "fine_tune": "fine-tuning further a model held in custody that was trained on the data",
+    "generate": "generating a synthetic corpus (held in custody) with a model trained on the data",
+    "distill_causal_lm": "distilling a teacher model into a smaller causal language model",
+    "distill_classification": "distilling a teacher model into a smaller sequence classifier",
 }
 
 
@@ -108,6 +125,15 @@ TERMS_SCHEMA: dict[str, Any] = {
                     "minimum": 1,
                     "maximum": MAX_COUNT,
                     "description": "Exclusivity: at most this many licenses on the offer (null: unlimited).",
+                },
+                "exclusive_use": {
+                    "type": "boolean",
+                    "description": (
+                        "Exclusive use of the dataset version: while this license is live (or its order "
+                        "awaits approval), no other license on the version is sold, by any offer; it is "
+                        "sold only while no other is live; and its data is trained on alone, never mixed "
+                        "with another license's. Needs max_licenses 1. Default false."
+                    ),
                 },
             },
         },
@@ -211,6 +237,7 @@ def terms_validate(
             errors=errors,
         )
     normalised = _normalised(document)
+    _check_exclusive_use(normalised, pointer)
     if version is not None:
         _check_against_version(normalised, version, pointer)
     return normalised
@@ -223,12 +250,30 @@ def _normalised(document: dict[str, Any]) -> dict[str, Any]:
     duty.setdefault("release_gate", {"max_exposure": DEFAULT_GATE_MAX_EXPOSURE})
     constraint = dict(document["constraint"])
     constraint.setdefault("max_licenses", None)
+    constraint.setdefault("exclusive_use", False)
     return {
         "version": 1,
         "permission": dict(document["permission"]),
         "constraint": constraint,
         "duty": duty,
     }
+
+
+def _check_exclusive_use(terms: dict[str, Any], pointer: str) -> None:
+    """An exclusive-use license is the only one on its version: its offer sells one license."""
+    constraint = terms["constraint"]
+    if constraint["exclusive_use"] and constraint["max_licenses"] != 1:
+        raise TermsInvalid(
+            "An exclusive-use license is the only license on its version: its offer sells one license.",
+            code="marketplace.exclusive_use_needs_one_license",
+            errors=[
+                {
+                    "pointer": f"{pointer}/constraint/max_licenses",
+                    "code": "exclusive_use_needs_one_license",
+                    "detail": "Must be 1 when constraint.exclusive_use is true.",
+                }
+            ],
+        )
 
 
 def _check_against_version(terms: dict[str, Any], version: DatasetVersion, pointer: str) -> None:
@@ -296,6 +341,9 @@ def grant_snapshot(terms_row: OfferTerms, *, starts_at: datetime) -> dict[str, A
     }
     if cap is not None:
         snapshot["epsilon_cap"] = str(cap)
+    if constraint.get("exclusive_use"):
+        # Trained on alone: training/services/mixing.py refuses it in a mixed job.
+        snapshot["exclusive_use"] = True
     return snapshot
 
 
@@ -331,6 +379,11 @@ def terms_plain(terms: dict[str, Any]) -> list[str]:
     if duty.get("attribution"):
         lines.append(f"You must credit the data as: “{duty['attribution']}”.")
     limit = constraint.get("max_licenses")
-    if limit is not None:
+    if constraint.get("exclusive_use"):
+        lines.append(
+            "Exclusive use: while this license is active no one else is licensed this dataset version, "
+            "and its data is trained on alone, never mixed with another license's data."
+        )
+    elif limit is not None:
         lines.append(f"Exclusive: at most {limit} license{'s' if limit != 1 else ''} on this offer.")
     return lines

@@ -5,4 +5,5 @@ from django.urls import URLResolver, include, path
 urlpatterns: list[URLResolver] = [
     path("", include("marketplace.urls_catalog")),
     path("", include("marketplace.urls_orders")),
+    path("", include("marketplace.urls_models")),
 ]

@@ -298,10 +298,30 @@ class JobListSubmitApi(SealroomListApi):
         )
         template = serializers.CharField()
         base = PublicIdField(
-            prefix="base", help_text="A base model's id, like 'base_0123456789abcdef' (GET /training/bases)"
+            prefix="base",
+            required=False,
+            help_text="A base model's id, like 'base_0123456789abcdef' (GET /training/bases); "
+            "or name custody_model instead",
+        )
+        custody_model = serializers.CharField(
+            required=False,
+            max_length=64,
+            help_text="Start from a model held in custody instead of a base: the id of the succeeded job "
+            "that trained it (job_...); its license must name the use (fine_tune, generate)",
+        )
+        generation = serializers.DictField(
+            required=False,
+            help_text="The generate template: prompts (or seed templates), records, max_new_tokens, "
+            'temperature, top_k, seed (docs/training.md "Generation")',
         )
         hyperparameters = serializers.DictField(required=False, default=dict)
         dp = DpInputSerializer(required=False, allow_null=True)
+        distill = serializers.JSONField(
+            required=False,
+            allow_null=True,
+            help_text="distill_causal_lm / distill_classification: the teacher (a base_... id or a model "
+            'held in custody, job_...), alpha and temperature (docs/training.md "Distillation")',
+        )
         label_field = serializers.CharField(required=False, allow_blank=True, default="")
         purpose = serializers.CharField(required=False, allow_blank=True, default="")
         # Checked by _devices (a training.* problem), not by DRF: hence a JSON value here.
@@ -342,10 +362,19 @@ class JobListSubmitApi(SealroomListApi):
         )
 
     def _submit(self, request: Request, organisation: Organisation, v: dict[str, Any]) -> TrainingJob:
+        if v["template"] == "generate" or "custody_model" in v:
+            from training.services.generation import job_submit_from_custody_model
+
+            return job_submit_from_custody_model(
+                actor=request_user(request),
+                organisation=organisation,
+                body=v,
+                license_grant=(lambda: _license_grant(organisation, v)),
+            )
         parts = _mix_parts(organisation, v) if "licenses" in v else None
         grant = _license_grant(organisation, v) if parts is None else None
         try:
-            base = selectors.base_get_for_org(organisation=organisation, base_id=v["base"])
+            base = selectors.base_get_for_org(organisation=organisation, base_id=v.get("base", 0))
         except NotFound as exc:
             raise Invalid(
                 "No such base model.",
@@ -360,6 +389,7 @@ class JobListSubmitApi(SealroomListApi):
             label_field=v["label_field"],
             purpose=v["purpose"],
             devices=_devices(v.get("devices", 1)),
+            distill=v.get("distill"),
         )
         if parts is not None:
             return job_submit_mixed(

@@ -13,6 +13,7 @@ and the server decides.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -24,6 +25,10 @@ from training import selectors, services
 from training.job_templates import DEFAULT_BASE, QUICK_START, TEMPLATES, quick_start
 from training.model_card import PURPOSE_WORDS
 from training.models import TEMPLATE_TASK, BaseModel, BaseState, BaseTask, JobTemplate
+from training.services.mixed_jobs import MixPart
+
+# Licenses a job form mixes besides the first (the API takes up to 8).
+MIX_EXTRA = 2
 
 TASK_GROUPS = {
     BaseTask.CAUSAL_LM: "Causal language models",
@@ -75,6 +80,16 @@ class JobForm(forms.Form):
     )
     dp_enabled = forms.BooleanField(label="Differential privacy (DP-SGD)", required=False)
     target_epsilon = forms.FloatField(label="Target epsilon", required=False, min_value=0.001)
+    # A mixed job (issue 17 item 3): up to MIX_EXTRA more licenses, each with a mixing weight; the
+    # first license's weight is ``weight``. Left empty, the job trains under the first license alone.
+    weight = forms.DecimalField(
+        label="Weight of the license",
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=8,
+        decimal_places=2,
+        help_text="Mixing only: this license's share of what the job reads, against the others' weights.",
+    )
 
     FIELD_OF_POINTER = {
         "/grant": "grant",
@@ -96,6 +111,7 @@ class JobForm(forms.Form):
         bases = selectors.base_list_for_org(organisation=organisation).filter(state=BaseState.VALIDATED)
         self.bases: dict[str, BaseModel] = {b.public_id: b for b in bases}
         self._license_choices()
+        self._mix_fields()
         self._template_choices()
         self._base_choices()
         for name, value in quick_start(str(self.fields["template"].initial)).items():
@@ -111,10 +127,7 @@ class JobForm(forms.Form):
         grant_field = self.fields["grant"]
         purpose_field = self.fields["purpose"]
         assert isinstance(grant_field, forms.ChoiceField) and isinstance(purpose_field, forms.ChoiceField)
-        grant_field.choices = [
-            (key, f"{g.external_ref or f'License {key}'}: {g.version.dataset.name} v{g.version.number}")
-            for key, g in self.grants.items()
-        ]
+        grant_field.choices = self._grant_choices()
         purposes: list[str] = []
         for grant in self.grants.values():
             purposes += [str(p) for p in grant.terms.get("purposes") or [] if str(p) not in purposes]
@@ -131,6 +144,50 @@ class JobForm(forms.Form):
         )
         if first is not None:
             self.fields["template"].initial = self._first_template(first)
+
+    def _grant_choices(self) -> list[tuple[str, str]]:
+        return [
+            (key, f"{g.external_ref or f'License {key}'}: {g.version.dataset.name} v{g.version.number}")
+            for key, g in self.grants.items()
+        ]
+
+    def _mix_fields(self) -> None:
+        """The extra license rows of a mix (``grant_2``/``weight_2``, ...), after the first license."""
+        ordinals = {2: "second", 3: "third", 4: "fourth"}
+        extra: dict[str, forms.Field] = {}
+        for n in range(2, MIX_EXTRA + 2):
+            extra[f"grant_{n}"] = forms.ChoiceField(
+                label=f"Mix with a {ordinals[n]} license",
+                required=False,
+                choices=[("", "No other license"), *self._grant_choices()],
+                help_text="Optional: train on this license's data too (a mixed job), under all their terms.",
+            )
+            extra[f"weight_{n}"] = forms.DecimalField(
+                label=f"Weight of the {ordinals[n]} license",
+                required=False,
+                min_value=Decimal("0.01"),
+                max_digits=8,
+                decimal_places=2,
+            )
+        # The license rows stand together under the first license: its weight, then the others.
+        names = [name for name in self.fields if name != "weight"]
+        at = names.index("grant") + 1
+        ordered = [*names[:at], "weight", *extra, *names[at:]]
+        self.fields.update(extra)
+        self.fields = {name: self.fields[name] for name in ordered}
+
+    def license_fields(self) -> list[tuple[str, str]]:
+        """(license field, weight field) of each license row, the first license's first."""
+        return [("grant", "weight")] + [(f"grant_{n}", f"weight_{n}") for n in range(2, MIX_EXTRA + 2)]
+
+    def mix_parts(self) -> list[MixPart]:
+        """The licenses and weights of a mixed job (empty: the job trains under one license)."""
+        data = self.cleaned_data
+        rows = [(data.get(g), data.get(w)) for g, w in self.license_fields()]
+        chosen = [(self.grants[g], w) for g, w in rows if g]
+        if len(chosen) < 2:
+            return []
+        return [MixPart(grant=grant, weight=Decimal(weight or 0)) for grant, weight in chosen]
 
     def _template_choices(self) -> None:
         widget = self.fields["template"].widget
@@ -174,6 +231,7 @@ class JobForm(forms.Form):
                     f"{grant.external_ref or f'License {grant.public_id}'} does not permit "
                     f"{PURPOSE_WORDS.get(purpose, purpose)}; it permits: {words}.",
                 )
+        self._clean_mix(data)
         base = self.bases.get(data.get("base", ""))
         template = data.get("template")
         if base is not None and template and base.task != _template_task(template):
@@ -184,6 +242,36 @@ class JobForm(forms.Form):
                 f"{JobTemplate(template).label} template trains a {wanted}. Choose one of those.",
             )
         return data
+
+    def _clean_mix(self, data: dict[str, Any]) -> None:
+        """Each license of a mix: chosen once, with a weight, permitting the purpose (errors on its row)."""
+        rows = self.license_fields()
+        chosen = [(g, w) for g, w in rows[1:] if data.get(g)]
+        if not chosen:
+            return
+        seen: set[str] = set()
+        purpose = data.get("purpose")
+        for grant_name, weight_name in [rows[0], *chosen]:
+            key = data.get(grant_name) or ""
+            grant = self.grants.get(key)
+            if grant is None:
+                continue
+            label = grant.external_ref or f"License {grant.public_id}"
+            if key in seen:
+                self.add_error(
+                    grant_name, f"{label} is already in this mix: choose another license, or none."
+                )
+                continue
+            seen.add(key)
+            if data.get(weight_name) is None and weight_name not in self.errors:
+                self.add_error(weight_name, f"Give {label} a weight: a mix reads each license in proportion.")
+            permitted = [str(p) for p in grant.terms.get("purposes") or []]
+            if purpose and permitted and purpose not in permitted and grant_name != "grant":
+                words = ", ".join(PURPOSE_WORDS.get(p, p) for p in permitted)
+                self.add_error(
+                    grant_name,
+                    f"{label} does not permit {PURPOSE_WORDS.get(purpose, purpose)}; it permits: {words}.",
+                )
 
     def job_request(self) -> services.JobRequest:
         data = self.cleaned_data
@@ -205,11 +293,27 @@ class JobForm(forms.Form):
 
     def add_domain_error(self, error: Invalid | Conflict) -> None:
         placed = False
+        # The licenses chosen, in the form's order (read before add_error takes fields out of it).
+        rows = [(g, w) for g, w in self.license_fields() if self.cleaned_data.get(g)]
         for item in error.errors:
             pointer = item["pointer"]
-            name = self.FIELD_OF_POINTER.get(pointer) or pointer.removeprefix("/hyperparameters/")
+            name = self._license_field(pointer, rows) or (
+                self.FIELD_OF_POINTER.get(pointer) or pointer.removeprefix("/hyperparameters/")
+            )
             if name in self.fields:
                 self.add_error(name, item["detail"])
                 placed = True
         if not placed:
             self.add_error(None, error.detail)
+
+    @staticmethod
+    def _license_field(pointer: str, rows: list[tuple[str, str]]) -> str | None:
+        """The field of a mixed job's ``/licenses/<i>/...`` pointer: license i's row of ``rows`` (its
+        weight for ``/licenses/<i>/weight``)."""
+        parts = pointer.split("/")
+        if len(parts) < 3 or parts[1] != "licenses" or not parts[2].isdigit():
+            return None
+        index = int(parts[2])
+        if index >= len(rows):
+            return None
+        return rows[index][1] if parts[3:4] == ["weight"] else rows[index][0]

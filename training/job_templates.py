@@ -95,6 +95,30 @@ TEMPLATES[JobTemplate.VALUATION.value] = TemplateInfo(
     needs_label_field=True,
 )
 
+# Generation trains nothing: a model held in custody writes records (its own block, GENERATION_SCHEMA;
+# training/runner/generate.py has the bounds, training/services/generation.py the job).
+GENERATION_SCHEMA: dict[str, dict[str, Any]] = {
+    "prompts": {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 1000},
+        "minItems": 1,
+        "maxItems": 256,
+    },
+    "records": {"type": "integer", "minimum": 1, "maximum": 10_000},
+    "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 256, "default": 48},
+    "temperature": {"type": "number", "exclusiveMinimum": 0, "maximum": 5, "default": 1.0},
+    "top_k": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 50},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 256, "default": 32},
+}
+TEMPLATES[JobTemplate.GENERATE.value] = TemplateInfo(
+    name=JobTemplate.GENERATE.value,
+    label=str(JobTemplate.GENERATE.label),
+    task=str(BaseTask.CAUSAL_LM),
+    supports_dp=False,
+    hyperparameters=GENERATION_SCHEMA,
+    needs_label_field=False,
+)
 
 # What the portal's job form starts from, per template: settings that visibly learn on a small
 # corpus on a CPU in about a minute (the demo's 240 tickets: gpt2-tiny's windowed loss falls
@@ -120,6 +144,9 @@ DEFAULT_BASE: dict[str, str] = {
     JobTemplate.CAUSAL_LM_LORA.value: "gpt2-tiny",
     JobTemplate.SEQ_CLASSIFICATION.value: "minilm-l6",
     JobTemplate.VALUATION.value: "minilm-l6",
+    # Distillation: the student (the teacher is named in the request's distill block).
+    JobTemplate.DISTILL_CAUSAL_LM.value: "gpt2-tiny",
+    JobTemplate.DISTILL_CLASSIFICATION.value: "minilm-l6",
 }
 
 

@@ -53,7 +53,9 @@ from training.models import (
 )
 from training.receipts import receipt_body, receipt_sha256, receipt_sign
 from training.runner.canaries import canaries_generate, canary_records
+from training.services import serving
 from training.services.bases import base_unpack
+from training.services.custody_models import custody_model_lineage, custody_model_unpack
 from training.services.jobs import WORK_KIND, job_event, job_finish, job_grants, telemetry_block
 from training.services.mixed_jobs import planned_tokens
 
@@ -562,7 +564,7 @@ def _gate(job: TrainingJob, workdir: Path, inputs: Inputs, recorder: Recorder) -
         "--probes",
         "-",
     ]
-    if job.base.kind == BaseKind.UPLOADED:
+    if job.base.kind == BaseKind.UPLOADED or job.custody_model_id is not None:
         command += ["--base", "base"]
     result = sandbox.run_runner(
         command,
@@ -717,6 +719,12 @@ def _release(
     may_leave = bool(
         mix["weights_may_leave"] if isinstance(mix, dict) else job.grant.terms.get("weights_may_leave")
     )
+    # Weights derived from a model held in custody stay there (training/services/custody_models.py).
+    may_leave = may_leave and job.custody_model_id is None
+    if may_leave and job.request.get("distill"):  # a custody teacher's student stays in custody too
+        from training.services.distillation import distill_keeps_in_custody
+
+        may_leave = not distill_keeps_in_custody(job)
     done = recorder.done or {}
     epsilon = done.get("epsilon_spent")
     job.artifact_encrypted = not may_leave
@@ -769,6 +777,10 @@ def _release(
                 kind=UsageKind.TOKENS_TRAINED,
                 quantity=component.tokens_trained,
                 by_contribution=its_reads,
+            )
+        if not may_leave:  # issue 16: the weights stay in custody as a model its trainer may list
+            serving.custody_model_register(
+                job=job, version=version, archive_sha256=hashlib.sha256(archive).hexdigest()
             )
         job_finish(
             job_id=job.pk, state=JobState.SUCCEEDED, detail=f"{job.tokens_trained:,} platform tokens trained."
@@ -924,6 +936,11 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
     if job.template == "valuation":
         _value_attempt(job, workdir, version)
         return
+    if job.template == "generate":
+        from training.services.generation import generation_attempt
+
+        generation_attempt(job, workdir)
+        return
     recorder = Recorder(job)
     inputs = _inputs(job)
     spec = dict(job.spec)
@@ -935,6 +952,10 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
         }
     if job.base.kind == BaseKind.UPLOADED:
         base_unpack(base=job.base, into=workdir / "base")
+    if job.custody_model is not None:
+        job.metrics["lineage"] = custody_model_base(job, workdir)
+    if job.request.get("distill"):  # the teacher's files, and what the receipt names of it
+        job.metrics["teacher"] = _distill_teacher(job, workdir, inputs)
     spec["telemetry"] = telemetry_block()
     job.spec = spec
     job.save(update_fields=["spec", "metrics"])
@@ -947,6 +968,29 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
     _gate(job, workdir, inputs, recorder)
     _cancel_point(recorder)
     _release(job, workdir, recorder, version, inputs)
+
+
+def custody_model_base(job: TrainingJob, workdir: Path) -> list[dict[str, Any]]:
+    """Decrypt the job's custody model into the sandbox's ``base`` directory; returns the lineage
+    its receipt names (issue 16 item 4)."""
+    model = job.custody_model
+    assert model is not None
+    sha = custody_model_unpack(model=model, into=workdir / "base", consumer_ref=job.consumer_ref)
+    return [custody_model_lineage(model, artifact_sha256=sha)]
+
+
+def _distill_teacher(job: TrainingJob, workdir: Path, inputs: Inputs) -> dict[str, Any]:
+    """Prepare a distillation job's teacher in the working directory (training/services/distillation.py)."""
+    from training.services.distillation import distill_teacher_prepare
+
+    try:
+        return distill_teacher_prepare(job, workdir, label_vocabulary_sha256=inputs.label_vocabulary_sha256)
+    except ValueError as error:
+        raise LaunchFailure(
+            "training.teacher_labels_mismatch",
+            f"The teacher cannot teach these records: {error}. Distil from a classifier trained on the "
+            "same label field's values.",
+        ) from None
 
 
 def _cancel_point(recorder: Recorder) -> None:

@@ -21,6 +21,12 @@ class JobTemplate(models.TextChoices):
     SEQ_CLASSIFICATION = "seq_classification", "Sequence classification"
     # Trains nothing: values records by KNN-Shapley on MiniLM embeddings (issue 15, docs/training.md).
     VALUATION = "valuation", "Data valuation (KNN-Shapley)"
+    # Trains nothing: a custody model writes a synthetic corpus into custody (issue 17; generation.py).
+    GENERATE = "generate", "Synthetic corpus generation"
+    # A student trained on a teacher's soft labels and the records' hard labels (issue 16 item 3;
+    # training/services/distillation.py, training/runner/distill.py).
+    DISTILL_CAUSAL_LM = "distill_causal_lm", "Distillation into a causal language model"
+    DISTILL_CLASSIFICATION = "distill_classification", "Distillation into a sequence classifier"
 
 
 class BaseTask(models.TextChoices):
@@ -34,6 +40,9 @@ TEMPLATE_TASK = {
     JobTemplate.CAUSAL_LM_LORA: BaseTask.CAUSAL_LM,
     JobTemplate.SEQ_CLASSIFICATION: BaseTask.CLASSIFICATION,
     JobTemplate.VALUATION: BaseTask.CLASSIFICATION,
+    JobTemplate.GENERATE: BaseTask.CAUSAL_LM,
+    JobTemplate.DISTILL_CAUSAL_LM: BaseTask.CAUSAL_LM,
+    JobTemplate.DISTILL_CLASSIFICATION: BaseTask.CLASSIFICATION,
 }
 
 
@@ -158,6 +167,11 @@ class TrainingJob(models.Model):
     artifact_files = models.JSONField(default=list, blank=True)
     artifact_size = models.PositiveBigIntegerField(default=0)
     receipt = models.JSONField(default=dict, blank=True)
+    # The model held in custody this job starts from (fine-tune further, generation; issue 16 item 4,
+    # issue 17): a succeeded job of the same organisation (training/services/custody_models.py).
+    custody_model = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="derived_jobs"
+    )
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -254,3 +268,53 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} (job {self.job_id})"
+
+
+class InferenceState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class InferenceCall(models.Model):
+    """One plug-in inference call on a custody model (issue 16; training/services/serving.py).
+
+    The prompts are kept only while the call waits or runs (a retried worker needs them) and
+    cleared in the transaction that finishes it, with its ``tokens_inferred`` usage; what stays
+    is the audit facts (who, when, how many tokens) and the guarded outputs for the caller.
+    """
+
+    public_id = PublicIdField(prefix="inf")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="inference_calls")
+    requested_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="inference_calls")
+    # The custody model's public id (its training job, job_…).
+    model_ref = models.CharField(max_length=64)
+    # "generate" or "classify".
+    task = models.CharField(max_length=16)
+    state = models.CharField(max_length=16, choices=InferenceState.choices, default=InferenceState.QUEUED)
+    prompts = models.JSONField(default=list)
+    max_new_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    outputs = models.JSONField(default=list)
+    withheld = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=240, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="inference_unique_idempotency_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["model_ref", "state"])]
+
+    def __str__(self) -> str:
+        return f"inference {self.public_id} on {self.model_ref}"

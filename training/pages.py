@@ -22,6 +22,7 @@ from training.forms import JobForm
 from training.job_templates import TEMPLATES
 from training.job_view import job_view
 from training.models import TrainingJob
+from training.services.mixed_jobs import job_submit_mixed
 
 POLL_SECONDS = 2
 JOBS_PER_PAGE = 25
@@ -87,13 +88,22 @@ def job_new(request: HttpRequest) -> HttpResponse:
         )
     form = JobForm(request.POST or None, membership=membership)
     if request.method == "POST" and form.is_valid():
+        parts = form.mix_parts()
         try:
-            job = services.job_submit(
-                actor=page_user(request),
-                organisation=membership.organisation,
-                grant=form.grants[form.cleaned_data["grant"]],
-                request=form.job_request(),
-            )
+            if parts:
+                job = job_submit_mixed(
+                    actor=page_user(request),
+                    organisation=membership.organisation,
+                    parts=parts,
+                    request=form.job_request(),
+                )
+            else:
+                job = services.job_submit(
+                    actor=page_user(request),
+                    organisation=membership.organisation,
+                    grant=form.grants[form.cleaned_data["grant"]],
+                    request=form.job_request(),
+                )
         except (Invalid, Conflict) as exc:
             form.add_domain_error(exc)
         except (NotFound, NotPermitted) as exc:

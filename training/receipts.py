@@ -103,6 +103,14 @@ def receipt_body(
             for component, its_reads in components
         ]
         body["attribution"] = list(mix.get("attribution") or [])
+    lineage = job.metrics.get("lineage")
+    if isinstance(lineage, list) and lineage:
+        # The model held in custody the job started from, with its own chain (issue 16 item 4).
+        body["lineage"] = lineage
+    teacher = job.metrics.get("teacher")
+    if isinstance(teacher, dict) and teacher:
+        # Distillation (issue 16 item 3): the teacher's artifact hash and license beside the student's.
+        body["teacher"] = teacher
     labels = job.metrics.get("labels")
     if isinstance(labels, dict) and labels.get("vocabulary_sha256"):
         body["label_vocabulary_sha256"] = labels["vocabulary_sha256"]

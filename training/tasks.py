@@ -19,7 +19,10 @@ from training import (  # register the training.job and training.takedown_job ha
     withdrawal,  # registers the training.withdrawal_notice handler
 )
 from training.models import FINAL_STATES, TrainingJob
-from training.services import bases  # noqa: F401 - registers the training.base_validate handler
+from training.services import (
+    bases,  # noqa: F401 - registers the training.base_validate handler
+    serving,  # noqa: F401 - registers the training.inference handler (queue serving)
+)
 from training.services.jobs import job_reconcile_lost
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from training import api, valuation_api
+from training import api, api_models, valuation_api
 
 urlpatterns: list[URLPattern] = [
     path("training/templates", api.TemplateListApi.as_view(), name="api-training-templates"),
@@ -18,4 +18,8 @@ urlpatterns: list[URLPattern] = [
     ),
     path("training/jobs/<job:job_id>/receipt", api.JobReceiptApi.as_view(), name="api-training-job-receipt"),
     path("training/valuations", valuation_api.ValuationSubmitApi.as_view(), name="api-training-valuations"),
+    # Plug-in inference on custody models (issue 16).
+    path("models/<job:job_id>/generate", api_models.ModelGenerateApi.as_view(), name="api-models-generate"),
+    path("models/<job:job_id>/classify", api_models.ModelClassifyApi.as_view(), name="api-models-classify"),
+    path("models/calls/<inf:call_id>", api_models.InferenceCallDetailApi.as_view(), name="api-models-call"),
 ]

@@ -456,7 +456,7 @@ def worker_command(var_dir: Path) -> list[str]:
         "worker",
         "--beat",
         f"--schedule={var_dir / 'celerybeat-schedule'}",
-        "--queues=default,custody,training",
+        "--queues=default,custody,training,serving",
         "--concurrency=2",
         "--loglevel=INFO",
         "--without-gossip",

@@ -48,6 +48,12 @@ TAGS: list[dict[str, str]] = [
         "signed receipt; verify the receipt offline against the published keys.",
     },
     {
+        "name": "Models in custody",
+        "description": "Models whose weights stay in custody (issue 16): their trainers list them, "
+        "licensees buy inference tokens and call them (`generate`, `classify`); answers pass an "
+        "extraction guard, every call is metered and settled to the data's holders and the trainer.",
+    },
+    {
         "name": "Custody (providers)",
         "description": "Providers: create datasets and versions, upload corpora in resumable parts, review "
         "desensitization reports and findings, seal, take down.",
@@ -817,6 +823,78 @@ OPERATIONS: dict[str, Operation] = {
         "Operators",
         "Undo a disable before the key is destroyed. " + _OPS,
         example={"reason": "Takedown withdrawn."},
+    ),
+    "marketplace.api_model_listings.ModelListingListCreateApi.GET": Operation(
+        "Models in custody",
+        "Published model listings: each names its custody model (`job_...`), its terms (purposes, "
+        "inference price per million tokens, per-call limit, cap, the model share), the facts that "
+        "left the sandbox (receipt hash, validation metrics, data lineage: each version's Merkle "
+        "root and license) and its rights holders with exact shares. **Who:** any signed-in caller.",
+    ),
+    "marketplace.api_model_listings.ModelListingListCreateApi.POST": Operation(
+        "Models in custody",
+        "List a model your organisation trained under a license that kept the weights in custody; "
+        "published at once with one metered offer. `terms.model_share_bps` is the trainer's share "
+        "of every release, the data's holders share the rest by the version's allocation. **Who:** "
+        "the trainer's admin (`provide` or `train`). " + _ERRORS + "404 `custody.model_not_found` "
+        "(no such model, or not yours); 422 `marketplace.terms_invalid` with pointers under "
+        "`/terms`; 409 `marketplace.listing_exists`, `marketplace.version_not_sealed`.",
+        example={
+            "model": "job_7a3c9e1f5b2d4086",
+            "title": "Support-ticket LM",
+            "terms": {
+                "purposes": ["research"],
+                "inference": {
+                    "allowed": True,
+                    "price_per_million_tokens": "2.50",
+                    "currency": "EUR",
+                    "max_tokens_per_call": 256,
+                    "cap_tokens": 1000000,
+                },
+                "distillation_allowed": False,
+                "generation_allowed": False,
+                "fine_tune_allowed": False,
+                "model_share_bps": 3000,
+                "term_days": 30,
+            },
+        },
+    ),
+    "marketplace.api_model_listings.ModelListingDetailApi.GET": Operation(
+        "Models in custody",
+        "One published model listing (as in the list). **Who:** any signed-in caller.",
+    ),
+    "marketplace.api_model_listings.ModelLicenseBuyApi.POST": Operation(
+        "Models in custody",
+        "Buy a model license for `tokens` platform tokens of inference: their price is escrowed from "
+        "your balance and released as calls are metered; the unused rest is refunded at expiry. "
+        "Send an `Idempotency-Key`. **Who:** a trainer member (`order`). " + _ERRORS + "422 "
+        "`marketplace.amount_invalid` (`/tokens` outside 1..the cap); 409 "
+        "`marketplace.insufficient_funds`, `marketplace.own_listing`; 403 "
+        "`marketplace.inference_not_offered`.",
+        example={"tokens": 1000000},
+    ),
+    "training.api_models.ModelGenerateApi.POST": Operation(
+        "Models in custody",
+        "Generate with a custody model you hold a license for (a causal LM). Answers 202 with the "
+        "call; poll `GET /models/calls/{id}`. Each output passes the extraction guard (the training "
+        "job's canaries and verbatim overlap with the custody records): a withheld output says so "
+        "and never carries the text. Prompts are not kept after the call. **Who:** a licensee "
+        "member (`train`). " + _ERRORS + "404 `training.model_not_licensed`; 422 "
+        "`training.inference_invalid` (`/prompts/{i}` empty or binary), `training.too_many_tokens`, "
+        "`training.task_mismatch`; 409 `training.inference_cap_reached`.",
+        example={"prompts": ["Summarise the ticket:"], "max_new_tokens": 32},
+    ),
+    "training.api_models.ModelClassifyApi.POST": Operation(
+        "Models in custody",
+        "Classify texts with a custody classification model you hold a license for. Answers 202 "
+        "with the call; poll it. **Who:** a licensee member (`train`). " + _ERRORS + "as generate.",
+        example={"prompts": ["The invoice arrived late again."]},
+    ),
+    "training.api_models.InferenceCallDetailApi.GET": Operation(
+        "Models in custody",
+        "One inference call: state (`queued`, `running`, `succeeded`, `failed`), the guarded "
+        "outputs, how many were withheld, prompt and output platform tokens (what is metered). "
+        "**Who:** members of the calling organisation.",
     ),
     "custody.api_ops.OpsVersionKeyDestroyApi.POST": Operation(
         "Operators",

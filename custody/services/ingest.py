@@ -426,10 +426,13 @@ def _merge(counters: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def version_finalize(*, version_id: int) -> None:
     """Merge screening into findings, write the report, and open the version for review."""
     from custody.screening import Screener
+    from custody.services.valuation import carried_flags_match, carried_flags_record
 
     version = DatasetVersion.objects.get(pk=version_id)
     if version.state != VersionState.PROCESSING:
         return
+    # Records flagged as possible poison in an earlier, sealed version (issue 15 item 3).
+    carried = carried_flags_match(version=version)
     shards = list(version.shards.order_by("index"))
     screener = Screener.from_states(
         Screener().config,
@@ -504,6 +507,7 @@ def version_finalize(*, version_id: int) -> None:
         locked.stage = "review"
         locked.processed_at = timezone.now()
         locked.save(update_fields=["records", "tokens", "state", "stage", "processed_at"])
+        carried_flags_record(version=locked, matches=carried)
         audit_record(
             action="custody.version_processed",
             organisation=locked.dataset.owner,
@@ -524,7 +528,7 @@ def shard_records(version: DatasetVersion, shard: Shard, data_key: bytes) -> lis
         blob = handle.read()
     if sha256_hex(blob) != shard.sha256:
         raise IntegrityFailure(
-            f"Shard {shard.index} of version {version.pk} does not match its recorded hash.",
+            f"Shard {shard.index} of version {version.public_id} does not match its recorded hash.",
             code="custody.shard_hash_mismatch",
         )
     identity = ShardIdentity(version_id=version.pk, index=shard.index, key_version=version.key_version)

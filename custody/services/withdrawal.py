@@ -64,6 +64,7 @@ from custody.services.artifacts import artifact_blob_key, artifact_open, artifac
 from custody.services.datasets import require_role
 from custody.services.ingest import _merge, pack, samples_aad, shard_blob_key, shard_records
 from custody.services.review import _counts_without
+from custody.services.valuation import valuation_flags_carry_to_successor
 
 WITHDRAW_WORK = "custody.withdraw"
 
@@ -323,6 +324,7 @@ def _finish(withdrawal_id: int) -> ContributionWithdrawal:
     _seal_successor(withdrawal, old_version, new, shards)
     moved = _move_grants(withdrawal, old_version, new)
     _copy_budget(old_version, new)
+    valuation_flags_carry_to_successor(old=old_version, new=new, withdrawn=withdrawal.contribution_id)
     withdrawal.state = WithdrawalState.DONE
     withdrawal.done_at = timezone.now()
     withdrawal.grants_moved = moved

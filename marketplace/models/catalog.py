@@ -66,6 +66,10 @@ class Listing(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdraw_reason = models.CharField(max_length=300, blank=True)
+    # "dataset" (a license to train on ``version``) or "model" (issue 16: a license to use the
+    # custody model ``model_ref``, a job_… trained on ``version``; marketplace/services/model_listings.py).
+    kind = models.CharField(max_length=16, default="dataset")
+    model_ref = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["state", "-published_at"])]

@@ -200,7 +200,7 @@ def listing_create(*, actor: User, version: DatasetVersion, title: str, **fields
     require_role(actor, version.dataset.owner, Role.MEMBER)
     _require_sealed(version)
     clean = _clean_fields({"title": title, **fields})
-    if Listing.objects.filter(version=version).exclude(state=ListingState.WITHDRAWN).exists():
+    if Listing.objects.filter(version=version, kind="dataset").exclude(state=ListingState.WITHDRAWN).exists():
         raise ListingStateConflict(
             "This version already has a listing; edit that one.", code="marketplace.listing_exists"
         )

@@ -18,6 +18,7 @@ import hashlib
 import json
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -100,6 +101,43 @@ def _check_slot(offer: Offer) -> None:
         )
 
 
+def _check_exclusive_use(offer: Offer, terms: dict[str, Any], version: DatasetVersion) -> None:
+    """An exclusive-use license (terms ``constraint.exclusive_use``) is the only one on its version:
+    none is sold beside a live or pending one, and it is sold only while no other is live or
+    pending. Call it under the version's row lock (placements on one version are serialised).
+
+    :raises OrderingRefused: ``marketplace.version_exclusive`` or ``marketplace.version_licensed``.
+    """
+    holding = Order.objects.filter(
+        Q(state=OrderState.PENDING) | Q(state=OrderState.PAID, license__state=LicenseState.ACTIVE),
+        listing__version=version,
+    )
+    exclusive = holding.filter(terms__terms__constraint__exclusive_use=True).exclude(offer=offer).first()
+    if exclusive is not None:
+        held = "awaits approval" if exclusive.state == OrderState.PENDING else "is active"
+        raise OrderingRefused(
+            f"Dataset version {version.public_id} is licensed for exclusive use (order {exclusive.ref} "
+            f"{held}): no other license on it is sold meanwhile.",
+            code="marketplace.version_exclusive",
+            errors=[
+                {"pointer": "/offer", "code": "version_exclusive", "detail": "Licensed for exclusive use."}
+            ],
+        )
+    if (terms.get("constraint") or {}).get("exclusive_use") and holding.exclude(offer=offer).exists():
+        raise OrderingRefused(
+            f"This offer is for exclusive use of dataset version {version.public_id}, which other "
+            "licenses already hold: it can be sold once they have ended.",
+            code="marketplace.version_licensed",
+            errors=[
+                {
+                    "pointer": "/offer",
+                    "code": "version_licensed",
+                    "detail": "Exclusive use needs a version no one else is licensed.",
+                }
+            ],
+        )
+
+
 def _check_usage(price_model: str, tokens: int | None, periods: int | None) -> None:
     for name, value in (("tokens", tokens), ("periods", periods)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -168,6 +206,7 @@ def order_place(
     priced = quote(terms_row, periods=periods if terms_row.price_model == PriceModel.PERIOD else None)
     _check_slot(locked)
     version = DatasetVersion.objects.select_for_update().get(pk=locked.listing.version_id)
+    _check_exclusive_use(locked, terms_row.terms, version)
     ref = _ref("ord")
     if priced.escrow:
         # Before anything that may write the audit log: the ledger locks the balance, then the chain head.

@@ -51,6 +51,13 @@ class PriceSuggestion:
     comparables: list[Comparable] = field(default_factory=list)
     reason: str = ""
 
+    @property
+    def rate_per_thousand_value(self) -> int | None:
+        """The market rate for display: whole minor units per 1,000 units of value (half-up)."""
+        if self.rate is None:
+            return None
+        return int((self.rate * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
 
 def value_per_million_tokens(summary: ValuationSummary) -> Decimal | None:
     """The valuation's total value per million platform tokens; None without tokens or a total."""

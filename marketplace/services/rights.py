@@ -111,7 +111,12 @@ def allocation_in_force(*, version: DatasetVersion) -> RightsAllocation:
             current = RightsAllocation.objects.filter(version=locked, state=AllocationState.IN_FORCE).first()
             if current is not None:
                 return current
-            shares = default_shares(contributed_tokens(version=locked), owner_id=locked.dataset.owner_id)
+            from marketplace.services.synthetic_rights import synthetic_default_shares
+
+            # A model-generated version pays its source's holders and the model's trainer (issue 17).
+            shares = synthetic_default_shares(locked) or default_shares(
+                contributed_tokens(version=locked), owner_id=locked.dataset.owner_id
+            )
             allocation = _create(locked, shares, AllocationState.IN_FORCE, None, from_contributions=True)
             _audit("marketplace.rights_default", allocation, None)
             return allocation

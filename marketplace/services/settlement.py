@@ -65,7 +65,9 @@ def _amount_due(license_: License, order: Order, usage: UsageRecord) -> tuple[in
     if order.price_model == PriceModel.FIXED:
         started = usage.kind == UsageKind.JOB_STARTED
         return (left if started and license_.released == 0 else 0), 0
-    if order.price_model == PriceModel.METERED and usage.kind == UsageKind.TOKENS_TRAINED:
+    # tokens_inferred: a model license's plug-in calls (issue 16), metered like training.
+    metered = (UsageKind.TOKENS_TRAINED, UsageKind.TOKENS_INFERRED)
+    if order.price_model == PriceModel.METERED and usage.kind in metered:
         tokens = int(usage.quantity)
         # Cumulative and rounded down: the release for N tokens never depends on how they were split.
         after = (license_.tokens_settled + tokens) * order.unit_price // TOKENS_PER_UNIT

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
+from django import forms
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from common import otp
+from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
+from common.forms import add_domain_error
 from common.models import User
-from common.pages.helpers import page_user
+from common.pages.helpers import page_user, raise_http
 
 View = Callable[..., HttpResponseBase]
+T = TypeVar("T")
 
 
 def staff_user(request: HttpRequest) -> User:
@@ -46,3 +50,27 @@ def console_page(view: View) -> View:
 
     guarded: View = otp.signed_in(wrapped)
     return guarded
+
+
+def form_act(
+    form: forms.Form, act: Callable[[], T], again: Callable[[int], HttpResponse]
+) -> T | HttpResponse:
+    """Run a console action's service call for a bound form; a refusal shows the form again.
+
+    An invalid form or an ``Invalid`` refusal (its pointers beside their fields) is shown again
+    as 422, a ``Conflict`` above the form as 409 (``again(status)`` renders the page); a
+    ``NotFound`` or ``NotPermitted`` becomes the page's 404 or 403. Otherwise returns what
+    ``act`` returned: the caller tells the two apart with ``isinstance(result, HttpResponse)``.
+    """
+    if not form.is_valid():
+        return again(422)
+    try:
+        return act()
+    except Invalid as exc:
+        add_domain_error(form, exc)
+        return again(422)
+    except Conflict as exc:
+        form.add_error(None, exc.detail)
+        return again(409)
+    except (NotFound, NotPermitted) as exc:
+        raise_http(exc)

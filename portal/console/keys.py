@@ -14,13 +14,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from common.exceptions import Conflict, Invalid, NotPermitted
-from common.forms import add_domain_error
-from common.pages.helpers import raise_http
 from common.pages.paging import page_of
 from custody import services as custody
 from custody.models import DatasetVersion
-from portal.console.access import console_page, operator_user, staff_user
+from portal.console.access import console_page, form_act, operator_user, staff_user
 
 VERSIONS_PER_PAGE = 25
 
@@ -96,23 +93,18 @@ def _key_action(request: HttpRequest, version_id: int, action: str) -> HttpRespo
         return _confirm(request, action, version, form_class())
     actor = operator_user(request)
     form = form_class(request.POST)
-    if not form.is_valid():
-        return _confirm(request, action, version, form, status=422)
-    try:
+
+    def act() -> None:
         if action == "disable":
             custody.version_key_disable(actor=actor, version=version, reason=form.cleaned_data["reason"])
         elif action == "enable":
             custody.version_key_enable(actor=actor, version=version, reason=form.cleaned_data["reason"])
         else:
             custody.version_key_destroy(actor=actor, version=version, confirm=form.cleaned_data["confirm"])
-    except Invalid as exc:
-        add_domain_error(form, exc)
-        return _confirm(request, action, version, form, status=422)
-    except Conflict as exc:
-        form.add_error(None, exc.detail)
-        return _confirm(request, action, version, form, status=409)
-    except NotPermitted as exc:
-        raise_http(exc)
+
+    refused = form_act(form, act, lambda status: _confirm(request, action, version, form, status=status))
+    if isinstance(refused, HttpResponse):
+        return refused
     past = {"disable": "disabled", "enable": "enabled", "destroy": "destroyed"}[action]
     messages.success(request, f"The key of {custody.version_label(version)} is {past}.")
     return redirect("console:keys")

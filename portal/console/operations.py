@@ -28,11 +28,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from common.audit import audit_record
-from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
-from common.forms import add_domain_error
 from common.models import AuditEvent, WorkItem, WorkState
 from common.money import format_money
-from common.pages.helpers import raise_http
 from common.pages.paging import page_of
 from common.work import work_retry
 from custody import services as custody
@@ -50,7 +47,7 @@ from marketplace.models import (
 from marketplace.services.payouts import PAYOUT_WORK
 from marketplace.services.settlement import license_refund
 from marketplace.services.takedown import LICENSE_WORK, LISTING_WORK, ORDER_WORK, TAKEDOWN_KINDS
-from portal.console.access import console_page, operator_user, staff_user
+from portal.console.access import console_page, form_act, operator_user, staff_user
 
 ROWS_PER_PAGE = 50
 # Versions that can still be taken down (custody's TAKEDOWN_FROM_STATES).
@@ -184,19 +181,16 @@ def takedown_action(request: HttpRequest) -> HttpResponseBase:
     """Take a dataset version down (operators), through custody's takedown service."""
     actor = operator_user(request)
     form = TakedownForm(request.POST)
-    if not form.is_valid():
-        return _render_takedowns(request, form, status=422)
+    done = form_act(
+        form,
+        lambda: custody.version_takedown(
+            actor=actor, version=form.cleaned_data["version"], reason=form.cleaned_data["reason"]
+        ),
+        lambda status: _render_takedowns(request, form, status=status),
+    )
+    if isinstance(done, HttpResponse):
+        return done
     version = form.cleaned_data["version"]
-    try:
-        custody.version_takedown(actor=actor, version=version, reason=form.cleaned_data["reason"])
-    except Invalid as exc:
-        add_domain_error(form, exc)
-        return _render_takedowns(request, form, status=422)
-    except Conflict as exc:
-        form.add_error(None, exc.detail)
-        return _render_takedowns(request, form, status=409)
-    except (NotFound, NotPermitted) as exc:
-        raise_http(exc)
     messages.success(
         request,
         f"{_version_label(version)} is taken down: its listings, orders and licenses are being undone.",
@@ -260,14 +254,13 @@ def payout_retry_action(request: HttpRequest) -> HttpResponseBase:
     if item is None or item.state != WorkState.FAILED:
         form.add_error(None, f"Payout {ref}'s gateway call has not failed: there is nothing to retry.")
         return _render_payouts(request, form, status=409)
-    try:
-        work_retry(item_id=item.pk, actor=actor, reason=form.cleaned_data["reason"])
-    except Invalid as exc:
-        add_domain_error(form, exc)
-        return _render_payouts(request, form, status=422)
-    except Conflict as exc:
-        form.add_error(None, exc.detail)
-        return _render_payouts(request, form, status=409)
+    retried = form_act(
+        form,
+        lambda: work_retry(item_id=item.pk, actor=actor, reason=form.cleaned_data["reason"]),
+        lambda status: _render_payouts(request, form, status=status),
+    )
+    if isinstance(retried, HttpResponse):
+        return retried
     messages.success(request, f"Payout {ref} is queued for the gateway again.")
     return redirect("console:payouts")
 

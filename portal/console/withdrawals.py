@@ -18,16 +18,13 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
-from common.forms import add_domain_error
 from common.models import WorkItem
-from common.pages.helpers import raise_http
 from common.pages.paging import page_of
 from common.public_ids import is_public_id, pk_for
 from custody import services as custody
 from custody.models import Contribution, ContributionWithdrawal
 from custody.services.withdrawal import WITHDRAW_WORK
-from portal.console.access import console_page, operator_user, staff_user
+from portal.console.access import console_page, form_act, operator_user, staff_user
 
 ROWS_PER_PAGE = 50
 
@@ -92,21 +89,16 @@ def withdraw_action(request: HttpRequest) -> HttpResponseBase:
     """Withdraw a contribution (operators), through custody's withdrawal service."""
     actor = operator_user(request)
     form = ConsoleWithdrawForm(request.POST)
-    if not form.is_valid():
-        return _render(request, form, status=422)
+    withdrawal = form_act(
+        form,
+        lambda: custody.contribution_withdraw(
+            actor=actor, contribution=form.cleaned_data["contribution"], reason=form.cleaned_data["reason"]
+        ),
+        lambda status: _render(request, form, status=status),
+    )
+    if isinstance(withdrawal, HttpResponse):
+        return withdrawal
     contribution = form.cleaned_data["contribution"]
-    try:
-        withdrawal = custody.contribution_withdraw(
-            actor=actor, contribution=contribution, reason=form.cleaned_data["reason"]
-        )
-    except Invalid as exc:
-        add_domain_error(form, exc)
-        return _render(request, form, status=422)
-    except Conflict as exc:
-        form.add_error(None, exc.detail)
-        return _render(request, form, status=409)
-    except (NotFound, NotPermitted) as exc:
-        raise_http(exc)
     messages.success(
         request,
         f"{contribution.filename} is withdrawn from {contribution.version.dataset.name} "

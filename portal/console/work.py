@@ -19,15 +19,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from common.exceptions import Conflict, Invalid, NotFound, NotPermitted
-from common.forms import add_domain_error
 from common.ids import parse_id
 from common.models import WorkItem, WorkState
 from common.numbers import StrictIntegerField
-from common.pages.helpers import raise_http
 from common.pages.paging import page_of
 from common.work import work_retry
-from portal.console.access import console_page, operator_user, staff_user
+from portal.console.access import console_page, form_act, operator_user, staff_user
 
 ITEMS_PER_PAGE = 50
 
@@ -101,18 +98,15 @@ def work_retry_action(request: HttpRequest) -> HttpResponseBase:
     actor = operator_user(request)
     form = RetryForm(request.POST)
     filters = WorkFilterForm(_back_query(request.POST.get("back", "")) or None)
-    if not form.is_valid():
-        return _render(request, filters, form, status=422)
-    try:
-        item = work_retry(item_id=form.cleaned_data["item"], actor=actor, reason=form.cleaned_data["reason"])
-    except Invalid as exc:
-        add_domain_error(form, exc)
-        return _render(request, filters, form, status=422)
-    except Conflict as exc:
-        form.add_error(None, exc.detail)
-        return _render(request, filters, form, status=409)
-    except (NotFound, NotPermitted) as exc:
-        raise_http(exc)
+    item = form_act(
+        form,
+        lambda: work_retry(
+            item_id=form.cleaned_data["item"], actor=actor, reason=form.cleaned_data["reason"]
+        ),
+        lambda status: _render(request, filters, form, status=status),
+    )
+    if isinstance(item, HttpResponse):
+        return item
     messages.success(request, f"Work item {item.pk} ({item.kind} {item.ref}) is queued again.")
     query = filters.query() if filters.is_bound else ""
     return redirect(reverse("console:work") + (f"?{query}" if query else ""))

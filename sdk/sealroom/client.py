@@ -493,6 +493,36 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout}s")
             time.sleep(interval)
 
+    # --- models in custody: plug-in inference (issue 16) ---------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        prompts: list[str],
+        *,
+        task: str = "generate",
+        max_new_tokens: int = 32,
+        interval: float = 0.5,
+        timeout: float | None = 300.0,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Call a custody model you hold a license for (``task``: ``generate`` or ``classify``) and
+        wait for the answer: the call resource, with ``outputs`` (a withheld one says so).
+
+        :raises TimeoutError: ``timeout`` seconds passed first (the call goes on; poll it by id).
+        """
+        body: dict[str, Any] = {"prompts": list(prompts)}
+        if task == "generate":
+            body["max_new_tokens"] = max_new_tokens
+        call: dict[str, Any] = self._post(f"/models/{model}/{task}", body, idempotency_key=idempotency_key)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while call["state"] in ("queued", "running"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"inference call {call['id']} is still {call['state']} after {timeout}s")
+            time.sleep(interval)
+            call = self._get(f"/models/calls/{call['id']}")
+        return call
+
     # --- artifacts and receipts -------------------------------------------------------------
 
     def get_receipt(self, job_id: str) -> dict[str, Any]:

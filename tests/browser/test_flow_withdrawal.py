@@ -103,6 +103,20 @@ def test_a_co_contributor_withdraws_from_the_portal_and_reads_the_lineage(
     assert withdrawal.to_version is not None and withdrawal.to_version.state == VersionState.SEALED
     row = page.locator('tr[data-job="training-job-901"]')
     assert "Bolt Models" in row.inner_text() and str(theirs.tokens) in row.inner_text()
+    # Every figure on the page against the data: the cells of the read, the versions, the counts.
+    cells = [c.inner_text().strip() for c in row.locator("th, td").all()]
+    assert cells == ["training-job-901", "Bolt Models", "v1", str(theirs.tokens), "—", "none"]
+    successor = withdrawal.to_version
+    new_version = page.locator('dt:text-is("New version") + dd').inner_text()
+    assert new_version.startswith(f"v{successor.number} (sealed), Merkle root {successor.merkle_root[:19]}")
+    assert new_version.endswith(f", {successor.records} records") and successor.records == 12
+    closed = page.locator('dt:text-is("Closed version") + dd').inner_text()
+    assert closed.startswith("v1 (superseded), Merkle root " + version.merkle_root[:19])
+    assert page.locator('dt:text-is("Licenses moved") + dd').inner_text() == "1"
+    assert "1 recorded read; 0 with weights released for download" in page.content()
+    # The reason is quoted once, without a second full stop after the closing quote.
+    lead = page.locator(".page-head .lead").inner_text()
+    assert lead.endswith("(UTC): “Our consent to share these notes ended.”") and "”." not in lead
     shot("lineage-done")
 
     # The withdrawal is listed for Nadia, and the owner was told.

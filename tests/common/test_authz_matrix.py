@@ -178,6 +178,8 @@ class World:
             "order_ref": "ord_matrix",
             "license_ref": "lic_matrix",
             "offer_id": 1,
+            # A model's inference call (issue 16): Acme has none, so whoever gets past the checks gets 404.
+            "call_id": "inf_0000000000000000",
         }
         if arg not in known:
             raise AssertionError(f"the matrix does not know URL argument <{arg}>: teach World.url_argument")

@@ -12,7 +12,12 @@ from custody.models import Dataset
 from tests.common.test_problems import assert_problem
 
 # The key is required: these move money.
-REQUIRED = {"POST /api/v1/orders", "POST /api/v1/payouts"}
+REQUIRED = {
+    "POST /api/v1/orders",
+    "POST /api/v1/payouts",
+    # Buys a model license (issue 16).
+    "POST /api/v1/models/listings/{listing_id}/licenses",
+}
 # The key is accepted: these create something.
 OPTIONAL = {
     "POST /api/v1/training/jobs",
@@ -26,6 +31,10 @@ OPTIONAL = {
     "POST /api/v1/catalog/offers/{offer_id}/terms",
     "POST /api/v1/catalog/listings/{listing_id}/rights",
     "POST /api/v1/organisations/{org_id}/invitations",
+    # Model listings and plug-in inference (issue 16).
+    "POST /api/v1/models/listings",
+    "POST /api/v1/models/{job_id}/generate",
+    "POST /api/v1/models/{job_id}/classify",
 }
 # No key, each for a reason (docs/api.md "Retries" keeps the same table).
 EXEMPT = {

@@ -160,7 +160,7 @@ class TestCelery:
         assert conf.task_acks_late is True
         assert conf.task_reject_on_worker_lost is True
         assert conf.worker_prefetch_multiplier == 1
-        assert sorted(q.name for q in conf.task_queues) == ["custody", "default", "training"]
+        assert sorted(q.name for q in conf.task_queues) == ["custody", "default", "serving", "training"]
         # A shared routing key would copy one doorbell into every queue.
         assert all(q.routing_key == q.name for q in conf.task_queues)
 

@@ -144,6 +144,8 @@ class TestIngest:
         with pytest.raises(IntegrityFailure) as caught:
             records_of(version)
         assert caught.value.code == "custody.shard_hash_mismatch"
+        # The message names the version by its public id, never its integer key.
+        assert f"Shard 0 of version {version.public_id} " in caught.value.detail
 
 
 class TestFailedIngest:

@@ -12,6 +12,7 @@ import pytest
 from custody.models import DatasetVersion, Grant
 from tests.custody.conftest import dataset, drain, jsonl, sealed_version, upload, version  # noqa: F401
 from tests.grants import grant_for_test
+from tests.training.pooling import cora, dana  # noqa: F401  (two contributors to one version)
 from training import services, tasks  # tasks: registers the training work handlers for drain()
 from training.models import BaseModel, TrainingJob
 

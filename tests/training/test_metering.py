@@ -10,24 +10,18 @@ Acme all of it; a full job pays each contributor by the tokens it read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import pytest
 import torch
 from django.db.models import Sum
 
-from common.models import Organisation, User
-from custody import services as custody
-from custody.models import Contribution, DatasetVersion, Shard, UsageByContribution, UsageRecord
+from common.models import Organisation
+from custody.models import Contribution, DatasetVersion, Shard
 from marketplace.ledger import balance, ledger_check, payable_account, platform_account, split
 from marketplace.models import AccountKind, License, Settlement
-from marketplace.services import catalog
-from marketplace.services.funding import topup_record
-from marketplace.services.orders import order_place
 from marketplace.tasks import marketplace_sweep
-from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
-from tests.marketplace.catalog.conftest import terms_doc
-from tests.training.conftest import TINY_HP, drain, jsonl
+from tests.training.conftest import TINY_HP, drain
+from tests.training.pooling import metered_license, pooled_seal, reads_of
 from training.models import BaseModel, JobState, TrainingJob
 from training.runner.data import split_records
 from training.runner.train import batches
@@ -46,34 +40,8 @@ def _work_dir(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cora(db) -> Organisation:
-    return cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
-
-
-@pytest.fixture
-def dana(cora) -> User:
-    user = UserFactory(username="dana")
-    MembershipFactory(user=user, organisation=cora, role="admin")
-    return cast(User, user)
-
-
-def _put(actor: User, organisation: Organisation, version: DatasetVersion, records: list[dict]) -> None:
-    contribution = custody.contribution_start(
-        actor=actor,
-        organisation=organisation,
-        version=version,
-        filename=f"{organisation.name.split()[0].lower()}.jsonl",
-        metadata_fields=["kind"],
-    )
-    custody.contribution_part_put(contribution=contribution, number=1, data=jsonl(records))
-    custody.contribution_complete(actor=actor, contribution=contribution)
-
-
-@pytest.fixture
 def pooled(alice, acme, dana, cora, dataset) -> DatasetVersion:
     """A sealed version: Acme's 16 labelled tickets, then Cora's 16 (different wording)."""
-    version = custody.version_create(actor=alice, dataset=dataset)
-    custody.contributor_invite(actor=alice, version=version, organisation=cora)
     acme_rows = [
         {"text": f"Ticket {i}: the router restarts hourly.", "kind": LABELS[i % 3]} for i in range(16)
     ]
@@ -81,36 +49,29 @@ def pooled(alice, acme, dana, cora, dataset) -> DatasetVersion:
         {"text": f"Case {i}: invoices arrive twice for the same month.", "kind": LABELS[i % 3]}
         for i in range(16)
     ]
-    _put(alice, acme, version, acme_rows)
-    _put(dana, cora, version, cora_rows)
-    custody.version_process(actor=alice, version=version)
-    drain()
-    return custody.version_seal(actor=alice, version=version)
+    return pooled_seal(
+        alice=alice,
+        acme=acme,
+        dana=dana,
+        cora=cora,
+        dataset=dataset,
+        acme_rows=acme_rows,
+        cora_rows=cora_rows,
+    )
 
 
 @pytest.fixture
 def license_(pooled, alice, bolt, bob, ops) -> License:
     """A metered license at 100,000.00 per million platform tokens: 10 minor units a token."""
-    listing = catalog.listing_create(actor=alice, version=pooled, title="Pooled tickets")
-    doc = terms_doc(
-        permission={
-            "purposes": ["research"],
-            "job_templates": ["causal_lm", "seq_classification"],
-            "weights_may_leave": True,
-        },
-        duty={"attribution": "Acme and Cora", "release_gate": {"max_exposure": 20.0}},
+    return metered_license(
+        pooled,
+        alice=alice,
+        bolt=bolt,
+        bob=bob,
+        ops=ops,
+        job_templates=["causal_lm", "seq_classification"],
+        unit_price="100000.00",
     )
-    doc["constraint"] = {"max_jobs": 5, "max_epochs": 2, "max_tokens": 20_000, "term_days": 30}
-    offer = catalog.offer_create(
-        actor=alice,
-        listing=listing,
-        name="Metered",
-        terms=doc,
-        price={"model": "metered", "unit_price": "100000.00"},
-    )
-    catalog.listing_publish(actor=alice, listing=listing)
-    topup_record(organisation=bolt, amount=1_000_000, currency="EUR", external_ref="bank-1", actor=ops)
-    return License.objects.select_related("grant").get(order=order_place(buyer=bolt, offer=offer, actor=bob))
 
 
 def stream_sources(version: DatasetVersion) -> list[int]:
@@ -134,11 +95,6 @@ def contribution_of(version: DatasetVersion, organisation: Organisation) -> Cont
 
 def owed(organisation: Organisation) -> int:
     return balance(payable_account(organisation=organisation, currency="EUR"))
-
-
-def reads_of(job: TrainingJob) -> dict[int, int]:
-    usage = UsageRecord.objects.get(grant=job.grant, consumer_ref=job.consumer_ref, kind="tokens_trained")
-    return dict(UsageByContribution.objects.filter(usage=usage).values_list("contribution", "quantity"))
 
 
 def released_for(job: TrainingJob) -> Settlement:

@@ -372,7 +372,8 @@ class TestRunner:
         assert result.exit_code == 2
         assert (
             result.reason == "runner error: template: must be one of "
-            "causal_lm, causal_lm_lora, seq_classification, token_classification, valuation"
+            "causal_lm, causal_lm_lora, seq_classification, token_classification, valuation, "
+            "distill_causal_lm, distill_classification"
         )
 
     def test_a_crash_reports_the_exception_type_not_its_message(self, tmp_path: Path) -> None:

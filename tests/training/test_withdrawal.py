@@ -16,16 +16,12 @@ from typing import cast
 import pytest
 
 from common.audit import audit_integrate
-from common.models import AuditEvent, Notification, Organisation, User
+from common.models import AuditEvent, Notification
 from custody import services as custody
-from custody.models import Contribution, DatasetVersion, Shard, UsageByContribution, UsageRecord, VersionState
+from custody.models import Contribution, DatasetVersion, Shard, VersionState
 from marketplace.models import License, Listing
-from marketplace.services import catalog
-from marketplace.services.funding import topup_record
-from marketplace.services.orders import order_place
-from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
-from tests.marketplace.catalog.conftest import terms_doc
-from tests.training.conftest import TINY_HP, drain, jsonl
+from tests.training.conftest import TINY_HP, drain
+from tests.training.pooling import metered_license, pooled_seal, reads_of
 from training.models import BaseModel, JobState, TrainingJob
 
 SENTINEL = "zebracanary"
@@ -41,79 +37,34 @@ def _work_dir(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cora(db) -> Organisation:
-    return cast(Organisation, OrganisationFactory(name="Cora Texts", is_provider=True))
-
-
-@pytest.fixture
-def dana(cora) -> User:
-    user = UserFactory(username="dana")
-    MembershipFactory(user=user, organisation=cora, role="admin")
-    return cast(User, user)
-
-
-def _put(
-    actor: User, organisation: Organisation, version: DatasetVersion, records: list[dict]
-) -> Contribution:
-    contribution = custody.contribution_start(
-        actor=actor,
-        organisation=organisation,
-        version=version,
-        filename="rows.jsonl",
-        metadata_fields=["kind"],
-    )
-    custody.contribution_part_put(contribution=contribution, number=1, data=jsonl(records))
-    return custody.contribution_complete(actor=actor, contribution=contribution)
-
-
-@pytest.fixture
 def pooled(alice, acme, dana, cora, dataset) -> DatasetVersion:
-    version = custody.version_create(actor=alice, dataset=dataset)
-    custody.contributor_invite(actor=alice, version=version, organisation=cora)
-    _put(
-        alice,
-        acme,
-        version,
-        [{"text": f"Ticket {i}: the router restarts.", "kind": LABELS[i % 3]} for i in range(16)],
+    """Acme's 16 tickets, then Cora's 16, each with the sentinel."""
+    return pooled_seal(
+        alice=alice,
+        acme=acme,
+        dana=dana,
+        cora=cora,
+        dataset=dataset,
+        acme_rows=[{"text": f"Ticket {i}: the router restarts.", "kind": LABELS[i % 3]} for i in range(16)],
+        cora_rows=[
+            {"text": f"Case {i}: {SENTINEL} invoices twice.", "kind": LABELS[i % 3]} for i in range(16)
+        ],
+        filenames=("rows.jsonl", "rows.jsonl"),
     )
-    _put(
-        dana,
-        cora,
-        version,
-        [{"text": f"Case {i}: {SENTINEL} invoices twice.", "kind": LABELS[i % 3]} for i in range(16)],
-    )
-    custody.version_process(actor=alice, version=version)
-    drain()
-    return custody.version_seal(actor=alice, version=version)
 
 
 @pytest.fixture
 def license_(pooled, alice, bolt, bob, ops) -> License:
-    listing = catalog.listing_create(actor=alice, version=pooled, title="Pooled tickets")
-    doc = terms_doc(
-        permission={
-            "purposes": ["research"],
-            "job_templates": ["seq_classification"],
-            "weights_may_leave": True,
-        },
-        duty={"attribution": "Acme and Cora", "release_gate": {"max_exposure": 20.0}},
+    """A metered license at 100.00 per million platform tokens."""
+    return metered_license(
+        pooled,
+        alice=alice,
+        bolt=bolt,
+        bob=bob,
+        ops=ops,
+        job_templates=["seq_classification"],
+        unit_price="100.00",
     )
-    doc["constraint"] = {"max_jobs": 5, "max_epochs": 2, "max_tokens": 20_000, "term_days": 30}
-    offer = catalog.offer_create(
-        actor=alice,
-        listing=listing,
-        name="Metered",
-        terms=doc,
-        price={"model": "metered", "unit_price": "100.00"},
-    )
-    catalog.listing_publish(actor=alice, listing=listing)
-    topup_record(organisation=bolt, amount=1_000_000, currency="EUR", external_ref="bank-1", actor=ops)
-    return License.objects.select_related("grant").get(order=order_place(buyer=bolt, offer=offer, actor=bob))
-
-
-def reads_of(job: TrainingJob) -> dict[int, int]:
-    usage = UsageRecord.objects.get(grant=job.grant, consumer_ref=job.consumer_ref, kind="tokens_trained")
-    return dict(UsageByContribution.objects.filter(usage=usage).values_list("contribution", "quantity"))
 
 
 def run(submit, license_: License) -> TrainingJob:

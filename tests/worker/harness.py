@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common.processes import die_with_parent
 
-QUEUES = "default,custody,training"
+QUEUES = "default,custody,training,serving"
 # Short leases, so a crash drill waits seconds, not minutes, for a dead
 # worker's lease to lapse; the heartbeat renews every third of it.
 TEST_LEASE_SECONDS = 3

@@ -2,8 +2,10 @@
 
     python -m training.runner train --spec SPEC.json --out DIR < records.jsonl
     python -m training.runner validate-base --dir DIR [--max-bytes N]
+    python -m training.runner generate --spec SPEC.json   (records out as events: generate_model.py)
     python -m training.runner gate --model DIR --spec SPEC.json --canaries CANARIES.json [--probes -|FILE]
         [--base DIR]
+    python -m training.runner serve --model DIR --task generate|classify [--max-new-tokens N] < prompts.jsonl
 
 Events go to stdout as JSON lines. Exit codes: 0 done, 2 invalid spec, 3 unusable input,
 4 release gate failed.
@@ -77,6 +79,27 @@ def value_command(spec: Spec, out_dir: Path) -> int:
 
     try:
         emit(value(spec, read_items(sys.stdin.buffer), out_dir, emit))
+    except InputError as error:
+        return _error(error.field, error.detail, EXIT_INPUT)
+    return 0
+
+
+def generate_command(spec_path: Path) -> int:
+    """The generate template (generate.py): records leave only as events on stdout."""
+    from training.runner.generate import parse_generation
+
+    try:
+        raw = json.loads(spec_path.read_text())
+        spec = parse_generation(raw)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return _error("spec", "cannot read the spec as JSON", EXIT_SPEC)
+    except SpecError as error:
+        return _error(error.field, error.detail, EXIT_SPEC)
+    try:
+        # Imported late: torch and transformers load only once the spec is sound.
+        from training.runner.generate_model import generate
+
+        emit(generate(spec, emit))
     except InputError as error:
         return _error(error.field, error.detail, EXIT_INPUT)
     return 0
@@ -159,7 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     gate_parser.add_argument(
         "--base", type=Path, default=None, help="an uploaded base, to compare the update"
     )
+    serve_parser = commands.add_parser("serve", help="plug-in inference on a custody model (issue 16)")
+    serve_parser.add_argument("--model", type=Path, required=True)
+    serve_parser.add_argument("--task", choices=("generate", "classify"), required=True)
+    serve_parser.add_argument("--max-new-tokens", type=int, default=32)
+    generate_parser = commands.add_parser("generate", help="write synthetic records with a causal LM")
+    generate_parser.add_argument("--spec", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "generate":
+        return generate_command(args.spec)
+    if args.command == "serve":
+        from training.runner.serve import serve_command
+
+        return serve_command(args.model, args.task, args.max_new_tokens)
     if args.command == "train":
         return train_command(args.spec, args.out)
     if args.command == "validate-base":

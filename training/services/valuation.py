@@ -30,9 +30,7 @@ from django.db import transaction
 from common.audit import audit_record
 from common.models import Membership, Organisation, Role, User
 from common.permissions import role_at_least
-from common.work import work_enqueue
 from custody import services as custody
-from custody.exceptions import Conflict as CustodyConflict
 from custody.models import DatasetVersion, Grant, GrantPurpose, VersionState
 from training.exceptions import Conflict, Invalid, NotFound, NotPermitted
 from training.job_templates import DEFAULT_BASE, TEMPLATES
@@ -40,11 +38,10 @@ from training.models import BaseModel, BudgetHold, JobTemplate, TrainingJob
 from training.runner.spec import SpecError, parse_spec
 from training.services.jobs import (
     RUNNER_BUILTIN_NAMES,
-    WORK_KIND,
-    WORK_QUEUE,
     _license_check_state,
     _version_bytes,
     job_event,
+    job_reserve_and_enqueue,
     telemetry_block,
 )
 
@@ -283,15 +280,7 @@ def _create(
         # Nothing trains: no tokens count against the license's max_tokens.
         tokens_planned=0,
     )
-    try:
-        custody.grant_job_reserve(grant=grant, consumer_ref=job.consumer_ref)
-        if validation is not None:
-            custody.grant_job_reserve(grant=valuation_grant(validation), consumer_ref=job.consumer_ref)
-    except CustodyConflict as exc:
-        raise Conflict(exc.detail, code="training.license_exhausted") from exc
-    work_enqueue(
-        kind=WORK_KIND, ref=str(job.pk), queue=WORK_QUEUE, max_attempts=settings.TRAINING_MAX_ATTEMPTS
-    )
+    job_reserve_and_enqueue(job, [grant] if validation is None else [grant, valuation_grant(validation)])
     audit_record(
         action="training.valuation_submit",
         actor=actor,

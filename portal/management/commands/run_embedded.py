@@ -32,7 +32,7 @@ from common.demo import demo_logins
 from common.processes import kill_group, stop_group
 from common.signing import signing_key_provider
 
-QUEUES = "default,custody,training"
+QUEUES = "default,custody,training,serving"
 HEALTH_TIMEOUT_SECONDS = 120
 # A worker finishing a task on warm shutdown may take a while; after this it
 # is killed, which acks_late and the leases make safe.

@@ -69,6 +69,32 @@ class TestCroissantValidates:
         validated(document)
         assert [c["name"] for c in document["creator"]] == ["Acme Corpora", "Cora Texts"]
 
+    def test_a_model_generated_version_passes_with_its_provenance(self, published, offline):
+        # Issue 17: a synthetic version's Croissant names the generation job, the model's artifact
+        # hash, the source's Merkle root and the epsilon spent, and still validates.
+        version = published.version
+        version.provenance = {
+            "job": "job_00000000000000aa",
+            "model_generated": True,
+            "generated_by": {"template": "generate", "custody_model": "job_00000000000000bb"},
+            "model_artifact_sha256": "a" * 64,
+            "source_version": "dsv_00000000000000cc",
+            "source_merkle_root": "b" * 64,
+            "epsilon_spent": 2.5,
+            "leakage": {"generated": 40, "kept": 38, "dropped": 2, "dropped_exact": 1, "dropped_near": 1},
+        }
+        version.save(update_fields=["provenance"])
+        published.refresh_from_db()
+        document = croissant_document(published, listing_url=URL, terms_schema_url="https://x/schema")
+        validated(document)
+        generation = document["prov:wasGeneratedBy"][0]
+        assert generation["@id"] == "urn:sealroom:job:job_00000000000000aa"
+        assert "a" * 64 in generation["name"] and "b" * 64 in generation["name"]
+        assert "epsilon 2.5" in generation["name"]
+        source = document["prov:wasDerivedFrom"][-1]
+        assert source["@id"] == "urn:sealroom:dataset-version:dsv_00000000000000cc"
+        assert "Model-generated" in document["rai:dataCollectionType"][0]
+
     def test_without_a_checksum_the_validator_refuses_it(self, published, offline):
         # Positive control: the validator is strict about the one thing this issue fixed.
         document = croissant_document(published, listing_url=URL, terms_schema_url="https://x/schema")

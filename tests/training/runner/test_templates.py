@@ -97,7 +97,7 @@ class TestSpecFields:
         assert spec.gate is not None and spec.gate.max_verbatim == 0 and spec.gate.verbatim_tokens == 32
         lora = parse_spec({**LORA, "dp": DP}).hyperparameters
         assert (lora.lora_r, lora.lora_alpha, lora.lora_dropout) == (4, 8, 0.0)
-        assert DP_TEMPLATES == ("causal_lm_lora", "seq_classification")
+        assert DP_TEMPLATES == ("causal_lm_lora", "seq_classification", "distill_classification")
 
     def test_spec_module_loads_no_torch(self) -> None:
         import subprocess
