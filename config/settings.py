@@ -271,6 +271,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "token": env("SEALROOM_THROTTLE_TOKEN", "600/min"),
         "anon": env("SEALROOM_THROTTLE_ANON", "60/min"),
+        # Plug-in inference POSTs (/models/{id}/generate, /classify), per token, on top of "token".
+        "inference": env("SEALROOM_THROTTLE_INFERENCE", "60/min"),
     },
     "EXCEPTION_HANDLER": "common.api.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "common.api.schema.ProblemAutoSchema",

@@ -14,12 +14,15 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from common.api.fields import StrictIntegerField
 from common.api.idempotency import OPTIONAL_HEADER, idempotent_response
 from common.api.ids import PublicIdField
+from common.api.throttling import InferenceRateThrottle
 from common.api.views import SealroomApi, request_user
 from common.models import Role, Scope
 from common.permissions import acting_organisation_required
@@ -51,6 +54,34 @@ class _InferenceApi(SealroomApi):
     required_roles = {"POST": Role.MEMBER}
     problem_statuses = (409,)
     task = ""
+    # The platform's throttles plus the lower inference rate (SEALROOM_THROTTLE_INFERENCE).
+    throttle_classes = [*APIView.throttle_classes, InferenceRateThrottle]
+
+    def check_throttles(self, request: Request) -> None:
+        """As DRF's, but a 429 from the inference rate names that limit."""
+        waits: list[float] = []
+        refused = False
+        inference: InferenceRateThrottle | None = None
+        for throttle in self.get_throttles():
+            if not throttle.allow_request(request, self):
+                refused = True
+                wait = throttle.wait()
+                if wait is not None:
+                    waits.append(wait)
+                if isinstance(throttle, InferenceRateThrottle):
+                    inference = throttle
+        if not refused:
+            return
+        wait = max(waits, default=None)
+        if inference is not None:
+            raise Throttled(
+                wait,
+                detail=(
+                    f"Inference calls are limited to {inference.rate} per API token "
+                    "(SEALROOM_THROTTLE_INFERENCE)."
+                ),
+            )
+        raise Throttled(wait)
 
     def _submit(self, request: Request, job_id: int, fields: dict[str, Any]) -> Response:
         organisation = acting_organisation_required(request)

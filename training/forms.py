@@ -56,6 +56,17 @@ def _template_task(template: str) -> str:
         return ""
 
 
+# Templates this form cannot submit: they start from a model held in custody and take their own
+# fields (generation prompts, a teacher), which the API takes (docs/training.md "Generation",
+# docs/api.md "Jobs from a model held in custody"). The form does not offer them.
+API_ONLY_TEMPLATES = frozenset(
+    {JobTemplate.GENERATE, JobTemplate.DISTILL_CAUSAL_LM, JobTemplate.DISTILL_CLASSIFICATION}
+)
+FORM_TEMPLATE_CHOICES = [
+    (value, label) for value, label in JobTemplate.choices if value not in API_ONLY_TEMPLATES
+]
+
+
 class JobForm(forms.Form):
     grant = forms.ChoiceField(label="License", help_text="The license the job trains under.")
     purpose = forms.ChoiceField(
@@ -63,7 +74,13 @@ class JobForm(forms.Form):
         help_text="What the trained model is for: one of the purposes the license's terms permit.",
     )
     template = forms.ChoiceField(
-        choices=JobTemplate.choices, initial=JobTemplate.CAUSAL_LM, widget=OptionDataSelect
+        choices=FORM_TEMPLATE_CHOICES,
+        initial=JobTemplate.CAUSAL_LM,
+        widget=OptionDataSelect,
+        help_text=(
+            "Synthetic corpus generation and distillation start from a model held in custody: "
+            "submit those through the API (POST /api/v1/training/jobs with custody_model)."
+        ),
     )
     base = forms.ChoiceField(
         label="Base model",
@@ -120,7 +137,8 @@ class JobForm(forms.Form):
     def _first_template(self, grant: Any) -> str:
         """The template the form starts on: the first the license permits, a causal one first."""
         permitted = [str(t) for t in (grant.terms.get("job_templates") or []) if t in JobTemplate.values]
-        order = [t for t in JobTemplate.values if t in permitted] or [JobTemplate.CAUSAL_LM.value]
+        offered = [value for value, _ in FORM_TEMPLATE_CHOICES]
+        order = [t for t in offered if t in permitted] or [JobTemplate.CAUSAL_LM.value]
         return order[0]
 
     def _license_choices(self) -> None:

@@ -3,7 +3,7 @@
 from django.urls import URLPattern, path
 
 from common.pages.legacy import legacy_redirect
-from training import pages, valuation_pages
+from training import pages, playground, valuation_pages
 
 app_name = "training"
 
@@ -14,6 +14,14 @@ urlpatterns: list[URLPattern] = [
     path("jobs/<job:job_id>/status/", pages.job_status, name="job_status"),
     path("jobs/<job:job_id>/cancel/", pages.job_cancel, name="job_cancel"),
     path("valuations/<dsv:version_id>/", valuation_pages.valuation_page, name="valuation"),
+    # The playground for models in custody (issue 16 item 2; training/playground.py).
+    path("playground/", playground.playground, name="playground"),
+    path("playground/calls/<inf:call_id>/", playground.playground_call, name="playground_call"),
+    path(
+        "playground/calls/<inf:call_id>/status/",
+        playground.playground_call_status,
+        name="playground_call_status",
+    ),
     path("ops/jobs/", pages.ops_jobs_page, name="ops_jobs"),
     path("ops/jobs/<job:job_id>/cancel/", pages.ops_job_cancel, name="ops_job_cancel"),
     # An old integer URL: a redirect for the owner's members, else 404 (common/pages/legacy.py).

@@ -18,7 +18,7 @@ from common.pages.helpers import page_user, raise_http
 from common.pages.paging import page_of
 from common.permissions import role_at_least
 from training import selectors, services
-from training.forms import JobForm
+from training.forms import API_ONLY_TEMPLATES, JobForm
 from training.job_templates import TEMPLATES
 from training.job_view import job_view
 from training.models import TrainingJob
@@ -112,7 +112,11 @@ def job_new(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Job {job.public_id} is queued.")
             return redirect("training:job", job_id=job.public_id)
     templates = [t.as_dict() for t in TEMPLATES.values()]
-    return render(request, "training/job_new.html", {"form": form, "templates": templates})
+    return render(
+        request,
+        "training/job_new.html",
+        {"form": form, "templates": templates, "api_only": sorted(str(t) for t in API_ONLY_TEMPLATES)},
+    )
 
 
 def _job_context(job: TrainingJob, membership: Membership) -> dict[str, Any]:
