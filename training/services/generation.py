@@ -26,23 +26,19 @@ from django.db import transaction
 
 from common.audit import audit_record
 from common.models import Organisation, User
-from common.work import work_enqueue
-from custody import services as custody
-from custody.exceptions import Conflict as CustodyConflict
 from custody.models import Grant
 from custody.services.synthetic import leakage_screen, synthetic_version_create, synthetic_version_get
-from training.exceptions import Conflict, Invalid, NotPermitted
+from training.exceptions import Invalid, NotPermitted
 from training.models import BaseTask, BudgetHold, JobState, JobTemplate, TrainingJob
 from training.runner.generate import parse_generation
 from training.runner.spec import SpecError
 from training.services.custody_models import custody_model_check, custody_model_get, custody_model_unpack
 from training.services.jobs import (
-    WORK_KIND,
-    WORK_QUEUE,
     JobRequest,
     _license_check_state,
     job_event,
     job_finish,
+    job_reserve_and_enqueue,
     job_submit,
     telemetry_block,
 )
@@ -153,13 +149,7 @@ def generation_submit(
         budget=BudgetHold.NONE,
         custody_model=model,
     )
-    try:
-        custody.grant_job_reserve(grant=locked, consumer_ref=job.consumer_ref)
-    except CustodyConflict as exc:
-        raise Conflict(exc.detail, code="training.license_exhausted") from exc
-    work_enqueue(
-        kind=WORK_KIND, ref=str(job.pk), queue=WORK_QUEUE, max_attempts=settings.TRAINING_MAX_ATTEMPTS
-    )
+    job_reserve_and_enqueue(job, [locked])
     audit_record(
         action="training.job_submit",
         actor=actor,
