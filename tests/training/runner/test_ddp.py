@@ -103,6 +103,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> dict[int, 
     return out
 
 
+def _norm(tensors: dict[str, Any]) -> float:
+    return float(sum(float(t.double().pow(2).sum()) for t in tensors.values()) ** 0.5)
+
+
 def done(result: RunResult) -> dict[str, Any]:
     assert result.exit_code == 0 and result.reason is None, result
     (event,) = [e for e in result.events if e["event"] == "done"]
@@ -143,9 +147,16 @@ class TestTwoProcessGlooJob:
         weights_two = load_file(runs[2][1] / "out" / "model.safetensors")
         assert weights_one.keys() == weights_two.keys()
         moved = max(float((weights_one[k] - base[k]).abs().max()) for k in weights_one if k in base)
-        differs = max(float((weights_one[k] - weights_two[k]).abs().max()) for k in weights_one)
         assert moved > 1e-3  # the runs trained: the weights left the base
-        assert differs < 1e-4, differs  # and the 2 ranks took the 1-process steps
+        # The 2 ranks took the 1-process steps. Averaging two half-batch gradients rounds differently
+        # from one mean over the batch, and Adam magnifies that where a gradient is near zero (an
+        # absolute bound of 1e-4 on one weight failed once at 1.09e-4), so the distance between
+        # the two models is measured against how far training moved them. Measured: 4.4e-5 of the
+        # motion; a 1-process run on half the records (what a rank without the all-reduce sees)
+        # lands 0.79 of it away.
+        apart = _norm({k: weights_one[k] - weights_two[k] for k in weights_one})
+        travelled = _norm({k: weights_one[k] - base[k] for k in weights_one if k in base})
+        assert apart / travelled < 1e-3, (apart, travelled)
         assert two["metrics"]["train_loss"] == pytest.approx(one["metrics"]["train_loss"], rel=1e-3)
         assert two["tokens_trained"] == one["tokens_trained"] and two["steps"] == one["steps"]
 
