@@ -108,9 +108,12 @@ def _check_exclusive_use(offer: Offer, terms: dict[str, Any], version: DatasetVe
 
     :raises OrderingRefused: ``marketplace.version_exclusive`` or ``marketplace.version_licensed``.
     """
+    # A pending order holds its listing's version; a live license holds its own, which follows its
+    # grant when a withdrawal re-seals the version (the listing it was sold through may have been
+    # withdrawn and left behind on the superseded version).
     holding = Order.objects.filter(
-        Q(state=OrderState.PENDING) | Q(state=OrderState.PAID, license__state=LicenseState.ACTIVE),
-        listing__version=version,
+        Q(state=OrderState.PENDING, listing__version=version)
+        | Q(state=OrderState.PAID, license__state=LicenseState.ACTIVE, license__version=version)
     )
     exclusive = holding.filter(terms__terms__constraint__exclusive_use=True).exclude(offer=offer).first()
     if exclusive is not None:
