@@ -71,6 +71,7 @@ _PARTS: Final = re.compile(
     )
 )
 _HOUSE_NUMBER: Final = re.compile(rf"{_NUM}(?:号|弄|巷|栋|幢|座|单元|层|楼|室|户)|[0-9０-９]")
+_HAN_CHAR: Final = re.compile(_H)
 # A chain without a division opens on a named road only.
 _ROAD: Final = re.compile(rf"{_H}{{1,6}}?(?:大道|大街|路|街|巷|弄|胡同)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
 
@@ -128,8 +129,16 @@ class ChineseAddressRecognizer(Recognizer):
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
         text = view.text
         found: list[Candidate] = []
+        # A chain opens on a division's first two characters or on a road; a text where no road
+        # matches anywhere needs ``_chain`` only where a division's name can start (the same spans,
+        # sixth round: most positions start neither).
+        roads = _ROAD.search(text) is not None
+        prefixes = _prefixes()
         pos = 0
         while pos < len(text):
+            if not roads and text[pos : pos + 2] not in prefixes:
+                pos += 1
+                continue
             end, address = self._chain(text, pos)
             if end > pos:
                 score = ADDRESS_SCORE if address else PLACE_SCORE
@@ -153,7 +162,7 @@ class ChineseAddressRecognizer(Recognizer):
                 end = short_end
         if end < 0:
             # A chain may also open on a road ("长安路88号"), whose name starts after a verb or particle.
-            if start > 0 and text[start - 1] not in _NOT_IN_NAME and re.match(_H, text[start - 1]):
+            if start > 0 and text[start - 1] not in _NOT_IN_NAME and _HAN_CHAR.match(text, start - 1):
                 return start, False
             m = _ROAD.match(text, start)
             if not m or any(c in _NOT_IN_NAME for c in m.group()):

@@ -239,6 +239,10 @@ INSTITUTION_WORDS: Final = frozenset(
 _TOWN_NAME_FLAGS: Final = frozenset({"n", "nz", "nr", "ns", "", "j", "nrt"})
 # One-character names of countries, peoples and dynasties before 军 (an army): 美军, 日军, 汉军.
 _ARMY: Final = re.compile("[美日苏德英法俄意波汉藏中韩朝越蒙清明唐宋元秦楚齐魏吴蜀晋金辽共联盟敌]军")
+# The last characters of the suffixes ``_organisations`` reads: a word ending otherwise ends in none.
+_SUFFIX_LAST_CHARS: Final = frozenset(x[-1] for x in (*ORGANIZATION_SUFFIXES, *PLACE_SUFFIXES))
+# The flags ``_people`` reads a person from (besides a surname word, ``_split_name``).
+_PEOPLE_FLAGS: Final = frozenset({"nr", "nrfg", "nrt", ""})
 # Translated names without a middle dot (迪斯雷利, 哈里森) are at least this long.
 TRANSLITERATION_MIN_CHARS: Final = 3
 
@@ -305,20 +309,35 @@ class ChineseEntityRecognizer(Recognizer):
         """Listed countries and cities where a word starts (日本首相, 莫斯科 the segmenter calls a name),
         and listed organisations that are whole words (新浪 in 新浪微博, not 中行 in 中行政)."""
         found = []
-        ends = {w.end for w in words}
+        ends: set[int] | None = None
+        places, organizations = world_places(), known_organizations()
         for w in words:
-            end = _world_place_at(text, w.start)
-            if end > w.start:
-                found.append(Candidate(w.start, end, "LOCATION", PLACE_SCORE, self.name))
-                continue
-            end = _listed_at(known_organizations(), text, w.start)
-            if end in ends:
-                found.append(Candidate(w.start, end, "ORGANIZATION", ORGANIZATION_SCORE, self.name))
+            # Most words start no listed name: one look-up of their first character each.
+            first = text[w.start : w.start + 1]
+            if first in places:
+                end = _listed_at(places, text, w.start)
+                if end > w.start:
+                    found.append(Candidate(w.start, end, "LOCATION", PLACE_SCORE, self.name))
+                    continue
+            if first in organizations:
+                end = _listed_at(organizations, text, w.start)
+                if ends is None:
+                    ends = {x.end for x in words}
+                if end in ends:
+                    found.append(Candidate(w.start, end, "ORGANIZATION", ORGANIZATION_SCORE, self.name))
         return found
 
     def _people(self, words: list[Word]) -> list[Candidate]:
         found = []
         for w, nxt, prev in zip(words, [*words[1:], None], [None, *words[:-1]], strict=True):
+            if (
+                w.flag not in _PEOPLE_FLAGS
+                and w.text not in SINGLE_SURNAMES
+                and w.text not in COMPOUND_SURNAMES
+            ):
+                # No rule below can read a person in it (a surname the segmenter cut off its given
+                # name is a surname word; every other rule wants one of these flags).
+                continue
             if prev is not None and nxt is not None and prev.text == "[" and nxt.text == "]":
                 # "[奥特曼]", "[哈哈]": Weibo's emoticons are written as words in brackets.
                 continue
@@ -357,6 +376,9 @@ class ChineseEntityRecognizer(Recognizer):
         """Organisations (``nt`` words, names ending in 公司, 大学 ...) and named places (…市, …码头, …寺)."""
         found = []
         for i, w in enumerate(words):
+            if w.flag != "nt" and w.text[-1:] not in _SUFFIX_LAST_CHARS:
+                # Ends in no organisation or place suffix (the test below, one set look-up).
+                continue
             if w.flag == "nt" and len(w.text) >= 2:
                 start = self._extend_left(words, i)
                 found.append(Candidate(start, w.end, "ORGANIZATION", ORGANIZATION_SCORE, self.name))

@@ -74,11 +74,21 @@ class ChineseModelError(EnglishModelError):
     """The Chinese tagger cannot be loaded: a file missing or failing its pinned hash."""
 
 
+# A character of the basic CJK block, the test ``flag_class`` makes (one regular-expression search
+# per word instead of a Python loop over its characters).
+_BASIC_HAN: Final = re.compile("[\u4e00-\u9fff]")
+
+
 def flag_class(word: Word) -> int:
     """The coarse class of a segmented word (index into ``FLAG_CLASSES``)."""
-    if not any("\u4e00" <= ch <= "\u9fff" for ch in word.text):
+    if _BASIC_HAN.search(word.text) is None:
         return 8
-    flag = word.flag
+    return _flag_kind(word.flag)
+
+
+@functools.cache
+def _flag_kind(flag: str) -> int:
+    """The class of a word with a Han character, by its flag (jieba's flags are a few dozen)."""
     if not flag:
         return 0
     if flag.startswith("nr"):
@@ -92,19 +102,23 @@ def flag_class(word: Word) -> int:
     return 7
 
 
+_CLASSES: Final = len(FLAG_CLASSES)
+
+
 def segment_features(text: str, words: list[Word]) -> np.ndarray:
     """Each character's segmentation feature: 1 + position-in-word * classes + flag class."""
-    features = np.zeros(len(text), dtype=np.int64)
+    features = [0] * len(text)
     for w in words:
         kind = flag_class(w)
-        length = w.end - w.start
-        if length == 1:
-            features[w.start] = 1 + 3 * len(FLAG_CLASSES) + kind
+        start, end = w.start, w.end
+        if end - start == 1:
+            features[start] = 1 + 3 * _CLASSES + kind
             continue
-        features[w.start] = 1 + kind
-        features[w.start + 1 : w.end - 1] = 1 + len(FLAG_CLASSES) + kind
-        features[w.end - 1] = 1 + 2 * len(FLAG_CLASSES) + kind
-    return features
+        features[start] = 1 + kind
+        if end - start > 2:
+            features[start + 1 : end - 1] = [1 + _CLASSES + kind] * (end - start - 2)
+        features[end - 1] = 1 + 2 * _CLASSES + kind
+    return np.array(features, dtype=np.int64)
 
 
 def char_class(ch: str) -> int:
@@ -120,7 +134,10 @@ def char_class(ch: str) -> int:
 
 def char_ids(text: str, vocabulary: dict[str, int]) -> np.ndarray:
     """Each character's id: its vocabulary id, else its class."""
-    return np.fromiter((vocabulary.get(ch) or char_class(ch) for ch in text), dtype=np.int64, count=len(text))
+    ids = list(map(vocabulary.get, text))
+    if None in ids:
+        ids = [i if i is not None else char_class(ch) for i, ch in zip(ids, text, strict=True)]
+    return np.array(ids, dtype=np.int64)
 
 
 def _openblas_threads() -> tuple[Any, Any] | None:
@@ -162,12 +179,16 @@ class _OneBlasThread:
 
 
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int) -> np.ndarray:
-    """Width-3 dilated convolution over the rows of ``x`` (zero padding): ``weight`` is [3*in, out]."""
-    padded = np.zeros((x.shape[0] + 2 * dilation, x.shape[1]), dtype=x.dtype)
-    padded[dilation:-dilation] = x
-    stacked = np.concatenate(
-        (padded[: x.shape[0]], x, padded[2 * dilation : 2 * dilation + x.shape[0]]), axis=1
-    )
+    """Width-3 dilated convolution over the rows of ``x`` (zero padding): ``weight`` is [3*in, out].
+
+    The product reads ``[x shifted down, x, x shifted up]`` side by side, written straight into one
+    array (no padded copy to slice): the same matrix, so the same product, bit for bit.
+    """
+    rows, width = x.shape
+    stacked = np.zeros((rows, 3 * width), dtype=x.dtype)
+    stacked[dilation:, :width] = x[: rows - dilation] if rows > dilation else x[:0]
+    stacked[:, width : 2 * width] = x
+    stacked[: max(rows - dilation, 0), 2 * width :] = x[dilation:]
     return stacked @ weight + bias
 
 
@@ -212,6 +233,8 @@ class ChineseTagger:
         width = self.chars.shape[1]
         self.char_tables = np.stack([self.chars @ first[k, :width] for k in range(3)])
         self.segment_tables = np.stack([self.segments @ first[k, width:] for k in range(3)])
+        self._char_rows = np.ascontiguousarray(self.char_tables.transpose(1, 0, 2))
+        self._segment_rows = np.ascontiguousarray(self.segment_tables.transpose(1, 0, 2))
         if self.chars.shape[0] != FIRST_CHAR_ID + len(characters) or self.head[0].shape[1] != len(TAGS):
             raise ChineseModelError("the Chinese tagger's weights do not match its vocabulary and tags")
 
@@ -224,10 +247,11 @@ class ChineseTagger:
         chars = char_ids(text, self.vocabulary)
         segments = segment_features(text, words)
         # The first convolution (dilation 1) from the tables: position t reads t-1, t and t+1.
-        parts = self.char_tables[:, chars] + self.segment_tables[:, segments]
-        h = parts[1] + self.convs[0][1]
-        h[1:] += parts[0][:-1]
-        h[:-1] += parts[2][1:]
+        # The tables are kept [rows, 3, hidden]: a lookup takes whole contiguous rows.
+        parts = self._char_rows[chars] + self._segment_rows[segments]
+        h = parts[:, 1] + self.convs[0][1]
+        h[1:] += parts[:-1, 0]
+        h[:-1] += parts[1:, 2]
         h = np.maximum(h, 0.0)
         for weight, bias, dilation in self.convs[1:]:
             h = np.maximum(_conv(h, weight, bias, dilation), 0.0) + h
@@ -257,15 +281,20 @@ def decode(
     pairs = probabilities[:, 1:].reshape(len(probabilities), len(TYPES), 2)
     kinds = pairs.sum(axis=2).argmax(axis=1)
     begins = pairs[np.arange(len(kinds)), kinds, 0] > pairs[np.arange(len(kinds)), kinds, 1]
+    # Python lists for the loop (a numpy scalar per character costs more than the rest of it); the
+    # comparison with ``min_probability`` stays numpy's, in float32.
+    tagged = (entity >= min_probability).tolist()
+    kind_list = kinds.tolist()
+    begin_list = begins.tolist()
     spans: list[tuple[int, int, str, float]] = []
     start = -1
-    for position in range(len(entity) + 1):
-        inside = position < len(entity) and entity[position] >= min_probability
-        opens = inside and (start < 0 or begins[position] or kinds[position] != kinds[start])
+    for position in range(len(tagged) + 1):
+        inside = position < len(tagged) and tagged[position]
+        opens = inside and (start < 0 or begin_list[position] or kind_list[position] != kind_list[start])
         if start >= 0 and (not inside or opens):
             score = float(entity[start:position].mean())
             if score >= min_score:
-                spans.append((start, position, TYPES[int(kinds[start])], score))
+                spans.append((start, position, TYPES[kind_list[start]], score))
             start = -1
         if opens:
             start = position
