@@ -519,9 +519,7 @@ def rights_page(request: HttpRequest, listing_id: int) -> HttpResponse:
     version = listing.version
     in_force = rights.allocation_in_force(version=version)
     holders = list(
-        Organisation.objects.filter(pk__in=rights.contributing_organisations(version=version)).order_by(
-            "name"
-        )
+        Organisation.objects.filter(pk__in=rights.allocation_parties(version=version)).order_by("name")
     )
     form = RightsForm(
         request.POST if request.method == "POST" else None,

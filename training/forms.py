@@ -78,8 +78,9 @@ class JobForm(forms.Form):
         initial=JobTemplate.CAUSAL_LM,
         widget=OptionDataSelect,
         help_text=(
-            "Synthetic corpus generation and distillation start from a model held in custody: "
-            "submit those through the API (POST /api/v1/training/jobs with custody_model)."
+            "Synthetic corpus generation has its own form (the generation form linked above); distillation "
+            "starts from a model held in custody: submit it through the API (POST /api/v1/training/jobs "
+            "with custody_model)."
         ),
     )
     base = forms.ChoiceField(

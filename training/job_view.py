@@ -8,6 +8,7 @@ page polls one endpoint and swaps the whole live region.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,8 @@ from django.conf import settings
 
 from training.charts import LineChart, loss_chart
 from training.model_card import PURPOSE_WORDS
-from training.models import BaseTask, JobState, TrainingJob
+from training.models import BaseTask, JobState, JobTemplate, TrainingJob
+from training.runner.generate import DEFAULTS as GENERATION_DEFAULTS
 
 # (key, title) in the order a job goes through them.
 STAGES: tuple[tuple[str, str], ...] = (
@@ -100,12 +102,73 @@ def _detail(job: TrainingJob, key: str, percent: int | None) -> str:
     return "The release gate passed the model: download it and its signed receipt below."
 
 
+# A generation job (issue 17) trains nothing and has no release gate: it samples records in the
+# sandbox, then custody screens them against the source and ingests what is kept as a new version.
+GENERATE_STAGES: tuple[tuple[str, str], ...] = (
+    ("queued", "Queued"),
+    ("generating", "Generating"),
+    ("screen", "Leakage screen"),
+    ("released", "Version made"),
+)
+
+
+def _generate_reached(job: TrainingJob) -> int:
+    """The index in GENERATE_STAGES of where a generation job is, or where it stopped."""
+    if job.state == JobState.SUCCEEDED:
+        return 3
+    if job.state == JobState.QUEUED or (job.started_at is None and job.state != JobState.RUNNING):
+        return 0
+    # The runner's done event (training_started_at) ends the sampling; the screen follows.
+    return 2 if job.training_started_at is not None else 1
+
+
+def _generate_detail(job: TrainingJob, key: str) -> str:
+    generation = (job.metrics or {}).get("generation") or {}
+    if key == "queued":
+        return "Waiting for a training worker to take the job."
+    if key == "generating":
+        records = int(((job.spec or {}).get("generation") or {}).get("records") or 0)
+        return (
+            "A worker took the job: it checks the license again, decrypts the model into the sandbox "
+            f"and samples {records:,} records from the prompts."
+        )
+    if key == "screen":
+        return (
+            "Custody compares the generated records with the source version's records (exact and near "
+            "copies, planted canary secrets) and drops those too close before ingesting the rest."
+        )
+    return (
+        f"Kept {int(generation.get('kept') or 0):,} of {int(generation.get('generated') or 0):,} generated "
+        f"records as synthetic version {generation.get('synthetic_version', '')}; "
+        f"{int(generation.get('dropped') or 0):,} dropped as too close to the source."
+    )
+
+
+def _generation_asked(job: TrainingJob) -> dict[str, Any]:
+    """A generation job's settings as the runner reads them (its defaults where the request left one out)."""
+    if job.template != JobTemplate.GENERATE:
+        return {}
+    asked = dict(GENERATION_DEFAULTS)
+    asked.update((job.spec or {}).get("generation") or {})
+    return asked
+
+
 def job_stage(job: TrainingJob) -> Stage:
     """Where the job is, as the page and its stage list show it."""
-    reached = _reached(job)
+    if job.template == JobTemplate.GENERATE:
+        return _stage_of(job, GENERATE_STAGES, _generate_reached(job), _generate_detail)
+    return _stage_of(job, STAGES, _reached(job), None)
+
+
+def _stage_of(
+    job: TrainingJob,
+    stages: tuple[tuple[str, str], ...],
+    reached: int,
+    describe: Callable[[TrainingJob, str], str] | None,
+) -> Stage:
     stopped = job.state in (JobState.FAILED, JobState.CANCELLED)
     items = []
-    for index, (key, title) in enumerate(STAGES):
+    for index, (key, title) in enumerate(stages):
         if index < reached or (index == reached and job.state == JobState.SUCCEEDED):
             status = "done"
         elif index == reached:
@@ -113,10 +176,12 @@ def job_stage(job: TrainingJob) -> Stage:
         else:
             status = "todo"
         items.append(StageItem(key, title, status))
-    key, title = STAGES[reached]
+    key, title = stages[reached]
     percent = None
     if key == "training" and not stopped and job.total_steps:
         percent = min(100, job.step * 100 // job.total_steps)
+    if describe is not None and not stopped:
+        return Stage(key, title, describe(job, key), tuple(items), percent)
     return Stage(key, title, _detail(job, key, percent), tuple(items), percent)
 
 
@@ -155,6 +220,9 @@ def job_view(job: TrainingJob) -> dict[str, Any]:
     chart = loss_chart(job.loss_curve or [], total_steps=job.total_steps)
     metrics = job.metrics or {}
     return {
+        "is_generation": job.template == JobTemplate.GENERATE,
+        "generation": metrics.get("generation") or {},
+        "generation_asked": _generation_asked(job),
         "purpose_words": PURPOSE_WORDS.get(job.purpose, job.purpose),
         "stage": stage,
         "percent": stage.percent,

@@ -3,13 +3,15 @@
 from django.urls import URLPattern, path
 
 from common.pages.legacy import legacy_redirect
-from training import pages, playground, valuation_pages
+from training import generate_pages, pages, playground, valuation_pages
 
 app_name = "training"
 
 urlpatterns: list[URLPattern] = [
     path("jobs/", pages.jobs_page, name="jobs"),
     path("jobs/new/", pages.job_new, name="job_new"),
+    # A generation job from a model held in custody (issue 17 item 1; training/generate_pages.py).
+    path("jobs/generate/", generate_pages.job_generate, name="job_generate"),
     path("jobs/<job:job_id>/", pages.job_page, name="job"),
     path("jobs/<job:job_id>/status/", pages.job_status, name="job_status"),
     path("jobs/<job:job_id>/cancel/", pages.job_cancel, name="job_cancel"),

@@ -19,6 +19,7 @@ from common.pages.paging import page_of
 from common.permissions import role_at_least
 from training import selectors, services
 from training.forms import API_ONLY_TEMPLATES, JobForm
+from training.generate_pages import may_generate_from
 from training.job_templates import TEMPLATES
 from training.job_view import job_view
 from training.models import TrainingJob
@@ -126,6 +127,8 @@ def _job_context(job: TrainingJob, membership: Membership) -> dict[str, Any]:
         "can_act": role_at_least(membership.role, Role.MEMBER),
         "polling": not job.is_final,
         "poll_seconds": POLL_SECONDS,
+        # A model held in custody links to the generation form when its license permits it.
+        "can_generate": job.is_final and job.artifact_encrypted and may_generate_from(job, membership),
         **job_view(job),
     }
 

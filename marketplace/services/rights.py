@@ -37,6 +37,7 @@ from marketplace.services.catalog import require_role
 __all__ = [
     "allocation_approve",
     "allocation_in_force",
+    "allocation_parties",
     "allocation_propose",
     "allocation_propose_by_value",
     "allocation_reject",
@@ -161,6 +162,15 @@ def contributing_organisations(*, version: DatasetVersion) -> set[int]:
     return {version.dataset.owner_id, *contributed_tokens(version=version)}
 
 
+def allocation_parties(*, version: DatasetVersion) -> set[int]:
+    """The organisations a proposal names, each with at least 1 basis point: the contributors, and
+    for a model-generated version also its default allocation's parties, the source version's
+    holders and the model's trainer (issue 17; marketplace/services/synthetic_rights.py)."""
+    from marketplace.services.synthetic_rights import synthetic_parties
+
+    return contributing_organisations(version=version) | (synthetic_parties(version) or set())
+
+
 def _holder(raw: object) -> int | None:
     """An organisation's key from a share's holder: its public id (the API), or its key (pages, tests)."""
     if is_public_id(raw, "org"):
@@ -175,7 +185,10 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
             "Shares are an object of organisation id -> basis points.",
             errors=[{"pointer": "/shares", "code": "invalid", "detail": "Expected an object."}],
         )
-    contributors = contributing_organisations(version=version)
+    from marketplace.services.synthetic_rights import synthetic_parties
+
+    parties = synthetic_parties(version)
+    contributors = allocation_parties(version=version)
     clean: dict[int, int] = {}
     for raw_holder, raw_bps in shares.items():
         pointer = f"/shares/{raw_holder}"
@@ -191,21 +204,18 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
                 errors=[{"pointer": pointer, "code": "out_of_range", "detail": "1 to 10,000 basis points."}],
             )
         if holder not in contributors:
-            raise AllocationInvalid(
-                f"Organisation {raw_holder} did not contribute to this version.",
-                code="marketplace.allocation_holder_not_contributor",
-                errors=[{"pointer": pointer, "code": "not_contributor", "detail": "Not a contributor."}],
-            )
+            raise _not_a_party(raw_holder, pointer, synthetic=parties is not None)
         clean[holder] = bps
     missing = sorted(
         Organisation.objects.filter(pk__in=contributors - set(clean)).values_list("public_id", flat=True)
     )
     if missing:
+        who = "contributor" if parties is None else "contributor, source rights holder or the model's trainer"
         raise AllocationInvalid(
-            "Every contributing organisation holds a share (at least 1 basis point).",
+            f"Every {who} holds a share (at least 1 basis point).",
             code="marketplace.allocation_contributor_missing",
             errors=[
-                {"pointer": f"/shares/{m}", "code": "required", "detail": "A contributor needs a share."}
+                {"pointer": f"/shares/{m}", "code": "required", "detail": f"A {who} needs a share."}
                 for m in missing
             ],
         )
@@ -217,6 +227,22 @@ def _validated_shares(version: DatasetVersion, shares: object) -> dict[int, int]
             errors=[{"pointer": "/shares", "code": "sum", "detail": f"Sum is {total}, not 10000."}],
         )
     return clean
+
+
+def _not_a_party(raw_holder: object, pointer: str, *, synthetic: bool) -> AllocationInvalid:
+    if not synthetic:
+        return AllocationInvalid(
+            f"Organisation {raw_holder} did not contribute to this version.",
+            code="marketplace.allocation_holder_not_contributor",
+            errors=[{"pointer": pointer, "code": "not_contributor", "detail": "Not a contributor."}],
+        )
+    detail = "Not a contributor, a rights holder of the source version, or the model's trainer."
+    return AllocationInvalid(
+        f"Organisation {raw_holder} has no part in this model-generated version: its allocation names "
+        "its contributors, the source version's rights holders and the model's trainer only.",
+        code="marketplace.allocation_holder_not_party",
+        errors=[{"pointer": pointer, "code": "not_party", "detail": detail}],
+    )
 
 
 @transaction.atomic
@@ -340,9 +366,19 @@ def value_shares(*, version: DatasetVersion) -> tuple[dict[int, int], ValuationS
     organisation. Every contributing organisation keeps 1 basis point (the rule every proposal
     follows); the other 10,000 - n are split by value, largest remainder, exactly.
 
-    :raises AllocationInvalid: no valuation since sealing (``/basis`` ``no_valuation``), a
-        contributor the valuation did not report by itself (``unreported``), or no positive value.
+    :raises AllocationInvalid: a model-generated version (``/basis`` ``synthetic``), no valuation
+        since sealing (``no_valuation``), a contributor the valuation did not report by itself
+        (``unreported``), or no positive value.
     """
+    outside = allocation_parties(version=version) - contributing_organisations(version=version)
+    if outside:
+        # A model-generated version's source holders contributed no records to it: a valuation of
+        # its records cannot weigh them, and a proposal must name them (issue 17).
+        raise _no_value(
+            "This version was generated by a model: its shares name the source version's rights holders, "
+            "whom a valuation of its records cannot weigh. Propose shares instead.",
+            "synthetic",
+        )
     summary = valuation_summary_latest(version=version)
     if summary is None:
         raise _no_value("This version has no valuation since it was sealed; value it first.", "no_valuation")

@@ -51,3 +51,16 @@ def synthetic_default_shares(version: DatasetVersion) -> dict[int, int] | None:
     weights = {holder: weight for holder, weight in weights.items() if weight > 0}
     parts = split(BASIS_POINTS, weights, 0).parts
     return {holder: bps for holder, bps in parts.items() if bps > 0}
+
+
+def synthetic_parties(version: DatasetVersion) -> set[int] | None:
+    """The organisations outside the contributors a manual allocation of a model-generated version
+    may name: the parties of its default allocation (the source's holders in force and the model's
+    trainer). None for any other version (a manual allocation names its contributors only).
+
+    The rights validation (marketplace/services/rights.py ``_validated_shares``) also requires each
+    of them to keep at least 1 basis point, as it does every contributor: a proposal names them, so
+    each approves it before it comes in force, and no owner can cut them out alone.
+    """
+    shares = synthetic_default_shares(version)
+    return None if shares is None else set(shares)
