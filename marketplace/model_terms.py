@@ -6,10 +6,14 @@ The document (validated by ``model_terms_validate``; docs/models.md explains it)
      "inference": {"allowed": true, "price_per_million_tokens": "2.50", "currency": "EUR",
                    "max_tokens_per_call": 256, "cap_tokens": 1000000},
      "distillation_allowed": false, "generation_allowed": false, "fine_tune_allowed": false,
-     "model_share_bps": 3000, "term_days": 30}
+     "model_share_bps": 3000, "distill_share_bps": 2000, "term_days": 30}
 
 ``model_share_bps`` is the trainer's share of each release; the data's holders share the
-rest as the version's allocation in force says (``model_shares``). One permission check per
+rest as the version's allocation in force says (``model_shares``). ``distill_share_bps``
+(optional) is what a student distilled from the model owes the model's holders of each of its
+own releases (``model_rights_exact``; the student's job records the default otherwise).
+A model trained on several versions splits its data side across them by the tokens read from
+each (``mixed_data_shares``). One permission check per
 use (``model_use_allowed``) reads the grant snapshot, so training asks custody's grant, never
 marketplace (``custody.services.models_custody.model_use_allowed``).
 """
@@ -17,7 +21,8 @@ marketplace (``custody.services.models_custody.model_use_allowed``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 from common.exceptions import FieldError
@@ -30,7 +35,7 @@ MAX_TOKENS_PER_CALL = 4096
 MAX_CAP_TOKENS = 10**12
 MAX_TERM_DAYS = 3650
 _FLAGS = ("distillation_allowed", "generation_allowed", "fine_tune_allowed")
-_KEYS = {"purposes", "inference", "model_share_bps", "term_days", *_FLAGS}
+_KEYS = {"purposes", "inference", "model_share_bps", "distill_share_bps", "term_days", *_FLAGS}
 _INFERENCE_KEYS = {"allowed", "price_per_million_tokens", "currency", "max_tokens_per_call", "cap_tokens"}
 
 
@@ -99,11 +104,16 @@ def model_terms_validate(raw: Any, *, currency: str) -> dict[str, Any]:
             errors.append(_err(f"/terms/{flag}", "invalid", "true or false."))
     if not _int(raw.get("model_share_bps"), 0, BASIS_POINTS):
         errors.append(_err("/terms/model_share_bps", "out_of_range", "An integer 0..10000 (basis points)."))
+    distill_share = raw.get("distill_share_bps")
+    if distill_share is not None and not _int(distill_share, 0, BASIS_POINTS):
+        errors.append(
+            _err("/terms/distill_share_bps", "out_of_range", "null or an integer 0..10000 (basis points).")
+        )
     if not _int(raw.get("term_days", 30), 1, MAX_TERM_DAYS):
         errors.append(_err("/terms/term_days", "out_of_range", f"An integer 1..{MAX_TERM_DAYS}."))
     if errors:
         raise TermsInvalid(errors[0]["detail"], errors=errors)
-    return {
+    clean = {
         "kind": "model",
         "purposes": list(purposes),  # type: ignore[arg-type]
         "inference": inference,
@@ -111,6 +121,9 @@ def model_terms_validate(raw: Any, *, currency: str) -> dict[str, Any]:
         "model_share_bps": int(raw["model_share_bps"]),
         "term_days": int(raw.get("term_days", 30)),
     }
+    if distill_share is not None:
+        clean["distill_share_bps"] = int(distill_share)
+    return clean
 
 
 def model_shares(*, data_shares: Mapping[int, int], trainer_id: int, model_share_bps: int) -> dict[int, int]:
@@ -130,4 +143,69 @@ def model_shares(*, data_shares: Mapping[int, int], trainer_id: int, model_share
             weights[int(holder)] = weights.get(int(holder), 0) + int(bps) * rest
     weights = {k: v for k, v in weights.items() if v > 0}
     divisor = math.gcd(*weights.values()) if weights else 1
+    return {k: v // divisor for k, v in sorted(weights.items())}
+
+
+# --- the rights of a model with several versions or a teacher (issue 16), exact as fractions ----
+
+
+def mixed_data_shares(versions: Sequence[tuple[int, Mapping[int, int]]]) -> dict[int, Fraction]:
+    """The data side of a model trained on several versions, as fractions summing to 1.
+
+    ``versions``: (weight, allocation in bps) per version, the weight being the tokens the job read
+    from it (or its mixing weight); each version's part is split as its allocation says. A version
+    of weight 0 pays nothing. :raises ValueError: no positive weight.
+    """
+    total = sum(weight for weight, _ in versions)
+    if total <= 0 or any(weight < 0 for weight, _ in versions):
+        raise ValueError("a model's versions need non-negative weights, one of them positive")
+    shares: dict[int, Fraction] = {}
+    for weight, allocation in versions:
+        part = Fraction(weight, total)
+        allocated = sum(allocation.values())
+        for holder, bps in allocation.items():
+            if weight and bps:
+                shares[int(holder)] = shares.get(int(holder), Fraction(0)) + part * Fraction(bps, allocated)
+    return shares
+
+
+def model_rights_exact(
+    *,
+    data: Mapping[int, Fraction],
+    trainer_id: int,
+    model_share_bps: int,
+    teacher: Mapping[int, Fraction] | None = None,
+    teacher_share_bps: int = 0,
+) -> dict[int, Fraction]:
+    """Each holder's exact fraction of a model's releases (they sum to 1).
+
+    The teacher's holders (``teacher``: the teacher's own rights, any positive scale) take
+    ``teacher_share_bps`` of every release, split as the teacher's rights are; the trainer takes
+    ``model_share_bps`` of the rest and the data's holders (``data``, summing to 1) the remainder.
+    """
+    own: dict[int, Fraction] = {}
+    model_share = Fraction(model_share_bps, BASIS_POINTS)
+    if model_share:
+        own[trainer_id] = model_share
+    for holder, part in data.items():
+        own[holder] = own.get(holder, Fraction(0)) + part * (1 - model_share)
+    teacher_total = sum((teacher or {}).values(), Fraction(0))
+    if not teacher or teacher_total <= 0 or not teacher_share_bps:
+        return own
+    share = Fraction(teacher_share_bps, BASIS_POINTS)
+    rights = {holder: part * (1 - share) for holder, part in own.items()}
+    for holder, part in teacher.items():
+        rights[holder] = rights.get(holder, Fraction(0)) + share * Fraction(part) / teacher_total
+    return rights
+
+
+def integer_weights(exact: Mapping[int, Fraction]) -> dict[int, int]:
+    """Exact fractions as the smallest integer weights with the same ratios (zeros dropped),
+    which the ledger's largest-remainder split turns into minor units summing to the amount."""
+    positive = {int(k): Fraction(v) for k, v in exact.items() if v > 0}
+    if not positive:
+        return {}
+    scale = math.lcm(*(value.denominator for value in positive.values()))
+    weights = {k: int(v * scale) for k, v in positive.items()}
+    divisor = math.gcd(*weights.values())
     return {k: v // divisor for k, v in sorted(weights.items())}

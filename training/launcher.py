@@ -55,7 +55,7 @@ from training.receipts import receipt_body, receipt_sha256, receipt_sign
 from training.runner.canaries import canaries_generate, canary_records
 from training.services import serving
 from training.services.bases import base_unpack
-from training.services.custody_models import custody_model_lineage, custody_model_unpack
+from training.services.custody_models import custody_model_start, model_license_usage_record
 from training.services.jobs import WORK_KIND, job_event, job_finish, job_grants, telemetry_block
 from training.services.mixed_jobs import planned_tokens
 
@@ -778,6 +778,8 @@ def _release(
                 quantity=component.tokens_trained,
                 by_contribution=its_reads,
             )
+        # Another organisation's model used under a model license (a teacher, a base): metered there.
+        model_license_usage_record(job, tokens=job.tokens_trained)
         if not may_leave:  # issue 16: the weights stay in custody as a model its trainer may list
             serving.custody_model_register(
                 job=job, version=version, archive_sha256=hashlib.sha256(archive).hexdigest()
@@ -973,10 +975,8 @@ def _attempt(job: TrainingJob, workdir: Path) -> None:
 def custody_model_base(job: TrainingJob, workdir: Path) -> list[dict[str, Any]]:
     """Decrypt the job's custody model into the sandbox's ``base`` directory; returns the lineage
     its receipt names (issue 16 item 4)."""
-    model = job.custody_model
-    assert model is not None
-    sha = custody_model_unpack(model=model, into=workdir / "base", consumer_ref=job.consumer_ref)
-    return [custody_model_lineage(model, artifact_sha256=sha)]
+    # Another organisation's model: its model license is checked again first (custody_models.py).
+    return custody_model_start(job, workdir / "base")
 
 
 def _distill_teacher(job: TrainingJob, workdir: Path, inputs: Inputs) -> dict[str, Any]:

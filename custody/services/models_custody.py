@@ -14,21 +14,39 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
 from common.audit import audit_record
 from common.models import Organisation
 from custody.desensitize import Policy, get_desensitizer
-from custody.exceptions import NotFound
-from custody.models import CustodyModel, DatasetVersion, GrantPurpose
+from custody.exceptions import Conflict, NotFound
+from custody.models import (
+    CustodyModel,
+    DatasetVersion,
+    Grant,
+    GrantJob,
+    GrantPurpose,
+    GrantState,
+    UsageKind,
+    UsageRecord,
+)
 from custody.services._keys import system_grant, version_pseudonym_key, version_screening_key
 from custody.services.artifacts import artifact_open
-from custody.services.grants import grant_stream_open
+from custody.services.grants import grant_stream_open, usage_record
 
 __all__ = [
     "MODEL_USES",
     "custody_model_get",
     "custody_model_open",
     "custody_model_record",
+    "model_license_find",
+    "model_license_job_reserve",
+    "model_license_tokens_left",
+    "model_license_use_record",
     "model_use_allowed",
+    "model_use_pointer",
 ]
 
 # A model license's grant terms (marketplace/model_terms.py writes them): the word of each use.
@@ -114,6 +132,109 @@ def model_use_allowed(terms: Mapping[str, Any], use: str) -> bool:
         inference = terms.get("inference")
         return isinstance(inference, Mapping) and inference.get("allowed") is True
     return terms.get(MODEL_USES[use]) is True
+
+
+def model_use_pointer(use: str) -> str:
+    """The JSON pointer of the term that governs ``use`` (a key of ``MODEL_USES``)."""
+    return "/terms/inference/allowed" if use == "inference" else f"/terms/{MODEL_USES[use]}"
+
+
+# --- a licensee's use of a licensed model beyond inference (issue 16: distil, generate, fine-tune) --
+
+
+def model_license_find(*, organisation: Organisation, model_ref: str) -> Grant | None:
+    """The model license ``organisation`` holds on ``model_ref`` (``job_...``): the newest usable
+    one (active, unexpired), else the newest of any state (so a caller can say it lapsed), else None."""
+    grants = list(
+        Grant.objects.filter(licensee=organisation, terms__kind="model", terms__model=str(model_ref))
+        .select_related("version")
+        .order_by("-pk")
+    )
+    now = timezone.now()
+    for grant in grants:
+        if grant.state == GrantState.ACTIVE and (grant.expires_at is None or grant.expires_at > now):
+            return grant
+    return grants[0] if grants else None
+
+
+def model_license_tokens_left(grant: Grant) -> int | None:
+    """Platform tokens a model license has left under its cap (None: no cap)."""
+    cap = (grant.terms.get("inference") or {}).get("cap_tokens")
+    if cap is None:
+        return None
+    used = UsageRecord.objects.filter(grant=grant, kind=UsageKind.TOKENS_INFERRED).aggregate(
+        t=Sum("quantity")
+    )
+    return max(0, int(cap) - int(used["t"] or 0))
+
+
+@transaction.atomic
+def model_license_job_reserve(*, grant: Grant, consumer_ref: str, use: str) -> GrantJob:
+    """Hold a job that uses the licensed model itself (a ``generate`` job) on its model license.
+
+    A model license meters tokens, not jobs (its ``max_jobs`` is 0, so no job may read the
+    data under it): the slot is granted by the use's term instead, once per ``consumer_ref``,
+    so the launcher's start-time reservation finds it.
+    :raises Conflict: the license is revoked or expired, or its terms do not allow ``use``.
+    """
+    locked = Grant.objects.select_for_update().get(pk=grant.pk)
+    existing = GrantJob.objects.filter(grant=locked, consumer_ref=consumer_ref).first()
+    if existing is not None:
+        return existing
+    if locked.state != GrantState.ACTIVE or (
+        locked.expires_at is not None and locked.expires_at <= timezone.now()
+    ):
+        raise Conflict(f"Model license {locked.public_id} is not active.", code="custody.grant_expired")
+    if not model_use_allowed(locked.terms, use):
+        raise Conflict(
+            f"Model license {locked.public_id} does not allow {use}.", code="custody.model_use_not_licensed"
+        )
+    job = GrantJob.objects.create(grant=locked, consumer_ref=consumer_ref)
+    locked.jobs_reserved += 1
+    locked.save(update_fields=["jobs_reserved"])
+    audit_record(
+        action="custody.grant_job_reserve",
+        organisation=locked.licensee,
+        object_type="grant",
+        object_id=locked.pk,
+        details={"consumer_ref": consumer_ref, "jobs_reserved": locked.jobs_reserved, "model_use": use},
+    )
+    return job
+
+
+@transaction.atomic
+def model_license_use_record(*, grant: Grant, consumer_ref: str, use: str, tokens: int) -> UsageRecord:
+    """Meter a licensee job's use of a licensed model on its model license, once per job.
+
+    ``distill`` and ``generate`` are the model's own forward passes (the teacher's logits over
+    the student's tokens, the generated tokens): ``tokens_inferred`` of ``tokens``, settled like
+    a plug-in call, so the model's holders are paid by the license's price. ``fine_tune`` reads
+    no tokens through the model's license (the trainer's data license meters them): a
+    ``job_started`` row of 1 ties the job to the license. Audited as ``custody.model_license_use``.
+    """
+    if use not in ("distill", "generate", "fine_tune"):
+        raise ValueError(f"unknown model use {use!r}")
+    kind, quantity = (UsageKind.JOB_STARTED, 1) if use == "fine_tune" else (UsageKind.TOKENS_INFERRED, tokens)
+    existing = UsageRecord.objects.filter(grant=grant, consumer_ref=consumer_ref, kind=kind).first()
+    if existing is not None:
+        return existing
+    usage = usage_record(grant=grant, consumer_ref=consumer_ref, kind=kind, quantity=max(0, int(quantity)))
+    audit_record(
+        action="custody.model_license_use",
+        organisation=grant.licensee,
+        object_type="grant",
+        object_id=grant.pk,
+        details={
+            "model": grant.terms.get("model"),
+            "license": grant.external_ref,
+            "grant": grant.public_id,
+            "use": use,
+            "consumer_ref": consumer_ref,
+            "usage_kind": str(kind),
+            "quantity": usage.quantity,
+        },
+    )
+    return usage
 
 
 # --- the extraction guard (issue 16): verbatim overlap with the version's records -------------

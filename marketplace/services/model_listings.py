@@ -11,9 +11,10 @@ the dataset order flow snapshots dataset terms (job templates, epochs) into the 
 a model license needs the model terms there instead. It still goes through the ledger the
 same way: an ``Order`` (metered, escrow = the tokens bought at the price, from the buyer's
 balance), a ``License`` and custody's grant (terms ``kind: model``, no job templates, so
-no job can read the data under it). The order freezes release weights that give the
-trainer its model share and the data's holders the rest by the allocation in force, so the
-existing settlement (``usage_settle``) pays both from each ``tokens_inferred`` usage.
+no job can read the data under it). The order freezes release weights (``model_rights``,
+marketplace/services/model_rights.py: the trainer's model share, the data's holders of each
+version the model read by the tokens read, a custody teacher's holders their share), so the
+existing settlement (``usage_settle``) pays them all from each ``tokens_inferred`` usage.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from marketplace.exceptions import (
     NotPermitted,
     VersionNotSealed,
 )
-from marketplace.model_terms import model_shares, model_terms_validate
+from marketplace.model_terms import model_terms_validate
 from marketplace.models import (
     License,
     Listing,
@@ -53,11 +54,26 @@ from marketplace.models import (
 from marketplace.quotes import metered_amount
 from marketplace.services.catalog import require_role
 from marketplace.services.escrow import escrow_fund, fee_bps_current
+from marketplace.services.model_rights import (
+    MODEL_KIND,
+    model_listing_terms,
+    model_rights,
+    model_rights_basis,
+)
 from marketplace.services.orders import _check_orderable, _lock_offer
-from marketplace.services.rights import allocation_in_force, allocation_shares
+from marketplace.services.rights import allocation_in_force
 
-MODEL_KIND = "model"
 MAX_TITLE = 200
+__all__ = [
+    "MODEL_KIND",
+    "model_facts",
+    "model_license_buy",
+    "model_listing_create",
+    "model_listing_get",
+    "model_listing_terms",
+    "model_rights",
+    "model_rights_basis",
+]
 
 
 def _ref(prefix: str) -> str:
@@ -150,25 +166,6 @@ def model_listing_create(
     return listing
 
 
-def model_rights(listing: Listing) -> dict[int, int]:
-    """The release weights a sale made now would freeze: trainer's model share + data holders' rest."""
-    terms = model_listing_terms(listing)
-    data = allocation_shares(allocation_in_force(version=listing.version))
-    return model_shares(
-        data_shares=data, trainer_id=listing.provider_id, model_share_bps=int(terms.terms["model_share_bps"])
-    )
-
-
-def model_listing_terms(listing: Listing) -> OfferTerms:
-    """The current terms row of a model listing's offer. :raises ListingNotFound: it has none."""
-    row = (
-        OfferTerms.objects.filter(offer__listing=listing).order_by("-number").select_related("offer").first()
-    )
-    if row is None:
-        raise ListingNotFound("No such model listing.")
-    return row
-
-
 def model_listing_get(*, listing_id: int) -> Listing:
     """A published model listing. :raises ListingNotFound:"""
     listing = (
@@ -202,6 +199,8 @@ def _grant_terms(terms_row: OfferTerms, listing: Listing, tokens: int, expires_a
         "generation_allowed": bool(terms["generation_allowed"]),
         "fine_tune_allowed": bool(terms["fine_tune_allowed"]),
         "model_share_bps": int(terms["model_share_bps"]),
+        # What a student distilled under this license owes the model's holders (read at its submit).
+        **({"distill_share_bps": int(terms["distill_share_bps"])} if "distill_share_bps" in terms else {}),
         "offer_terms": terms_row.pk,
     }
 
@@ -261,7 +260,7 @@ def model_license_buy(
             actor=actor,
         )
     allocation = allocation_in_force(version=version)
-    shares = model_rights(listing)
+    shares, basis = model_rights_basis(listing)
     now = timezone.now()
     expires_at = now + timedelta(days=int(terms_row.terms["term_days"]))
     order = Order.objects.create(
@@ -312,6 +311,7 @@ def model_license_buy(
             "escrow": escrow,
             "currency": listing.currency,
             "weights": order.allocation_shares,
+            "rights": basis,
         },
     )
     return license_

@@ -13,12 +13,14 @@ import json
 import logging
 import tarfile
 import tempfile
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.utils import timezone
 
-from common.models import AuditEvent, WorkItem
+from common.models import AuditEvent, WorkItem, WorkState
+from common.work import work_claim, work_enqueue
 from custody import services as custody_services
 from custody.models import CustodyModel, UsageKind, UsageRecord
 from custody.services.models_custody import custody_model_open
@@ -28,12 +30,21 @@ from marketplace.services.settlement import usage_settle
 from tests.custody.conftest import dataset, drain, jsonl, upload, version  # noqa: F401
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 from tests.grants import grant_for_test
+from tests.marketplace.catalog.conftest import sealed_rows  # noqa: F401
 from tests.marketplace.orders.conftest import fund  # noqa: F401
+from tests.training.conftest import TINY_HP
 from training import services, tasks  # noqa: F401 - tasks registers the work handlers drain() runs
 from training.launcher import license_seed
-from training.models import InferenceCall, JobState, TrainingJob
+from training.models import BaseModel, InferenceCall, InferenceState, JobState, TrainingJob
 from training.runner.canaries import canaries_generate
-from training.services.serving import InferenceRequest, inference_submit, run_model
+from training.services import serving
+from training.services.serving import (
+    SERVING_KIND,
+    SERVING_QUEUE,
+    InferenceRequest,
+    inference_submit,
+    run_model,
+)
 
 # Trains a real model and runs the runner in the sandbox: minutes on a loaded CPU.
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(1500)]
@@ -254,8 +265,238 @@ def test_a_custody_model_answers_licensees_guarded_metered_and_sealed(
         assert leaks(json.dumps(item), needles) == []
     for outputs in InferenceCall.objects.values_list("outputs", flat=True):
         assert leaks(json.dumps(outputs), needles) == []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM training_inferencecall WHERE prompts::text LIKE %s", [f"%{code}%"]
+    # (In Python, not `prompts::text LIKE`: that SQL is Postgres only.)
+    assert [p for p in InferenceCall.objects.values_list("prompts", flat=True) if code in json.dumps(p)] == []
+
+
+# --- classification: the classes' names -----------------------------------------------------------
+
+CLASSES = ["billing", "outage", "refund"]
+
+
+def ticket_records(classes: list[str], per_class: int) -> list[dict[str, str]]:
+    return [
+        {"text": f"Ticket {i}: the customer wrote about {kind}.", "kind": kind}
+        for kind in classes
+        for i in range(per_class)
+    ]
+
+
+def labelled_version(alice, version, upload, records: list[dict[str, str]]):  # noqa: F811
+    upload(version, jsonl(records), metadata_fields=["kind"])
+    custody_services.version_process(actor=alice, version=version)
+    drain()
+    return custody_services.version_seal(actor=alice, version=version)
+
+
+@pytest.fixture
+def classifier(settings, tmp_path, alice, bob, bolt, version, upload) -> TrainingJob:  # noqa: F811
+    """all-MiniLM-L6-v2 with a three-class head, two steps on labelled tickets; weights in custody."""
+    settings.TRAINING_WORK_DIR = tmp_path / "training-work"
+    sealed = labelled_version(alice, version, upload, ticket_records(CLASSES, 8))
+    grant = grant_for_test(
+        sealed,
+        bolt,
+        purposes=["research"],
+        job_templates=["seq_classification"],
+        max_jobs=1,
+        max_tokens=1_000_000,
+        max_epochs=3,
+        weights_may_leave=False,
+        gate_max_exposure=20.0,
+    )
+    job = services.job_submit(
+        actor=bob,
+        organisation=bolt,
+        grant=grant,
+        request=services.JobRequest(
+            template="seq_classification",
+            base=BaseModel.objects.get(name="minilm-l6"),
+            label_field="kind",
+            hyperparameters={**TINY_HP, "max_steps": 2},
+        ),
+    )
+    drain()
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, (job.failure_code, job.failure_reason)
+    return job
+
+
+def classify(client, job: TrainingJob, prompts: list[str]) -> dict[str, Any]:
+    submitted = client.post(f"/api/v1/models/{job.public_id}/classify", {"prompts": prompts}, format="json")
+    assert submitted.status_code == 202, submitted.content
+    drain()
+    polled = client.get(f"/api/v1/models/calls/{submitted.json()['id']}")
+    assert polled.status_code == 200
+    return polled.json()
+
+
+def test_a_trained_classifier_answers_with_its_class_names(
+    classifier,
+    bob,
+    bolt,
+    dyna,
+    dan,
+    fund,  # noqa: F811
+    token_for,
+):
+    model = CustodyModel.objects.get(job_ref=classifier.public_id)
+    assert model.task == "classification"
+    # What the trainer holds names no class: the receipt and the stored config say LABEL_<i>.
+    archive = custody_model_open(model=model, consumer_ref="test-config", organisation=bolt)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        config = json.loads(tar.extractfile("model/config.json").read())  # type: ignore[union-attr]
+    assert config["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+    assert classifier.receipt["receipt"]["spec"]["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+
+    listing = model_listing_create(
+        actor=bob, organisation=bolt, model_ref=model.job_ref, title="Ticket kinds", terms=MODEL_TERMS
+    )
+    fund(dyna, 100_000)
+    model_license_buy(actor=dan, buyer=dyna, listing=listing, tokens=2_000_000)
+    client = token_for(dan, dyna, ["read", "train"])
+    prompts = ["Ticket 1: the customer wrote about refund.", "The line is down again."]
+
+    named = classify(client, classifier, prompts)
+    assert named["state"] == "succeeded", named
+    assert [o["label"] in CLASSES for o in named["outputs"]] == [True, True], named["outputs"]
+    assert all(0.0 < o["score"] <= 1.0 for o in named["outputs"])
+
+    # Positive control of the fallback: a vocabulary that does not match the one the job trained
+    # on (its receipt's hash) is not named; the same model answers with LABEL_<i>.
+    serving._LABEL_NAMES.clear()
+    classifier.metrics["labels"]["vocabulary_sha256"] = "0" * 64
+    classifier.save(update_fields=["metrics"])
+    opaque = classify(client, classifier, prompts)
+    assert opaque["state"] == "succeeded", opaque
+    assert [o["label"] for o in opaque["outputs"]] == [
+        f"LABEL_{CLASSES.index(o['label'])}" for o in named["outputs"]
+    ]
+    serving._LABEL_NAMES.clear()
+
+
+class TestLabelNames:
+    """Which classifiers serving names (no training: a job row and its version are enough)."""
+
+    def job(self, alice, bob, bolt, version, upload, records) -> CustodyModel:  # noqa: F811
+        from training.launcher import opaque_labels
+
+        sealed = labelled_version(alice, version, upload, records)
+        grant = grant_for_test(sealed, bolt, job_templates=["seq_classification"], weights_may_leave=False)
+        _mapping, digest = opaque_labels([r["kind"] for r in records])
+        job = TrainingJob.objects.create(
+            organisation=bolt,
+            submitted_by=bob,
+            grant=grant,
+            template="seq_classification",
+            base=BaseModel.objects.get(name="minilm-l6"),
+            state=JobState.SUCCEEDED,
+            request={"label_field": "kind"},
+            metrics={"labels": {"count": 3, "vocabulary_sha256": digest}},
         )
-        assert cursor.fetchone()[0] == 0
+        serving._LABEL_NAMES.pop(job.public_id, None)
+        return serving.custody_model_register(job=job, version=sealed, archive_sha256="0" * 64)
+
+    def test_names_well_supported_classes_in_label_order(self, alice, bob, bolt, version, upload):  # noqa: F811
+        model = self.job(alice, bob, bolt, version, upload, ticket_records(CLASSES, 5))
+        assert serving.label_names(model) == CLASSES
+        assert AuditEvent.objects.filter(
+            action="custody.stream_open", details__consumer_ref=f"labels:{model.job_ref}"
+        ).exists()
+
+    def test_a_class_with_few_records_leaves_every_class_unnamed(self, alice, bob, bolt, version, upload):  # noqa: F811
+        # A free-text field (a value per record) would name records: below 5 records, no names.
+        records = ticket_records(["billing", "outage"], 8) + ticket_records(["refund"], 4)
+        model = self.job(alice, bob, bolt, version, upload, records)
+        assert serving.label_names(model) is None
+
+    def test_a_causal_model_has_no_names(self, alice, bob, bolt, version, upload):  # noqa: F811
+        from tests.training.models_world import seal_tiny_model
+
+        sealed = labelled_version(alice, version, upload, ticket_records(CLASSES, 5))
+        made = seal_tiny_model(version=sealed, trainer=bolt, actor=bob)
+        assert serving.label_names(made.model) is None
+
+
+class TestConfigNameLabels:
+    def test_writes_both_maps_for_the_heads_classes(self, tmp_path):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}))
+        assert serving.config_name_labels(path, ["a", "b", "c"]) is True
+        config = json.loads(path.read_text())
+        assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
+        assert config["label2id"] == {"a": 0, "b": 1, "c": 2}
+
+    def test_a_two_class_head_without_maps_is_named(self, tmp_path):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({"model_type": "bert"}))
+        assert serving.config_name_labels(path, ["no", "yes"]) is True
+        assert json.loads(path.read_text())["id2label"] == {"0": "no", "1": "yes"}
+
+    def test_another_number_of_classes_is_left_alone(self, tmp_path):
+        path = tmp_path / "config.json"
+        before = json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}})
+        path.write_text(before)
+        assert serving.config_name_labels(path, ["a", "b"]) is False
+        assert path.read_text() == before
+
+
+def queued_calls(sealed_rows, organisation, count: int) -> list[InferenceCall]:  # noqa: F811
+    """``count`` queued one-prompt calls of one model, each with its work item (nothing runs them)."""
+    grant = grant_for_test(sealed_rows(), organisation)
+    calls = []
+    for i in range(count):
+        call = InferenceCall.objects.create(
+            organisation=organisation,
+            grant=grant,
+            model_ref="job_0123456789abcdef",
+            task="generate",
+            prompts=[f"hi {i}"],
+            max_new_tokens=4,
+            prompt_tokens=2,
+        )
+        work_enqueue(kind=SERVING_KIND, ref=str(call.pk), queue=SERVING_QUEUE)
+        calls.append(call)
+    return calls
+
+
+def item_of(call: InferenceCall) -> WorkItem:
+    return WorkItem.objects.get(kind=SERVING_KIND, ref=str(call.pk))
+
+
+class TestFollowers:
+    """A serving batch claims the queued calls of its model and those a dead worker left running."""
+
+    def test_a_batch_takes_queued_calls_and_a_dead_workers_but_not_a_live_ones(
+        self,
+        sealed_rows,  # noqa: F811
+        dyna,
+        settings,
+    ):
+        settings.SERVING_BATCH_CALLS = 8
+        calls = queued_calls(sealed_rows, dyna, 4)
+        # Calls 1 and 2 were in a batch: 1's worker died (its lease expired), 2's is alive.
+        InferenceCall.objects.filter(pk__in=[calls[1].pk, calls[2].pk]).update(state=InferenceState.RUNNING)
+        now = timezone.now()
+        for call, owner, until in (
+            (calls[1], "dead", now - timedelta(seconds=60)),
+            (calls[2], "alive", now + timedelta(seconds=60)),
+        ):
+            WorkItem.objects.filter(pk=item_of(call).pk).update(
+                state=WorkState.RUNNING, lease_owner=owner, lease_expires_at=until, attempts=1
+            )
+        leader = work_claim(item_id=item_of(calls[0]).pk, owner="me")
+        assert leader is not None
+
+        followers = serving._followers(leader)
+
+        assert sorted(int(f.ref) for f in followers) == [calls[1].pk, calls[3].pk]
+        assert {f.lease_owner for f in followers} == {"me"}
+        assert item_of(calls[2]).lease_owner == "alive"
+
+    def test_a_batch_stops_at_the_batch_size(self, sealed_rows, dyna, settings):  # noqa: F811
+        settings.SERVING_BATCH_CALLS = 3
+        calls = queued_calls(sealed_rows, dyna, 5)
+        leader = work_claim(item_id=item_of(calls[0]).pk, owner="me")
+        assert leader is not None
+        assert sorted(int(f.ref) for f in serving._followers(leader)) == [calls[1].pk, calls[2].pk]

@@ -9,11 +9,15 @@ The teacher is a base model (built in, or the organisation's upload) or a model 
 (a succeeded job's sealed weights: training/services/custody_models.py). At submit
 (``distill_prepare``): the teacher exists for the organisation, does the template's task, is no
 smaller than the student and shares its vocabulary; a custody model's governing license names
-the template in its ``job_templates``. The student's own license must name the template too
+the template in its ``job_templates`` -- or, for another organisation's model, the organisation
+holds an active model license on it whose terms say ``distillation_allowed`` (the resolved
+teacher then names that ``model_license``). The student's own license must name the template too
 (``distill_license_check``). In the launcher (``distill_teacher_prepare``) the teacher's files go
 into the sandbox's private working directory (``teacher/``), never anywhere else, and the
-receipt's ``teacher`` entry names its artifact hash and license. The student's request keeps
-what a later settlement needs to pay the teacher's holders (``teacher_settlement``).
+receipt's ``teacher`` entry names its artifact hash and license (and the model license used, if
+any). The student's request keeps what a later settlement needs to pay the teacher's holders
+(``teacher_settlement``); a licensee's teacher tokens are metered on its model license when the
+student finishes (``custody_models.model_license_usage_record``).
 """
 
 from __future__ import annotations
@@ -96,12 +100,17 @@ def _teacher_base(organisation: Organisation, ref: str, template: str) -> BaseMo
 def _teacher_entry(organisation: Organisation, ref: str, template: str) -> tuple[dict[str, Any], BaseModel]:
     """The resolved teacher (what the job's request keeps) and the base whose family it belongs to."""
     if ref.startswith("job_"):
-        from training.services.custody_models import custody_model_check, custody_model_get
+        from training.services.custody_models import (
+            custody_model_access,
+            custody_model_get,
+            model_license_entry,
+        )
 
         model = custody_model_get(organisation=organisation, model_id=ref, pointer="/distill/teacher")
-        grants = custody_model_check(
+        access = custody_model_access(
             organisation=organisation, model=model, use=template, pointer="/distill/teacher"
         )
+        grants = access.grants
         if model.template not in (DISTILL_TEMPLATES[template], template):
             raise _invalid(
                 "/distill/teacher",
@@ -116,6 +125,9 @@ def _teacher_entry(organisation: Organisation, ref: str, template: str) -> tuple
             "runner": {"kind": "uploaded", "path": TEACHER_DIR},
             "settlement": teacher_settlement(model, grants),
         }
+        if access.model_license is not None:  # another organisation's model, used under a model license
+            entry["model_license"] = model_license_entry(access.model_license)
+            entry["settlement"]["model_license"] = entry["model_license"]
         return entry, model.base
     base = _teacher_base(organisation, ref, template)
     runner = (
@@ -285,7 +297,9 @@ def distill_license_check(*, grant: Grant, request: JobRequest, spec: dict[str, 
 
 
 def distill_keeps_in_custody(job: TrainingJob) -> bool:
-    """A student of a model held in custody stays in custody too (its predictions carry the teacher's)."""
+    """A student of a model held in custody stays in custody too (its predictions carry the teacher's),
+    whoever holds the teacher -- its own organisation or a licensee -- and whatever the student's
+    own license says about weights."""
     resolved = (job.request.get("distill") or {}).get("resolved") or {}
     return resolved.get("kind") == "custody_model"
 
@@ -311,16 +325,21 @@ def distill_teacher_prepare(
         "license": None,
     }
     if kind == "custody_model":
-        from training.services.custody_models import custody_model_lineage, custody_model_unpack
+        from training.services.custody_models import (
+            custody_model_lineage,
+            custody_model_unpack,
+            model_license_recheck,
+        )
 
         model = TrainingJob.objects.select_related("grant__version", "base", "organisation").get(
             public_id=ref
         )
+        model_license = model_license_recheck(job)  # a lapsed model license stops it here
         labels = (model.metrics or {}).get("labels") or {}
         if label_vocabulary_sha256 and labels.get("vocabulary_sha256") != label_vocabulary_sha256:
             raise ValueError("the teacher was trained on another label vocabulary")
         sha = custody_model_unpack(model=model, into=workdir / TEACHER_DIR, consumer_ref=job.consumer_ref)
-        lineage = custody_model_lineage(model, artifact_sha256=sha)
+        lineage = custody_model_lineage(model, artifact_sha256=sha, model_license=model_license)
         entry.update(
             artifact_sha256=sha,
             receipt_sha256=lineage["receipt_sha256"],
@@ -328,6 +347,8 @@ def distill_teacher_prepare(
             lineage=lineage["lineage"],
             settlement=resolved.get("settlement"),
         )
+        if model_license is not None:
+            entry["model_license"] = lineage["model_license"]
         return entry
     base = BaseModel.objects.get(public_id=ref)
     if base.kind == BaseKind.UPLOADED:

@@ -5,7 +5,12 @@ Submit: ``job_submit_from_custody_model`` (the API's path when a body names ``cu
 the ``generate`` template). A fine-tune further is an ordinary causal_lm/classification job under
 the trainer's license whose base is the custody model (``jobs.job_submit`` checks it). A
 generation job runs under the model's governing license (the one it was trained under, whose
-terms must name ``generate``) and reads no records for training.
+terms must name ``generate``) and reads no records for training. Another organisation's model
+may be used too, under the model license the caller holds on it (custody_models.py
+``custody_model_access``): a fine-tune further when its terms say ``fine_tune_allowed`` (the job's
+request names the ``model_license``), a generation when they say ``generation_allowed`` -- that
+job then runs under the model license itself (its slot held by custody's
+``model_license_job_reserve``, its generated tokens metered there as ``tokens_inferred``).
 
 Run (``generation_attempt``, from the launcher): custody model decrypted into the sandbox's
 private directory -> ``runner generate`` writes records as events, held in this process's memory
@@ -26,13 +31,21 @@ from django.db import transaction
 
 from common.audit import audit_record
 from common.models import Organisation, User
+from custody.exceptions import Conflict as CustodyConflict
 from custody.models import Grant
+from custody.services.models_custody import model_license_job_reserve, model_license_use_record
 from custody.services.synthetic import leakage_screen, synthetic_version_create, synthetic_version_get
-from training.exceptions import Invalid, NotPermitted
+from training.exceptions import Conflict, Invalid, NotPermitted
 from training.models import BaseTask, BudgetHold, JobState, JobTemplate, TrainingJob
 from training.runner.generate import parse_generation
 from training.runner.spec import SpecError
-from training.services.custody_models import custody_model_check, custody_model_get, custody_model_unpack
+from training.services.custody_models import (
+    custody_model_access,
+    custody_model_get,
+    custody_model_unpack,
+    model_license_entry,
+    model_license_recheck,
+)
 from training.services.jobs import (
     JobRequest,
     _license_check_state,
@@ -91,7 +104,14 @@ def job_submit_from_custody_model(
         purpose=str(body.get("purpose") or ""),
         custody_model=model,
     )
-    return job_submit(actor=actor, organisation=organisation, grant=license_grant(), request=request)
+    with transaction.atomic():
+        job = job_submit(actor=actor, organisation=organisation, grant=license_grant(), request=request)
+        if model.organisation_id != organisation.pk:  # under a model license: the receipt names it
+            access = custody_model_access(organisation=organisation, model=model, use="fine_tune")
+            assert access.model_license is not None
+            job.request["model_license"] = model_license_entry(access.model_license)
+            job.save(update_fields=["request"])
+    return job
 
 
 def generation_spec(generation: Any) -> dict[str, Any]:
@@ -114,15 +134,17 @@ def generation_spec(generation: Any) -> dict[str, Any]:
 def generation_submit(
     *, actor: User, organisation: Organisation, model: TrainingJob, generation: Any, purpose: str = ""
 ) -> TrainingJob:
-    """Queue a generation job with ``model`` under its governing license.
+    """Queue a generation job with ``model`` under its governing license (or, for another
+    organisation's model, under the caller's model license on it).
 
-    :raises NotPermitted: not a trainer. :raises NotFound: another organisation's model.
+    :raises NotPermitted: not a trainer. :raises NotFound: another organisation's model, unlicensed.
     :raises Conflict: the model is not held in custody, or its license is revoked, expired or used up.
-    :raises Invalid: the license does not name ``generate``, the model is no causal LM, bad settings.
+    :raises Invalid: the license does not name ``generate`` (a model license: its terms do not say
+        ``generation_allowed``), the model is no causal LM, bad settings.
     """
     if not organisation.is_trainer:
         raise NotPermitted(f"{organisation.name} is not a trainer organisation.", code="training.not_trainer")
-    grants = custody_model_check(organisation=organisation, model=model, use="generate")
+    access = custody_model_access(organisation=organisation, model=model, use="generate")
     if model.base.task != BaseTask.CAUSAL_LM:
         raise _invalid(
             "/custody_model",
@@ -131,38 +153,116 @@ def generation_submit(
             problem="training.custody_model_wrong_task",
         )
     spec = generation_spec(generation)
-    locked = Grant.objects.select_for_update(of=("self",)).select_related("version").get(pk=grants[0].pk)
+    if access.model_license is not None:
+        return _licensee_generation_submit(
+            actor=actor,
+            organisation=organisation,
+            model=model,
+            spec=spec,
+            purpose=purpose,
+            grant=access.model_license,
+        )
+    locked = (
+        Grant.objects.select_for_update(of=("self",)).select_related("version").get(pk=access.grants[0].pk)
+    )
     _license_check_state(locked)
+    return _generation_queue(
+        actor=actor,
+        organisation=organisation,
+        model=model,
+        grant=locked,
+        purpose=purpose,
+        generation=generation,
+    )
+
+
+def _licensee_generation_submit(
+    *,
+    actor: User,
+    organisation: Organisation,
+    model: TrainingJob,
+    spec: dict[str, Any],
+    purpose: str,
+    grant: Grant,
+) -> TrainingJob:
+    """A generation job of another organisation's model, run under the caller's model license: its
+    slot is held by the license's ``generation_allowed`` (a model license counts no jobs)."""
+    locked = Grant.objects.select_for_update(of=("self",)).select_related("version").get(pk=grant.pk)
+    purposes = [str(p) for p in locked.terms.get("purposes") or []]
+    purpose = purpose or (purposes[0] if purposes else "")
+    if purposes and purpose not in purposes:
+        raise _invalid(
+            "/purpose",
+            "not_permitted",
+            f"Model license {locked.external_ref} permits the purposes {', '.join(purposes)}, "
+            f"not {purpose!r}.",
+            problem="training.purpose_not_permitted",
+        )
+    return _generation_queue(
+        actor=actor,
+        organisation=organisation,
+        model=model,
+        grant=locked,
+        purpose=purpose,
+        generation=spec["generation"],
+        model_license=locked,
+    )
+
+
+def _generation_queue(
+    *,
+    actor: User,
+    organisation: Organisation,
+    model: TrainingJob,
+    grant: Grant,
+    purpose: str,
+    generation: Any,
+    model_license: Grant | None = None,
+) -> TrainingJob:
+    """Create the generation job under ``grant`` (locked by the caller), hold its slot and queue it:
+    on the governing license's jobs, or, under a ``model_license``, on the model license itself."""
+    spec = generation_spec(generation)
+    request: dict[str, Any] = {
+        "template": JobTemplate.GENERATE.value,
+        "custody_model": model.public_id,
+        "generation": generation,
+    }
+    if model_license is not None:
+        request["model_license"] = model_license_entry(model_license)
     job = TrainingJob.objects.create(
         organisation=organisation,
         submitted_by=actor,
-        grant=locked,
+        grant=grant,
         template=JobTemplate.GENERATE,
         base=model.base,
         purpose=purpose,
-        request={
-            "template": JobTemplate.GENERATE.value,
-            "custody_model": model.public_id,
-            "generation": generation,
-        },
+        request=request,
         spec=spec,
         budget=BudgetHold.NONE,
         custody_model=model,
     )
-    job_reserve_and_enqueue(job, [locked])
+    if model_license is not None:
+        try:
+            model_license_job_reserve(grant=model_license, consumer_ref=job.consumer_ref, use="generate")
+        except CustodyConflict as exc:
+            raise Conflict(exc.detail, code="training.license_unusable") from exc
+    job_reserve_and_enqueue(job, [] if model_license is not None else [grant])
+    details = {
+        "grant": grant.pk,
+        "version": grant.version_id,
+        "template": job.template,
+        "custody_model": model.public_id,
+        "records": spec["generation"]["records"],
+    }
+    if model_license is not None:
+        details["model_license"] = model_license.external_ref
     audit_record(
         action="training.job_submit",
         actor=actor,
         organisation=organisation,
         object_type="training_job",
         object_id=job.pk,
-        details={
-            "grant": locked.pk,
-            "version": locked.version_id,
-            "template": job.template,
-            "custody_model": model.public_id,
-            "records": spec["generation"]["records"],
-        },
+        details=details,
     )
     job_event(
         job, "queued", f"generate {spec['generation']['records']} records with {model.public_id}", notify=True
@@ -218,8 +318,9 @@ def generation_attempt(job: TrainingJob, workdir: Path) -> None:
     if existing is not None:  # a retry after the version was made: finish, make nothing twice
         _generation_finish(job, existing, job.metrics.get("lineage") or [])
         return
+    model_license = model_license_recheck(job)  # a lapsed model license stops it before any decrypt
     sha = custody_model_unpack(model=model, into=workdir / "base", consumer_ref=job.consumer_ref)
-    lineage = [custody_model_lineage(model, artifact_sha256=sha)]
+    lineage = [custody_model_lineage(model, artifact_sha256=sha, model_license=model_license)]
     (workdir / "spec.json").write_text(json.dumps(job.spec))
     recorder = Recorder(job)
     records = _Records(recorder, limit=int(job.spec["generation"]["records"]))
@@ -276,6 +377,13 @@ def generation_attempt(job: TrainingJob, workdir: Path) -> None:
         }
         job.metrics["lineage"] = lineage
         job.save(update_fields=["metrics"])
+        if model_license is not None:  # the model's own forward passes, metered on the model license
+            model_license_use_record(
+                grant=model_license,
+                consumer_ref=job.consumer_ref,
+                use="generate",
+                tokens=int(job.metrics["generation"]["tokens_generated"]),
+            )
         _generation_finish(job, version, lineage)
 
 

@@ -17,11 +17,20 @@ marketplace's sweep. The prompts are cleared there too: what stays is who, when,
 
 A worker killed mid-call leaves the item's lease to expire; the sweep re-runs it and, the
 call not being final, it runs again from the start: the usage is still recorded once.
+
+labels (``label_names``): a classifier is trained on opaque ``LABEL_<i>`` ids (the launcher's
+``opaque_labels``; its spec, receipt and stored ``config.json`` name no value). Serving names the
+classes again inside custody: it reads the label field's values from the job's versions (already
+desensitized at ingest), checks them against the receipt's vocabulary hash, and writes
+``id2label``/``label2id`` into the sandbox's copy of the config, so the runner answers with the
+names. Only when every class has at least ``LABEL_MIN_RECORDS`` records: a free-text field (a
+value per record) would otherwise answer with record text. Otherwise the answers stay ``LABEL_<i>``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import secrets
@@ -29,6 +38,7 @@ import shutil
 import tarfile
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,17 +47,25 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from common.audit import audit_record
 from common.exceptions import FieldError
-from common.models import Organisation, User, WorkItem
+from common.models import Organisation, User, WorkItem, WorkState
 from common.public_ids import is_public_id
 from common.work import work_claim, work_complete, work_enqueue, work_fail, work_handler, work_heartbeat
 from custody import services as custody
 from custody.exceptions import Conflict as CustodyConflict
-from custody.models import CustodyModel, DatasetVersion, Grant, GrantState, UsageKind, UsageRecord
+from custody.models import (
+    CustodyModel,
+    DatasetVersion,
+    Grant,
+    GrantPurpose,
+    GrantState,
+    UsageKind,
+    UsageRecord,
+)
 from custody.services.models_custody import (
     ExtractionIndex,
     custody_model_get,
@@ -76,6 +94,9 @@ TASKS = {"generate": BaseTask.CAUSAL_LM, "classify": BaseTask.CLASSIFICATION}
 # Control characters a prompt may hold; any other (or a lone surrogate, or U+FFFD) is binary junk.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 _CODE = re.compile(r"\d{3} \d{3} \d{3}")
+# A class is named only when this many records carry its value (else every class stays LABEL_<i>).
+LABEL_MIN_RECORDS = 5
+MAX_LABEL_CHARS = 100  # as the runner's spec allows a label name
 
 
 # --- a succeeded job's model, recorded in custody -------------------------------------------------
@@ -83,15 +104,22 @@ _CODE = re.compile(r"\d{3} \d{3} \d{3}")
 
 def custody_model_register(*, job: TrainingJob, version: DatasetVersion, archive_sha256: str) -> CustodyModel:
     """Record a succeeded job's weights kept in custody as a custody model (the launcher calls it in
-    the transaction that finishes the job)."""
-    lineage = [
+    the transaction that finishes the job). The lineage names each version with its mixing weight
+    (a mixed job) and, for a distilled student, the teacher's settlement fields: what marketplace's
+    model rights split a sale by (marketplace/services/model_rights.py)."""
+    weights = {c.grant_id: c.weight_bps for c in job.components.all()}
+    lineage: list[dict[str, Any]] = [
         {
             "version": grant.version.public_id,
             "merkle_root": grant.version.merkle_root,
             "license": grant.external_ref or grant.public_id,
+            **({"weight_bps": weights[grant.pk]} if grant.pk in weights else {}),
         }
         for grant in job_grants(job)
     ]
+    resolved = ((job.request or {}).get("distill") or {}).get("resolved") or {}
+    if isinstance(resolved.get("settlement"), dict):
+        lineage.append({"teacher": resolved.get("ref"), "settlement": resolved["settlement"]})
     final = job.metrics.get("final") if isinstance(job.metrics, dict) else None
     return custody_model_record(
         job_ref=job.public_id,
@@ -338,9 +366,12 @@ def run_model(calls: list[InferenceCall], model: CustodyModel) -> list[list[dict
         elif event.get("event") == "error":
             failure.update(event)
 
+    names = label_names(model) if lead.task == "classify" else None
     with _serving_dir(lead) as workdir:
         _unpack(archive, workdir)
         del archive
+        if names is not None:
+            config_name_labels(workdir / "model" / "config.json", names)
         argv = [
             "serve",
             "--model",
@@ -365,6 +396,77 @@ def run_model(calls: list[InferenceCall], model: CustodyModel) -> list[list[dict
         answers.append([outputs[offset + i] for i in range(len(call.prompts))])
         offset += len(call.prompts)
     return answers
+
+
+# --- classification: the classes' names, inside custody ---------------------------------------------
+
+# The names of each classifier, per worker process (one audited read of its versions); None: unnamed.
+_LABEL_NAMES: dict[str, list[str] | None] = {}
+
+
+def _label_counts(job: TrainingJob, label_field: str, consumer_ref: str) -> Counter[str]:
+    """How many records of the job's versions carry each value of ``label_field`` (read under the
+    platform's gate grant, audited, as the guard's index is)."""
+    counts: Counter[str] = Counter()
+    for grant in job_grants(job):
+        version = grant.version
+        stream = custody.grant_stream_open(
+            grant=custody.system_grant(version, GrantPurpose.GATE),
+            consumer_ref=consumer_ref,
+            purpose=GrantPurpose.GATE,
+        )
+        for batch in stream:
+            for record in batch:
+                value = (record.get("meta") or {}).get(label_field)
+                if value is not None and value != "":
+                    counts[str(value)] += 1
+    return counts
+
+
+def label_names(model: CustodyModel) -> list[str] | None:
+    """A custody classifier's class names in ``LABEL_<i>`` order, or None where they cannot be
+    named safely: not a classifier trained here, a vocabulary that does not match the one the job
+    trained on (its receipt's hash), or a class with fewer than ``LABEL_MIN_RECORDS`` records."""
+    if model.job_ref in _LABEL_NAMES:
+        return _LABEL_NAMES[model.job_ref]
+    from training.launcher import opaque_labels
+
+    names: list[str] | None = None
+    job = TrainingJob.objects.select_related("base", "grant__version").filter(public_id=model.job_ref).first()
+    label_field = str((job.request or {}).get("label_field") or "") if job else ""
+    labels = (job.metrics or {}).get("labels") if job and isinstance(job.metrics, dict) else None
+    expected = labels.get("vocabulary_sha256") if isinstance(labels, dict) else None
+    if job is not None and model.task == BaseTask.CLASSIFICATION and label_field and expected:
+        counts = _label_counts(job, label_field, consumer_ref=f"labels:{model.job_ref}")
+        _mapping, digest = opaque_labels(list(counts))
+        if (
+            digest == expected
+            and counts
+            and min(counts.values()) >= LABEL_MIN_RECORDS
+            and max(len(name) for name in counts) <= MAX_LABEL_CHARS
+        ):
+            names = sorted(counts)  # LABEL_<i> is the i-th value of the sorted vocabulary
+    _LABEL_NAMES[model.job_ref] = names
+    return names
+
+
+def config_name_labels(path: Path, names: list[str]) -> bool:
+    """Write ``id2label``/``label2id`` with ``names`` into a classifier's ``config.json`` (the
+    sandbox's copy); False, and the file untouched, when its head has another number of classes."""
+    try:
+        config = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False  # the runner refuses the model with its own error
+    if not isinstance(config, dict):
+        return False
+    # transformers leaves its two-label default out of a saved config.
+    classes = len(config.get("id2label") or {}) or 2
+    if classes != len(names):
+        return False
+    config["id2label"] = {str(i): name for i, name in enumerate(names)}
+    config["label2id"] = {name: i for i, name in enumerate(names)}
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    return True
 
 
 class InferenceFailed(Exception):
@@ -462,15 +564,22 @@ def _fail(call: InferenceCall, code: str, detail: str) -> None:
     )
 
 
-def _answer(call: InferenceCall, model: CustodyModel, raw: list[dict[str, Any]]) -> None:
-    if call.task == "generate":
-        texts = [str(o.get("text", "")) for o in raw]
-        outputs = guard_outputs(model, list(call.prompts), texts)
-        output_tokens = sum(count_tokens(texts))
-    else:
-        outputs = [{"label": str(o.get("label")), "score": o.get("score")} for o in raw]
-        output_tokens = 0
-    _finish(call, outputs=outputs, output_tokens=output_tokens)
+def _answer(calls: list[InferenceCall], model: CustodyModel, answers: list[list[dict[str, Any]]]) -> None:
+    """Guard, meter and finish each call of a batch. The guard and the desensitizer run once over
+    the whole batch (the desensitizer's cost is mostly per run, not per text); each call still
+    finishes in its own transaction, its usage recorded once."""
+    if calls[0].task != "generate":
+        for call, raw in zip(calls, answers, strict=True):
+            outputs = [{"label": str(o.get("label")), "score": o.get("score")} for o in raw]
+            _finish(call, outputs=outputs, output_tokens=0)
+        return
+    texts = [[str(o.get("text", "")) for o in raw] for raw in answers]
+    flat = [text for each in texts for text in each]
+    guarded = iter(guard_outputs(model, [p for call in calls for p in call.prompts], flat))
+    tokens = iter(count_tokens(flat))
+    for call, each in zip(calls, texts, strict=True):
+        outputs = [next(guarded) for _ in each]
+        _finish(call, outputs=outputs, output_tokens=sum(next(tokens) for _ in each))
 
 
 def inference_run(*, call_id: int, final_attempt: bool = False, batch: list[int] | None = None) -> None:
@@ -511,32 +620,44 @@ def inference_run(*, call_id: int, final_attempt: bool = False, batch: list[int]
             for call in usable:
                 _fail(call, "training.internal_error", "The call stopped on an internal error.")
         raise
-    for call, raw in zip(usable, answers, strict=True):
-        _answer(call, model, raw)
+    _answer(usable, model, answers)
 
 
 # --- the work item: one call, and the queued calls it can batch with ---------------------------------
 
 
 def _followers(item: WorkItem) -> list[WorkItem]:
-    """Queued calls of the same model, task and length whose work items this worker can claim too."""
+    """Unfinished calls of the same model, task and length whose work items this worker can claim
+    too: queued ones, and those a dead worker left running (state ``running``, the item requeued or
+    its lease expired), so that recovering a killed batch is one sandbox run again, not one each."""
     call = InferenceCall.objects.filter(pk=int(item.ref)).first()
     if call is None or settings.SERVING_BATCH_CALLS <= 1:
         return []
+    wanted = settings.SERVING_BATCH_CALLS - 1
     candidates = (
         InferenceCall.objects.filter(
             model_ref=call.model_ref,
             task=call.task,
             max_new_tokens=call.max_new_tokens,
-            state=InferenceState.QUEUED,
+            state__in=[InferenceState.QUEUED, InferenceState.RUNNING],
         )
         .exclude(pk=call.pk)
         .order_by("pk")
-        .values_list("pk", flat=True)[: settings.SERVING_BATCH_CALLS - 1]
+        .values_list("pk", flat=True)
     )
-    items = WorkItem.objects.filter(kind=SERVING_KIND, ref__in=[str(pk) for pk in candidates]).order_by("pk")
-    claimed = [work_claim(item_id=other.pk, owner=item.lease_owner) for other in items]
-    return [other for other in claimed if other is not None]
+    claimable = Q(state=WorkState.QUEUED) | Q(state=WorkState.RUNNING, lease_expires_at__lt=timezone.now())
+    # Calls running under a live lease (another worker's batch) are passed over, not waited for.
+    items = WorkItem.objects.filter(
+        claimable, kind=SERVING_KIND, ref__in=[str(pk) for pk in candidates[: 4 * wanted]]
+    )
+    claimed = []
+    for other in items.order_by("pk"):
+        taken = work_claim(item_id=other.pk, owner=item.lease_owner)
+        if taken is not None:
+            claimed.append(taken)
+            if len(claimed) == wanted:
+                break
+    return claimed
 
 
 @contextmanager
