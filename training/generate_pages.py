@@ -93,8 +93,8 @@ def _number_input(low: int | float, high: int | float, step: str = "1") -> forms
 class GenerateForm(forms.Form):
     custody_model = forms.ChoiceField(
         label="Model held in custody",
-        help_text="A causal language model your organisation trained, whose weights stay in custody under "
-        "a license that permits generation.",
+        help_text="A causal language model held in custody: one your organisation trained, under a license "
+        "that permits generation, or another organisation's whose model license you hold allows it.",
     )
     prompts = forms.CharField(
         label="Prompts",
