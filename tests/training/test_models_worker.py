@@ -22,6 +22,7 @@ from marketplace.quotes import TOKENS_PER_UNIT
 from marketplace.services.funding import topup_record
 from marketplace.services.model_listings import model_license_buy, model_listing_create
 from marketplace.services.settlement import usage_settle
+from marketplace.tasks import marketplace_sweep
 from tests.custody.scanner import scan_database, scan_files
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 from tests.training.models_world import seal_tiny_model
@@ -152,6 +153,10 @@ def all_final(calls: list[InferenceCall]) -> bool:
 
 def all_settled(usage_ids: list[int]) -> bool:
     recover()
+    # Beat's marketplace sweep: a usage whose doorbell was lost (the worker killed between the
+    # usage's commit and its after-commit doorbell) has no settle item until the sweep makes one.
+    # The 10,000-call proof met exactly that once (1 of 10,000) and waited until the sweep ran.
+    marketplace_sweep()
     return not UsageRecord.objects.filter(pk__in=usage_ids, settled_at__isnull=True).exists()
 
 
