@@ -165,22 +165,38 @@ def grant_check(grant: Grant) -> None:
 
 
 @transaction.atomic
-def grant_job_reserve(*, grant: Grant, consumer_ref: str) -> GrantJob:
+def grant_job_reserve(*, grant: Grant, consumer_ref: str, model_use: str | None = None) -> GrantJob:
     """Count a job against the grant's limits, once per ``consumer_ref``.
 
-    :raises Conflict: the grant is unusable or has no jobs left.
+    A model license (issue 16) meters tokens, not jobs (its ``max_jobs`` is 0, so no job reads
+    data under it): a job that uses the licensed model itself (``model_use``, e.g. ``generate``)
+    is allowed by that use's term instead (``models_custody.model_use_allowed``).
+
+    :raises Conflict: the grant is unusable, has no jobs left, or its terms do not allow
+        ``model_use``.
     """
     locked = Grant.objects.select_for_update().get(pk=grant.pk)
     existing = GrantJob.objects.filter(grant=locked, consumer_ref=consumer_ref).first()
     if existing is not None:
         return existing
     grant_check(locked)
-    max_jobs = locked.terms.get("max_jobs")
-    if max_jobs is not None and locked.jobs_reserved >= int(max_jobs):
-        raise Conflict(
-            f"Grant {locked.public_id} has no jobs left ({max_jobs} allowed).",
-            code="custody.grant_jobs_exhausted",
-        )
+    details: dict[str, Any] = {"consumer_ref": consumer_ref}
+    if model_use is not None:
+        from custody.services.models_custody import model_use_allowed
+
+        if not model_use_allowed(locked.terms, model_use):
+            raise Conflict(
+                f"Model license {locked.public_id} does not allow {model_use}.",
+                code="custody.model_use_not_licensed",
+            )
+        details["model_use"] = model_use
+    else:
+        max_jobs = locked.terms.get("max_jobs")
+        if max_jobs is not None and locked.jobs_reserved >= int(max_jobs):
+            raise Conflict(
+                f"Grant {locked.public_id} has no jobs left ({max_jobs} allowed).",
+                code="custody.grant_jobs_exhausted",
+            )
     job = GrantJob.objects.create(grant=locked, consumer_ref=consumer_ref)
     locked.jobs_reserved += 1
     locked.save(update_fields=["jobs_reserved"])
@@ -189,7 +205,7 @@ def grant_job_reserve(*, grant: Grant, consumer_ref: str) -> GrantJob:
         organisation=locked.licensee,
         object_type="grant",
         object_id=locked.pk,
-        details={"consumer_ref": consumer_ref, "jobs_reserved": locked.jobs_reserved},
+        details={**details, "jobs_reserved": locked.jobs_reserved},
     )
     return job
 

@@ -21,12 +21,11 @@ from django.utils import timezone
 from common.audit import audit_record
 from common.models import Organisation
 from custody.desensitize import Policy, get_desensitizer
-from custody.exceptions import Conflict, NotFound
+from custody.exceptions import NotFound
 from custody.models import (
     CustodyModel,
     DatasetVersion,
     Grant,
-    GrantJob,
     GrantPurpose,
     GrantState,
     UsageKind,
@@ -42,7 +41,6 @@ __all__ = [
     "custody_model_open",
     "custody_model_record",
     "model_license_find",
-    "model_license_job_reserve",
     "model_license_tokens_left",
     "model_license_use_record",
     "model_use_allowed",
@@ -166,40 +164,6 @@ def model_license_tokens_left(grant: Grant) -> int | None:
         t=Sum("quantity")
     )
     return max(0, int(cap) - int(used["t"] or 0))
-
-
-@transaction.atomic
-def model_license_job_reserve(*, grant: Grant, consumer_ref: str, use: str) -> GrantJob:
-    """Hold a job that uses the licensed model itself (a ``generate`` job) on its model license.
-
-    A model license meters tokens, not jobs (its ``max_jobs`` is 0, so no job may read the
-    data under it): the slot is granted by the use's term instead, once per ``consumer_ref``,
-    so the launcher's start-time reservation finds it.
-    :raises Conflict: the license is revoked or expired, or its terms do not allow ``use``.
-    """
-    locked = Grant.objects.select_for_update().get(pk=grant.pk)
-    existing = GrantJob.objects.filter(grant=locked, consumer_ref=consumer_ref).first()
-    if existing is not None:
-        return existing
-    if locked.state != GrantState.ACTIVE or (
-        locked.expires_at is not None and locked.expires_at <= timezone.now()
-    ):
-        raise Conflict(f"Model license {locked.public_id} is not active.", code="custody.grant_expired")
-    if not model_use_allowed(locked.terms, use):
-        raise Conflict(
-            f"Model license {locked.public_id} does not allow {use}.", code="custody.model_use_not_licensed"
-        )
-    job = GrantJob.objects.create(grant=locked, consumer_ref=consumer_ref)
-    locked.jobs_reserved += 1
-    locked.save(update_fields=["jobs_reserved"])
-    audit_record(
-        action="custody.grant_job_reserve",
-        organisation=locked.licensee,
-        object_type="grant",
-        object_id=locked.pk,
-        details={"consumer_ref": consumer_ref, "jobs_reserved": locked.jobs_reserved, "model_use": use},
-    )
-    return job
 
 
 @transaction.atomic

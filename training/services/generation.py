@@ -10,7 +10,7 @@ may be used too, under the model license the caller holds on it (custody_models.
 ``custody_model_access``): a fine-tune further when its terms say ``fine_tune_allowed`` (the job's
 request names the ``model_license``), a generation when they say ``generation_allowed`` -- that
 job then runs under the model license itself (its slot held by custody's
-``model_license_job_reserve``, its generated tokens metered there as ``tokens_inferred``).
+``grant_job_reserve(model_use="generate")``, its generated tokens metered there as ``tokens_inferred``).
 
 Run (``generation_attempt``, from the launcher): custody model decrypted into the sandbox's
 private directory -> ``runner generate`` writes records as events, held in this process's memory
@@ -33,7 +33,8 @@ from common.audit import audit_record
 from common.models import Organisation, User
 from custody.exceptions import Conflict as CustodyConflict
 from custody.models import Grant
-from custody.services.models_custody import model_license_job_reserve, model_license_use_record
+from custody.services.grants import grant_job_reserve
+from custody.services.models_custody import model_license_use_record
 from custody.services.synthetic import leakage_screen, synthetic_version_create, synthetic_version_get
 from training.exceptions import Conflict, Invalid, NotPermitted
 from training.models import BaseTask, BudgetHold, JobState, JobTemplate, TrainingJob
@@ -243,7 +244,7 @@ def _generation_queue(
     )
     if model_license is not None:
         try:
-            model_license_job_reserve(grant=model_license, consumer_ref=job.consumer_ref, use="generate")
+            grant_job_reserve(grant=model_license, consumer_ref=job.consumer_ref, model_use="generate")
         except CustodyConflict as exc:
             raise Conflict(exc.detail, code="training.license_unusable") from exc
     job_reserve_and_enqueue(job, [] if model_license is not None else [grant])
