@@ -181,8 +181,28 @@ DISTIL_LR = 3e-3
 DISTIL_SEED = 7
 
 
-def distil(teacher_dir: Path, layers: int) -> tuple[str, dict[str, object]]:
-    """Fit the student's head on the teacher's layer-``layers`` states; write the student adapter."""
+def conll_texts(paths: list[Path]) -> list[str]:
+    """The sentences of CoNLL files (first column, joined by single spaces), for distillation only:
+    the teacher labels them, so their own tags are not read."""
+    texts: list[str] = []
+    for path in paths:
+        words: list[str] = []
+        for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+            if line.strip():
+                words.append(line.split("\t")[0])
+            elif words:
+                texts.append(" ".join(words))
+                words = []
+    return texts
+
+
+def distil(
+    teacher_dir: Path, layers: int, extra_texts: list[str] | None = None, package: Path = PACKAGE
+) -> tuple[str, dict[str, object]]:
+    """Fit the student's head on the teacher's layer-``layers`` states; write the student adapter.
+
+    ``extra_texts`` (seventh round, an experiment) are read by the teacher beside the train split's
+    records; ``package`` is where the adapter goes (the shipped package by default)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -193,6 +213,7 @@ def distil(teacher_dir: Path, layers: int) -> tuple[str, dict[str, object]]:
     teacher_file = teacher_dir / ADAPTER_FILE
     teacher = EnglishTagger(teacher_dir, adapter_sha256=sha256_file(teacher_file), threads=1)
     texts = [str(r["text"]) for r in records(ROOT / "bench/data/devset/en-train.jsonl")]
+    texts += list(extra_texts or ())
     states: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     encodings = teacher.tokenizer.encode_batch(texts, add_special_tokens=False)
@@ -234,8 +255,8 @@ def distil(teacher_dir: Path, layers: int) -> tuple[str, dict[str, object]]:
     }
     student["classifier.weight"] = head.weight.detach().to(torch.float16).contiguous()
     student["classifier.bias"] = head.bias.detach().to(torch.float16).contiguous()
-    PACKAGE.mkdir(parents=True, exist_ok=True)
-    save_file(student, PACKAGE / ADAPTER_FILE)
+    package.mkdir(parents=True, exist_ok=True)
+    save_file(student, package / ADAPTER_FILE)
     summary: dict[str, object] = {
         "teacher_adapter_sha256": sha256_file(teacher_file),
         "layers": layers,
@@ -248,7 +269,9 @@ def distil(teacher_dir: Path, layers: int) -> tuple[str, dict[str, object]]:
         "seed": DISTIL_SEED,
         "final_loss": round(float(loss.detach()), 6),
     }
-    return sha256_file(PACKAGE / ADAPTER_FILE), summary
+    if extra_texts:
+        summary["extra_texts"] = len(extra_texts)
+    return sha256_file(package / ADAPTER_FILE), summary
 
 
 def main() -> None:
@@ -264,7 +287,27 @@ def main() -> None:
         help="skip training: distil the student from the teacher adapter in TEACHER_DIR",
     )
     parser.add_argument("--layers", type=int, default=DISTIL_LAYERS)
+    parser.add_argument(
+        "--extra-conll",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="CoNLL files whose sentences the teacher also labels for the student (experiment)",
+    )
+    parser.add_argument(
+        "--student-out",
+        type=Path,
+        metavar="DIR",
+        help="with --distil-only: write the student's adapter to DIR only (an experiment; the package "
+        "and its card are left as they are)",
+    )
     args = parser.parse_args()
+    if args.student_out is not None:
+        if args.distil_only is None:
+            parser.error("--student-out needs --distil-only TEACHER_DIR")
+        digest, _ = distil(args.distil_only, args.layers, conll_texts(args.extra_conll), args.student_out)
+        print(f"adapter.safetensors sha256 {digest} (student, {args.layers} layers, in {args.student_out})")
+        return
     teacher_dir = args.distil_only
     if teacher_dir is None:
         if not args.package_only:
@@ -276,7 +319,7 @@ def main() -> None:
         teacher_dir.mkdir(parents=True, exist_ok=True)
         for name in ("adapter.safetensors", "model.json"):
             (teacher_dir / name).write_bytes((PACKAGE / name).read_bytes())
-    digest, summary = distil(teacher_dir, args.layers)
+    digest, summary = distil(teacher_dir, args.layers, conll_texts(args.extra_conll))
     card = json.loads((teacher_dir / "model.json").read_text())
     card["adapter"]["encoder_layers"] = args.layers
     card["distillation"] = summary

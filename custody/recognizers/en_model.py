@@ -31,6 +31,12 @@ Which tagged spans are kept (``accepted``, fifth round, tagger acceptance): a me
 0.45, more for a span written in lower case, and not a single common word of the train split
 (``data/en_common_words.txt``). A pure function of the span, so batch-invariant as the scores are.
 
+A student may also ship its layers whole instead of as LoRA updates (``bench/distil_en_student.py``,
+seventh round: fewer layers and fewer feed-forward units, trained end to end): any ``encoder.layer.*``
+tensor in the adapter replaces the base's, the feed-forward width is read from it, and a
+``tagger.special_tokens`` flag of 0 runs windows without [CLS]/[SEP]. The shipped student is not
+one of these (none kept its recall, docs/desensitization.md), so its path is unchanged.
+
 It needs torch and transformers (installed on custody workers, not in the web image): a missing
 one raises ``EnglishModelError`` naming it, never a silent fallback that changes what is found.
 """
@@ -78,6 +84,8 @@ MIN_SPAN_SCORE: Final = 0.45
 MIN_SPAN_SCORE_LOWERCASE: Final = 0.5
 MIN_SPAN_SCORE_LOWERCASE_PLACE: Final = 0.55
 COMMON_WORDS_FILE: Final = DATA_DIR.parent / "en_common_words.txt"
+# A student trained without [CLS]/[SEP] says so in its adapter (a one-element tensor, 0).
+SPECIAL_TOKENS_KEY: Final = "tagger.special_tokens"
 
 
 class EnglishModelError(RuntimeError):
@@ -173,12 +181,21 @@ class EnglishTagger:
         # The tagger may use only the first layers of the base (a distilled, cheaper student): the
         # adapter holds updates for exactly the layers it uses, so the pinned file says how many.
         config.num_hidden_layers = encoder_layers(adapter, config.num_hidden_layers)
+        # A pruned student ships its layers whole, with fewer feed-forward units than the base.
+        intermediate = adapter.get("encoder.layer.0.intermediate.dense.weight")
+        if intermediate is not None:
+            config.intermediate_size = int(intermediate.shape[0])
+        flag = adapter.get(SPECIAL_TOKENS_KEY)
+        self.special_tokens = True if flag is None else bool(int(flag.reshape(-1)[0]))
         encoder = BertModel(config, add_pooling_layer=False)
         state = _truncated(load_file(base_weights), config.num_hidden_layers)
-        for key in [k for k in adapter if k.endswith(".lora_up")]:
-            layer = key.removesuffix(".lora_up")
-            update = adapter[key].float() @ adapter[f"{layer}.lora_down"].float()
-            state[f"{layer}.weight"] = state[f"{layer}.weight"] + update
+        for key, value in adapter.items():
+            if key.endswith(".lora_up"):
+                layer = key.removesuffix(".lora_up")
+                update = value.float() @ adapter[f"{layer}.lora_down"].float()
+                state[f"{layer}.weight"] = state[f"{layer}.weight"] + update
+            elif key.startswith("encoder.layer.") and not key.endswith(".lora_down"):
+                state[key] = value.float()
         # Buffers and the pooler are not weights the tagger uses (their presence varies by version).
         state = {k: v for k, v in state.items() if not k.startswith("pooler.") and not k.endswith("_ids")}
         missing, unexpected = encoder.load_state_dict(state, strict=False)
@@ -239,13 +256,17 @@ class EnglishTagger:
                 same = by_length[length]
                 for begin in range(0, len(same), BATCH_WINDOWS):
                     chunk = same[begin : begin + BATCH_WINDOWS]
-                    ids = torch.tensor([[self.cls, *windows[i].ids, self.sep] for i in chunk])
+                    if self.special_tokens:
+                        ids = torch.tensor([[self.cls, *windows[i].ids, self.sep] for i in chunk])
+                    else:
+                        ids = torch.tensor([windows[i].ids for i in chunk])
                     with self._precision():
                         hidden = self.encoder(input_ids=ids).last_hidden_state
                     # The head reads float32 (its 7 outputs cost nothing).
                     probabilities = self.head(hidden.float()).softmax(dim=-1)
+                    first = 1 if self.special_tokens else 0
                     for row, i in enumerate(chunk):
-                        result[i] = probabilities[row, 1 : length + 1]
+                        result[i] = probabilities[row, first : first + length]
         return result
 
     def _precision(self) -> Any:

@@ -189,3 +189,45 @@ class TestTaggerReplacesSpacyNames:
         text = "Her flight lands on 14 March 2024 in the evening."
         (found,) = list(with_tagger.detect([text], [True], dates))
         assert any(c.entity_type == "DATE_TIME" and "2024" in text[c.start : c.end] for c in found)
+
+
+def test_loads_a_student_shipped_as_whole_pruned_layers(tmp_path: Path) -> None:
+    """A distilled student (bench/distil_en_student.py) ships whole layers, fewer feed-forward
+    units than the base, and may run without [CLS]/[SEP]: the tagger loads it as it says."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base = load_file(en_model.base_dir() / "model.safetensors")
+    keep = torch.arange(0, 1536, 24)  # 64 of the base's 1,536 units
+    student: dict[str, torch.Tensor] = {}
+    for key, value in base.items():
+        if not key.startswith("encoder.layer.0."):
+            continue
+        if ".intermediate.dense." in key:
+            value = value[keep]
+        elif key.endswith(".output.dense.weight") and ".attention." not in key:
+            value = value[:, keep]
+        student[key] = value.to(torch.float16).contiguous()
+    generator = torch.Generator().manual_seed(0)
+    student["classifier.weight"] = torch.randn(7, 384, generator=generator).to(torch.float16)
+    student["classifier.bias"] = torch.zeros(7, dtype=torch.float16)
+    outputs = {}
+    for flag in (1, 0):
+        folder = tmp_path / f"special-{flag}"
+        folder.mkdir()
+        save_file(
+            {**student, en_model.SPECIAL_TOKENS_KEY: torch.tensor([flag], dtype=torch.int8)},
+            folder / "adapter.safetensors",
+        )
+        tagger = EnglishTagger(folder, adapter_sha256=sha256_file(folder / "adapter.safetensors"), threads=1)
+        assert tagger.encoder.config.num_hidden_layers == 1
+        assert tagger.encoder.config.intermediate_size == 64
+        assert tagger.special_tokens is bool(flag)
+        text = "flew from Reykjavik to Winnipeg with Ana"
+        (window,) = tagger._windows([text])
+        (probabilities,) = tagger._probabilities([window])
+        # One row per word piece of the text, whatever the special tokens: they are never tagged.
+        assert probabilities.shape == (len(window.ids), 7)
+        outputs[flag] = probabilities
+    # Without [CLS]/[SEP] the same weights read another input: the flag is honoured, not ignored.
+    assert not torch.equal(outputs[0], outputs[1])
