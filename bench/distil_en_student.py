@@ -40,20 +40,6 @@ TRAIN = ROOT / "bench/data/devset/en-train.jsonl"
 DEV = ROOT / "bench/data/devset/en-dev.jsonl"
 SEED = 7
 BATCH = 32
-WINDOW = 126
-STRIDE = 96
-
-
-def windows(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    pieces = []
-    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
-        ids = encoding.ids
-        for start in range(0, max(1, len(ids)), STRIDE):
-            if ids[start : start + WINDOW]:
-                pieces.append(ids[start : start + WINDOW])
-            if start + WINDOW >= len(ids):
-                break
-    return pieces
 
 
 def padded(torch: Any, chunk: list[list[int]], prefix: list[int], suffix: list[int]) -> tuple[Any, Any]:
@@ -82,7 +68,8 @@ def distil(args: argparse.Namespace) -> Path:
     )
     texts = [json.loads(line)["text"] for line in TRAIN.read_text().splitlines() if line.strip()]
     texts += [t.lower() for t in rng.sample(texts, len(texts) // 3)]
-    pieces = windows(teacher.tokenizer, texts)
+    # The windows the tagger itself reads (126 word pieces, stride 96).
+    pieces = [window.ids for window in teacher._windows(texts)]
     cls, sep = int(teacher.cls or 0), int(teacher.sep or 0)
     layers = args.layers
     layer_modules = teacher.encoder.encoder.layer
