@@ -50,6 +50,47 @@ def records(path: Path) -> list[dict[str, object]]:
     return rows
 
 
+# UNER's tags (Universal NER, Mayhew et al. 2024) for the types the tagger learns.
+UNER_TYPES = {"PER": "PERSON", "LOC": "LOCATION", "ORG": "ORGANIZATION"}
+
+
+def iob2_records(paths: list[Path]) -> list[dict[str, object]]:
+    """Gold sentences of Universal NER IOB2 files (``id word tag …`` columns, ``#`` comments) as
+    training records: words joined by single spaces, as the development set rebuilds WNUT's posts."""
+    rows: list[dict[str, object]] = []
+    for path in paths:
+        words: list[tuple[str, str]] = []
+        for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+            if line.startswith("#"):
+                continue
+            if line.strip():
+                columns = line.split("\t")
+                words.append((columns[1], columns[2]))
+                continue
+            if not words:
+                continue
+            text = ""
+            spans: list[dict[str, object]] = []
+            for word, tag in words:
+                text += (" " if text else "") + word
+                start, at = len(text) - len(word), len(text)
+                kind = UNER_TYPES.get(tag[2:]) if tag != "O" else None
+                if kind is None:
+                    continue
+                if (
+                    tag.startswith("I-")
+                    and spans
+                    and spans[-1]["type"] == kind
+                    and spans[-1]["end"] == start - 1
+                ):
+                    spans[-1]["end"] = at
+                else:
+                    spans.append({"start": start, "end": at, "type": kind})
+            rows.append({"text": text, "spans": spans})
+            words = []
+    return rows
+
+
 def spec(epochs: int, rank: int) -> dict[str, object]:
     return {
         "template": "token_classification",
@@ -70,10 +111,14 @@ def spec(epochs: int, rank: int) -> dict[str, object]:
     }
 
 
-def train(work: Path, epochs: int, rank: int) -> dict[str, object]:
+def train(
+    work: Path, epochs: int, rank: int, extra: list[dict[str, object]] | None = None
+) -> dict[str, object]:
+    """Train the teacher with the runner on the train split (and ``extra`` gold records, if any)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "spec.json").write_text(json.dumps(spec(epochs, rank), indent=2))
-    stdin = "".join(json.dumps(r) + "\n" for r in records(ROOT / "bench/data/devset/en-train.jsonl"))
+    rows = records(ROOT / "bench/data/devset/en-train.jsonl") + list(extra or ())
+    stdin = "".join(json.dumps(r) + "\n" for r in rows)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "training.runner", "train", "--spec", "spec.json", "--out", "out"],
@@ -211,7 +256,10 @@ def distil(
     torch.manual_seed(DISTIL_SEED)
     torch.set_num_threads(1)
     teacher_file = teacher_dir / ADAPTER_FILE
-    teacher = EnglishTagger(teacher_dir, adapter_sha256=sha256_file(teacher_file), threads=1)
+    # float32 whatever the CPU: the states are read outside the tagger's bfloat16 autocast.
+    teacher = EnglishTagger(
+        teacher_dir, adapter_sha256=sha256_file(teacher_file), threads=1, precision="float32"
+    )
     texts = [str(r["text"]) for r in records(ROOT / "bench/data/devset/en-train.jsonl")]
     texts += list(extra_texts or ())
     states: list[torch.Tensor] = []
@@ -295,6 +343,14 @@ def main() -> None:
         help="CoNLL files whose sentences the teacher also labels for the student (experiment)",
     )
     parser.add_argument(
+        "--extra-iob2",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="Universal NER IOB2 files (e.g. UNER_English-EWT's dev and test) whose gold sentences the "
+        "teacher also trains on, and whose text the teacher labels for the student",
+    )
+    parser.add_argument(
         "--student-out",
         type=Path,
         metavar="DIR",
@@ -302,16 +358,18 @@ def main() -> None:
         "and its card are left as they are)",
     )
     args = parser.parse_args()
+    gold = iob2_records(args.extra_iob2)
+    extra_texts = conll_texts(args.extra_conll) + [str(r["text"]) for r in gold]
     if args.student_out is not None:
         if args.distil_only is None:
             parser.error("--student-out needs --distil-only TEACHER_DIR")
-        digest, _ = distil(args.distil_only, args.layers, conll_texts(args.extra_conll), args.student_out)
+        digest, _ = distil(args.distil_only, args.layers, extra_texts, args.student_out)
         print(f"adapter.safetensors sha256 {digest} (student, {args.layers} layers, in {args.student_out})")
         return
     teacher_dir = args.distil_only
     if teacher_dir is None:
         if not args.package_only:
-            train(args.work, args.epochs, args.rank)
+            train(args.work, args.epochs, args.rank, gold)
         digest = package(args.work, args.rank)
         print(f"teacher adapter.safetensors sha256 {digest}")
         # The teacher is kept in the work directory; the package gets the student.
@@ -319,7 +377,7 @@ def main() -> None:
         teacher_dir.mkdir(parents=True, exist_ok=True)
         for name in ("adapter.safetensors", "model.json"):
             (teacher_dir / name).write_bytes((PACKAGE / name).read_bytes())
-    digest, summary = distil(teacher_dir, args.layers, conll_texts(args.extra_conll))
+    digest, summary = distil(teacher_dir, args.layers, extra_texts)
     card = json.loads((teacher_dir / "model.json").read_text())
     card["adapter"]["encoder_layers"] = args.layers
     card["distillation"] = summary

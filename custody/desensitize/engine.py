@@ -36,7 +36,8 @@ from custody.language import cjk_free_segments, latin_view
 from custody.recognizers import Candidate, Context, Recognizer, TextView, sealroom_recognizers
 from custody.recognizers.base import english_stop_words
 from custody.recognizers.en_dates import WordDateRecognizer
-from custody.recognizers.en_model import tag_segments
+from custody.recognizers.en_model import accepted, tag_segments
+from custody.recognizers.en_names import is_title
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -280,7 +281,9 @@ class Engine:
                 candidates.extend(_plausible_ner(text, ner, candidates, threshold))
             chosen = resolve(_joined_phones(_without_false_nhs(view, candidates)), entities, threshold)
             if index in tagged:
-                chosen = widen_organizations(text, fill_gaps(chosen, tagged[index], entities, threshold))
+                chosen = widen_organizations(
+                    text, fill_gaps(chosen, tagged[index], entities, threshold, text)
+                )
             yield merge_adjacent_locations(text, chosen)
 
     def _ner_candidates(
@@ -709,17 +712,55 @@ def _joined_phones(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def fill_gaps(
-    chosen: list[Candidate], extra: list[Candidate], entities: frozenset[str], threshold: float
+    chosen: list[Candidate],
+    extra: list[Candidate],
+    entities: frozenset[str],
+    threshold: float,
+    text: str,
 ) -> list[Candidate]:
-    """Add the ``extra`` spans (the English tagger's) that overlap nothing already chosen, sorted."""
-    added = [
-        c
-        for c in extra
-        if c.entity_type in entities and c.score >= threshold and not any(_overlaps(c, k) for k in chosen)
-    ]
+    """Add the ``extra`` spans (the English tagger's) where nothing is chosen yet, sorted.
+
+    A span that overlaps chosen spans still adds what lies outside them (``_remainders``, eighth
+    round of issue 12): where a rule took ``Tommy`` of the tagger's ``Tommy WIseau``, or the
+    postcode of an address block the tagger read as one place, the surname and the city are still
+    masked (before, the whole tagger span was dropped with its overlap)."""
+    added = []
+    for c in extra:
+        if c.entity_type not in entities or c.score < threshold:
+            continue
+        overlapping = [k for k in chosen if _overlaps(c, k)]
+        if not overlapping:
+            added.append(c)
+        else:
+            added.extend(_remainders(text, c, overlapping))
     if not added:
         return chosen
     return resolve([*chosen, *added], entities, threshold)
+
+
+def _remainders(text: str, span: Candidate, overlapping: list[Candidate]) -> list[Candidate]:
+    """The parts of ``span`` outside every ``overlapping`` span, cut to their first and last word
+    characters, each kept only if the tagger would accept it alone (``accepted``: not one
+    character, a lone stop word, a demonym or a common word) and it is not a title alone (the ``mr``
+    of ``mr tanaka`` once a rule took ``tanaka``)."""
+    pieces = [(span.start, span.end)]
+    for k in overlapping:
+        pieces = [
+            part
+            for start, end in pieces
+            for part in ((start, min(end, k.start)), (max(start, k.end), end))
+            if part[0] < part[1]
+        ]
+    kept = []
+    for start, end in pieces:
+        while start < end and not text[start].isalnum():
+            start += 1
+        while end > start and not text[end - 1].isalnum():
+            end -= 1
+        value = text[start:end]
+        if accepted(value, span.entity_type, span.score, min_score=0.0) and not is_title(value):
+            kept.append(span._replace(start=start, end=end))
+    return kept
 
 
 def resolve(candidates: list[Candidate], entities: frozenset[str], threshold: float) -> list[Candidate]:

@@ -33,11 +33,14 @@ from custody.recognizers.base import Candidate, Recognizer, TextView, english_st
 _HANDLE = re.compile(r"(?<![A-Za-z0-9_.@/#&])@[A-Za-z0-9_]{2,30}(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])")
 _NAME_WORD = r"[A-Z][a-z'’\-]*[a-z](?:-[A-Z][a-z]+)?"
 _INITIAL = r"[A-Z]\."
-_TITLED = re.compile(
-    r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sgt|Capt|Det|Insp|Gov|Sen|Rep)\.?[ \t]+"
-    r"|\b(?:Miss|Mister|Doctor|Professor|Sir|Dame|Madam|Officer|Detective|Sergeant|Captain|Judge"
-    r"|Senator|Governor|President|Coach|Uncle|Auntie|Aunt|Nurse|Pastor|Father|Sister|Brother)[ \t]+"
+_SHORT_TITLES = "Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sgt|Capt|Det|Insp|Gov|Sen|Rep"
+_LONG_TITLES = (
+    "Miss|Mister|Doctor|Professor|Sir|Dame|Madam|Officer|Detective|Sergeant|Captain|Judge"
+    "|Senator|Governor|President|Coach|Uncle|Auntie|Aunt|Nurse|Pastor|Father|Sister|Brother"
 )
+_TITLED = re.compile(rf"\b(?:{_SHORT_TITLES})\.?[ \t]+|\b(?:{_LONG_TITLES})[ \t]+")
+# A title alone (what a title-and-name span keeps once the name is taken): any case, its dot optional.
+_TITLE_ALONE = re.compile(rf"(?i:{_SHORT_TITLES})\.?|(?i:{_LONG_TITLES})")
 _NAME_AFTER = re.compile(rf"(?:{_NAME_WORD}|{_INITIAL})(?:[ \t]+(?:{_NAME_WORD}|{_INITIAL})){{0,3}}")
 _LOWER_WORD = re.compile(r"[a-z][a-z'\-]{1,20}\b")
 _LOWER_TITLE = re.compile(r"(?<![A-Za-z])(?:mr|mrs|ms|dr|prof)\.?[ \t]+")
@@ -179,6 +182,11 @@ _NOT_SURNAME_WORDS: Final = (
     "podcast live concert festival tour"
 )
 _NOT_SURNAMES: Final = frozenset(_NOT_SURNAME_WORDS.split())
+
+
+def is_title(value: str) -> bool:
+    """Whether ``value`` is a title alone (``Mr``, ``dr.``, ``Professor``), not a name."""
+    return _TITLE_ALONE.fullmatch(value.strip()) is not None
 
 
 def _is_name_word(word: str) -> bool:

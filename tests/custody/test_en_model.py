@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 from pathlib import Path
@@ -105,15 +106,55 @@ class TestEngineStage:
         from custody.desensitize.engine import fill_gaps
         from custody.recognizers import Candidate
 
-        kept = [Candidate(0, 5, "PERSON", 0.9, "a"), Candidate(20, 30, "URL", 0.6, "b")]
+        text = "Ann Lee at Kyiv, see http://x.io/ab or ACME now"
+        kept = [Candidate(0, 7, "PERSON", 0.9, "a"), Candidate(21, 33, "URL", 0.6, "b")]
         extra = [
-            Candidate(3, 8, "ORGANIZATION", 0.95, en_model.SOURCE),  # overlaps the name
-            Candidate(10, 16, "LOCATION", 0.9, en_model.SOURCE),
-            Candidate(40, 44, "ORGANIZATION", 0.9, en_model.SOURCE),  # not in the policy
+            Candidate(11, 15, "LOCATION", 0.9, en_model.SOURCE),
+            Candidate(37, 41, "ORGANIZATION", 0.9, en_model.SOURCE),  # not in the policy
+            Candidate(11, 15, "PERSON", 0.4, en_model.SOURCE),  # under the threshold
         ]
         entities = frozenset({"PERSON", "URL", "LOCATION"})
-        chosen = fill_gaps(kept, extra, entities, 0.5)
-        assert [(c.start, c.entity_type) for c in chosen] == [(0, "PERSON"), (10, "LOCATION"), (20, "URL")]
+        chosen = fill_gaps(kept, extra, entities, 0.5, text)
+        assert [(c.start, c.end, c.entity_type) for c in chosen] == [
+            (0, 7, "PERSON"),
+            (11, 15, "LOCATION"),
+            (21, 33, "URL"),
+        ]
+
+    def test_a_span_that_overlaps_keeps_only_what_lies_outside(self) -> None:
+        """A rule took the first name or the postcode: the surname and the city are still masked,
+        cut to word characters; a one-character remainder and the overlap itself are not added."""
+        from custody.desensitize.engine import fill_gaps
+        from custody.recognizers import Candidate
+
+        text = "Tommy WIseau, 20789 Allika 46, Riisa 62488. Bo X"
+        at = text.index
+        kept = [
+            Candidate(0, 5, "PERSON", 0.7, "rule"),  # Tommy
+            Candidate(at("20789"), at("20789") + 5, "LOCATION", 0.9, "rule"),
+            Candidate(at("62488"), at("62488") + 5, "LOCATION", 0.9, "rule"),
+            Candidate(at("Bo"), at("Bo") + 2, "PERSON", 0.9, "rule"),
+        ]
+        extra = [
+            Candidate(0, at(","), "PERSON", 0.99, en_model.SOURCE),  # Tommy WIseau
+            # the whole address block, read as one place
+            Candidate(at("20789"), at("62488") + 5, "LOCATION", 0.95, en_model.SOURCE),
+            Candidate(
+                at("Bo"), len(text), "PERSON", 0.95, en_model.SOURCE
+            ),  # "Bo X": the "X" is one character
+        ]
+        chosen = fill_gaps(kept, extra, frozenset({"PERSON", "LOCATION"}), 0.5, text)
+        found = [(text[c.start : c.end], c.entity_type, c.source) for c in chosen]
+        assert found == [
+            ("Tommy", "PERSON", "rule"),
+            ("WIseau", "PERSON", en_model.SOURCE),
+            ("20789", "LOCATION", "rule"),
+            ("Allika 46, Riisa", "LOCATION", en_model.SOURCE),
+            ("62488", "LOCATION", "rule"),
+            ("Bo", "PERSON", "rule"),
+        ]
+        # Nothing overlaps in what comes out.
+        assert all(a.end <= b.start for a, b in itertools.pairwise(chosen))
 
     def test_the_desensitizer_finds_what_only_the_tagger_knows(self, tagger: EnglishTagger) -> None:
         import dataclasses

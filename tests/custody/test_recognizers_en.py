@@ -74,6 +74,25 @@ class TestEnglishNames:
     def test_does_not_run_on_records_forced_to_chinese(self) -> None:
         assert found(EnglishNameRecognizer(), "Dr Helena Shaw called", english=False) == []
 
+    @pytest.mark.parametrize(
+        ("value", "title"),
+        [
+            ("mr", True),
+            ("Dr.", True),
+            ("MRS", True),
+            (" Professor ", True),
+            ("Sister", True),
+            ("drew", False),
+            ("Mr Smith", False),
+            ("Maria", False),
+            ("Prof.essor", False),
+        ],
+    )
+    def test_a_title_alone(self, value: str, title: bool) -> None:
+        from custody.recognizers.en_names import is_title
+
+        assert is_title(value) is title
+
 
 class TestPlaces:
     @pytest.mark.parametrize(
