@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -241,13 +242,38 @@ def conll_texts(paths: list[Path]) -> list[str]:
     return texts
 
 
+def gold_tags(offsets: list[tuple[int, int]], spans: list[dict[str, Any]], tags: int) -> Any:
+    """One-hot BIO tags of word pieces (their character ``offsets``) from gold character spans: a
+    piece that starts a span is B, a later piece inside it I, any other O."""
+    import torch
+
+    hard = torch.zeros((len(offsets), tags))
+    for row, (start, _end) in enumerate(offsets):
+        tag = 0
+        for span in spans:
+            begin, end = span["start"], span["end"]
+            if begin <= start < end:
+                kind = TYPES.index(span["type"])
+                tag = 1 + 2 * kind + (0 if start == begin else 1)
+                break
+        hard[row, tag] = 1.0
+    return hard
+
+
 def distil(
-    teacher_dir: Path, layers: int, extra_texts: list[str] | None = None, package: Path = PACKAGE
+    teacher_dir: Path,
+    layers: int,
+    extra_texts: list[str] | None = None,
+    package: Path = PACKAGE,
+    gold: list[dict[str, Any]] | None = None,
+    gold_weight: float = 0.0,
 ) -> tuple[str, dict[str, object]]:
     """Fit the student's head on the teacher's layer-``layers`` states; write the student adapter.
 
     ``extra_texts`` (seventh round, an experiment) are read by the teacher beside the train split's
-    records; ``package`` is where the adapter goes (the shipped package by default)."""
+    records; ``package`` is where the adapter goes (the shipped package by default). ``gold``
+    records (eighth round, an experiment: UNER IOB2 sentences) are read too, their targets
+    ``gold_weight`` × their gold tags + (1 − ``gold_weight``) × the teacher's probabilities."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -262,25 +288,33 @@ def distil(
     )
     texts = [str(r["text"]) for r in records(ROOT / "bench/data/devset/en-train.jsonl")]
     texts += list(extra_texts or ())
+    spans: list[list[dict[str, Any]] | None] = [None] * len(texts)
+    for record in gold or ():
+        texts.append(str(record["text"]))
+        spans.append(record["spans"])
     states: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     encodings = teacher.tokenizer.encode_batch(texts, add_special_tokens=False)
-    pieces = [e.ids[:126] for e in encodings if e.ids]
+    pieces = [(e.ids[:126], e.offsets[:126], g) for e, g in zip(encodings, spans, strict=True) if e.ids]
     with torch.inference_mode():
         for begin in range(0, len(pieces), 64):
             chunk = pieces[begin : begin + 64]
-            width = max(len(p) for p in chunk) + 2
+            width = max(len(p[0]) for p in chunk) + 2
             ids = torch.zeros((len(chunk), width), dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, piece in enumerate(chunk):
+            for row, (piece, _, _) in enumerate(chunk):
                 tokens = [teacher.cls, *piece, teacher.sep]
                 ids[row, : len(tokens)] = torch.tensor(tokens)
                 mask[row, : len(tokens)] = 1
             out = teacher.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             soft = teacher.head(out.last_hidden_state).softmax(dim=-1)
-            for row, piece in enumerate(chunk):
+            for row, (piece, offsets, gold_spans) in enumerate(chunk):
                 states.append(out.hidden_states[layers][row, 1 : len(piece) + 1].clone())
-                targets.append(soft[row, 1 : len(piece) + 1].clone())
+                target = soft[row, 1 : len(piece) + 1].clone()
+                if gold_spans is not None and gold_weight > 0:
+                    hard = gold_tags(offsets, gold_spans, target.shape[1])
+                    target = gold_weight * hard + (1 - gold_weight) * target
+                targets.append(target)
     x, y = torch.cat(states), torch.cat(targets)
     head = torch.nn.Linear(x.shape[1], y.shape[1])
     optimizer = torch.optim.Adam(head.parameters(), lr=DISTIL_LR)
@@ -319,6 +353,13 @@ def distil(
     }
     if extra_texts:
         summary["extra_texts"] = len(extra_texts)
+    if gold:
+        summary["objective"] = (
+            "KL divergence to the teacher's tag probabilities (soft targets) on the train split; on "
+            "the gold sentences, to gold_weight x their gold tags + (1 - gold_weight) x the teacher's"
+        )
+        summary["gold_sentences"] = len(gold)
+        summary["gold_weight"] = gold_weight
     return sha256_file(package / ADAPTER_FILE), summary
 
 
@@ -351,6 +392,13 @@ def main() -> None:
         "teacher also trains on, and whose text the teacher labels for the student",
     )
     parser.add_argument(
+        "--gold-weight",
+        type=float,
+        default=0.0,
+        help="the student's targets on the --extra-iob2 sentences: this share of their gold tags, the "
+        "rest the teacher's probabilities (default 0: the teacher's alone)",
+    )
+    parser.add_argument(
         "--student-out",
         type=Path,
         metavar="DIR",
@@ -359,11 +407,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     gold = iob2_records(args.extra_iob2)
-    extra_texts = conll_texts(args.extra_conll) + [str(r["text"]) for r in gold]
+    extra_texts = conll_texts(args.extra_conll)
     if args.student_out is not None:
         if args.distil_only is None:
             parser.error("--student-out needs --distil-only TEACHER_DIR")
-        digest, _ = distil(args.distil_only, args.layers, extra_texts, args.student_out)
+        digest, _ = distil(
+            args.distil_only, args.layers, extra_texts, args.student_out, gold, args.gold_weight
+        )
         print(f"adapter.safetensors sha256 {digest} (student, {args.layers} layers, in {args.student_out})")
         return
     teacher_dir = args.distil_only
@@ -377,10 +427,15 @@ def main() -> None:
         teacher_dir.mkdir(parents=True, exist_ok=True)
         for name in ("adapter.safetensors", "model.json"):
             (teacher_dir / name).write_bytes((PACKAGE / name).read_bytes())
-    digest, summary = distil(teacher_dir, args.layers, extra_texts)
+    digest, summary = distil(teacher_dir, args.layers, extra_texts, PACKAGE, gold, args.gold_weight)
     card = json.loads((teacher_dir / "model.json").read_text())
     card["adapter"]["encoder_layers"] = args.layers
     card["distillation"] = summary
+    if args.extra_iob2:
+        summary["gold_files"] = [
+            {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            for path in args.extra_iob2
+        ]
     # How the shipped student runs (precision, batching) is the runtime's, not the training's: kept.
     shipped = json.loads((PACKAGE / "model.json").read_text())
     if "inference" in shipped:
