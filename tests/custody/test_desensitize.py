@@ -176,6 +176,48 @@ class TestEnglishCascade:
         text = "@maria_k see you at the game #GoReds #WinningTeam"
         assert found(desensitizer.desensitize(text), text) == [("PERSON", "@maria_k")]
 
+    # Plain sentences a provider's records hold, each with the names in it: every letter of every
+    # name is masked. A guard beside the aggregate figures for any new tagger or rule (eighth round
+    # of issue 12: a head that scored better on dev left "Aisha" and "Chen" here in clear).
+    @pytest.mark.parametrize(
+        ("text", "names"),
+        [
+            (
+                "Hello, this is Aisha Khan. My router drops the connection every few minutes.",
+                ["Aisha", "Khan"],
+            ),
+            ("Hello, this is Wei Chen. My router drops the connection every few minutes.", ["Wei", "Chen"]),
+            ("Please call Oluwaseun Adeyemi about the invoice.", ["Oluwaseun", "Adeyemi"]),
+            ("Thanks, Siobhan O'Connor", ["Siobhan", "O'Connor"]),
+            ("spoke with jamal at the front desk", ["jamal"]),
+            (
+                "Ticket opened by Lars Johansson on behalf of Mette Frederiksen.",
+                ["Lars", "Johansson", "Mette", "Frederiksen"],
+            ),
+            ("my landlord kwame mensah never answers", ["kwame", "mensah"]),
+            ("Meeting with Ms. Nguyen Thi Lan at 3pm", ["Nguyen", "Thi", "Lan"]),
+            ("Zhang Wei sent the report to Ivan Petrov.", ["Zhang", "Wei", "Ivan", "Petrov"]),
+            ("Tommy Wiseau called about the refund", ["Tommy", "Wiseau"]),
+            pytest.param(
+                "Hello, this is Priya Raman. My router drops the connection every few minutes.",
+                ["Priya", "Raman"],
+                marks=pytest.mark.xfail(strict=True, reason="no stage reads 'this is' as a name cue yet"),
+            ),
+        ],
+    )
+    def test_every_letter_of_a_plain_name_is_masked(
+        self, desensitizer: Desensitizer, text: str, names: list[str]
+    ) -> None:
+        spans = desensitizer.desensitize(text).spans
+        masked = {i for s in spans for i in range(s.start, s.end)}
+        left = [
+            name
+            for name in names
+            for at in [text.index(name)]
+            if any(ch.isalpha() and at + i not in masked for i, ch in enumerate(name))
+        ]
+        assert left == [], desensitizer.desensitize(text).text
+
     def test_names_after_titles_and_in_lowercase_text(self, desensitizer: Desensitizer) -> None:
         text = "spoke to mr tanaka and then dr. okafor, my name is zoltan"
         assert [v for _, v in found(desensitizer.desensitize(text), text)] == ["tanaka", "okafor", "zoltan"]
