@@ -11,6 +11,11 @@ cheap (compiled patterns and set look-ups) and run on every Latin record:
   ``Dear``, ``Hi``, ``thanks``): the capitalised words after it, 0.7; a
   lowercase word after it only when it is a known first name, or after the
   strongest cues (``my name is``, ``call me``, ``named``);
+- a speaker introducing themself (``this is``, ``I'm``, ``it's``) and two or
+  three capitalised words after it, none a stop word or a word the train
+  split uses often outside names (``I'm In Love``, ``its Finally Friday``
+  are not names): 0.6; so are one or two such words between a thank-you and
+  the end of the sentence (``Thanks so much, Ines!``);
 - a known first name (the gazetteer) written capitalised, with the
   capitalised word after it as a surname: 0.6; first names that are also
   common English words (``Will``, ``May``, ``Grace``) need a surname or a cue.
@@ -27,6 +32,7 @@ from functools import lru_cache
 from typing import Final
 
 from custody.recognizers.base import Candidate, Recognizer, TextView, english_stop_words
+from custody.recognizers.en_model import common_words
 
 # A handle starts after white space or punctuation (not inside an e-mail
 # address or a URL) and may not run on into a host name ("@example.com").
@@ -52,6 +58,19 @@ _WEAK_CUE = re.compile(
     r"(?:^|(?<=[\s(\"']))(?:[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks,|[Tt]hank you,|[Rr]egards,|[Ss]incerely,"
     r"|[Cc]heers,|[Ll]ove,|[Ii]nvite|[Ww]ith|[Mm]eet|[Aa]sk"
     r"|[Tt]ell|[Cc]all|[Tt]ext|[Mm]arried|[Dd]ating)[ \t]+"
+)
+# "Hello, this is Priya Raman.", "I'm Naomi Ryan": a first name and a surname (two or three
+# capitalised words), each checked by _is_intro_word. One capitalised word after "I'm" is as often
+# a mood in a title-case tweet as a name; the gazetteer takes known first names alone.
+_INTRO_CUE = re.compile(
+    rf"(?:^|(?<=[\s(\"'.,!?]))(?:[Tt]his is|[Ii]t'?s|[Ii]t’s|I'?m|I’m|I am)[ \t]+"
+    rf"({_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{1,2}})\b"
+)
+# "Thanks so much, Ines!": one or two capitalised words between a thank-you and the end of the
+# sentence address the reader by name (each checked by _is_intro_word: "Thanks, Everyone!" is not).
+_THANKED = re.compile(
+    rf"\b(?:[Tt]hanks|[Tt]hank you|[Tt]hx|[Cc]heers)(?: so much| again| a lot| very much)?,[ \t]+"
+    rf"({_NAME_WORD}(?:[ \t]+{_NAME_WORD})?)[ \t]*(?=[!.?]|$)"
 )
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]{1,20}\b")
 _SURNAME_AFTER = re.compile(rf"[ \t]+(?:{_INITIAL}[ \t]+)?({_NAME_WORD})")
@@ -189,6 +208,24 @@ def is_title(value: str) -> bool:
     return _TITLE_ALONE.fullmatch(value.strip()) is not None
 
 
+# Whom a thank-you addresses when it is not a person's name.
+_NOT_ADDRESSEES: Final = frozenset(
+    {
+        *("team", "all", "everyone", "everybody", "guys", "folks", "friends", "sir", "madam", "maam"),
+        *("doc", "doctor", "boss", "mate", "man", "dude", "buddy", "bro", "sis", "babe", "love"),
+        *("dear", "honey", "bud", "pal"),
+    }
+)
+
+
+def _is_intro_word(word: str) -> bool:
+    """Whether a word after an introduction cue or a thank-you can be part of a name: not a stop
+    word, a number, a word the train split holds often outside names (en_model's common words) or
+    a group or form of address ("Team", "Sir")."""
+    lower = word.lower()
+    return _is_name_word(word) and lower not in common_words() and lower not in _NOT_ADDRESSEES
+
+
 def _is_name_word(word: str) -> bool:
     lower = word.lower()
     return lower not in english_stop_words() and not lower.isdigit()
@@ -249,6 +286,10 @@ class EnglishNameRecognizer(Recognizer):
                     if strong and surname and _is_name_word(surname.group()):
                         end = surname.end()
                     found.append(Candidate(word.start(), end, "PERSON", 0.7 if strong else 0.6, self.name))
+        for pattern in (_INTRO_CUE, _THANKED):
+            for m in pattern.finditer(text):
+                if all(_is_intro_word(word) for word in m.group(1).split()):
+                    found.append(Candidate(m.start(1), m.end(1), "PERSON", 0.6, self.name))
         return found
 
     def _gazetteer(self, text: str) -> list[Candidate]:

@@ -6,8 +6,9 @@ name is only reported where the text says a person is named: after a label
 (姓名：, 联系人, 收件人, 交接给, 转账至 ...; after 和, 跟, 找 ... only
 a frequent surname with common given-name characters), before a title (先生, 女士, 经理, 老师 ...), or,
 with a lower score, before a reporting verb (说, 表示 ...) when the given name
-is made of common given-name characters. A name found that way is also
-found where it recurs in the same record.
+is made of common given-name characters; the familiar form (小周, 老王: 小, 老
+or 阿 and a frequent surname) where it stands alone, between breaks or before
+说. A name found that way is also found where it recurs in the same record.
 """
 
 from __future__ import annotations
@@ -140,12 +141,19 @@ _VERB_RE: Final = re.compile(f"(?:{_alternation(_VERBS)})")
 _POSSESSION_RE: Final = re.compile(f"的(?:{_alternation(_POSSESSIONS)})")
 _HAN: Final = re.compile(f"[{HAN_CLASS}]")
 _HAN_RUN: Final = re.compile(f"[{HAN_CLASS}]{{2,4}}")
+# The familiar form of a name, 小/老/阿 and a frequent surname, standing alone: after a break or a
+# word that addresses someone (你, 好, 叫, 和 ...), before a break or 说 ("谢谢你，小周！", "老王说").
+_FAMILIAR: Final = re.compile(
+    f"(?:^|(?<=[^{HAN_CLASS}])|(?<=[你好叫和跟找给问让请]))[小老阿][{''.join(sorted(TOP_SURNAMES))}]"
+    "(?=[，。！？、：:,.!?；;\\s]|说|$)"
+)
 
 LABEL_SCORE: Final = 0.85
 TITLE_SCORE: Final = 0.85
 VERB_SCORE: Final = 0.6
 POSSESSION_SCORE: Final = 0.7
 STANDALONE_SCORE: Final = 0.7
+FAMILIAR_SCORE: Final = 0.6
 # A two-character word at least this frequent in jieba's dictionary ends a name before it.
 COMMON_WORD_FREQUENCY: Final = 100
 
@@ -194,6 +202,8 @@ class ChineseNameRecognizer(Recognizer):
             self._keep(names, text, self._before(text, m.start(), common_only=True), VERB_SCORE)
         for m in _POSSESSION_RE.finditer(text):
             self._keep(names, text, self._before(text, m.start(), common_only=True), POSSESSION_SCORE)
+        for m in _FAMILIAR.finditer(text):
+            self._keep(names, text, (m.start(), m.end()), FAMILIAR_SCORE)
         for m in _HAN_RUN.finditer(text):
             if self._standalone(text, m.start(), m.end()):
                 self._keep(names, text, (m.start(), m.end()), STANDALONE_SCORE)

@@ -54,6 +54,11 @@ class TestEnglishNames:
             ("my name is zoltan kovacs", ["zoltan kovacs"]),
             ("hey jessica are you up", ["jessica"]),
             ("Dinner with Jessica Alvarez tonight", ["Jessica Alvarez"]),
+            ("Hello, this is Priya Raman.", ["Priya Raman"]),
+            ("I'm Naomi Ryan, the new tenant", ["Naomi Ryan"]),
+            ("hi, it's Ngozi Okonkwo Adaeze", ["Ngozi Okonkwo Adaeze"]),
+            ("Thanks so much, Ines!", ["Ines"]),
+            ("Thanks again, Marta Ruiz.", ["Marta Ruiz"]),
         ],
     )
     def test_finds(self, text: str, expected: list[str]) -> None:
@@ -66,6 +71,15 @@ class TestEnglishNames:
             "I will be there in May",  # first names that are common words need a surname
             "Mr. and Mrs. are titles",
             "the weather is nice",
+            # An introduction cue before title-case words that are not a name (train split tweets).
+            "I'm In Love",
+            "its Finally Friday",
+            "I'm Funny When I'm Tired",
+            "this is Priya",  # one word: left to the gazetteer and the tagger
+            # A thank-you to a group or a form of address.
+            "Thanks, Everyone!",
+            "thank you, Team.",
+            "Thanks so much, Sir.",
         ],
     )
     def test_leaves(self, text: str) -> None:

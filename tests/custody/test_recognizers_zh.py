@@ -93,6 +93,22 @@ class TestChineseNames:
         assert name in names(text)
 
     @pytest.mark.parametrize(
+        ("text", "name"),
+        [
+            ("谢谢你，小周！", "小周"),
+            ("老王说他下周回来", "老王"),
+            ("阿陈，快来看", "阿陈"),
+            ("你好小李。", "小李"),
+        ],
+    )
+    def test_finds_the_familiar_form_standing_alone(self, text: str, name: str) -> None:
+        assert name in names(text)
+
+    @pytest.mark.parametrize("text", ["小张家口很冷", "老李子树", "我们小区很安静", "老师好，小心路滑"])
+    def test_the_familiar_form_inside_a_word_is_not_a_name(self, text: str) -> None:
+        assert not {n for n in names(text) if n[0] in "小老阿"}
+
+    @pytest.mark.parametrize(
         "text",
         [
             "我们的方法很简单，高兴就好",
