@@ -4,7 +4,8 @@ The small English model finds capitalised names in edited prose; in tweets,
 chat and lowercase text it misses most of them. These stages are exact and
 cheap (compiled patterns and set look-ups) and run on every Latin record:
 
-- ``@handles`` (``@jack_smith``): an account names its holder: PERSON, 0.9;
+- ``@handles`` (``@jack_smith``, ``@priya.raman``; not ``@example.com``): an
+  account names its holder: PERSON, 0.9;
 - a title and what follows (``Mr. Smith``, ``Dr Helena Shaw``, ``mrs jones``):
   the name after the title, 0.85 (0.7 for one lowercase word);
 - a cue that introduces a name (``my name is``, ``call me``, ``named``,
@@ -33,10 +34,15 @@ from typing import Final
 
 from custody.recognizers.base import Candidate, Recognizer, TextView, english_stop_words
 from custody.recognizers.en_model import common_words
+from custody.recognizers.offline import has_public_suffix
 
 # A handle starts after white space or punctuation (not inside an e-mail
-# address or a URL) and may not run on into a host name ("@example.com").
-_HANDLE = re.compile(r"(?<![A-Za-z0-9_.@/#&])@[A-Za-z0-9_]{2,30}(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])")
+# address or a URL). Instagram, Slack and Reddit handles may hold dots
+# ("@priya.raman"); a dotted one that ends in a public suffix is a host name
+# ("@example.com", the URL stage's), not a handle (``HandleRecognizer.find``).
+_HANDLE = re.compile(
+    r"(?<![A-Za-z0-9_.@/#&])@([A-Za-z0-9_]{2,30}(?:\.[A-Za-z0-9_]+)*)(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])"
+)
 _NAME_WORD = r"[A-Z][a-z'’\-]*[a-z](?:-[A-Z][a-z]+)?"
 _INITIAL = r"[A-Z]\."
 _SHORT_TITLES = "Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sgt|Capt|Det|Insp|Gov|Sen|Rep"
@@ -241,7 +247,11 @@ class HandleRecognizer(Recognizer):
         return "@" in view.text
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
-        return [Candidate(m.start(), m.end(), "PERSON", 0.9, self.name) for m in _HANDLE.finditer(view.text)]
+        return [
+            Candidate(m.start(), m.end(), "PERSON", 0.9, self.name)
+            for m in _HANDLE.finditer(view.text)
+            if "." not in m.group(1) or not has_public_suffix(m.group(1))
+        ]
 
 
 class EnglishNameRecognizer(Recognizer):

@@ -7,6 +7,7 @@ An address is a chain of parts, each directly after the last:
   inside a chain, by their short names (深圳 for 深圳市), and towns, villages
   and districts by their suffixes (…镇, …乡, …村, …街道, …开发区);
 - a road: a short name and 路, 街, 大道, 巷, 弄 or 胡同, with its number (…号);
+  inside a chain also 道 (高新南七道), unless it ends a common word (知道);
 - an estate or building (…小区, …花园, …大厦, …公寓 …) and the parts of a
   flat: 栋, 幢, 座, 单元, 层, 楼, 室, 户, and their numbers (3栋2单元501室).
 
@@ -74,6 +75,11 @@ _HOUSE_NUMBER: Final = re.compile(rf"{_NUM}(?:号|弄|巷|栋|幢|座|单元|层
 _HAN_CHAR: Final = re.compile(_H)
 # A chain without a division opens on a named road only.
 _ROAD: Final = re.compile(rf"{_H}{{1,6}}?(?:大道|大街|路|街|巷|弄|胡同)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
+# Inside a chain, a road may also end in 道 (深圳's 高新南七道, 天津's 成都道, 香港's 轩尼诗道), unless
+# its last two characters are a common word (知道, 频道, 报道: ``_COMMON_WORD_FREQUENCY`` in jieba's
+# dictionary).
+_DAO_ROAD: Final = re.compile(rf"({_H}{{1,6}}?道)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
+_COMMON_WORD_FREQUENCY: Final = 100
 
 
 @lru_cache(maxsize=1)
@@ -176,7 +182,7 @@ class ChineseAddressRecognizer(Recognizer):
             if nxt > end:
                 end = nxt
                 continue
-            m = _PARTS.match(text, end)
+            m = _PARTS.match(text, end) or _dao_road(text, end)
             # Inside a chain a part may hold any character ("和化大道", "锦绣家园"), but it may not
             # start with a particle or a verb ("北京市的", "长安路88号在").
             if m and m.group()[0] not in _NOT_IN_CHAIN:
@@ -188,3 +194,13 @@ class ChineseAddressRecognizer(Recognizer):
         if opened_on_road and not _HOUSE_NUMBER.search(text, start, end):
             return start, False
         return end, address
+
+
+def _dao_road(text: str, pos: int) -> re.Match[str] | None:
+    """A road ending in 道 at ``pos`` inside a chain (ninth round of issue 12), or None."""
+    from custody.recognizers.zh_segmenter import word_frequency  # jieba, loaded on first use
+
+    m = _DAO_ROAD.match(text, pos)
+    if m is None or len(m.group(1)) < 3 or word_frequency(m.group(1)[-2:]) >= _COMMON_WORD_FREQUENCY:
+        return None
+    return m

@@ -116,6 +116,7 @@ class TestDetection:
                 ["郭靖", "成都市武侯区人民南路四段9号"],
             ),
             ("宋佳怡同学的成绩单已经发到邮箱。", ["宋佳怡"]),
+            ("公司地址：深圳市南山区科技园南区高新南七道", ["深圳市南山区科技园南区高新南七道"]),
         ],
     )
     def test_every_character_of_a_plain_chinese_name_is_masked(
@@ -241,6 +242,7 @@ class TestEnglishCascade:
             ("Hi team, it's Ngozi Okonkwo from accounts.", ["Ngozi", "Okonkwo"]),
             ("I'm Tariq Haddad and I would like a refund for order 5531.", ["Tariq", "Haddad"]),
             ("Thanks so much, Ines!", ["Ines"]),
+            ("@priya.raman the invoice is attached", ["priya", "raman"]),
         ],
     )
     def test_every_letter_of_a_plain_name_is_masked(

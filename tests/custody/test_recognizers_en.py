@@ -38,6 +38,10 @@ class TestHandles:
             ("mail jack@example.com", []),
             ("meet @ noon", []),
             ("see @example.com", []),
+            # Instagram, Slack and Reddit handles may hold dots; a public suffix makes it a host name.
+            ("@priya.raman the invoice is attached", ["@priya.raman"]),
+            ("thanks @tom.hardy.", ["@tom.hardy"]),
+            ("ask @support.example.org", []),
         ],
     )
     def test_handles(self, text: str, expected: list[str]) -> None:

@@ -158,10 +158,16 @@ class TestChineseAddressRecognizer:
                 "黑龙江省双鸭山市岭东区和化大道726号12幢1046",
             ),
             ("报案地点为江苏省盐城市射阳县阳平中路996号", "江苏省盐城市射阳县阳平中路996号"),
+            # Inside a chain, a road may end in 道 (ninth round).
+            ("公司在深圳市南山区科技园南区高新南七道", "深圳市南山区科技园南区高新南七道"),
         ],
     )
     def test_finds_addresses(self, text: str, address: str) -> None:
         assert ("LOCATION", address) in found(ChineseAddressRecognizer(), text)
+
+    @pytest.mark.parametrize("text", ["我在北京市知道了这件事", "深圳市频道", "深圳市南山区南道"])
+    def test_a_common_word_or_a_one_character_name_ending_in_dao_is_no_road(self, text: str) -> None:
+        assert [c.score for c in ChineseAddressRecognizer().find(TextView(text))] == [0.6]
 
     def test_a_division_alone_is_a_place(self) -> None:
         candidates = ChineseAddressRecognizer().find(TextView("他来自四川省成都市"))
