@@ -25,6 +25,7 @@ from typing import Final
 
 from custody.language import HAN_CLASS
 from custody.recognizers.base import Candidate, Recognizer, TextView
+from custody.recognizers.names_zh import COMMON_WORD_FREQUENCY
 
 DIVISIONS_FILE: Final = Path(__file__).resolve().parent / "data" / "zh_divisions.txt"
 PLACE_SCORE: Final = 0.6
@@ -76,10 +77,9 @@ _HAN_CHAR: Final = re.compile(_H)
 # A chain without a division opens on a named road only.
 _ROAD: Final = re.compile(rf"{_H}{{1,6}}?(?:大道|大街|路|街|巷|弄|胡同)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
 # Inside a chain, a road may also end in 道 (深圳's 高新南七道, 天津's 成都道, 香港's 轩尼诗道), unless
-# its last two characters are a common word (知道, 频道, 报道: ``_COMMON_WORD_FREQUENCY`` in jieba's
-# dictionary).
+# its last two characters are a common word (知道, 频道, 报道: at least names_zh's ``COMMON_WORD_FREQUENCY``
+# in jieba's dictionary).
 _DAO_ROAD: Final = re.compile(rf"({_H}{{1,6}}?道)(?:{_NUM}(?:号院|号楼|号|弄|巷))?")
-_COMMON_WORD_FREQUENCY: Final = 100
 
 
 @lru_cache(maxsize=1)
@@ -201,6 +201,6 @@ def _dao_road(text: str, pos: int) -> re.Match[str] | None:
     from custody.recognizers.zh_segmenter import word_frequency  # jieba, loaded on first use
 
     m = _DAO_ROAD.match(text, pos)
-    if m is None or len(m.group(1)) < 3 or word_frequency(m.group(1)[-2:]) >= _COMMON_WORD_FREQUENCY:
+    if m is None or len(m.group(1)) < 3 or word_frequency(m.group(1)[-2:]) >= COMMON_WORD_FREQUENCY:
         return None
     return m
