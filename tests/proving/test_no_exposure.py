@@ -143,13 +143,67 @@ LINK = re.compile(rb"""(?:href|hx-get|src|action|data-url)\s*=\s*["']([^"'#]+)""
 TESTSERVER = "http://testserver"
 
 
-def sentinel_set(count: int, tag: str) -> list[str]:
-    """``count`` unique tokens the desensitizer leaves alone (letters only: digits read as numbers to it).
+TAG_LETTERS = "bcdfghjkmnpqrstvwxz"  # letters only: digits read as numbers to the desensitizer
+# The index's digits as letters; not b, c, n, s...: 001 as "bbc" was masked as an organisation.
+INDEX_LETTERS = "fghjkqvwxz"
+TAG_DRAWS = 20
 
-    Random words are sometimes taken for names; ``sentinel-<tag>-<index>`` almost never is.
+
+def sentinel_set(count: int, tag: str) -> list[str]:
+    """``count`` unique tokens ``sentinel-<tag>-<index>``; ``quiet_sentinels`` picks a tag they pass."""
+    return [f"sentinel-{tag}-{''.join(INDEX_LETTERS[int(d)] for d in f'{i:03d}')}" for i in range(count)]
+
+
+def touched(texts: list[str], tokens: list[str]) -> set[str]:
+    """The tokens that the default desensitizer masks or the strict detector flags, in any of the texts."""
+    from custody.desensitize.core import Desensitizer
+    from custody.desensitize.operators import Replacer
+    from custody.desensitize.policy import Policy
+    from custody.desensitize.strict import strict_scan
+    from custody.services.residual import replaced_offsets
+
+    policy, key = Policy.from_dict({}), secrets.token_bytes(32)
+    results = Desensitizer(policy, key).desensitize_batch(texts)
+    offsets = [
+        replaced_offsets(t, r, Replacer(key), policy) or [] for t, r in zip(texts, results, strict=True)
+    ]
+    hits = strict_scan(
+        [r.text for r in results],
+        ignore=[[(s, e) for s, e, _ in o] for o in offsets],
+        entities=policy.entity_set,
+    )
+    return {
+        token
+        for text, result, flagged in zip(texts, results, hits, strict=True)
+        for token in tokens
+        if covers(token, text, result.spans) or covers(token, result.text, flagged)
+    }
+
+
+def covers(token: str, text: str, spans: Any) -> bool:
+    """Whether a span (anything with ``start`` and ``end``) overlaps the token's place in the text."""
+    at = text.find(token)
+    return at >= 0 and any(s.start < at + len(token) and at < s.end for s in spans)
+
+
+def quiet_sentinels(count: int) -> tuple[str, list[str]]:
+    """A fresh random tag and its sentinels, such that no demo ticket's sentinel is masked or flagged.
+
+    A random tag is now and then read as a name or a place: in the first 24 tickets, 10 of
+    150 tags had a sentinel masked by the desensitizer and 1 (``xvcwnmjv``, a place) was
+    flagged by the strict detector. A masked sentinel proves nothing, and a flagged one
+    raises the demo version's residual-risk estimate above the seal's threshold, so the demo
+    stops before sealing: CI failed once so (6% of the 50 sampled records). Such a tag is
+    drawn again: over all 243 tickets, 2 of 15 draws for the quick profile's 24 sentinels and
+    2 of 5 for the proof's 240.
     """
-    letters = "bcdfghjkmnpqrstvwxz"
-    return [f"sentinel-{tag}-{''.join(letters[int(d)] for d in f'{i:03d}')}" for i in range(count)]
+    for _ in range(TAG_DRAWS):
+        tag = "".join(secrets.choice(TAG_LETTERS) for _ in range(8))
+        sentinels = sentinel_set(count, tag)
+        texts = [r["text"] for r in custody.demo.tickets(sentinels=sentinels)]
+        if not touched(texts, sentinels):
+            return tag, sentinels
+    raise AssertionError(f"{TAG_DRAWS} random tags in a row were read as personal data")
 
 
 @dataclass
@@ -516,6 +570,22 @@ class TestSentinelFinder:
         ]
 
 
+class TestQuietSentinels:
+    def test_a_tag_read_as_a_place_or_a_name_is_told_apart(self):
+        # Tags of the search: xvcwnmjv the strict detector flags as a place, brjkbjns the
+        # desensitizer masks as a name; dwxbzpdc neither.
+        for tag, expected in (("xvcwnmjv", True), ("brjkbjns", True), ("dwxbzpdc", False)):
+            sentinels = sentinel_set(24, tag)
+            texts = [r["text"] for r in custody.demo.tickets(count=24, sentinels=sentinels)]
+            assert bool(touched(texts, sentinels)) is expected, tag
+
+    def test_the_drawn_sentinels_are_left_alone(self):
+        tag, sentinels = quiet_sentinels(24)
+        assert all(tag in s for s in sentinels)
+        texts = [r["text"] for r in custody.demo.tickets(sentinels=sentinels)]
+        assert touched(texts, sentinels) == set()
+
+
 # --- the test -----------------------------------------------------------------------------
 
 
@@ -683,9 +753,8 @@ def figures_of(
 def run_and_check(profile: Profile, worker, broker_dir: Path | None, caplog, capfd) -> None:
     started = time.time() - 1
     caplog.set_level(logging.DEBUG)
-    tag = "".join(secrets.choice("bcdfghjkmnpqrstvwxz") for _ in range(8))
+    tag, planted = quiet_sentinels(profile.sentinels)
     controls = Controls(tag)
-    planted = sentinel_set(profile.sentinels, tag)
     run = Run(
         profile,
         planted,
