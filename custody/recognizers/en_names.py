@@ -16,7 +16,8 @@ cheap (compiled patterns and set look-ups) and run on every Latin record:
   three capitalised words after it, none a stop word or a word the train
   split uses often outside names (``I'm In Love``, ``its Finally Friday``
   are not names): 0.6; so are one or two such words between a thank-you and
-  the end of the sentence (``Thanks so much, Ines!``);
+  the end of the sentence (``Thanks so much, Ines!``), and one or two after
+  a greeting and before a comma (``Hey Mo,``);
 - a known first name (the gazetteer) written capitalised, with the
   capitalised word after it as a surname: 0.6; first names that are also
   common English words (``Will``, ``May``, ``Grace``) need a surname or a cue.
@@ -77,6 +78,13 @@ _INTRO_CUE = re.compile(
 _THANKED = re.compile(
     rf"\b(?:[Tt]hanks|[Tt]hank you|[Tt]hx|[Cc]heers)(?: so much| again| a lot| very much)?,[ \t]+"
     rf"({_NAME_WORD}(?:[ \t]+{_NAME_WORD})?)[ \t]*(?=[!.?]|$)"
+)
+# "Hey Mo, the invoice is late.": a greeting, one or two capitalised words and a comma (or "!", ":")
+# address the reader by name, a known first name or not (each word checked by _is_intro_word:
+# "Hi Team," and "Dear Mam," are not names). The weak cue above takes only known first names.
+_GREETED = re.compile(
+    rf"(?:^|(?<=[\s(\"'.,!?]))(?:[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Hh]iya|[Mm]orning"
+    rf"|[Gg]ood (?:morning|afternoon|evening))[ \t]+({_NAME_WORD}(?:[ \t]+{_NAME_WORD})?)[ \t]*(?=[,!:])"
 )
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]{1,20}\b")
 _SURNAME_AFTER = re.compile(rf"[ \t]+(?:{_INITIAL}[ \t]+)?({_NAME_WORD})")
@@ -219,7 +227,7 @@ _NOT_ADDRESSEES: Final = frozenset(
     {
         *("team", "all", "everyone", "everybody", "guys", "folks", "friends", "sir", "madam", "maam"),
         *("doc", "doctor", "boss", "mate", "man", "dude", "buddy", "bro", "sis", "babe", "love"),
-        *("dear", "honey", "bud", "pal"),
+        *("dear", "honey", "bud", "pal", "mam", "ma'am", "sweetie", "darling"),
     }
 )
 
@@ -296,7 +304,7 @@ class EnglishNameRecognizer(Recognizer):
                     if strong and surname and _is_name_word(surname.group()):
                         end = surname.end()
                     found.append(Candidate(word.start(), end, "PERSON", 0.7 if strong else 0.6, self.name))
-        for pattern in (_INTRO_CUE, _THANKED):
+        for pattern in (_INTRO_CUE, _THANKED, _GREETED):
             for m in pattern.finditer(text):
                 if all(_is_intro_word(word) for word in m.group(1).split()):
                     found.append(Candidate(m.start(1), m.end(1), "PERSON", 0.6, self.name))

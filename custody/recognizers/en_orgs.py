@@ -76,8 +76,9 @@ _CAPITALISED_ONLY: Final = (
     "|Inter Milan|Borussia Dortmund|PSG"
 )
 # Not in hashtags (fifth round: on the train split, 14 of 20 organisation hashtags were topics,
-# ``#nfl``, ``#twitter``, that the sources leave unlabelled).
-_GAZETTEER = re.compile(rf"(?<![\w@/.#])(?:(?i:{_ANY_CASE})|{_CAPITALISED_ONLY})(?![\w\-]|\.[a-z])")
+# ``#nfl``, ``#twitter``, that the sources leave unlabelled), nor in a word joined by hyphens on
+# either side ("ticket-2024-bbc" is an identifier; tenth round).
+_GAZETTEER = re.compile(rf"(?<![\w@/.#])(?<!\w-)(?:(?i:{_ANY_CASE})|{_CAPITALISED_ONLY})(?![\w\-]|\.[a-z])")
 
 
 # The gazetteer's regular expression tried at every position costs more than all the other
@@ -86,7 +87,7 @@ _GAZETTEER = re.compile(rf"(?<![\w@/.#])(?:(?i:{_ANY_CASE})|{_CAPITALISED_ONLY})
 _LISTED_PREFIXES: Final = frozenset(
     name[:2].lower() for name in (*_ANY_CASE.split("|"), *_CAPITALISED_ONLY.split("|"))
 )
-_WORD_START = re.compile(r"(?<![\w@/.#])\w\w")
+_WORD_START = re.compile(r"(?<![\w@/.#])(?<!\w-)\w\w")
 
 
 def _gazetteer_matches(text: str) -> list[tuple[int, int]]:

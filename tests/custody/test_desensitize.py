@@ -250,6 +250,8 @@ class TestEnglishCascade:
             ("I'm Tariq Haddad and I would like a refund for order 5531.", ["Tariq", "Haddad"]),
             ("Thanks so much, Ines!", ["Ines"]),
             ("@priya.raman the invoice is attached", ["priya", "raman"]),
+            # Tenth round: a greeting before a comma.
+            ("Hey Mo, the invoice is late.", ["Mo"]),
         ],
     )
     def test_every_letter_of_a_plain_name_is_masked(

@@ -69,6 +69,10 @@ class TestOrganisationCues:
             ("I work for him", []),
             ("the sec ago", []),
             ("WHO ARE YOU", []),
+            # The gazetteer: a listed name in any case, not inside a hyphenated identifier.
+            ("I watched the bbc news last night", ["bbc"]),
+            ("Ticket reference sentinel-dwxbzpdc-bbc.", []),
+            ("build nasa-2024 passed", []),
         ],
     )
     def test_organisations(self, text: str, expected: list[str]) -> None:

@@ -63,6 +63,9 @@ class TestEnglishNames:
             ("hi, it's Ngozi Okonkwo Adaeze", ["Ngozi Okonkwo Adaeze"]),
             ("Thanks so much, Ines!", ["Ines"]),
             ("Thanks again, Marta Ruiz.", ["Marta Ruiz"]),
+            # Tenth round: a greeting before a comma addresses the reader, a known first name or not.
+            ("Hey Mo, the invoice is late.", ["Mo"]),
+            ("Good morning Ifeoma Eze! The parcel arrived.", ["Ifeoma Eze"]),
         ],
     )
     def test_finds(self, text: str, expected: list[str]) -> None:
@@ -84,6 +87,10 @@ class TestEnglishNames:
             "Thanks, Everyone!",
             "thank you, Team.",
             "Thanks so much, Sir.",
+            # A greeting to a group or a form of address, or with no comma after the words.
+            "Hi Team, the build is green.",
+            "Dear Mam, i am such a fan",
+            "Hey Seattle is lovely today",
         ],
     )
     def test_leaves(self, text: str) -> None:

@@ -124,6 +124,34 @@ def test_the_recognizer_reports_only_its_types_and_spans_of_two_characters_or_mo
     assert {text[c.start : c.end] for c in people} & {"王建国", "李秀英"}
 
 
+@pytest.mark.parametrize(
+    ("text", "end", "expected"),
+    [
+        ("张伟明天下午三点来取货。", 3, 2),  # 明天 is read on: the name gives 明 back
+        ("李晓今晚到", 3, 2),
+        ("张伟明今天来取货。", 3, 3),  # 明今 is no word: 张伟明 stays whole
+        ("张明天下午到", 2, 2),  # two characters stay two
+    ],
+)
+def test_a_name_cut_into_a_time_word_gives_its_first_character_back(
+    text: str, end: int, expected: int
+) -> None:
+    assert zh_model._before_time_word(text, "PERSON", 0, end) == expected
+    assert zh_model._before_time_word(text, "LOCATION", 0, end) == end
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("张伟明天下午三点来取货。", ["张伟"]),  # was 张伟明
+        ("陈志强和刘芳昨天去了银行。", ["陈志强", "刘芳"]),  # was 刘芳昨 (eighth round)
+    ],
+)
+def test_the_tagger_keeps_a_time_word_after_a_name_in_clear(text: str, names: list[str]) -> None:
+    found = zh_model.ChineseModelRecognizer(types=("PERSON",)).find(TextView(text, frozenset({"zh"})))
+    assert [text[c.start : c.end] for c in found] == names
+
+
 def test_the_first_convolution_from_tables_equals_the_convolution_of_the_embeddings() -> None:
     tagger = zh_model.tagger()
     text = "王小明说：明天10点在上海浦东机场见。"
