@@ -144,7 +144,7 @@ TESTSERVER = "http://testserver"
 
 
 TAG_LETTERS = "bcdfghjkmnpqrstvwxz"  # letters only: digits read as numbers to the desensitizer
-# The index's digits as letters; not b, c, n, s...: 001 as "bbc" was masked as an organisation.
+# The index's digits as letters, none of b, c, n, s...: 001 spelled "bbc", masked as an organisation.
 INDEX_LETTERS = "fghjkqvwxz"
 TAG_DRAWS = 20
 
