@@ -380,14 +380,21 @@ def agreement(text: str, start: int, end: int) -> float:
 
 
 # Time words whose first character also ends given names (张伟明, 李晓今): a tagged name of three
-# characters or more that ends in one of them, the word read on ("张伟明天下午来"), gives it back.
+# characters or more that ends in one of them, the word read on ("张伟明天下午来"), gives it back;
+# so does one that took the reporting verb after it ("张总说下周一开会"; no given name ends in 说).
+# Tenth round: no record of train or dev changes; a wider set of function characters (的, 了, 是 ...)
+# cost train a name.
 _TIME_WORD_ENDS: Final = {"明": "天日年早晚", "今": "天日年早晚", "昨": "天日晚", "前": "天", "后": "天"}
 _TIME_WORDS: Final = frozenset(first + second for first, ends in _TIME_WORD_ENDS.items() for second in ends)
 
 
-def _before_time_word(text: str, kind: str, start: int, end: int) -> int:
-    """Where a tagged span ends once a time word it cut into is given back."""
-    if kind == "PERSON" and end - start >= 3 and text[end - 1 : end + 1] in _TIME_WORDS:
+def _name_end(text: str, kind: str, start: int, end: int) -> int:
+    """Where a tagged span ends once a time word it cut into, or a 说 it took, is given back."""
+    if (
+        kind == "PERSON"
+        and end - start >= 3
+        and (text[end - 1 : end + 1] in _TIME_WORDS or text[end - 1] == "说")
+    ):
         return end - 1
     return end
 
@@ -423,6 +430,6 @@ class ChineseModelRecognizer(Recognizer):
                 entity_probabilities(text), self.min_probability, self.min_span_score
             )
             if kind in self.types
-            for run_start, run_end in _han_runs(text, start, _before_time_word(text, kind, start, end))
+            for run_start, run_end in _han_runs(text, start, _name_end(text, kind, start, end))
             if accepted(text[run_start:run_end])
         ]

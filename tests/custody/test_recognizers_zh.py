@@ -99,6 +99,12 @@ class TestChineseNames:
             ("老王说他下周回来", "老王"),
             ("阿陈，快来看", "阿陈"),
             ("你好小李。", "小李"),
+            # Tenth round: after 一下, 告诉, 通知, 谢谢.
+            ("麻烦转告一下小王，明天不用来了。", "小王"),
+            ("谢谢小张！", "小张"),
+            # A doubled-character pet name after a family word.
+            ("这是我女儿朵朵的学籍信息。", "朵朵"),
+            ("儿子乐乐今年上小学", "乐乐"),
         ],
     )
     def test_finds_the_familiar_form_standing_alone(self, text: str, name: str) -> None:
@@ -107,6 +113,10 @@ class TestChineseNames:
     @pytest.mark.parametrize("text", ["小张家口很冷", "老李子树", "我们小区很安静", "老师好，小心路滑"])
     def test_the_familiar_form_inside_a_word_is_not_a_name(self, text: str) -> None:
         assert not {n for n in names(text) if n[0] in "小老阿"}
+
+    @pytest.mark.parametrize("text", ["孩子天天哭，怎么办？", "宝宝慢慢长大了。", "我女儿常常生病"])
+    def test_a_doubled_common_word_after_a_family_word_is_not_a_name(self, text: str) -> None:
+        assert names(text) == set()
 
     @pytest.mark.parametrize(
         "text",

@@ -131,13 +131,14 @@ def test_the_recognizer_reports_only_its_types_and_spans_of_two_characters_or_mo
         ("李晓今晚到", 3, 2),
         ("张伟明今天来取货。", 3, 3),  # 明今 is no word: 张伟明 stays whole
         ("张明天下午到", 2, 2),  # two characters stay two
+        ("张总说下周一开会", 3, 2),  # the reporting verb goes back too
     ],
 )
-def test_a_name_cut_into_a_time_word_gives_its_first_character_back(
+def test_a_name_cut_into_a_time_word_or_a_reporting_verb_gives_it_back(
     text: str, end: int, expected: int
 ) -> None:
-    assert zh_model._before_time_word(text, "PERSON", 0, end) == expected
-    assert zh_model._before_time_word(text, "LOCATION", 0, end) == end
+    assert zh_model._name_end(text, "PERSON", 0, end) == expected
+    assert zh_model._name_end(text, "LOCATION", 0, end) == end
 
 
 @pytest.mark.parametrize(
@@ -145,6 +146,7 @@ def test_a_name_cut_into_a_time_word_gives_its_first_character_back(
     [
         ("张伟明天下午三点来取货。", ["张伟"]),  # was 张伟明
         ("陈志强和刘芳昨天去了银行。", ["陈志强", "刘芳"]),  # was 刘芳昨 (eighth round)
+        ("张总说下周一开会，请通知赵静。", ["张总", "赵静"]),  # was 张总说
     ],
 )
 def test_the_tagger_keeps_a_time_word_after_a_name_in_clear(text: str, names: list[str]) -> None:
