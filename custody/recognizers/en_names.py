@@ -17,7 +17,10 @@ cheap (compiled patterns and set look-ups) and run on every Latin record:
   split uses often outside names (``I'm In Love``, ``its Finally Friday``
   are not names): 0.6; so are one or two such words between a thank-you and
   the end of the sentence (``Thanks so much, Ines!``), and one or two after
-  a greeting and before a comma (``Hey Mo,``);
+  a greeting and before a comma (``Hey Mo,``); one lowercase word after a
+  thank-you that ends the record (``thx, rahul``), 0.6;
+- the words of a ``first.last`` e-mail address wherever they stand in the
+  record (``"Okafor, Chidi" <chidi.okafor@example.org>``), 0.6;
 - a known first name (the gazetteer) written capitalised, with the
   capitalised word after it as a surname: 0.6; first names that are also
   common English words (``Will``, ``May``, ``Grace``) need a surname or a cue.
@@ -86,6 +89,35 @@ _GREETED = re.compile(
     rf"(?:^|(?<=[\s(\"'.,!?]))(?:[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Hh]iya|[Mm]orning"
     rf"|[Gg]ood (?:morning|afternoon|evening))[ \t]+({_NAME_WORD}(?:[ \t]+{_NAME_WORD})?)[ \t]*(?=[,!:])"
 )
+# "thx, rahul": one lowercase word after a thank-you closes the record (a sign-off), unless it is a
+# sign-off word itself (each word also checked by _is_intro_word). Tenth round, from a walk: no
+# match in train or dev.
+_THANKED_LOWER = re.compile(
+    r"\b(?:[Tt]hanks|[Tt]hank you|[Tt]hx|[Cc]heers)(?: so much| again| a lot| very much)?,[ \t]+"
+    r"([a-z][a-z'\-]{2,20})[ \t]*[!.]?[ \t]*$"
+)
+_SIGN_OFF_WORDS: Final = frozenset(
+    {
+        "bye",
+        "appreciated",
+        "tho",
+        "btw",
+        "xx",
+        "xoxo",
+        "fam",
+        "hun",
+        "hon",
+        "mum",
+        "bae",
+        "ttyl",
+        "cya",
+        "later",
+    }
+)
+# Words of an e-mail address's local part made of two parts or more ("chidi.okafor@…") name its
+# holder wherever they stand in the record ('"Okafor, Chidi" <chidi.okafor@example.org>' left
+# Chidi in clear). Tenth round, from a walk.
+_EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z][\w+-]*(?:\.[\w+-]+)+)@[\w-]+(?:\.[\w-]+)+")
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]{1,20}\b")
 _SURNAME_AFTER = re.compile(rf"[ \t]+(?:{_INITIAL}[ \t]+)?({_NAME_WORD})")
 # First names that are also ordinary English words, months or places: they
@@ -285,7 +317,27 @@ class EnglishNameRecognizer(Recognizer):
                 found.append(Candidate(word.start(), word.end(), "PERSON", 0.7, self.name))
         found.extend(self._after_cues(text))
         found.extend(self._gazetteer(text))
+        found.extend(self._from_addresses(text))
         return found
+
+    def _from_addresses(self, text: str) -> list[Candidate]:
+        if "@" not in text:
+            return []
+        addresses = [(m.start(), m.end()) for m in _EMAIL.finditer(text)]
+        words = {
+            part.lower()
+            for m in _EMAIL.finditer(text)
+            for part in re.split(r"[._+-]", m.group(1))
+            if len(part) >= 3 and part.isalpha() and _is_intro_word(part)
+        }
+        if not words:
+            return []
+        alternation = "|".join(map(re.escape, sorted(words)))
+        return [
+            Candidate(m.start(), m.end(), "PERSON", 0.6, self.name)
+            for m in re.finditer(rf"(?<![\w@.])(?:{alternation})(?![\w@])", text, re.IGNORECASE)
+            if not any(start <= m.start() < end for start, end in addresses)
+        ]
 
     def _after_cues(self, text: str) -> list[Candidate]:
         found = []
@@ -304,9 +356,10 @@ class EnglishNameRecognizer(Recognizer):
                     if strong and surname and _is_name_word(surname.group()):
                         end = surname.end()
                     found.append(Candidate(word.start(), end, "PERSON", 0.7 if strong else 0.6, self.name))
-        for pattern in (_INTRO_CUE, _THANKED, _GREETED):
+        for pattern in (_INTRO_CUE, _THANKED, _GREETED, _THANKED_LOWER):
             for m in pattern.finditer(text):
-                if all(_is_intro_word(word) for word in m.group(1).split()):
+                words = m.group(1).split()
+                if all(_is_intro_word(w) and w not in _SIGN_OFF_WORDS for w in words):
                     found.append(Candidate(m.start(1), m.end(1), "PERSON", 0.6, self.name))
         return found
 

@@ -254,6 +254,8 @@ class TestEnglishCascade:
             ("@priya.raman the invoice is attached", ["priya", "raman"]),
             # Tenth round: a greeting before a comma.
             ("Hey Mo, the invoice is late.", ["Mo"]),
+            ("the printer works now. thx, rahul", ["rahul"]),
+            ('From: "Okafor, Chidi" <chidi.okafor@example.org>', ["Okafor", "Chidi"]),
         ],
     )
     def test_every_letter_of_a_plain_name_is_masked(

@@ -66,6 +66,9 @@ class TestEnglishNames:
             # Tenth round: a greeting before a comma addresses the reader, a known first name or not.
             ("Hey Mo, the invoice is late.", ["Mo"]),
             ("Good morning Ifeoma Eze! The parcel arrived.", ["Ifeoma Eze"]),
+            # A lowercase name signing off after a thank-you; the words of a first.last address.
+            ("the printer works now. thx, rahul", ["rahul"]),
+            ('From: "Okafor, Chidi" <chidi.okafor@example.org>', ["Okafor", "Chidi"]),
         ],
     )
     def test_finds(self, text: str, expected: list[str]) -> None:
@@ -91,6 +94,11 @@ class TestEnglishNames:
             "Hi Team, the build is green.",
             "Dear Mam, i am such a fan",
             "Hey Seattle is lovely today",
+            # A sign-off word, a thank-you mid-record; an address of one part, or of common words.
+            "thanks, bye",
+            "thanks, rahul is here too",
+            "Write to support@acme.com for support.",
+            "Replies to no-reply@acme.com reply to no one.",
         ],
     )
     def test_leaves(self, text: str) -> None:
