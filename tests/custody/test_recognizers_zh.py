@@ -102,6 +102,9 @@ class TestChineseNames:
             # Tenth round: after 一下, 告诉, 通知, 谢谢.
             ("麻烦转告一下小王，明天不用来了。", "小王"),
             ("谢谢小张！", "小张"),
+            ("这件事你问一下财务部的老郑。", "老郑"),
+            ("技术员小刘已经上门维修过了。", "小刘"),  # before a word that follows names
+            ("麻烦帮我联系一下售后的阿强。", "阿强"),  # 阿 and a common given-name character
             # A doubled-character pet name after a family word.
             ("这是我女儿朵朵的学籍信息。", "朵朵"),
             ("儿子乐乐今年上小学", "乐乐"),
@@ -110,7 +113,17 @@ class TestChineseNames:
     def test_finds_the_familiar_form_standing_alone(self, text: str, name: str) -> None:
         assert name in names(text)
 
-    @pytest.mark.parametrize("text", ["小张家口很冷", "老李子树", "我们小区很安静", "老师好，小心路滑"])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "小张家口很冷",
+            "老李子树",
+            "我们小区很安静",
+            "老师好，小心路滑",
+            "阿姨已经到了",
+            "我们的小区已经很安静",
+        ],
+    )
     def test_the_familiar_form_inside_a_word_is_not_a_name(self, text: str) -> None:
         assert not {n for n in names(text) if n[0] in "小老阿"}
 
