@@ -4,7 +4,8 @@
   suffix (``12 Baker Street``, ``4418 N Main St.``), with a unit after it
   (``Apt. 5``, ``Suite 300``); ``P.O. Box 242``; 0.9 (above the NER model's
   0.85, whose address spans stop short).
-- **City, state, ZIP**: ``Springfield, IL 62704``, ``Austin, TX``: 0.9.
+- **City, state, ZIP**: ``Springfield, IL 62704``, ``Austin, TX``, and a
+  Canadian province with its postal code (``Toronto, ON M4W 1A5``): 0.9.
 - **Address cues**: ``lives at``, ``located at``, ``address is``, ``ship to``
   ... followed by text holding a number: the rest of the line, 0.65.
 - **Venues and landmarks** (fifth round): capitalised words before a venue
@@ -43,8 +44,10 @@ _WORD = (
 _UNIT = (
     r"(?:[ \t]*,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Room|Rm|Bldg|#)\.?[ \t]*#?[A-Za-z0-9\-]{1,6})"
 )
+# A compass point after the street word ("55 Bloor St W", Canadian and some US addresses; tenth round).
+_COMPASS = r"(?:[ \t]+(?:NE|NW|SE|SW|N|S|E|W)\b\.?)"
 _STREET = re.compile(
-    rf"(?<![\w\-])\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{0,5}}(?:{_SUFFIXES})\b\.?{_UNIT}?",
+    rf"(?<![\w\-])\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{0,5}}(?:{_SUFFIXES})\b\.?{_COMPASS}?{_UNIT}?",
 )
 # Continental forms: a street word first ("Rua do Arenque 1634", "ul. Polna 5")
 # or glued to the name ("Skoanveien 226", "Loorenstrasse 149"), then the number.
@@ -72,6 +75,11 @@ _CITY_STATE = re.compile(
     rf"(?:[ \t]+{_ZIP}|(?![ \t]*[\w\-]))"
 )
 _STATE_ZIP = re.compile(rf"\b(?:{_US_STATES_ABBR})[ \t]+{_ZIP}")
+# A Canadian province and postal code ("ON M4W 1A5"), after a city or alone (tenth round).
+_PROVINCE_POSTCODE = re.compile(
+    r"\b(?:[A-Z][A-Za-z.'\-]+(?:[ \t][A-Z][A-Za-z.'\-]+){0,2},[ \t]*)?"
+    r"(?:AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC|SK|YT)[ \t]+[A-Z]\d[A-Z][ \t]?\d[A-Z]\d\b"
+)
 _CUE = re.compile(
     r"\b(?:lives? at|living at|located at|resides? at|residing at|address(?: is|:)|addressed to"
     r"|ship(?:ped)? to|deliver(?:ed)? to|send it to|moved to"
@@ -253,6 +261,7 @@ class AddressRecognizer(Recognizer):
                 _PO_BOX,
                 _CITY_STATE,
                 _STATE_ZIP,
+                _PROVINCE_POSTCODE,
                 _UNIT_ALONE,
             )
             for m in pattern.finditer(text)

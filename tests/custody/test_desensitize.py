@@ -274,6 +274,12 @@ class TestEnglishCascade:
         assert ("ORGANIZATION", "Northwind Logistics LLC") in found(desensitizer.desensitize(text), text)
         assert "ORGANIZATION" in Policy().entity_set
 
+    def test_a_canadian_address_is_masked_whole(self, desensitizer: Desensitizer) -> None:
+        text = "The package went to 55 Bloor St W, Toronto, ON M4W 1A5 instead."
+        assert found(desensitizer.desensitize(text), text) == [
+            ("LOCATION", "55 Bloor St W, Toronto, ON M4W 1A5")
+        ]
+
     def test_street_addresses_and_places(self, desensitizer: Desensitizer) -> None:
         text = "Ship it to 4418 North Maple Avenue, Apt. 12, Springfield, IL 62704 before Friday."
         assert found(desensitizer.desensitize(text), text) == [

@@ -136,6 +136,11 @@ class TestPlaces:
             ("Springfield, IL 62704", ["Springfield, IL 62704"]),
             ("PO Box 1234", ["PO Box 1234"]),
             ("She lives at 12 Rua do Arenque 1634, Goiânia", ["12 Rua do Arenque 1634, Goiânia"]),
+            # Tenth round: a compass point after the street word; a Canadian province and postcode.
+            ("went to 55 Bloor St W instead", ["55 Bloor St W"]),
+            ("Toronto, ON M4W 1A5", ["Toronto, ON M4W 1A5"]),
+            ("QC H2X 1Y4", ["QC H2X 1Y4"]),
+            ("turn ON the M4W setting", []),
         ],
     )
     def test_addresses(self, text: str, expected: list[str]) -> None:
