@@ -66,8 +66,8 @@ _PARTS: Final = re.compile(
             rf"{_NUM}-{_NUM}(?:-{_NUM})?(?:室|号)?",
             # sections and phases of long roads and estates (人民南路四段, 二期)
             rf"{_NUM}(?:段|期)",
-            # estates and buildings
-            rf"{_H}{{1,6}}?(?:小区|花园|家园|公寓|大厦|广场|名苑|苑|庭|府|城|湾|园|新村|中心|大楼|写字楼|宿舍)",
+            # estates and buildings, a Latin name first included (SOHO现代城; tenth round)
+            rf"(?:[A-Za-z]{{2,12}})?{_H}{{1,6}}?(?:小区|花园|家园|公寓|大厦|广场|名苑|苑|庭|府|城|湾|园|新村|中心|大楼|写字楼|宿舍)",
             "新村",
         )
     )

@@ -183,6 +183,8 @@ class TestChineseAddressRecognizer:
             ("报案地点为江苏省盐城市射阳县阳平中路996号", "江苏省盐城市射阳县阳平中路996号"),
             # Inside a chain, a road may end in 道 (ninth round).
             ("公司在深圳市南山区科技园南区高新南七道", "深圳市南山区科技园南区高新南七道"),
+            # A building with a Latin name first (tenth round).
+            ("收件地址：北京市朝阳区建国路88号SOHO现代城A座1502", "北京市朝阳区建国路88号SOHO现代城A座1502"),
         ],
     )
     def test_finds_addresses(self, text: str, address: str) -> None:
