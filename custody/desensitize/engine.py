@@ -642,22 +642,45 @@ def widen_organizations(text: str, chosen: list[Candidate]) -> list[Candidate]:
     return widened
 
 
+# Postal codes that follow a town: UK (NW1 6XE), Canadian (M4W 1A5), Japanese (150-0002).
+_POSTCODE: Final = r"(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{3}-\d{4})"
+_POSTCODE_AFTER: Final = re.compile(rf"[ \t]{{1,2}}{_POSTCODE}(?![\w\-])")
+# What may stand between two places of one address: commas and white space, and a postal code or
+# a piece of one (a tagger that cut "Tokyo 150-0002, Japan" after "150-"); capitals, digits and
+# hyphens only, so "Leeds and York" stays two places.
+_ADDRESS_GAP: Final = re.compile(r"[, \t\n]*(?:[A-Z0-9][A-Z0-9 \-]{0,8}[, \t\n\-]*)?")
+
+
+def _joins_places(gap: str) -> bool:
+    if all(ch in ", \t\n" for ch in gap):
+        return len(gap) <= 4
+    digits = sum(ch.isdigit() for ch in gap)
+    # A postal code has three digits or more, or letters and digits together ("HG1 2LS"); a house
+    # number stands alone ("Hafnarstraeti 5, Suite 179"); a score between two teams ("Bolton 1-2
+    # Liverpool") is none of them.
+    postcode = (
+        digits >= 3 or (digits > 0 and any(ch.isalpha() for ch in gap)) or gap.strip(", \t\n").isdigit()
+    )
+    return len(gap) <= 14 and postcode and bool(_ADDRESS_GAP.fullmatch(gap))
+
+
 def merge_adjacent_locations(text: str, chosen: list[Candidate]) -> list[Candidate]:
-    """Join LOCATION spans separated only by commas and white space ("12 Main St", "Springfield, IL")."""
-    if len(chosen) < 2:
+    """Join LOCATION spans separated only by commas and white space ("12 Main St", "Springfield, IL")
+    or by a postal code ("Harrogate HG1 2LS, UK"), and take a postal code after a place with it."""
+    if not chosen:
         return chosen
     merged = [chosen[0]]
     for c in chosen[1:]:
         last = merged[-1]
-        gap = text[last.end : c.start]
-        if (
-            last.entity_type == c.entity_type == "LOCATION"
-            and len(gap) <= 4
-            and all(ch in ", \t\n" for ch in gap)
-        ):
+        if last.entity_type == c.entity_type == "LOCATION" and _joins_places(text[last.end : c.start]):
             merged[-1] = Candidate(last.start, c.end, "LOCATION", max(last.score, c.score), last.source)
         else:
             merged.append(c)
+    for i, c in enumerate(merged):
+        if c.entity_type == "LOCATION" and (code := _POSTCODE_AFTER.match(text, c.end)):
+            limit = merged[i + 1].start if i + 1 < len(merged) else len(text)
+            if code.end() <= limit:
+                merged[i] = c._replace(end=code.end())
     return merged
 
 

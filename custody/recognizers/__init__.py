@@ -15,7 +15,12 @@ from custody.recognizers.chinese import (
     CnResidentIdRecognizer,
     CnUsccRecognizer,
 )
-from custody.recognizers.en_ids import ContextIdRecognizer, ContextPhoneRecognizer, PasswordRecognizer
+from custody.recognizers.en_ids import (
+    ContextIdRecognizer,
+    ContextPhoneRecognizer,
+    PasswordRecognizer,
+    UsernameRecognizer,
+)
 from custody.recognizers.en_names import EnglishNameRecognizer, HandleRecognizer
 from custody.recognizers.en_orgs import OrganizationPatternRecognizer
 from custody.recognizers.en_places import AddressRecognizer, PlaceGazetteerRecognizer
@@ -54,6 +59,7 @@ def sealroom_recognizers() -> list[Recognizer]:
         ContextIdRecognizer(),
         ContextPhoneRecognizer(),
         PasswordRecognizer(),
+        UsernameRecognizer(),
         CnResidentIdRecognizer(),
         CnMobileRecognizer(),
         CnLandlineRecognizer(),
@@ -101,5 +107,6 @@ __all__ = [
     "Recognizer",
     "TextView",
     "UrlRecognizer",
+    "UsernameRecognizer",
     "sealroom_recognizers",
 ]

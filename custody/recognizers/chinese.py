@@ -1,6 +1,7 @@
 """Chinese identifiers: resident ID numbers, mobile and landline numbers, unified social credit codes.
 
-All validated (check characters, birth dates, number plans), and all with
+All validated (check characters, birth dates, number plans; a resident ID whose check digit
+fails counts only after a context word), and all with
 explicit digit look-arounds instead of ``\\b``: Chinese writes identifiers
 directly against the text ("身份证号110101199003078515", "电话13812345678联系"),
 where a Unicode word boundary does not exist.
@@ -30,7 +31,8 @@ _ID_CONTEXT: Final = Context(
 
 
 class CnResidentIdRecognizer(Recognizer):
-    """Resident identity card numbers: 18 characters, ISO 7064 MOD 11-2; 15-digit legacy ones with context."""
+    """Resident identity card numbers: 18 characters, ISO 7064 MOD 11-2 (or, after a context word, a
+    plausible birth date with a wrong check digit); 15-digit legacy ones with context."""
 
     name = "CnResidentIdRecognizer"
     entities = ("CN_RESIDENT_ID",)
@@ -42,11 +44,14 @@ class CnResidentIdRecognizer(Recognizer):
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
         text = view.text
-        found = [
-            Candidate(m.start(), m.end(), "CN_RESIDENT_ID", 1.0, self.name)
-            for m in _RESIDENT_ID.finditer(text)
-            if cn_resident_id_valid("".join(m.groups()))
-        ]
+        found = []
+        for m in _RESIDENT_ID.finditer(text):
+            if cn_resident_id_valid("".join(m.groups())):
+                found.append(Candidate(m.start(), m.end(), "CN_RESIDENT_ID", 1.0, self.name))
+            elif plausible_birth_date(m.group(2)):
+                # A mistyped check digit still leaves the holder's birth date and place: with a
+                # context word (身份证号 ...) it is an ID all the same (eleventh round, from a walk).
+                found.append(self.scored(view, m.start(), m.end(), 0.3))
         for m in _RESIDENT_ID_15.finditer(text):
             if plausible_birth_date("19" + m.group(1)):
                 # Below the default threshold unless a context word says what it is.

@@ -26,7 +26,8 @@ _PASSPORT_CUE = re.compile(r"\bpassport(?:s)?\b", re.IGNORECASE)
 _ID_CUE = re.compile(
     r"\b(?:account|acct|a/c|iban|routing|sort code|swift|tax|tin|ein|itin|ssn|social security|pan|aadhaa?r"
     r"|voter|licen[cs]e|driver'?s|dl|patient|mrn|medical record|employee|member|membership|policy|insurance"
-    r"|customer|client|user ?id|login id|badge|national id|identity|id|identification|reference|ref)\b",
+    r"|customer|client|user ?id|login id|badge|national id|identity|id|identification|reference|ref"
+    r"|student|staff)\b",
     re.IGNORECASE,
 )
 # What may stand between the cue and the number: a few words ("number",
@@ -36,7 +37,8 @@ _GAP = re.compile(
     r"|is|was|of|:|#|=|-|ending in)[ \t]*){0,3}[ \t:'\"“(]*",
     re.IGNORECASE,
 )
-_TOKEN = re.compile(r"[A-Z0-9][A-Za-z0-9]*(?:[\-/ ][A-Za-z0-9]+){0,5}")
+# A lower-case letter may open an identifier only before its digits ("student number s4412897").
+_TOKEN = re.compile(r"(?:[A-Z0-9]|[a-z](?=\d))[A-Za-z0-9]*(?:[\-/ ][A-Za-z0-9]+){0,5}")
 # The last digits of an account or card number ("account number ending in *456", "card ending with
 # 7854"): a partial identifier, still one (train split, nano-synth; fifth round).
 _ENDING_IN = re.compile(
@@ -79,7 +81,7 @@ _PHONE_PLUS = re.compile(
     re.IGNORECASE,
 )
 _PASSWORD = re.compile(
-    r"\b(?:password|passwd|passcode|pwd|pin)\b(?:[ \t]+(?:is|was|of))?[ \t]*[:=]?[ \t]*"
+    r"\b(?:password|passwd|passcode|pwd|pw|pin)\b(?:[ \t]+(?:is|was|of))?[ \t]*[:=]?[ \t]*"
     r"(?:'([^'\s]{3,40})'|\"([^\"\s]{3,40})\"|([^\s'\",]{4,40}?))(?=[\s,;)]|[.!?](?:\s|$)|$)",
     re.IGNORECASE,
 )
@@ -194,7 +196,7 @@ class PasswordRecognizer(Recognizer):
 
     def applies(self, view: TextView) -> bool:
         lower = view.lower
-        return "pass" in lower or "pwd" in lower or "pin" in lower
+        return "pass" in lower or "pw" in lower or "pin" in lower
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
         found = []
@@ -204,4 +206,79 @@ class PasswordRecognizer(Recognizer):
             if group == 3 and (value.lower() in _PASSWORD_NOT or (value.isalpha() and value.islower())):
                 continue
             found.append(Candidate(m.start(group), m.end(group), "PASSWORD", 0.7, self.name))
+        return found
+
+
+# A user name after its label ("Username: grizzlybear_88", "login = kpatel", "用户名：xiaoyu_2020") or in
+# an SSH log line ("Accepted publickey for kwame from 10.2.3.44", "invalid user admin from ...").
+# Without a colon or an equals sign the value needs a digit, "_" or "." ("username dev_user"), so
+# "login attempts" and "user name field" are not names. Eleventh round, from a walk.
+_USERNAME = re.compile(
+    r"(?:\b(?:user[ \t]?name|login(?:[ \t]?name)?|log-in|user[ \t]?id|account[ \t]name|screen[ \t]?name)"
+    r"|用户名|登录名|登录账号)"
+    r"(?:[ \t]+(?:is|was))?[ \t]*([:=：])?[ \t]*"
+    r"(?:'([^'\s]{2,40})'|\"([^\"\s]{2,40})\"|([A-Za-z0-9][\w.\-]{1,39}))",
+    re.IGNORECASE,
+)
+_LOG_USER = re.compile(
+    r"\b(?:(?:Accepted|Failed)[ \t]+[a-z\-/]+[ \t]+for(?:[ \t]+invalid[ \t]+user)?|[Ii]nvalid[ \t]+user|user)"
+    r"[ \t]+([a-z_][a-z0-9_.\-]{1,31})[ \t]+from[ \t]+"
+    r"\d{1,3}(?:\.\d{1,3}){3}\b"
+)
+_USERNAME_NOT: frozenset[str] = frozenset(
+    {
+        "and",
+        "or",
+        "for",
+        "is",
+        "was",
+        "the",
+        "field",
+        "page",
+        "screen",
+        "attempts",
+        "attempt",
+        "details",
+        "credentials",
+        "credential",
+        "id",
+        "name",
+        "failed",
+        "info",
+        "data",
+        "portal",
+        "required",
+        "here",
+        "below",
+        "above",
+        "with",
+        "of",
+        "to",
+    }
+)
+
+
+class UsernameRecognizer(Recognizer):
+    """User names after ``username:``/``login:`` and in SSH log lines: an account name names its holder."""
+
+    name = "UsernameRecognizer"
+    entities = ("PERSON",)
+
+    def applies(self, view: TextView) -> bool:
+        lower = view.lower
+        return any(word in lower for word in ("user", "login", "log-in", "name", " from ", "用户名", "登录"))
+
+    def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
+        text = view.text
+        found = []
+        for m in _USERNAME.finditer(text):
+            group = next(g for g in (2, 3, 4) if m.group(g) is not None)
+            value = m.group(group).rstrip(".")
+            if value.lower() in _USERNAME_NOT:
+                continue
+            if group == 4 and m.group(1) is None and not any(c.isdigit() or c in "_." for c in value):
+                continue
+            found.append(Candidate(m.start(group), m.start(group) + len(value), "PERSON", 0.7, self.name))
+        for m in _LOG_USER.finditer(text):
+            found.append(Candidate(m.start(1), m.end(1), "PERSON", 0.7, self.name))
         return found

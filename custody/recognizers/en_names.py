@@ -47,6 +47,12 @@ from custody.recognizers.offline import has_public_suffix
 _HANDLE = re.compile(
     r"(?<![A-Za-z0-9_.@/#&])@([A-Za-z0-9_]{2,30}(?:\.[A-Za-z0-9_]+)*)(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])"
 )
+# A chat log's nick after its timestamp ("[09:14] <jpark> anyone seen the logs?"; IRC, Matrix and
+# Zulip exports): eleventh round, from a walk.
+_CHAT_NICK = re.compile(
+    r"(?:\[\d{1,2}:\d{2}(?::\d{2})?\]|\b\d{1,2}:\d{2}(?::\d{2})?)[ \t]*"
+    r"<([A-Za-z_\[\]^`{|}][\w.\-\[\]^`{|}]{1,29})>"
+)
 _NAME_WORD = r"[A-Z][a-z'’\-]*[a-z](?:-[A-Z][a-z]+)?"
 _INITIAL = r"[A-Z]\."
 _SHORT_TITLES = "Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sgt|Capt|Det|Insp|Gov|Sen|Rep"
@@ -278,19 +284,21 @@ def _is_name_word(word: str) -> bool:
 
 
 class HandleRecognizer(Recognizer):
-    """``@handles``: an account name identifies its holder."""
+    """``@handles`` and chat-log nicks (``[09:14] <jpark>``): an account name identifies its holder."""
 
     name = "HandleRecognizer"
     entities = ("PERSON",)
 
     def applies(self, view: TextView) -> bool:
-        return "@" in view.text
+        return "@" in view.text or "<" in view.text
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
         return [
             Candidate(m.start(), m.end(), "PERSON", 0.9, self.name)
             for m in _HANDLE.finditer(view.text)
             if "." not in m.group(1) or not has_public_suffix(m.group(1))
+        ] + [
+            Candidate(m.start(1), m.end(1), "PERSON", 0.9, self.name) for m in _CHAT_NICK.finditer(view.text)
         ]
 
 
@@ -323,10 +331,11 @@ class EnglishNameRecognizer(Recognizer):
     def _from_addresses(self, text: str) -> list[Candidate]:
         if "@" not in text:
             return []
-        addresses = [(m.start(), m.end()) for m in _EMAIL.finditer(text)]
+        matches = list(_EMAIL.finditer(text))
+        addresses = [(m.start(), m.end()) for m in matches]
         words = {
             part.lower()
-            for m in _EMAIL.finditer(text)
+            for m in matches
             for part in re.split(r"[._+-]", m.group(1))
             if len(part) >= 3 and part.isalpha() and _is_intro_word(part)
         }
@@ -357,9 +366,10 @@ class EnglishNameRecognizer(Recognizer):
                         end = surname.end()
                     found.append(Candidate(word.start(), end, "PERSON", 0.7 if strong else 0.6, self.name))
         for pattern in (_INTRO_CUE, _THANKED, _GREETED, _THANKED_LOWER):
+            refused = _SIGN_OFF_WORDS if pattern is _THANKED_LOWER else frozenset()
             for m in pattern.finditer(text):
                 words = m.group(1).split()
-                if all(_is_intro_word(w) and w not in _SIGN_OFF_WORDS for w in words):
+                if all(_is_intro_word(w) and w not in refused for w in words):
                     found.append(Candidate(m.start(1), m.end(1), "PERSON", 0.6, self.name))
         return found
 

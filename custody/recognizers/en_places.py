@@ -56,6 +56,13 @@ _STREET_FIRST = re.compile(
     rf"|Avenida|Av\.|Avenue|ul\.|Ulica|Piazza|Praça|Plac|Platz)"
     rf"[ \t]+(?:{_WORD}[ \t]+){{0,5}}\d{{1,5}}[A-Za-z]?\b{_UNIT}?"
 )
+# French forms, number first and the street word in lower case ("14 rue des Lilas", "3 avenue Foch",
+# "12 bis boulevard Saint-Michel"; eleventh round, from a walk).
+_STREET_FRENCH = re.compile(
+    rf"(?<![\w\-])\d{{1,5}}(?:[ \t]?(?:bis|ter))?,?[ \t]+"
+    rf"(?:rue|avenue|boulevard|bd|place|allée|chemin|impasse|quai|cours|route|calle|rua)[ \t]+"
+    rf"(?:(?:de la|de l'|de|des|du|d'|la|le)[ \t]*)?{_WORD}(?:[ \t\-]+{_WORD}){{0,3}}"
+)
 _STREET_GLUED = re.compile(
     rf"(?<![\w\-])(?:\d{{1,6}}[ \t]+)?[{_UPPER}][^\W\d_]*"
     r"(?:vej|veien|vegen|gatan|gata|gade|straße|strasse|weg|laan|katu|kuja|tie|gasse|allee|straat|kade|väg|vägen"
@@ -88,6 +95,13 @@ _CUE = re.compile(
     re.IGNORECASE,
 )
 _CUE_TAIL = re.compile(r"[^\n.;!?]{4,80}")
+# A time or a day after the cue is not an address ("the meeting moved to 3pm Thursday", "standup
+# moved to 10:30"; eleventh round, from a walk).
+_NOT_ADDRESS_TAIL = re.compile(
+    r"\d{1,2}(?::\d{2}|[ \t]?(?:am|pm|a\.m|p\.m)\b)|(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
+    r"|(?:today|tomorrow|tonight|noon|midnight|next|this|the next|the following)\b",
+    re.IGNORECASE,
+)
 
 _COUNTRIES: Final = """
 Afghanistan|Albania|Algeria|Andorra|Angola|Argentina|Armenia|Australia|Austria|Azerbaijan|Bahamas|Bahrain
@@ -257,6 +271,7 @@ class AddressRecognizer(Recognizer):
             for pattern in (
                 _STREET,
                 _STREET_FIRST,
+                _STREET_FRENCH,
                 _STREET_GLUED,
                 _PO_BOX,
                 _CITY_STATE,
@@ -268,7 +283,7 @@ class AddressRecognizer(Recognizer):
         ]
         for m in _CUE.finditer(text):
             tail = _CUE_TAIL.match(text, m.end())
-            if tail and any(c.isdigit() for c in tail.group()):
+            if tail and any(c.isdigit() for c in tail.group()) and not _NOT_ADDRESS_TAIL.match(tail.group()):
                 end = tail.end()
                 while end > tail.start() and text[end - 1] in " ,":
                     end -= 1

@@ -143,12 +143,12 @@ _HAN: Final = re.compile(f"[{HAN_CLASS}]")
 _HAN_RUN: Final = re.compile(f"[{HAN_CLASS}]{{2,4}}")
 # The familiar form of a name, 小/老/阿 and a frequent surname, or 阿 and a common given-name
 # character (阿强, 阿信), standing alone: after a break or a word that addresses or points at someone
-# (你, 好, 叫, 和, 谢, 告诉, 通知, 提醒, 一下, 的, 技术员 ...), before a break, 说 or a word that
+# (你, 好, 叫, 和, 谢, 告诉, 通知, 提醒, 一下, 的, 技术员, 客服, 组长 ...), before a break, 说 or a word that
 # follows names (_FOLLOWERS: 已经, 电话, 先生 ...): "谢谢你，小周！", "老王说", "麻烦转告一下小王，",
 # "财务部的老郑。", "技术员小刘已经上门". Tenth round (下告知醒诉谢的员, 阿 + given, _FOLLOWERS): new
 # matches train 2 (阿超先生, 小叶同学), dev 1 (阿袁收到), all names.
 _FAMILIAR: Final = re.compile(
-    f"(?:^|(?<=[^{HAN_CLASS}])|(?<=[你好叫和跟找给问让请下告知醒诉谢的员]))"
+    f"(?:^|(?<=[^{HAN_CLASS}])|(?<=[你好叫和跟找给问让请下告知醒诉谢的员服长]))"
     f"(?:[小老阿][{''.join(sorted(TOP_SURNAMES))}]|阿[{''.join(sorted(COMMON_GIVEN))}])"
     f"(?=[，。！？、：:,.!?；;\\s]|说|$|{_alternation(_FOLLOWERS)})"
 )

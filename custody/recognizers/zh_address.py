@@ -8,7 +8,7 @@ An address is a chain of parts, each directly after the last:
   and districts by their suffixes (…镇, …乡, …村, …街道, …开发区);
 - a road: a short name and 路, 街, 大道, 巷, 弄 or 胡同, with its number (…号);
   inside a chain also 道 (高新南七道), unless it ends a common word (知道);
-- an estate or building (…小区, …花园, …大厦, …公寓 …) and the parts of a
+- an estate or building (…小区, …花园, …大厦, …公寓, …里 …) and the parts of a
   flat: 栋, 幢, 座, 单元, 层, 楼, 室, 户, and their numbers (3栋2单元501室).
 
 A chain of divisions alone names a place (LOCATION, ordinary score); a
@@ -69,6 +69,11 @@ _PARTS: Final = re.compile(
             # estates and buildings, a Latin name first included (SOHO现代城; tenth round)
             rf"(?:[A-Za-z]{{2,12}})?{_H}{{1,6}}?(?:小区|花园|家园|公寓|大厦|广场|名苑|苑|庭|府|城|湾|园|新村|中心|大楼|写字楼|宿舍)",
             "新村",
+            # Beijing's and Shanghai's 里 (花家地北里3号楼, 幸福里): two Han characters at least, no
+            # pointing word (门卫那里) nor 家, 心 ... just before 里 (家里), then a number, a non-Han
+            # character or the end (eleventh round, from a walk)
+            rf"(?:(?![这那哪]){_H}){{1,4}}?(?:(?![这那哪心家手眼梦夜怀屋]){_H})里"
+            rf"(?=[0-9０-９一二三四五六七八九十]|[^{HAN_CLASS}]|$)",
         )
     )
 )

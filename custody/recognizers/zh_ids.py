@@ -7,6 +7,7 @@
 - Card and account numbers: digits written after 卡号, 账号, 账户 ... are a
   card or an account whatever their checksum: a mistyped card number still
   identifies the card holder, and account numbers have no checksum at all.
+- Staff, student, patient and member numbers after 工号, 学号, 病历号, 会员号 ...
 
 Like ``chinese.py``, every pattern spells out its ASCII look-arounds: Chinese
 writes identifiers directly against the text.
@@ -72,6 +73,35 @@ _BY_CONTEXT: Final = re.compile(
 )
 
 
+# Numbers that a school, employer, hospital or insurer gives one person (工号A0031927, 学号2021013344,
+# 病历号: 00482913): letters may open them. Eleventh round, from a walk.
+_ID_WORDS: Final = (
+    "工号",
+    "员工号",
+    "员工编号",
+    "职工号",
+    "学号",
+    "学籍号",
+    "考生号",
+    "准考证号",
+    "会员号",
+    "会员编号",
+    "病历号",
+    "住院号",
+    "门诊号",
+    "就诊卡号",
+    "社保号",
+    "医保号",
+    "社保卡号",
+    "医保卡号",
+    "档案号",
+)
+_NUMBERED_ID: Final = re.compile(
+    rf"(?:{_alternation(_ID_WORDS)})[^0-9A-Za-z。！？；\n]{{0,4}}?"
+    r"(?<![0-9A-Za-z])(?P<number>[A-Za-z]{0,3}\d(?:[\-]?[0-9A-Za-z]){3,29})(?![0-9A-Za-z])"
+)
+
+
 class CnPassportRecognizer(Recognizer):
     """Passport numbers: Chinese formats, and other letter-and-digit numbers after a passport word."""
 
@@ -121,7 +151,8 @@ class CnLicensePlateRecognizer(Recognizer):
 
 
 class CnAccountNumberRecognizer(Recognizer):
-    """Card and account numbers written after 卡号, 账号, 账户 ..., whatever their checksum."""
+    """Card and account numbers written after 卡号, 账号, 账户 ..., whatever their checksum, and the
+    numbers after 工号, 学号, 病历号 ... (``_ID_WORDS``)."""
 
     name = "CnAccountNumberRecognizer"
     entities = ("BANK_CARD", "ID_NUMBER")
@@ -147,6 +178,9 @@ class CnAccountNumberRecognizer(Recognizer):
             found.append(
                 Candidate(m.start("number"), m.end("number"), entity, CARD_BY_CONTEXT_SCORE, self.name)
             )
+        for m in _NUMBERED_ID.finditer(view.text):
+            if sum(c.isdigit() for c in m.group("number")) >= 4:
+                found.append(Candidate(m.start("number"), m.end("number"), "ID_NUMBER", 0.85, self.name))
         return found
 
 

@@ -141,9 +141,13 @@ class TestDetection:
 
     def test_ignores_identifiers_with_bad_check_digits(self, desensitizer: Desensitizer) -> None:
         # A card number after 卡号 is a card even with a bad check digit (issue 12: a
-        # mistyped card number is still one); resident IDs and credit codes are not.
+        # mistyped card number is still one), and so is a resident ID after 身份证号 (eleventh
+        # round: its birth date and region are still the holder's); a credit code is not, nor a
+        # resident ID without its context word.
         text = "身份证号110101199003078516，卡号6222021234567890127，代码91350100M000100Y44"
-        assert [t for t, _ in found(desensitizer.desensitize(text), text)] == ["BANK_CARD"]
+        assert [t for t, _ in found(desensitizer.desensitize(text), text)] == ["CN_RESIDENT_ID", "BANK_CARD"]
+        text = "流水号110101199003078516，代码91350100M000100Y44"
+        assert found(desensitizer.desensitize(text), text) == []
 
     def test_runs_english_ner_on_the_latin_runs_of_mixed_text(self, desensitizer: Desensitizer) -> None:
         text = "会议由John Smith主持，地点在上海。"
@@ -264,6 +268,38 @@ class TestEnglishCascade:
     ) -> None:
         result = desensitizer.desensitize(text)
         assert left_in_clear(result, text, names) == [], result.text
+
+    @pytest.mark.parametrize(
+        ("text", "values"),
+        [
+            # Eleventh round's walk: chat logs, credentials, postcodes, Chinese IDs and addresses.
+            ("[09:14] <jpark> anyone seen the deploy logs?", ["jpark"]),
+            ("Login: grizzlybear_88 / pw hunter2", ["grizzlybear_88", "hunter2"]),
+            ("Sep 12 03:22:17 web01 sshd[2231]: Accepted publickey for kwame from 10.2.3.44", ["kwame"]),
+            (
+                "Charming 3-bed semi on Elm Grove, Harrogate HG1 2LS. "
+                "Contact agent Priyanka Desai on 07700 900123.",
+                ["HG1", "2LS"],
+            ),
+            ("Shipping to: Mr. Kenji Watanabe, 2-11-3 Shibuya, Shibuya-ku, Tokyo 150-0002, Japan", ["150"]),
+            ("Student number s4412897.", ["s4412897"]),
+            (
+                "身份证号：110105199003071234，姓名：马晓东，住址：北京市朝阳区望京街道花家地北里3号楼",
+                ["110105199003071234", "马晓东", "花家地", "北里", "3号楼"],
+            ),
+            ("我是杭州阿里巴巴的员工，我的工号是A0031927。", ["A0031927"]),
+            ("客服小王：您好，请问您的订单号是多少？", ["小王"]),
+        ],
+    )
+    def test_every_character_of_what_a_walk_found_is_masked(
+        self, desensitizer: Desensitizer, text: str, values: list[str]
+    ) -> None:
+        result = desensitizer.desensitize(text)
+        assert left_in_clear(result, text, values) == [], result.text
+
+    def test_a_time_after_an_address_cue_is_kept(self, desensitizer: Desensitizer) -> None:
+        text = "The meeting moved to 3pm Thursday."
+        assert desensitizer.desensitize(text).spans == ()
 
     def test_names_after_titles_and_in_lowercase_text(self, desensitizer: Desensitizer) -> None:
         text = "spoke to mr tanaka and then dr. okafor, my name is zoltan"

@@ -84,8 +84,17 @@ class TestCnResidentIdRecognizer:
     def test_finds_an_id_ending_in_x(self) -> None:
         assert found(CnResidentIdRecognizer(), f"证件：{VALID_ID_X}。") == [("CN_RESIDENT_ID", VALID_ID_X)]
 
-    def test_ignores_a_bad_check_character(self) -> None:
-        assert found(CnResidentIdRecognizer(), "身份证号110101199003078516的用户") == []
+    def test_ignores_a_bad_check_character_without_a_context_word(self) -> None:
+        assert found(CnResidentIdRecognizer(), "流水号110101199003078516的用户") == []
+
+    def test_a_bad_check_character_after_a_context_word_is_still_an_id(self) -> None:
+        # A mistyped check digit leaves the birth date and place in clear (eleventh round).
+        assert not cn_resident_id_valid("110101199003078516")
+        assert found(CnResidentIdRecognizer(), "身份证号：110101199003078516，姓名") == [
+            ("CN_RESIDENT_ID", "110101199003078516")
+        ]
+        # Not a birth date (month 13): not an ID, context or not.
+        assert found(CnResidentIdRecognizer(), "身份证号：110101199013078516") == []
 
     def test_ignores_an_id_inside_a_longer_number(self) -> None:
         assert found(CnResidentIdRecognizer(), f"订单9{VALID_ID}") == []

@@ -17,6 +17,7 @@ from custody.recognizers import (
     PlaceGazetteerRecognizer,
     Recognizer,
     TextView,
+    UsernameRecognizer,
 )
 
 
@@ -42,6 +43,11 @@ class TestHandles:
             ("@priya.raman the invoice is attached", ["@priya.raman"]),
             ("thanks @tom.hardy.", ["@tom.hardy"]),
             ("ask @support.example.org", []),
+            # Eleventh round: a chat log's nick after its timestamp; an HTML tag is none.
+            ("[09:14] <jpark> anyone seen the deploy logs?", ["jpark"]),
+            ("09:15:02 <m_fernandes> yes", ["m_fernandes"]),
+            ("<div>09:15</div>", []),
+            ("<jpark> without a timestamp", []),
         ],
     )
     def test_handles(self, text: str, expected: list[str]) -> None:
@@ -141,6 +147,14 @@ class TestPlaces:
             ("Toronto, ON M4W 1A5", ["Toronto, ON M4W 1A5"]),
             ("QC H2X 1Y4", ["QC H2X 1Y4"]),
             ("turn ON the M4W setting", []),
+            # Eleventh round: French streets, number first and the street word in lower case.
+            ("Resume - 14 rue des Lilas, 69003 Lyon", ["14 rue des Lilas"]),
+            ("Adresse : 3 avenue Foch, 75116 Paris", ["3 avenue Foch"]),
+            ("from 3 rue to 4 rue", []),
+            # A time or a day after an address cue is not an address.
+            ("The meeting moved to 3pm Thursday.", []),
+            ("standup moved to 10:30, ping bongani", []),
+            ("She moved to 12 Oak Avenue last spring", ["12 Oak Avenue last spring"]),
         ],
     )
     def test_addresses(self, text: str, expected: list[str]) -> None:
@@ -185,6 +199,10 @@ class TestIdentifiersByContext:
             ("card 4532 **** **** 7890 used", ["4532 **** **** 7890"]),
             ("account overview for 2024", []),
             ("policy update 12", []),
+            # Eleventh round: student and staff numbers, a lower-case letter before the digits.
+            ("Student number s4412897.", ["s4412897"]),
+            ("staff ID: 55812", ["55812"]),
+            ("student of the year 2024", []),
         ],
     )
     def test_identifiers(self, text: str, expected: list[str]) -> None:
@@ -207,10 +225,32 @@ class TestIdentifiersByContext:
             ("with password 'B@nZes94!', attempting", ["B@nZes94!"]),
             ("password: Hunter2024 was leaked", ["Hunter2024"]),
             ("a password reset link", []),
+            ("Login: grizzlybear_88 / pw hunter2", ["hunter2"]),  # eleventh round
+            ("the pw is reset", []),
         ],
     )
     def test_passwords(self, text: str, expected: list[str]) -> None:
         assert found(PasswordRecognizer(), text) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("Username: grizzlybear_88 Password: x", ["grizzlybear_88"]),
+            ("login = kpatel", ["kpatel"]),
+            ("UserID 'secure_credentials' with password", ["secure_credentials"]),
+            ("the username dev_user was shared", ["dev_user"]),
+            ("用户名：xiaoyu_2020，密码忘了", ["xiaoyu_2020"]),
+            ("Accepted publickey for kwame from 10.2.3.44 port 52114", ["kwame"]),
+            ("Failed password for invalid user admin from 203.0.113.5 port 4222", ["admin"]),
+            # Without a colon the value needs a digit, "_" or ".": these are words, not user names.
+            ("unusual login attempts to the VPN", []),
+            ("the username field is required", []),
+            ("Username: required", []),
+            ("waiting for updates from 10.2.3.44", []),
+        ],
+    )
+    def test_user_names(self, text: str, expected: list[str]) -> None:
+        assert found(UsernameRecognizer(), text) == expected
 
 
 class TestGluedEmail:
@@ -220,3 +260,53 @@ class TestGluedEmail:
 
     def test_leaves_a_domain_that_is_not_one(self) -> None:
         assert found(EmailRecognizer(), "x@foo.comx") == []
+
+
+class TestMergeAdjacentLocations:
+    """Places of one address joined across commas and postal codes (eleventh round, from a walk)."""
+
+    @staticmethod
+    def merged(text: str, *pieces: str, entity: str = "LOCATION") -> list[str]:
+        from custody.recognizers import Candidate
+
+        spans = []
+        for piece in pieces:
+            start = text.index(piece)
+            spans.append(Candidate(start, start + len(piece), entity, 0.85, "test"))
+        return [text[c.start : c.end] for c in merge_adjacent_locations(text, spans)]
+
+    @pytest.mark.parametrize(
+        ("text", "pieces", "expected"),
+        [
+            # a UK postcode between the town and the country, or after the town
+            (
+                "Elm Grove, Harrogate HG1 2LS, UK.",
+                ("Elm Grove, Harrogate", "UK"),
+                ["Elm Grove, Harrogate HG1 2LS, UK"],
+            ),
+            ("office in London NW1 6XE today", ("London",), ["London NW1 6XE"]),
+            # a Japanese postcode the tagger cut in two
+            (
+                "Shibuya-ku, Tokyo 150-0002, Japan",
+                ("Shibuya-ku, Tokyo", "0002, Japan"),
+                ["Shibuya-ku, Tokyo 150-0002, Japan"],
+            ),
+            # a house number between the street and the unit
+            (
+                "0104 Hafnarstraeti 5\n Suite 179",
+                ("0104 Hafnarstraeti", "Suite 179"),
+                ["0104 Hafnarstraeti 5\n Suite 179"],
+            ),
+            ("Springfield, IL", ("Springfield", "IL"), ["Springfield, IL"]),
+            # not a postcode: a score, words
+            ("Bolton 1-2 Liverpool", ("Bolton", "Liverpool"), ["Bolton", "Liverpool"]),
+            ("Leeds and York", ("Leeds", "York"), ["Leeds", "York"]),
+            # a known over-mask: a product code of a postcode's shape right after a place
+            ("Paris MP3 4GB", ("Paris",), ["Paris MP3 4GB"]),
+        ],
+    )
+    def test_merges(self, text: str, pieces: tuple[str, ...], expected: list[str]) -> None:
+        assert self.merged(text, *pieces) == expected
+
+    def test_a_postcode_does_not_join_people(self) -> None:
+        assert self.merged("Ann HG1 2LS Bob", "Ann", "Bob", entity="PERSON") == ["Ann", "Bob"]

@@ -105,6 +105,9 @@ class TestChineseNames:
             ("这件事你问一下财务部的老郑。", "老郑"),
             ("技术员小刘已经上门维修过了。", "小刘"),  # before a word that follows names
             ("麻烦帮我联系一下售后的阿强。", "阿强"),  # 阿 and a common given-name character
+            # Eleventh round: after 客服 and a title ending in 长.
+            ("客服小王：您好，请问您的订单号是多少？", "小王"),
+            ("组长老李说今天加班", "老李"),
             # A doubled-character pet name after a family word.
             ("这是我女儿朵朵的学籍信息。", "朵朵"),
             ("儿子乐乐今年上小学", "乐乐"),
@@ -185,10 +188,18 @@ class TestChineseAddressRecognizer:
             ("公司在深圳市南山区科技园南区高新南七道", "深圳市南山区科技园南区高新南七道"),
             # A building with a Latin name first (tenth round).
             ("收件地址：北京市朝阳区建国路88号SOHO现代城A座1502", "北京市朝阳区建国路88号SOHO现代城A座1502"),
+            # Beijing's 里 estates inside a chain (eleventh round).
+            ("住址：北京市朝阳区望京街道花家地北里3号楼", "北京市朝阳区望京街道花家地北里3号楼"),
         ],
     )
     def test_finds_addresses(self, text: str, address: str) -> None:
         assert ("LOCATION", address) in found(ChineseAddressRecognizer(), text)
+
+    @pytest.mark.parametrize("text", ["北京市朝阳区这里", "北京市朝阳区的邻里关系"])
+    def test_li_after_a_particle_or_inside_a_word_is_no_estate(self, text: str) -> None:
+        assert [text[c.start : c.end] for c in ChineseAddressRecognizer().find(TextView(text))] == [
+            "北京市朝阳区"
+        ]
 
     @pytest.mark.parametrize("text", ["我在北京市知道了这件事", "深圳市频道", "深圳市南山区南道"])
     def test_a_common_word_or_a_one_character_name_ending_in_dao_is_no_road(self, text: str) -> None:
@@ -252,6 +263,21 @@ class TestCnAccountNumberRecognizer:
         assert found(CnAccountNumberRecognizer(), "请汇至以下账户：110234567890，开户行：工商银行") == [
             ("ID_NUMBER", "110234567890")
         ]
+
+    @pytest.mark.parametrize(
+        ("text", "number"),
+        [
+            ("我的工号是A0031927，我的领导是蒋凡。", "A0031927"),
+            ("学号：2021013344", "2021013344"),
+            ("病历号 00482913 的患者", "00482913"),
+        ],
+    )
+    def test_a_staff_student_or_patient_number_after_its_word(self, text: str, number: str) -> None:
+        assert found(CnAccountNumberRecognizer(), text) == [("ID_NUMBER", number)]
+
+    @pytest.mark.parametrize("text", ["工号后三位是123", "学号还没发", "会员号AB12"])
+    def test_a_short_or_absent_number_after_an_id_word_is_not_one(self, text: str) -> None:
+        assert found(CnAccountNumberRecognizer(), text) == []
 
     @pytest.mark.parametrize(
         "text", [f"订单号{BAD_LUHN_CARD}", "卡号后四位1234", "账号已冻结，请于2025年3月1日前联系", "卡券20元"]
