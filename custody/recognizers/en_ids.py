@@ -8,7 +8,8 @@ follows an identifier cue within a few words:
 
 - ``passport`` (``passport no. X1234567``) gives ``PASSPORT``, 0.8;
 - account, tax, licence, voter, patient, employee, member, policy, routing,
-  IBAN, SSN, TIN, PAN, Aadhaar ... give ``ID_NUMBER``, 0.7;
+  IBAN, SSN, TIN, PAN, Aadhaar, student, staff, VIN, licence plate ... give
+  ``ID_NUMBER``, 0.7;
 - ``card``/``card number`` followed by 12 to 19 digits that fail the Luhn
   check (a mistyped card number is still one) give ``CREDIT_CARD``, 0.6, as
   do printed cards with masked groups (``4532 **** **** 7890``);
@@ -27,7 +28,7 @@ _ID_CUE = re.compile(
     r"\b(?:account|acct|a/c|iban|routing|sort code|swift|tax|tin|ein|itin|ssn|social security|pan|aadhaa?r"
     r"|voter|licen[cs]e|driver'?s|dl|patient|mrn|medical record|employee|member|membership|policy|insurance"
     r"|customer|client|user ?id|login id|badge|national id|identity|id|identification|reference|ref"
-    r"|student|staff)\b",
+    r"|student|staff|vin|vehicle identification|(?:licen[cs]e |number |registration )?plate)\b",
     re.IGNORECASE,
 )
 # What may stand between the cue and the number: a few words ("number",

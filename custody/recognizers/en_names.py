@@ -47,6 +47,8 @@ from custody.recognizers.offline import has_public_suffix
 _HANDLE = re.compile(
     r"(?<![A-Za-z0-9_.@/#&])@([A-Za-z0-9_]{2,30}(?:\.[A-Za-z0-9_]+)*)(?![A-Za-z0-9_@])(?!\.[A-Za-z0-9])"
 )
+# A Reddit user ("u/throwaway_kat88", "/u/kat"): eleventh round, from a walk.
+_REDDIT_USER = re.compile(r"(?<![\w/])/?u/([A-Za-z0-9_\-]{3,20})(?![\w/])")
 # A chat log's nick after its timestamp ("[09:14] <jpark> anyone seen the logs?"; IRC, Matrix and
 # Zulip exports): eleventh round, from a walk.
 _CHAT_NICK = re.compile(
@@ -284,13 +286,14 @@ def _is_name_word(word: str) -> bool:
 
 
 class HandleRecognizer(Recognizer):
-    """``@handles`` and chat-log nicks (``[09:14] <jpark>``): an account name identifies its holder."""
+    """``@handles``, Reddit's ``u/`` users and chat-log nicks (``[09:14] <jpark>``): an account name
+    identifies its holder."""
 
     name = "HandleRecognizer"
     entities = ("PERSON",)
 
     def applies(self, view: TextView) -> bool:
-        return "@" in view.text or "<" in view.text
+        return "@" in view.text or "<" in view.text or "u/" in view.text
 
     def find(self, view: TextView, min_score: float = 0.0) -> list[Candidate]:
         return [
@@ -298,7 +301,9 @@ class HandleRecognizer(Recognizer):
             for m in _HANDLE.finditer(view.text)
             if "." not in m.group(1) or not has_public_suffix(m.group(1))
         ] + [
-            Candidate(m.start(1), m.end(1), "PERSON", 0.9, self.name) for m in _CHAT_NICK.finditer(view.text)
+            Candidate(m.start(1), m.end(1), "PERSON", 0.9, self.name)
+            for pattern in (_CHAT_NICK, _REDDIT_USER)
+            for m in pattern.finditer(view.text)
         ]
 
 

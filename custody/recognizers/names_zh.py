@@ -161,6 +161,23 @@ _KIN: Final = _words(
 )
 _KIN_PET_NAME: Final = re.compile(f"(?<=(?:{_alternation(_KIN)}))([{HAN_CLASS}])\\1")
 
+# A frequent surname and a form of address with no given name (物业的宋女士, 找王老师): the writer's
+# way of naming someone both know, labelled PERSON whole by Weibo NER (江小姐, 顾老师). After a break
+# or a word that points at someone, as the familiar form above. Eleventh round, from a walk.
+_ADDRESSED: Final = _words(
+    "先生 女士 小姐 太太 夫人 老师 医生 大夫 护士 律师 师傅 阿姨 叔叔 警官 经理 老板 同学"
+)
+_SURNAME_TITLE: Final = re.compile(
+    f"(?:^|(?<=[^{HAN_CLASS}])|(?<=[你好叫和跟找给问让请下告知醒诉谢的员服长位向对是系]))"
+    f"[{''.join(sorted(TOP_SURNAMES))}](?:{_alternation(_ADDRESSED)})"
+)
+# A nickname after its label ("昵称：追风少年", "网名叫小鱼儿"), and what the writer asks to be called
+# ("叫我小鱼就行"). Eleventh round, from a walk.
+_NICKNAME: Final = re.compile(
+    r"(?:(?:昵称|网名|花名|微信名|微信昵称|游戏名|艺名)(?:是|叫|为)?[：:]?[ \t]*"
+    r"([^\s，。、,;；！!？?：:]{1,16})"
+    f"|叫我([{HAN_CLASS}]{{1,3}}?)(?=就行|就好|就可以|好了))"
+)
 LABEL_SCORE: Final = 0.85
 TITLE_SCORE: Final = 0.85
 VERB_SCORE: Final = 0.6
@@ -217,6 +234,11 @@ class ChineseNameRecognizer(Recognizer):
             self._keep(names, text, self._before(text, m.start(), common_only=True), POSSESSION_SCORE)
         for m in _FAMILIAR.finditer(text):
             self._keep(names, text, (m.start(), m.end()), FAMILIAR_SCORE)
+        for m in _SURNAME_TITLE.finditer(text):
+            self._keep(names, text, (m.start(), m.end()), FAMILIAR_SCORE)
+        for m in _NICKNAME.finditer(text):
+            group = 1 if m.group(1) is not None else 2
+            self._keep(names, text, (m.start(group), m.end(group)), LABEL_SCORE)
         for m in _KIN_PET_NAME.finditer(text):
             if not _starts_word(text, m.start()):
                 self._keep(names, text, (m.start(), m.end()), FAMILIAR_SCORE)

@@ -165,10 +165,14 @@ class ChineseAddressRecognizer(Recognizer):
         end = _division_at(text, start, chained=False)
         address = False
         if end < 0:
-            # A short name opens a chain only when a division or a road follows it ("深圳南山区").
+            # A short name opens a chain only when a division or a road follows it ("深圳南山区"), or
+            # another short name that is no common word ("成都双流", not "北京朝阳" (朝阳, the morning
+            # sun); eleventh round, from a walk).
             short_end = _division_at(text, start, chained=True)
             if short_end > start and (
-                _division_at(text, short_end, chained=False) > short_end or _ROAD.match(text, short_end)
+                _division_at(text, short_end, chained=False) > short_end
+                or _ROAD.match(text, short_end)
+                or _short_place_at(text, short_end) > short_end
             ):
                 end = short_end
         if end < 0:
@@ -199,6 +203,16 @@ class ChineseAddressRecognizer(Recognizer):
         if opened_on_road and not _HOUSE_NUMBER.search(text, start, end):
             return start, False
         return end, address
+
+
+def _short_place_at(text: str, pos: int) -> int:
+    """The end of a division's short name at ``pos`` that is no common word of jieba's, or -1."""
+    from custody.recognizers.zh_segmenter import word_frequency  # jieba, loaded on first use
+
+    end = _division_at(text, pos, chained=True)
+    if end <= pos or word_frequency(text[pos:end]) >= COMMON_WORD_FREQUENCY:
+        return -1
+    return end
 
 
 def _dao_road(text: str, pos: int) -> re.Match[str] | None:

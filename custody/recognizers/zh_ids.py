@@ -7,7 +7,8 @@
 - Card and account numbers: digits written after 卡号, 账号, 账户 ... are a
   card or an account whatever their checksum: a mistyped card number still
   identifies the card holder, and account numbers have no checksum at all.
-- Staff, student, patient and member numbers after 工号, 学号, 病历号, 会员号 ...
+- Staff, student, patient and member numbers after 工号, 学号, 病历号, 会员号 ...,
+  and QQ numbers.
 
 Like ``chinese.py``, every pattern spells out its ASCII look-arounds: Chinese
 writes identifiers directly against the text.
@@ -96,6 +97,10 @@ _ID_WORDS: Final = (
     "医保卡号",
     "档案号",
 )
+# A QQ number: 5 to 11 digits after QQ (QQ号是384756291, qq:10001). Eleventh round, from a walk.
+_QQ: Final = re.compile(
+    r"(?<![A-Za-z])(?:QQ|qq|Qq|扣扣)(?:号码|号)?[是为：:\s]{0,3}(?P<number>[1-9]\d{4,10})(?![0-9])"
+)
 _NUMBERED_ID: Final = re.compile(
     rf"(?:{_alternation(_ID_WORDS)})[^0-9A-Za-z。！？；\n]{{0,4}}?"
     r"(?<![0-9A-Za-z])(?P<number>[A-Za-z]{0,3}\d(?:[\-]?[0-9A-Za-z]){3,29})(?![0-9A-Za-z])"
@@ -152,7 +157,7 @@ class CnLicensePlateRecognizer(Recognizer):
 
 class CnAccountNumberRecognizer(Recognizer):
     """Card and account numbers written after 卡号, 账号, 账户 ..., whatever their checksum, and the
-    numbers after 工号, 学号, 病历号 ... (``_ID_WORDS``)."""
+    numbers after 工号, 学号, 病历号 ... (``_ID_WORDS``) and QQ numbers."""
 
     name = "CnAccountNumberRecognizer"
     entities = ("BANK_CARD", "ID_NUMBER")
@@ -178,6 +183,8 @@ class CnAccountNumberRecognizer(Recognizer):
             found.append(
                 Candidate(m.start("number"), m.end("number"), entity, CARD_BY_CONTEXT_SCORE, self.name)
             )
+        for m in _QQ.finditer(view.text):
+            found.append(Candidate(m.start("number"), m.end("number"), "ID_NUMBER", 0.85, self.name))
         for m in _NUMBERED_ID.finditer(view.text):
             if sum(c.isdigit() for c in m.group("number")) >= 4:
                 found.append(Candidate(m.start("number"), m.end("number"), "ID_NUMBER", 0.85, self.name))

@@ -289,6 +289,14 @@ class TestEnglishCascade:
             ),
             ("我是杭州阿里巴巴的员工，我的工号是A0031927。", ["A0031927"]),
             ("客服小王：您好，请问您的订单号是多少？", ["小王"]),
+            ("加我微信：zhangwei_1988，QQ号是384756291，备注一下来意。", ["zhangwei_1988", "384756291"]),
+            ("车牌号沪A·3B7K9的车主请挪车，电话找物业的宋女士。", ["沪A·3B7K9", "宋"]),
+            ("昵称：追风少年，真实姓名：杨帆，年龄：24", ["追风少年", "杨帆"]),
+            ("u/throwaway_kat88 posted my address on r/Portland, please remove it", ["throwaway", "kat88"]),
+            (
+                "My licence plate is ABC-1234 and the VIN is 1HGCM82633A004352.",
+                ["ABC-1234", "1HGCM82633A004352"],
+            ),
         ],
     )
     def test_every_character_of_what_a_walk_found_is_masked(

@@ -48,6 +48,9 @@ class TestHandles:
             ("09:15:02 <m_fernandes> yes", ["m_fernandes"]),
             ("<div>09:15</div>", []),
             ("<jpark> without a timestamp", []),
+            ("u/throwaway_kat88 posted my address on r/Portland", ["throwaway_kat88"]),
+            ("see /u/kat_m's post", ["kat_m"]),
+            ("a menu/user guide", []),
         ],
     )
     def test_handles(self, text: str, expected: list[str]) -> None:
@@ -203,6 +206,11 @@ class TestIdentifiersByContext:
             ("Student number s4412897.", ["s4412897"]),
             ("staff ID: 55812", ["55812"]),
             ("student of the year 2024", []),
+            (
+                "My licence plate is ABC-1234 and the VIN is 1HGCM82633A004352.",
+                ["ABC-1234", "1HGCM82633A004352"],
+            ),
+            ("the plate was cold", []),
         ],
     )
     def test_identifiers(self, text: str, expected: list[str]) -> None:

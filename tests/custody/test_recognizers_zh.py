@@ -108,6 +108,11 @@ class TestChineseNames:
             # Eleventh round: after 客服 and a title ending in 长.
             ("客服小王：您好，请问您的订单号是多少？", "小王"),
             ("组长老李说今天加班", "老李"),
+            # A frequent surname and a form of address alone; a nickname after its label or 叫我.
+            ("电话找物业的宋女士。", "宋女士"),
+            ("请联系王老师", "王老师"),
+            ("昵称：追风少年，真实姓名：杨帆", "追风少年"),
+            ("叫我小鱼就行", "小鱼"),
             # A doubled-character pet name after a family word.
             ("这是我女儿朵朵的学籍信息。", "朵朵"),
             ("儿子乐乐今年上小学", "乐乐"),
@@ -129,6 +134,10 @@ class TestChineseNames:
     )
     def test_the_familiar_form_inside_a_word_is_not_a_name(self, text: str) -> None:
         assert not {n for n in names(text) if n[0] in "小老阿"}
+
+    @pytest.mark.parametrize("text", ["感谢老师的教导", "林林总总", "数学老师这么多", "叫我吃饭。"])
+    def test_a_form_of_address_after_another_word_is_not_a_name(self, text: str) -> None:
+        assert names(text) == set()
 
     @pytest.mark.parametrize("text", ["孩子天天哭，怎么办？", "宝宝慢慢长大了。", "我女儿常常生病"])
     def test_a_doubled_common_word_after_a_family_word_is_not_a_name(self, text: str) -> None:
@@ -190,6 +199,8 @@ class TestChineseAddressRecognizer:
             ("收件地址：北京市朝阳区建国路88号SOHO现代城A座1502", "北京市朝阳区建国路88号SOHO现代城A座1502"),
             # Beijing's 里 estates inside a chain (eleventh round).
             ("住址：北京市朝阳区望京街道花家地北里3号楼", "北京市朝阳区望京街道花家地北里3号楼"),
+            # Two short names, the second no common word (eleventh round).
+            ("我和我爸妈住在成都双流，过年回去", "成都双流"),
         ],
     )
     def test_finds_addresses(self, text: str, address: str) -> None:
@@ -274,6 +285,14 @@ class TestCnAccountNumberRecognizer:
     )
     def test_a_staff_student_or_patient_number_after_its_word(self, text: str, number: str) -> None:
         assert found(CnAccountNumberRecognizer(), text) == [("ID_NUMBER", number)]
+
+    @pytest.mark.parametrize("text", ["加我微信，QQ号是384756291，备注一下", "我的qq:10001"])
+    def test_a_qq_number(self, text: str) -> None:
+        assert [t for t, _ in found(CnAccountNumberRecognizer(), text)] == ["ID_NUMBER"]
+
+    @pytest.mark.parametrize("text", ["QQ2024年的活动", "QQ音乐12345首歌"])
+    def test_qq_without_a_number_of_its_own(self, text: str) -> None:
+        assert found(CnAccountNumberRecognizer(), text) == []
 
     @pytest.mark.parametrize("text", ["工号后三位是123", "学号还没发", "会员号AB12"])
     def test_a_short_or_absent_number_after_an_id_word_is_not_one(self, text: str) -> None:
