@@ -24,6 +24,7 @@ from custody.recognizers.en_ids import (
 from custody.recognizers.en_names import EnglishNameRecognizer, HandleRecognizer
 from custody.recognizers.en_orgs import OrganizationPatternRecognizer
 from custody.recognizers.en_places import AddressRecognizer, PlaceGazetteerRecognizer
+from custody.recognizers.fields import FieldRecognizer
 from custody.recognizers.generic import (
     BankCardRecognizer,
     DateTimeRecognizer,
@@ -60,6 +61,7 @@ def sealroom_recognizers() -> list[Recognizer]:
         ContextPhoneRecognizer(),
         PasswordRecognizer(),
         UsernameRecognizer(),
+        FieldRecognizer(),
         CnResidentIdRecognizer(),
         CnMobileRecognizer(),
         CnLandlineRecognizer(),
@@ -99,6 +101,7 @@ __all__ = [
     "DateTimeRecognizer",
     "EmailRecognizer",
     "EnglishNameRecognizer",
+    "FieldRecognizer",
     "HandleRecognizer",
     "OrganizationPatternRecognizer",
     "PasswordRecognizer",

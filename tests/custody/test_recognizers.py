@@ -174,13 +174,20 @@ class TestChineseNameRecognizer:
         "text",
         [
             "他今天很高兴，方法也很多，时间还早。",
-            "王先生和李女士都到了。",
             "客户关系管理系统",
             "联系方式见附件",
         ],
     )
     def test_stays_quiet_without_a_name(self, text: str) -> None:
         assert found(ChineseNameRecognizer(), text, threshold=0.0) == []
+
+    def test_a_surname_with_a_form_of_address_names_someone(self) -> None:
+        # Eleventh round: "王先生" names a person both sides know (Weibo NER labels 江小姐, 顾老师
+        # PERSON); until then this record was kept whole.
+        assert found(ChineseNameRecognizer(), "王先生和李女士都到了。") == [
+            ("PERSON", "王先生"),
+            ("PERSON", "李女士"),
+        ]
 
     def test_finds_a_name_again_where_it_recurs(self) -> None:
         text = "联系人：张伟。张伟的同事也来了。"
