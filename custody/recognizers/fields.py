@@ -7,15 +7,17 @@ English tagger took ``Okafor`` and left ``Chidi`` in a JSON value, ran a CSV cel
 row's number, and took only ``Lê`` of a Vietnamese name). Eleventh round of issue 12, from a walk.
 
 - **Pairs**: a quoted key and a quoted value (JSON, Python, JavaScript), ``key=value`` (query
-  strings, logs) and ``Key: value`` at the start of a line (forms, e-mail headers, YAML).
+  strings, logs) and ``Key: value`` (forms, e-mail headers, YAML; the key is the one to three
+  words before the colon, or the end of a Chinese word: 我的电话：…).
 - **Tables**: a header line of field names split by ``,``, ``;``, a tab or ``|`` (Markdown), then
   the rows under it, cell by cell (quoted cells included), while they have the header's width.
 
 Only fields in ``FIELDS`` count, and each value must look like its type (a phone has six digits, a
-date a digit, a name no digits); ``name`` alone, which also names jobs, packages and files, needs
-one to four capitalised words. Names and places score 0.9 (above the name rules and the taggers);
-phones, e-mail addresses, dates and identifiers 0.55, so that a checked recognizer's more precise
-type (``US_SSN``, a phone by its numbering plan) keeps the value where both find it.
+date a digit, an address a house number); ``name`` alone, which also names jobs, packages and
+files, needs one to four capitalised words (not acronyms). Names and places score 0.9 (above the
+name rules and the taggers); phones, e-mail addresses, dates and identifiers 0.55, so that a
+checked recognizer's more precise type (``US_SSN``, a phone by its numbering plan) keeps the value
+where both find it.
 """
 
 from __future__ import annotations
@@ -117,8 +119,10 @@ def field_type(key: str, value: str) -> str | None:
         return None
     if normal == _NAME_FIELD:
         words = value.split()
+        # capitalised, not all capitals ("name: CI" names a workflow)
         if 1 <= len(words) <= 4 and all(
-            w[0].isupper() and w.replace("-", "").replace("'", "").isalpha() for w in words
+            w[0].isupper() and any(c.islower() for c in w) and w.replace("-", "").replace("'", "").isalpha()
+            for w in words
         ):
             return "PERSON"
         return None

@@ -86,6 +86,7 @@ class TestPairs:
         [
             # "name" names jobs, packages and steps too: only capitalised words are a person
             "name: Build and test\nruns-on: ubuntu-latest",
+            "name: CI\non: push",
             '{"name": "requests", "version": "2.32.3"}',
             # fields that are not personal, values that are empty or do not fit their type
             '{"status": "active", "plan": "pro"}',
