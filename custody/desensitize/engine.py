@@ -670,6 +670,19 @@ _TOKEN_JOINER: Final = frozenset("._")
 _TOKEN_TYPES: Final = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
 
 
+# How far a name may grow into its token on either side.
+_TOKEN_WIDEN_MAX: Final = 30
+
+
+def _joins(text: str, pos: int) -> bool:
+    """Whether the ``.`` or ``_`` at ``pos`` joins one token: word characters on both sides, and
+    after a ``.`` no capital (``okafor.c``, not the sentence break of ``…o3.Abest``)."""
+    if pos < 1 or pos + 1 >= len(text) or not _TOKEN_CHAR.match(text, pos - 1):
+        return False
+    after = text[pos + 1]
+    return bool(_TOKEN_CHAR.match(after)) and not (text[pos] == "." and after.isupper())
+
+
 def _ascii_letter(text: str, pos: int) -> bool:
     return 0 <= pos < len(text) and text[pos].isascii() and text[pos].isalpha()
 
@@ -680,7 +693,8 @@ def whole_tokens(text: str, chosen: list[Candidate]) -> list[Candidate]:
     The English tagger reads ``grandma_ruth`` as ``grandma``, ``_``, ``ruth`` and tagged only the
     last; the rest of a user name is as identifying as its end. A name (PERSON, LOCATION,
     ORGANIZATION) that starts or ends inside a run of ASCII letters, digits and ``_`` (``.``
-    inside it) takes the whole run, unless that reaches another span; a quote at either
+    inside it, not before a capital) takes the whole run, up to 30 characters on a side and unless
+    that reaches another span; a quote at either
     end of it (``'Lindqvist`` in SQL) is given back. Eleventh round of issue 12, from a walk."""
     if not chosen:
         return chosen
@@ -702,22 +716,15 @@ def whole_tokens(text: str, chosen: list[Candidate]) -> list[Candidate]:
             left = widened[i - 1].end if i else 0
             right = widened[i + 1].start if i + 1 < len(widened) else len(text)
             new_start, new_end = start, end
+            left = max(left, start - _TOKEN_WIDEN_MAX)
+            right = min(right, end + _TOKEN_WIDEN_MAX)
             while new_start > left and (
                 _TOKEN_CHAR.match(text, new_start - 1)
-                or (
-                    text[new_start - 1] in _TOKEN_JOINER
-                    and new_start >= 2
-                    and _TOKEN_CHAR.match(text, new_start - 2)
-                )
+                or (text[new_start - 1] in _TOKEN_JOINER and _joins(text, new_start - 1))
             ):
                 new_start -= 1
             while new_end < right and (
-                _TOKEN_CHAR.match(text, new_end)
-                or (
-                    text[new_end] in _TOKEN_JOINER
-                    and new_end + 1 < right
-                    and _TOKEN_CHAR.match(text, new_end + 1)
-                )
+                _TOKEN_CHAR.match(text, new_end) or (text[new_end] in _TOKEN_JOINER and _joins(text, new_end))
             ):
                 new_end += 1
             start, end = new_start, new_end

@@ -166,6 +166,9 @@ class TestWholeTokens:
             ("VALUES (77, 'Lindqvist', 'Henrik')", "'Lindqvist", "Lindqvist"),
             ("met Okafor. Then left", "Okafor", "Okafor"),
             ("the Boston-based firm", "Boston", "Boston"),
+            # "." joins a user name's parts, not two run-together sentences
+            ("mail okafor.c today", "okafor", "okafor.c"),
+            ("so1m1e1.Abestfriend", "so1m1e1", "so1m1e1"),
         ],
     )
     def test_a_name_takes_its_whole_token(self, text: str, piece: str, expected: str) -> None:
