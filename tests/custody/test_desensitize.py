@@ -289,6 +289,19 @@ class TestEnglishCascade:
             ),
             ("我是杭州阿里巴巴的员工，我的工号是A0031927。", ["A0031927"]),
             ("客服小王：您好，请问您的订单号是多少？", ["小王"]),
+            (
+                '{"user": "okafor.c", "full_name": "Chidi Okafor", "ip": "172.16.4.9"}',
+                ["okafor.c", "Chidi", "Okafor", "172.16.4.9"],
+            ),
+            ("Name: Lê Thị Hương\nDOB: 12/05/1987", ["Lê", "Thị", "Hương", "12/05/1987"]),
+            (
+                "Posted by grandma_ruth on 03/02/2023: my grandson Tyler found this",
+                ["grandma", "ruth", "Tyler"],
+            ),
+            (
+                "| Name | Phone | City |\n| --- | --- | --- |\n| Rosa Álvarez | 612 345 678 | Valencia |",
+                ["612 345 678"],
+            ),
             ("加我微信：zhangwei_1988，QQ号是384756291，备注一下来意。", ["zhangwei_1988", "384756291"]),
             ("车牌号沪A·3B7K9的车主请挪车，电话找物业的宋女士。", ["沪A·3B7K9", "宋"]),
             ("昵称：追风少年，真实姓名：杨帆，年龄：24", ["追风少年", "杨帆"]),
