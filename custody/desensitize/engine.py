@@ -694,8 +694,8 @@ def whole_tokens(text: str, chosen: list[Candidate]) -> list[Candidate]:
     last; the rest of a user name is as identifying as its end. A name (PERSON, LOCATION,
     ORGANIZATION) that starts or ends inside a run of ASCII letters, digits and ``_`` (``.``
     inside it, not before a capital) takes the whole run, up to 30 characters on a side and unless
-    that reaches another span; a quote at either
-    end of it (``'Lindqvist`` in SQL) is given back. Eleventh round of issue 12, from a walk."""
+    that reaches another span; a quote at either end of it (``'Lindqvist`` in SQL) is given back.
+    Eleventh round of issue 12, from a walk."""
     if not chosen:
         return chosen
     widened = list(chosen)

@@ -72,6 +72,7 @@ _STRONG_CUE = re.compile(
     r"\b(?:[Mm]y name(?: is|'s)|[Mm]y names|[Nn]ame:|[Nn]amed|[Cc]all me|[Cc]alls me|[Cc]alled me"
     r"|I am called|[Ii]t'?s me,?|[Ss]igned,?)[ \t]+"
 )
+_LOWER_AFTER = re.compile(r"[ \t]+[a-z]")
 _WEAK_CUE = re.compile(
     r"(?:^|(?<=[\s(\"']))(?:[Dd]ear|[Hh]i|[Hh]ello|[Hh]ey|[Tt]hanks,|[Tt]hank you,|[Rr]egards,|[Ss]incerely,"
     r"|[Cc]heers,|[Ll]ove,|[Ii]nvite|[Ww]ith|[Mm]eet|[Aa]sk"
@@ -360,6 +361,10 @@ class EnglishNameRecognizer(Recognizer):
             for m in cue.finditer(text):
                 name = _NAME_AFTER.match(text, m.end())
                 if name and _is_name_word(name.group().split()[0]):
+                    # "name: Build and test" labels a step, not a person: after the label form
+                    # the line goes on in lower case (eleventh round).
+                    if m.group().rstrip().endswith(":") and _LOWER_AFTER.match(text, name.end()):
+                        continue
                     if strong or name.group().split()[0].lower() in names:
                         found.append(Candidate(name.start(), name.end(), "PERSON", 0.7, self.name))
                     continue

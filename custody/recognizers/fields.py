@@ -69,8 +69,8 @@ _QUOTED_PAIR: Final = re.compile(
 _EQUALS_PAIR: Final = re.compile(r"(?<![\w.\-])([A-Za-z][\w\-]{0,30})=([^\s&;,\"'<>]{1,160})")
 # "Key: value": the key is the one to three words before a colon (for Chinese, the end of the
 # word: 我的电话 is 电话); the value ends at the line's end, a separator, a quote (not an
-# apostrophe: O'Neill, de l'interieur) or the next
-# "key:" on the line ("电话：138… 邮箱：…"), and at a comma unless it is an address.
+# apostrophe: O'Neill, de l'interieur) or the next "key:" on the line ("电话：138… 邮箱：…"), and
+# at a comma unless it is an address.
 _COLON: Final = re.compile(r"[ \t]*[:：][ \t]*")
 _KEY_WORDS: Final = re.compile(r"((?:[\w\-]+[ \t]?){1,3})$")
 _VALUE: Final = re.compile(

@@ -298,6 +298,7 @@ class TestEnglishCascade:
                 "Posted by grandma_ruth on 03/02/2023: my grandson Tyler found this",
                 ["grandma", "ruth", "Tyler"],
             ),
+            ("My neighbour Femi keeps parking in my spot. His reg is LD19 XKE.", ["Femi", "LD19", "XKE"]),
             (
                 "| Name | Phone | City |\n| --- | --- | --- |\n| Rosa Álvarez | 612 345 678 | Valencia |",
                 ["612 345 678"],

@@ -62,6 +62,10 @@ class TestEnglishNames:
         ("text", "expected"),
         [
             ("Please ask Mr. Okonkwo to sign", ["Okonkwo"]),
+            # Eleventh round: after "name:" a line that goes on in lower case labels a step.
+            ("name: Build and test", []),
+            ("Name: Anna Kowalski", ["Anna Kowalski"]),
+            ("my name is Anna and I live here", ["Anna"]),
             ("Dr Helena Shaw called", ["Helena Shaw"]),
             ("i met mrs patel today", ["patel"]),
             ("my name is zoltan kovacs", ["zoltan kovacs"]),
@@ -211,6 +215,8 @@ class TestIdentifiersByContext:
                 ["ABC-1234", "1HGCM82633A004352"],
             ),
             ("the plate was cold", []),
+            ("My neighbour Femi keeps parking in my spot. His reg is LD19 XKE.", ["LD19 XKE"]),
+            ("the registration ab12 cde", []),
         ],
     )
     def test_identifiers(self, text: str, expected: list[str]) -> None:
