@@ -61,6 +61,11 @@ def has_han(text: str) -> bool:
     return not text.isascii() and _HAN.search(text) is not None
 
 
+def has_letter(text: str) -> bool:
+    """Whether ``text`` holds a letter of any script (not a digit, not ``_``)."""
+    return _ANY_LETTER.search(text) is not None
+
+
 def latin_view(text: str) -> str:
     """Return the text with every CJK character blanked to a space (same length, same offsets)."""
     if text.isascii():

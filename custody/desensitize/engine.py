@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any, Final
 from django.core.exceptions import ImproperlyConfigured
 
 from custody.desensitize.policy import SUPPORTED_ENTITIES, Policy
-from custody.language import cjk_free_segments, latin_view
+from custody.language import cjk_free_segments, has_letter, latin_view
 from custody.recognizers import Candidate, Context, Recognizer, TextView, sealroom_recognizers
 from custody.recognizers.base import english_stop_words
 from custody.recognizers.en_dates import WordDateRecognizer
 from custody.recognizers.en_model import accepted, tag_segments
 from custody.recognizers.en_names import is_title
+from custody.recognizers.fields import is_field_name
+from custody.recognizers.generic import scheme_urls
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -264,7 +266,7 @@ class Engine:
         # other stages left (``fill_gaps``).
         tagged: dict[int, list[Candidate]] = {}
         if tagger is not None:
-            whole = [(i, 0, latin_view(t)) for i, t in enumerate(texts) if ner_flags[i]]
+            whole = [(i, 0, read) for i, t in enumerate(texts) if ner_flags[i] and (read := tagger_view(t))]
             tagged = tag_segments(tagger, texts, whole, self.ner_score)
         cursor = 0
         for index, text in enumerate(texts):
@@ -713,11 +715,9 @@ def whole_tokens(text: str, chosen: list[Candidate]) -> list[Candidate]:
         ):
             end -= 1
         if _TOKEN_CHAR.match(text, start) and _TOKEN_CHAR.match(text, end - 1):
-            left = widened[i - 1].end if i else 0
-            right = widened[i + 1].start if i + 1 < len(widened) else len(text)
+            left = max(widened[i - 1].end if i else 0, start - _TOKEN_WIDEN_MAX)
+            right = min(widened[i + 1].start if i + 1 < len(widened) else len(text), end + _TOKEN_WIDEN_MAX)
             new_start, new_end = start, end
-            left = max(left, start - _TOKEN_WIDEN_MAX)
-            right = min(right, end + _TOKEN_WIDEN_MAX)
             while new_start > left and (
                 _TOKEN_CHAR.match(text, new_start - 1)
                 or (text[new_start - 1] in _TOKEN_JOINER and _joins(text, new_start - 1))
@@ -832,11 +832,33 @@ def fill_gaps(
     return resolve([*chosen, *added], entities, threshold)
 
 
+def tagger_view(text: str) -> str | None:
+    """What the English tagger reads of a record, or ``None`` when nothing is left to read.
+
+    Its Latin text (``latin_view``, CJK blanked) with each URL that has a scheme blanked after the
+    scheme (``http://`` and spaces; same length and offsets as ``text``): ``UrlRecognizer`` takes
+    such a URL whole at a score the tagger's spans never beat, so its word pieces were work for
+    nothing (``http://t.cn/SXLy39`` is 13 of them), and the scheme kept tells the tagger a link
+    was there (blanking it whole moved 110 train and dev records and cost 0.005 of English train
+    precision; this moves 64, by 0.002). A record with no letter outside its URLs holds no name.
+    Twelfth round of issue 12."""
+    view = latin_view(text)
+    urls = list(scheme_urls(view))
+    if not urls:
+        return view if has_letter(view) else None
+    pieces, cursor, letters = [], 0, False
+    for start, end in urls:
+        scheme = view.index("://", start) + 3
+        letters = letters or has_letter(view[cursor:start])
+        pieces += [view[cursor:scheme], " " * (end - scheme)]
+        cursor = end
+    pieces.append(view[cursor:])
+    return "".join(pieces) if letters or has_letter(view[cursor:]) else None
+
+
 def _table_noise(text: str, span: Candidate) -> bool:
     """Whether ``span`` is a whole table cell that names no one: a field's name (``city`` in
     ``id,name,city``, ``fields.FIELDS``) or a cell without a letter (a row's ``1042``)."""
-    from custody.recognizers.fields import is_field_name
-
     before = text[span.start - 1] if span.start else "\n"
     after = text[span.end] if span.end < len(text) else "\n"
     if before not in ",;\t|\n" or after not in ",;\t|\n\r":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from typing import ClassVar, Final
 
 from custody.recognizers.base import Candidate, Context, Recognizer, TextView
@@ -112,6 +113,14 @@ class UrlRecognizer(Recognizer):
             else:
                 found.append(self.scored(view, start, end, 0.5))
         return found
+
+
+def scheme_urls(text: str) -> Iterator[tuple[int, int]]:
+    """Where each URL with a scheme is in ``text`` (``http://t.cn/SXLy39``; what ``UrlRecognizer``
+    takes whole at ``URL_CERTAIN_SCORE``), as ``(start, end)``; its trailing punctuation included."""
+    if "://" in text:
+        for m in _URL_SCHEME.finditer(text):
+            yield m.start(), m.end()
 
 
 def _strip_trailing(text: str, start: int, end: int) -> int:

