@@ -833,27 +833,22 @@ def fill_gaps(
 
 
 def tagger_view(text: str) -> str | None:
-    """What the English tagger reads of a record, or ``None`` when nothing is left to read.
+    """What the English tagger reads of a record (its ``latin_view``, CJK blanked), or ``None`` when
+    it has no letter outside its links: a record of digits, punctuation, Chinese and URLs
+    (``2012年10月 http://t.cn/SXLy39``) holds no name for the English tagger, and a URL with a scheme
+    is ``UrlRecognizer``'s, whole, at a score the tagger's spans never beat. 31% of the Chinese
+    train records read as mixed were such work for nothing (twelfth round of issue 12).
 
-    Its Latin text (``latin_view``, CJK blanked) with each URL that has a scheme blanked after the
-    scheme (``http://`` and spaces; same length and offsets as ``text``): ``UrlRecognizer`` takes
-    such a URL whole at a score the tagger's spans never beat, so its word pieces were work for
-    nothing (``http://t.cn/SXLy39`` is 13 of them), and the scheme kept tells the tagger a link
-    was there (blanking it whole moved 110 train and dev records and cost 0.005 of English train
-    precision; this moves 64, by 0.002). A record with no letter outside its URLs holds no name.
-    Twelfth round of issue 12."""
+    A record that is read is read whole, links included: blanking the links' hosts and paths
+    (8% of the English train split's word pieces) changes what the tagger makes of the words
+    around them, and cost recall (docs/desensitization.md, "Twelfth round")."""
     view = latin_view(text)
-    urls = list(scheme_urls(view))
-    if not urls:
-        return view if has_letter(view) else None
-    pieces, cursor, letters = [], 0, False
-    for start, end in urls:
-        scheme = view.index("://", start) + 3
-        letters = letters or has_letter(view[cursor:start])
-        pieces += [view[cursor:scheme], " " * (end - scheme)]
+    cursor = 0
+    for start, end in scheme_urls(view):
+        if has_letter(view[cursor:start]):
+            return view
         cursor = end
-    pieces.append(view[cursor:])
-    return "".join(pieces) if letters or has_letter(view[cursor:]) else None
+    return view if has_letter(view[cursor:]) else None
 
 
 def _table_noise(text: str, span: Candidate) -> bool:
