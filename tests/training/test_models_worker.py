@@ -286,30 +286,45 @@ def test_calls_through_a_killed_serving_worker_settle_once_and_leak_no_weights(
     calls += submit_calls(w, count - API_CALLS)
     broker_seen = redis_values()
 
-    def finishing() -> list[int]:
+    def finishing() -> tuple[list[int], int]:
         # The riskiest moment: a batch has finished some of its calls (metered, committed) but its
-        # work items are still running. Killed here, those items run again and must leave their
-        # calls alone; the calls not yet finished run again from the start.
+        # work items are still running, and others of its calls are not finished yet. Killed here,
+        # the finished calls' items run again and must leave them alone; the unfinished calls run
+        # again from the start. (A batch whose calls have all ended but whose items are still
+        # running is not enough: once, the first batch was a single API call, killed in that gap.)
         running = WorkItem.objects.filter(kind=SERVING_KIND, state=WorkState.RUNNING).values_list(
             "ref", flat=True
         )
-        return list(
+        ended = list(
             InferenceCall.objects.filter(
                 pk__in=[int(ref) for ref in running], state=InferenceState.SUCCEEDED
             ).values_list("pk", flat=True)
         )
+        unfinished = InferenceCall.objects.filter(
+            pk__in=[c.pk for c in calls], state=InferenceState.RUNNING
+        ).count()
+        return ended, unfinished
 
-    wait_until(finishing, what="a serving batch to finish some of its calls", timeout=900, interval=0.1)
+    def struck_or_over() -> bool:
+        # Over: every call ended without the moment seen (the assertion below then says so).
+        return (
+            all(finishing())
+            or not InferenceCall.objects.filter(
+                pk__in=[c.pk for c in calls], state__in=[InferenceState.QUEUED, InferenceState.RUNNING]
+            ).exists()
+        )
+
+    wait_until(struck_or_over, what="a serving batch with calls finished and calls not", timeout=900)
     worker.kill()
     # What the dead worker left: finished calls whose items it held, and calls it had not finished.
-    ended_early = finishing()
-    unfinished = InferenceCall.objects.filter(
-        pk__in=[c.pk for c in calls], state=InferenceState.RUNNING
-    ).count()
+    ended_early, unfinished = finishing()
     worker.restart()
     wait_until(lambda: all_final(calls), what="every call to end", timeout=3600, interval=1.0)
     elapsed = time.monotonic() - started
-    print(f"{count} calls in {elapsed:.1f} s ({count / elapsed:.1f} calls/s), batch {worker.env[BATCH_ENV]}")
+    print(
+        f"{count} calls in {elapsed:.1f} s ({count / elapsed:.1f} calls/s), batch {worker.env[BATCH_ENV]};"
+        f" killed with {len(ended_early)} calls of running items ended and {unfinished} running"
+    )
     rows = InferenceCall.objects.filter(pk__in=[c.pk for c in calls])
     assert set(rows.values_list("state", flat=True)) == {InferenceState.SUCCEEDED}, list(
         rows.exclude(state=InferenceState.SUCCEEDED).values("error_code", "error_detail")[:5]
