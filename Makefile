@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_QUICK ?= -m "not proof" --durations=25
+# pytest processes (pytest-xdist; tests/plugins/parallel.py keeps them apart); 0 runs one.
+PYTEST_PROCESSES ?= 2
 
 # Dependencies (docs/operations.md "Dependencies"): short lists of direct dependencies
 # (requirements/*.in) compiled by `make lock` into lock files where every package is
@@ -71,7 +73,7 @@ migrations-check: $(STAMP)
 	$(PY) manage.py makemigrations --check --dry-run
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_QUICK) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_PROCESSES) --dist loadgroup $(PYTEST_QUICK) $(PYTEST_ARGS)
 
 test: lint typecheck layers migrations-check pytest
 

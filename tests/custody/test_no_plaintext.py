@@ -80,11 +80,14 @@ def test_no_sentinel_is_at_rest_after_the_full_pipeline(
     assert [s for s in sentinels["pii"] if s in texts] == []
 
 
-def test_the_scanner_sees_a_sentinel_planted_in_plaintext(settings, sentinels, db):
+def test_the_scanner_sees_a_sentinel_planted_in_plaintext(settings, db):
+    # A sentinel of its own, not the pipeline test's fixed words: under `make test` that test may
+    # run meanwhile in the other pytest process, and it scans the temp folder this file is in.
+    sentinel = f"zqvmtkwrpsbn{secrets.token_hex(6)}"
     planted = Path(settings.BLOB_DIR) / "planted.bin"
     planted.parent.mkdir(parents=True, exist_ok=True)
     import gzip
 
-    planted.write_bytes(gzip.compress(f"leak {sentinels['plain'][0]} here".encode()))
-    found = scan_files([Path(settings.BLOB_DIR)], sentinels["plain"])
-    assert found == {str(planted): {sentinels["plain"][0]}}
+    planted.write_bytes(gzip.compress(f"leak {sentinel} here".encode()))
+    found = scan_files([Path(settings.BLOB_DIR)], [sentinel])
+    assert found == {str(planted): {sentinel}}

@@ -9,7 +9,7 @@ database that pytest-django created) and the broker: Redis when
 ``CELERY_BROKER_URL`` is set, otherwise kombu's filesystem transport in a
 per-session folder, which this plugin also points the test process at, so
 doorbells sent by tests never land in the developer's ``var/broker``.
-Worker logs go to ``var/test-output/worker/``.
+Worker logs go to ``var/test-output/worker/`` (``worker-gwN/`` in xdist worker ``gwN``).
 
 Tests that use the fixture are marked ``worker`` automatically.
 """
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugins.parallel import own_folder
 from tests.worker.harness import TEST_LEASE_SECONDS, WorkerProcess, filesystem_broker_options
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-WORKER_OUTPUT = BASE_DIR / "var" / "test-output" / "worker"
+WORKER_OUTPUT = own_folder(BASE_DIR / "var" / "test-output" / "worker")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ production settings, since settings are read once per process.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -215,7 +216,14 @@ def test_no_secret_is_tracked_in_the_repository():
 
 def test_no_secret_is_in_the_logs_and_output_the_tests_write():
     var = BASE_DIR / "var"
-    candidates = [p for p in (var / "test-output").rglob("*") if p.is_file()] if var.exists() else []
-    candidates += list(var.glob("*.log")) + [p for p in (var / "logs").rglob("*") if p.is_file()]
+    # os.walk, not rglob: under `make test` another pytest process writes and removes files
+    # here meanwhile, and a folder that vanishes mid-walk is skipped, not an error.
+    candidates = [
+        Path(root) / name
+        for top in (var / "test-output", var / "logs")
+        for root, _, names in os.walk(top)
+        for name in names
+    ]
+    candidates += list(var.glob("*.log"))
     found = [hit for p in candidates for hit in find_secrets(p, str(p.relative_to(BASE_DIR)))]
     assert not found, found

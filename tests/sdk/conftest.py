@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 SDK_DIR = Path(__file__).resolve().parents[2] / "sdk"
 if str(SDK_DIR) not in sys.path:
@@ -80,12 +81,18 @@ def run_cli(*args: str, url: str, token: str | None = None) -> CliResult:
     if token:
         os.environ["SEALROOM_TOKEN"] = token
     code: int = 0
+    # Consoles made now, as a new process makes them at import: they read COLUMNS then (the
+    # module's own were made when this process imported it, and under pytest-xdist a worker
+    # starts with COLUMNS=80).
+    consoles = cli.out, cli.err
+    cli.out, cli.err = Console(), Console(stderr=True)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             cli.main(list(args))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
+        cli.out, cli.err = consoles
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
