@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_QUICK ?= -m "not proof" --durations=25
 # pytest processes (pytest-xdist; tests/plugins/parallel.py keeps them apart); 0 runs one.
+# loadgroup with no groups named: each test goes on its own to whichever process is free.
 PYTEST_PROCESSES ?= 2
 
 # Dependencies (docs/operations.md "Dependencies"): short lists of direct dependencies

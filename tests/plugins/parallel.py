@@ -1,9 +1,10 @@
 """pytest plugin: the suite on several processes (pytest-xdist), each with services of its own.
 
-``make test`` runs pytest with ``-n 2 --dist worksteal``: each process starts with half the tests
-in collection order and, when it runs out, takes half of what the other has left. Every process
-may run any test, live-worker tests included (each starts its own Celery worker), so what one
-process touches must never be the other's:
+``make test`` runs pytest with ``-n 2 --dist loadgroup``. No test names a group, so each test
+is a unit of its own, handed out one at a time to a process with two or fewer waiting: the two
+work through the suite side by side in collection order, and neither is left with a queue while
+the other idles. Either process may run any test, live-worker tests included (each starts its
+own Celery worker), so what one process touches must never be the other's:
 
 - the database: pytest-django gives each xdist worker its own test database (``test_test_gw0``,
   ``test_test_gw1``; for SQLite, its own file);
@@ -18,8 +19,10 @@ The environment is changed here, on import (``-p tests.plugins.parallel`` in the
 before pytest-django sets Django up; the Celery worker a test starts inherits it. Without ``-n``
 (or with ``-n 0``) nothing changes.
 
-(Not ``--dist loadgroup``: pytest-xdist 3.8 marks a group by rewriting ``item._nodeid``, which
-pytest 9 no longer reads, so groups are silently ignored.)
+Groups would not hold here anyway: pytest-xdist 3.8 marks a group by rewriting ``item._nodeid``,
+which pytest 9 no longer reads, so an ``xdist_group`` marker is silently ignored. (``--dist
+load`` sends contiguous chunks and ``worksteal`` halves; both untried here: loadgroup's
+one-at-a-time is what was measured and what CI ran.)
 """
 
 from __future__ import annotations
