@@ -63,8 +63,13 @@ def distil(args: argparse.Namespace) -> Path:
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     torch.set_num_threads(args.threads)
+    # float32 whatever the CPU, as bench/train_en_ner.py's distillation: the student starts from the
+    # teacher's weights and the states are read outside the tagger's bfloat16 autocast.
     teacher = EnglishTagger(
-        args.teacher, adapter_sha256=sha256_file(args.teacher / "adapter.safetensors"), threads=args.threads
+        args.teacher,
+        adapter_sha256=sha256_file(args.teacher / "adapter.safetensors"),
+        threads=args.threads,
+        precision="float32",
     )
     texts = [json.loads(line)["text"] for line in TRAIN.read_text().splitlines() if line.strip()]
     texts += [t.lower() for t in rng.sample(texts, len(texts) // 3)]

@@ -14,10 +14,13 @@ updates and a tag head fitted to the full model's tag probabilities (``bench/tra
 pinned here before anything is loaded; a mismatch raises ``EnglishModelError`` naming the file.
 Nothing is downloaded.
 
-How it runs (fifth round, docs/desensitization.md): windows go to the encoder in batches of windows
-of exactly the same length, so nothing is padded and nothing masked, and a window's tag
-probabilities are a pure function of the window: bit for bit the same alone or in any batch
-(``tests/custody/test_en_model_batches.py``). Its linear layers run in bfloat16 (``precision``,
+How it runs (fifth and fourteenth rounds, docs/desensitization.md): each window is padded to the
+next multiple of 4 word pieces (``padded_length``, a function of the window alone; the padding is
+masked) and goes to the encoder in batches of windows of that one padded length, so a window's
+tag probabilities are a pure function of the window: bit for bit the same alone or in any batch
+(``tests/custody/test_en_model_batches.py``). Where its linear layers run in bfloat16, their
+weights are reordered for oneDNN once at load (``_prepack``), not at every call; the outputs are
+the same bit for bit. Its linear layers run in bfloat16 (``precision``,
 weights rounded once at load, products accumulated in float32, layer norms and softmax in
 float32) where the CPU has native bfloat16 products (AVX-512 BF16, AMX): about 0.6 of float32's
 CPU, and on the dev split 99.8% of the float32 spans, exactly. Elsewhere it runs float32. The
@@ -66,12 +69,16 @@ SOURCE: Final = "EnglishModelRecognizer"
 # Tokens per window the model reads (its positions go to 512; names need little context).
 WINDOW_TOKENS: Final = 128
 WINDOW_STRIDE: Final = 96
-BATCH_WINDOWS: Final = 32
+# Windows go to the encoder padded to a multiple of PAD_MULTIPLE word pieces (the padding masked),
+# in batches of at most BATCH_WINDOWS windows of one padded length. The padded length is a function
+# of the window alone, so a window's scores are the same bit for bit whatever shares its batch
+# (fourteenth round: a pass costs over 2 ms however few its rows, and the dev split's English records
+# in 256-record chunks needed 258 passes at one exact length each).
+PAD_MULTIPLE: Final = 4
+BATCH_WINDOWS: Final = 64
 # A token is tagged when the model gives its entity tags together at least this probability, and
 # a span is kept when its tokens' mean is at least MIN_SPAN_SCORE (float32, train split: 0.45 and
 # 0.5 within 0.01 of each other, 0.45 kept for recall; docs/desensitization.md, fourth round).
-# Windows go in batches of at most BATCH_WINDOWS windows of one length (no padding: a window's
-# scores are the same bit for bit whatever shares its batch).
 DEFAULT_MIN_PROBABILITY: Final = 0.3
 # "auto": bfloat16 where the CPU multiplies bfloat16 natively, else float32.
 PRECISIONS: Final = ("auto", "bfloat16", "float32")
@@ -149,6 +156,7 @@ class EnglishTagger:
         min_score: float = MIN_SPAN_SCORE,
         quantize: bool = False,
         precision: str = "auto",
+        prepack: bool = True,
     ) -> None:
         try:
             import torch
@@ -218,6 +226,10 @@ class EnglishTagger:
             for module in self.encoder.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.to(torch.bfloat16)
+            self.prepacked = prepack and _prepack(torch, self.encoder)
+        else:
+            self.prepacked = False
+        self.pad = self.tokenizer.token_to_id("[PAD]") or 0
 
     # --- inference ------------------------------------------------------------------------
 
@@ -241,33 +253,42 @@ class EnglishTagger:
         return windows
 
     def _probabilities(self, windows: list[_Window]) -> list[Any]:
-        """Each window's tag probabilities, [tokens, tags], in batches of windows of one length.
+        """Each window's tag probabilities, [tokens, tags], in batches of windows of one padded length.
 
-        Nothing is padded or masked, so each window's probabilities are a pure function of the
-        window: the same bit for bit whatever other windows share its batch.
+        A window is padded to ``padded_length`` of its own length and the padding masked, so each
+        window's probabilities are a pure function of the window: the same bit for bit whatever
+        other windows share its batch (tests/custody/test_en_model_batches.py).
         """
         torch = self._torch
         by_length: dict[int, list[int]] = {}
         for i, window in enumerate(windows):
-            by_length.setdefault(len(window.ids), []).append(i)
+            by_length.setdefault(padded_length(len(window.ids)), []).append(i)
         result: list[Any] = [None] * len(windows)
+        first = 1 if self.special_tokens else 0
         with torch.inference_mode():
             for length in sorted(by_length):
                 same = by_length[length]
                 for begin in range(0, len(same), BATCH_WINDOWS):
                     chunk = same[begin : begin + BATCH_WINDOWS]
-                    if self.special_tokens:
-                        ids = torch.tensor([[self.cls, *windows[i].ids, self.sep] for i in chunk])
-                    else:
-                        ids = torch.tensor([windows[i].ids for i in chunk])
+                    ids, mask = self._batch([windows[i].ids for i in chunk], length)
                     with self._precision():
-                        hidden = self.encoder(input_ids=ids).last_hidden_state
+                        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
                     # The head reads float32 (its 7 outputs cost nothing).
                     probabilities = self.head(hidden.float()).softmax(dim=-1)
-                    first = 1 if self.special_tokens else 0
                     for row, i in enumerate(chunk):
-                        result[i] = probabilities[row, first : first + length]
+                        result[i] = probabilities[row, first : first + len(windows[i].ids)]
         return result
+
+    def _batch(self, rows: list[list[int]], length: int) -> tuple[Any, Any]:
+        """The encoder's input ids and attention mask for windows padded to ``length`` word pieces."""
+        extra = 2 if self.special_tokens else 0
+        ids, mask = [], []
+        for row in rows:
+            body = [self.cls, *row, self.sep] if self.special_tokens else row
+            padding = length + extra - len(body)
+            ids.append(body + [self.pad] * padding)
+            mask.append([1] * len(body) + [0] * padding)
+        return self._torch.tensor(ids), self._torch.tensor(mask)
 
     def _precision(self) -> Any:
         """The context the encoder runs in: bfloat16 linear layers (autocast), or nothing."""
@@ -403,6 +424,43 @@ def _int8(torch: Any, encoder: Any) -> Any:
         # torch.ao's eager quantization is deprecated in favour of torchao (not installed here).
         warnings.simplefilter("ignore")
         return quantize_dynamic(encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def padded_length(length: int) -> int:
+    """The word pieces a window of ``length`` pieces is padded to: the next multiple of PAD_MULTIPLE."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _prepack(torch: Any, encoder: Any) -> bool:
+    """Give each bfloat16 linear layer of ``encoder`` its weight in oneDNN's own layout, reordered once.
+
+    torch's bfloat16 linear on CPU reorders the weight for oneDNN at every call: a pass of one
+    three-piece window cost 3.1 ms with it and 2.3 ms without (about 45 us for each of the 18
+    linear layers; fourteenth round, docs/desensitization.md). The same oneDNN product on the
+    weight reordered once here (``mkldnn._linear_pointwise``, what ``torch.compile`` emits for a
+    linear on CPU) gives the same outputs bit for bit (``tests/custody/test_en_model_batches.py``).
+    Returns False, changing nothing, where this torch has no such operator or no oneDNN bfloat16.
+    """
+    try:
+        mkldnn = torch.ops.mkldnn
+        if not mkldnn._is_mkldnn_bf16_supported():
+            return False
+        reorder, product = mkldnn._reorder_linear_weight, mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch built without oneDNN
+        return False
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Linear):
+            weight = reorder(module.weight.detach(), None)
+            bias = None if module.bias is None else module.bias.detach()
+            module.forward = functools.partial(
+                _packed_linear, torch, product, weight, bias, module.out_features
+            )
+    return True
+
+
+def _packed_linear(torch: Any, product: Any, weight: Any, bias: Any, out_features: int, x: Any) -> Any:
+    rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+    return product(rows, weight, bias, "none", [], "").reshape(*x.shape[:-1], out_features)
 
 
 def native_bfloat16(torch: Any) -> bool:

@@ -1,10 +1,12 @@
 """The English tagger finds the same spans in a record whatever records share its batch.
 
 Desensitization must not depend on a record's neighbours (a retried batch, a re-run, a record
-moved to another shard get the same answer). The tagger batches only windows of one length (no
-padding, no mask), so a window's probabilities are a pure function of the window, bit for bit, in
-bfloat16 (the default where the CPU has it) as in float32. Dynamic int8 (``quantize=True``)
-scales activations by the whole batch: it is the positive control that shows the check can fail.
+moved to another shard get the same answer). The tagger pads each window to a length that depends
+on the window alone (``padded_length``), masks the padding and batches only windows of one padded
+length, so a window's probabilities are a pure function of the window, bit for bit, in bfloat16
+(the default where the CPU has it) as in float32, with the linear layers' weights prepacked for
+oneDNN or not. Dynamic int8 (``quantize=True``) scales activations by the whole batch: it is the
+positive control that shows the check can fail.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custody.recognizers.en_model import EnglishTagger, native_bfloat16
+from custody.recognizers.en_model import PAD_MULTIPLE, EnglishTagger, native_bfloat16, padded_length
 
 NAME = "Hello, this is Aisha Khan. My router drops the connection every few minutes lately."
 NEIGHBOURS = [
@@ -35,6 +37,14 @@ def taggers() -> dict[str, EnglishTagger]:
         "float32": EnglishTagger(threads=1, precision="float32"),
         "int8": EnglishTagger(threads=1, quantize=True),
     }
+
+
+def neighbour_of_length(tagger: EnglishTagger, width: int) -> str:
+    """A neighbour cut or repeated to exactly ``width`` word pieces."""
+    ids = tagger.tokenizer.encode(" ".join(NEIGHBOURS), add_special_tokens=False).ids[:width]
+    text = tagger.tokenizer.decode(ids)
+    assert len(tagger.tokenizer.encode(text, add_special_tokens=False).ids) == width, text
+    return text
 
 
 def same_length_neighbours(tagger: EnglishTagger) -> list[str]:
@@ -98,3 +108,34 @@ def test_a_windows_probabilities_are_the_same_bit_for_bit_in_any_batch(
 def test_int8_is_batch_dependent_which_is_why_it_is_off(taggers: dict[str, EnglishTagger]) -> None:
     results = probabilities_alone_and_in_batches(taggers["int8"])
     assert any(not torch.equal(r, results[0]) for r in results[1:])
+
+
+@pytest.mark.parametrize("kind", ["default", "float32"])
+def test_a_padded_window_scores_the_same_beside_shorter_and_longer_windows_of_its_batch(
+    taggers: dict[str, EnglishTagger], kind: str
+) -> None:
+    """Windows of different lengths share a batch when they pad to the same length: NAME beside
+    each other length of its bucket (its padding then differs in size, or it has none)."""
+    tagger = taggers[kind]
+    width = len(tagger.tokenizer.encode(NAME, add_special_tokens=False).ids)
+    bucket = padded_length(width)
+    assert bucket % PAD_MULTIPLE == 0 and bucket - PAD_MULTIPLE < width <= bucket
+    alone = tagger._probabilities(tagger._windows([NAME]))[0]
+    others = [w for w in range(bucket - PAD_MULTIPLE + 1, bucket + 1) if w != width]
+    assert len(others) == PAD_MULTIPLE - 1
+    for other in others:
+        windows = tagger._windows([neighbour_of_length(tagger, other), NAME])
+        assert {padded_length(len(w.ids)) for w in windows} == {bucket}, "one batch"
+        assert torch.equal(tagger._probabilities(windows)[1], alone), other
+
+
+def test_prepacked_weights_give_the_same_probabilities_bit_for_bit(taggers: dict[str, EnglishTagger]) -> None:
+    default = taggers["default"]
+    if not default.prepacked:
+        pytest.skip("this CPU has no native bfloat16: the tagger runs float32 and nothing is prepacked")
+    plain = EnglishTagger(threads=1, prepack=False)
+    assert plain.precision == default.precision == "bfloat16" and not plain.prepacked
+    texts = [NAME, *NEIGHBOURS, *same_length_neighbours(default)]
+    windows = default._windows(texts)
+    for packed, unpacked in zip(default._probabilities(windows), plain._probabilities(windows), strict=True):
+        assert torch.equal(packed, unpacked)
