@@ -40,7 +40,7 @@ def taggers() -> dict[str, EnglishTagger]:
 
 
 def neighbour_of_length(tagger: EnglishTagger, width: int) -> str:
-    """A neighbour cut or repeated to exactly ``width`` word pieces."""
+    """The neighbours' text cut to exactly ``width`` word pieces."""
     ids = tagger.tokenizer.encode(" ".join(NEIGHBOURS), add_special_tokens=False).ids[:width]
     text = tagger.tokenizer.decode(ids)
     assert len(tagger.tokenizer.encode(text, add_special_tokens=False).ids) == width, text
